@@ -1,0 +1,179 @@
+//! The server side of the app: state, database, accounts, sessions and rate limits. Compiled
+//! only with the `ssr` feature; the server functions in the page modules call into it.
+//!
+//! - [`db`]: the connection pool (SQLite or PostgreSQL) and the embedded migrations.
+//! - [`users`]: accounts: register, authenticate, look up, promote.
+//! - [`password`]: Argon2id hashing, off the async threads.
+//! - [`sessions`]: the session store in our database, sign-in/out, the current-user middleware.
+//! - [`rate_limit`]: login and registration throttles.
+//! - [`guard`]: which pages need a signed-in user or an admin.
+
+pub mod db;
+pub mod guard;
+pub mod password;
+pub mod rate_limit;
+pub mod sessions;
+pub mod users;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRef};
+use http::{header, request::Parts, StatusCode};
+use leptos::prelude::*;
+use leptos_axum::ResponseOptions;
+
+use crate::auth::{FormError, FormErrors, UserView};
+
+pub use db::Db;
+pub use rate_limit::Limits;
+
+/// Settings the app needs at request time.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Mark cookies `Secure` (the server is reached over HTTPS).
+    pub secure_cookies: bool,
+    /// Take the client address from the first `X-Forwarded-For` entry (behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
+/// Everything a handler or server function needs, cloned cheaply into each request.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub db: Db,
+    pub limits: Arc<Limits>,
+    pub settings: Arc<Settings>,
+}
+
+/// The user the request was made by, resolved once per request by
+/// [`sessions::resolve_user`] and kept in the request's extensions.
+#[derive(Clone, Debug, Default)]
+pub struct CurrentUser(pub Option<UserView>);
+
+/// The app state, inside a server function.
+pub fn state() -> Result<AppState, ServerFnError> {
+    use_context::<AppState>().ok_or_else(|| ServerFnError::new("app state missing"))
+}
+
+fn parts() -> Option<Parts> {
+    use_context::<Parts>()
+}
+
+/// The signed-in user of the current request, inside a server function or SSR.
+pub fn current_user() -> Option<UserView> {
+    parts()?.extensions.get::<CurrentUser>()?.0.clone()
+}
+
+/// The signed-in user, or a 401.
+pub fn require_user() -> Result<UserView, ServerFnError> {
+    current_user().ok_or_else(|| deny(StatusCode::UNAUTHORIZED, "sign in first"))
+}
+
+/// The signed-in admin, or a 401 (anonymous) or 403 (not an admin).
+pub fn require_admin() -> Result<UserView, ServerFnError> {
+    let user = require_user()?;
+    if user.is_admin() {
+        Ok(user)
+    } else {
+        Err(deny(StatusCode::FORBIDDEN, "admins only"))
+    }
+}
+
+/// Sets the response status and returns an error carrying `message` to the caller.
+pub fn deny(status: StatusCode, message: &str) -> ServerFnError {
+    if let Some(res) = use_context::<ResponseOptions>() {
+        res.set_status(status);
+    }
+    ServerFnError::new(message)
+}
+
+/// Logs an internal error with its details and gives the caller a 500 without them.
+pub fn internal(err: impl std::fmt::Display) -> ServerFnError {
+    tracing::error!(error = %err, "request failed");
+    deny(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
+/// The client's address, for rate limiting.
+pub fn client_ip() -> IpAddr {
+    let Some(parts) = parts() else {
+        return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    };
+    let trust_proxy = use_context::<AppState>().is_some_and(|s| s.settings.trust_forwarded_for);
+    if trust_proxy {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// True when the request is a plain browser navigation or form post (no WASM yet).
+fn wants_html() -> bool {
+    parts().is_some_and(|p| {
+        p.headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+    })
+}
+
+/// Answers a refused form. A plain form post is redirected back to `page` with the error codes
+/// and the fields to keep in the query; the hydrated app gets the errors as data, with a 200:
+/// the server-function client reads any 4xx body as an error, not as data.
+pub fn form_refused(page: &str, errors: &FormErrors, keep: &[(&str, &str)]) -> FormErrors {
+    if wants_html() {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in keep.iter().filter(|(_, v)| !v.is_empty()) {
+            // Typed values are echoed back into the form, within reason.
+            query.append_pair(k, &v.chars().take(320).collect::<String>());
+        }
+        for (k, v) in errors.query_pairs() {
+            query.append_pair(k, v);
+        }
+        leptos_axum::redirect(&format!("{page}?{}", query.finish()));
+    }
+    errors.clone()
+}
+
+/// Answers a rate-limited form with `Retry-After` (whole seconds, rounded up). Scripts and the
+/// hydrated app get a 429 and an error; a plain form post goes back to the form with the
+/// message, since a bare 429 page would leave a person stranded.
+pub fn rate_limited(
+    page: &str,
+    wait: Duration,
+    keep: &[(&str, &str)],
+) -> Result<FormErrors, ServerFnError> {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    tracing::warn!(page, retry_after_secs = secs, "rate limited");
+    if let Some(res) = use_context::<ResponseOptions>() {
+        if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
+            res.insert_header(header::RETRY_AFTER, v);
+        }
+    }
+    let errors = FormErrors::form(FormError::RateLimited);
+    if wants_html() {
+        Ok(form_refused(page, &errors, keep))
+    } else {
+        Err(deny(StatusCode::TOO_MANY_REQUESTS, &FormError::RateLimited.message()))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

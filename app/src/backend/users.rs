@@ -1,0 +1,150 @@
+//! Accounts in the database.
+
+use sqlx::FromRow;
+
+use super::{now_ms, password, AppState, Db};
+use crate::auth::{Role, UserView};
+
+/// A user row as stored. Holds the password hash, so it is deliberately not `Serialize`:
+/// only [`UserView`] leaves the server.
+#[derive(FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    name: String,
+    role: String,
+    password_hash: String,
+    created_at: i64,
+}
+
+impl UserRow {
+    fn view(&self) -> UserView {
+        UserView {
+            id: self.id.clone(),
+            email: self.email.clone(),
+            name: self.name.clone(),
+            role: Role::parse(&self.role).unwrap_or(Role::User),
+            created_at_ms: self.created_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, email, name, role, password_hash, created_at";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The name shown when none was given: the part of the email before the `@`.
+fn default_name(email: &str) -> String {
+    email.split('@').next().unwrap_or(email).to_string()
+}
+
+/// Creates an account with an email that is already normalised and a checked password.
+pub async fn create(
+    db: &Db,
+    email: &str,
+    password: &str,
+    name: Option<&str>,
+    role: Role,
+) -> Result<UserView, RegisterError> {
+    let phc = password::hash(password.to_string()).await.map_err(RegisterError::Internal)?;
+    let row = UserRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.to_string(),
+        name: name.map(str::to_string).unwrap_or_else(|| default_name(email)),
+        role: role.as_str().to_string(),
+        password_hash: phc,
+        created_at: now_ms(),
+    };
+    let inserted = sqlx::query(
+        r#"insert into users (id, email, name, role, password_hash, created_at)
+           values ($1, $2, $3, $4, $5, $6)"#,
+    )
+    .bind(&row.id)
+    .bind(&row.email)
+    .bind(&row.name)
+    .bind(&row.role)
+    .bind(&row.password_hash)
+    .bind(row.created_at)
+    .execute(&db.pool)
+    .await;
+    match inserted {
+        Ok(_) => {
+            tracing::info!(user_id = %row.id, role = %row.role, "account created");
+            Ok(row.view())
+        }
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(RegisterError::EmailTaken),
+        Err(e) => Err(RegisterError::Internal(e.to_string())),
+    }
+}
+
+/// Registration from the web form: always a plain user.
+pub async fn register(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    name: Option<&str>,
+) -> Result<UserView, RegisterError> {
+    create(&state.db, email, password, name, Role::User).await
+}
+
+async fn find_row_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as::<_, UserRow>(&format!("select {COLUMNS} from users where email = $1"))
+        .bind(email)
+        .fetch_optional(&db.pool)
+        .await
+}
+
+/// The account for these credentials, or `None`. Unknown emails cost a hash verification
+/// too, so timing does not reveal which emails have accounts.
+pub async fn authenticate(state: &AppState, email: &str, password: &str) -> Result<Option<UserView>, sqlx::Error> {
+    let Some(row) = find_row_by_email(&state.db, email).await? else {
+        password::burn_verify_time(password).await;
+        return Ok(None);
+    };
+    if password::verify(password.to_string(), row.password_hash.clone()).await {
+        Ok(Some(row.view()))
+    } else {
+        Ok(None)
+    }
+}
+
+pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<UserView>, sqlx::Error> {
+    let row = sqlx::query_as::<_, UserRow>(&format!("select {COLUMNS} from users where id = $1"))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.map(|r| r.view()))
+}
+
+pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<UserView>, sqlx::Error> {
+    Ok(find_row_by_email(db, email).await?.map(|r| r.view()))
+}
+
+/// Every account, oldest first.
+pub async fn list(db: &Db) -> Result<Vec<UserView>, sqlx::Error> {
+    let rows = sqlx::query_as::<_, UserRow>(&format!("select {COLUMNS} from users order by created_at, email"))
+        .fetch_all(&db.pool)
+        .await?;
+    Ok(rows.iter().map(UserRow::view).collect())
+}
+
+/// Changes a user's role and password (the admin CLI's "create or reset").
+pub async fn set_role_and_password(db: &Db, id: &str, role: Role, password: &str) -> Result<(), RegisterError> {
+    let phc = password::hash(password.to_string()).await.map_err(RegisterError::Internal)?;
+    sqlx::query("update users set role = $1, password_hash = $2 where id = $3")
+        .bind(role.as_str())
+        .bind(phc)
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .map_err(|e| RegisterError::Internal(e.to_string()))?;
+    // Every session of the account ends, so an old password's sessions don't outlive it.
+    super::sessions::delete_for_user(db, id).await.map_err(|e| RegisterError::Internal(e.to_string()))?;
+    Ok(())
+}

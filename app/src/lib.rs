@@ -1,0 +1,78 @@
+//! The web app: pages, components and server functions, rendered on the server and hydrated in
+//! the browser.
+//!
+//! - [`auth`]: accounts as the pages see them, and the register/login/logout server functions.
+//! - [`admin`]: the admin dashboard's server functions.
+//! - [`pages`]: one module per page.
+//! - [`components`]: the layout and form pieces the pages share.
+//! - `backend` (with the `ssr` feature): state, database, sessions, rate limits.
+
+pub mod admin;
+pub mod auth;
+pub mod components;
+pub mod pages;
+
+#[cfg(feature = "ssr")]
+pub mod backend;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::path;
+
+/// The HTML document around the app, rendered on the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    mark_hydrated();
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/aiedge.css" />
+        <Title formatter=|title: String| {
+            if title.is_empty() { "AI on the Edge".to_string() } else { format!("{title} · AI on the Edge") }
+        } />
+        <Router>
+            <components::Nav />
+            <main>
+                <Routes fallback=pages::NotFound>
+                    <Route path=path!("") view=pages::Landing />
+                    <Route path=path!("register") view=pages::Register />
+                    <Route path=path!("login") view=pages::Login />
+                    <Route path=path!("home") view=pages::Home />
+                    <Route path=path!("admin") view=pages::Admin />
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+/// Sets `data-hydrated` on `<body>` once the WASM has taken over, so tests (and curious people)
+/// can tell a page that merely rendered from one that is interactive.
+fn mark_hydrated() {
+    #[cfg(feature = "hydrate")]
+    Effect::new(|_| {
+        if let Some(body) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.body()) {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
+}

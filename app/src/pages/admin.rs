@@ -1,0 +1,45 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::admin::admin_overview;
+
+/// The admin dashboard. It will grow into the live resource view; today it lists accounts.
+#[component]
+pub fn Admin() -> impl IntoView {
+    let overview = Resource::new(|| (), |_| admin_overview());
+    view! {
+        <Title text="Admin" />
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match overview.await {
+                    Ok(o) => view! {
+                        <section class="card">
+                            <h1>"Admin"</h1>
+                            <div class="stats">
+                                <div class="stat"><span class="value" data-testid="user-count">{o.users.len()}</span><span class="label">"accounts"</span></div>
+                                <div class="stat"><span class="value">{o.admins}</span><span class="label">"admins"</span></div>
+                            </div>
+                        </section>
+                        <section class="card">
+                            <h2>"Accounts"</h2>
+                            <table>
+                                <thead><tr><th>"Email"</th><th>"Name"</th><th>"Role"</th></tr></thead>
+                                <tbody>
+                                    {o.users.into_iter().map(|u| view! {
+                                        <tr><td>{u.email}</td><td>{u.name}</td><td>{u.role.as_str()}</td></tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </section>
+                    }.into_any(),
+                    Err(_) => view! {
+                        <section class="card" data-testid="forbidden">
+                            <h1>"Admins only"</h1>
+                            <p>"This page is for administrators. " <a href="/home">"Back to your home"</a></p>
+                        </section>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}

@@ -1,0 +1,39 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::auth::current_user;
+
+/// The signed-in home. The page guard has already sent anonymous visitors to the login page.
+#[component]
+pub fn Home() -> impl IntoView {
+    let user = Resource::new(|| (), |_| current_user());
+    view! {
+        <Title text="Home" />
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match user.await {
+                    Ok(Some(u)) => view! {
+                        <section class="card">
+                            <h1 data-testid="welcome">"Welcome, " {u.name.clone()}</h1>
+                            <p class="muted">"Signed in as " <strong>{u.email.clone()}</strong>
+                                {if u.is_admin() { " · administrator" } else { "" }}</p>
+                        </section>
+                        <section class="grid">
+                            <article class="card">
+                                <h2>"Nodes"</h2>
+                                <p class="muted">"Adding machines as nodes arrives with the node agent."</p>
+                            </article>
+                            <article class="card">
+                                <h2>"Applications and jobs"</h2>
+                                <p class="muted">"Uploading models and running jobs arrives with the scheduler."</p>
+                            </article>
+                        </section>
+                    }.into_any(),
+                    _ => view! {
+                        <section class="card"><p>"Your session has ended. " <a href="/login">"Log in again"</a></p></section>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}

@@ -1,0 +1,47 @@
+//! One module per page.
+
+mod admin;
+mod home;
+mod landing;
+mod login;
+mod not_found;
+mod register;
+
+pub use admin::Admin;
+pub use home::Home;
+pub use landing::Landing;
+pub use login::Login;
+pub use not_found::NotFound;
+pub use register::Register;
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
+
+use crate::auth::{FormError, FormErrors};
+
+/// A form's errors and its alert line, from the action's answer once the app is hydrated, or
+/// from the query that a no-JS post was redirected back with.
+fn form_feedback<V>(value: V) -> (Signal<FormErrors>, Signal<Option<String>>)
+where
+    V: Get<Value = Option<Result<FormErrors, ServerFnError>>> + Clone + Send + Sync + 'static,
+{
+    let value2 = value.clone();
+    let query = use_query_map();
+    let errors = Signal::derive(move || match value.get() {
+        Some(Ok(errors)) => errors,
+        Some(Err(_)) => FormErrors::default(),
+        None => FormErrors::from_query(|k| query.read().get(k)),
+    });
+    let alert = Signal::derive(move || match value2.get() {
+        Some(Err(ServerFnError::ServerError(message))) => Some(message),
+        Some(Err(_)) => Some("Could not reach the server. Check your connection and try again.".to_string()),
+        _ => errors.get().form.map(FormError::message),
+    });
+    (errors, alert)
+}
+
+/// A query parameter as a signal, for refilling a form after a no-JS round trip.
+fn query_value(key: &'static str) -> Signal<String> {
+    let query = use_query_map();
+    Signal::derive(move || query.read().get(key).unwrap_or_default())
+}

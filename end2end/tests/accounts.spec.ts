@@ -1,0 +1,85 @@
+import { test, expect, Page } from '@playwright/test';
+
+const PASSWORD = 'correct horse battery';
+
+/** Clicks before hydration are lost; wait until the WASM has taken over the page. */
+async function hydrated(page: Page) {
+  await expect(page.locator('body[data-hydrated="true"]')).toBeAttached({ timeout: 20_000 });
+}
+
+test('register, log out, log in with a wrong then the right password, and stay out of admin', async ({ page }) => {
+  const email = `pw-${Date.now()}@example.org`;
+
+  await page.goto('/register');
+  await hydrated(page);
+  await page.fill('#field-email', email);
+  await page.fill('#field-name', 'Grace Hopper');
+  await page.fill('#field-password', 'short');
+  await page.getByRole('button', { name: 'Create account' }).click();
+  // Field errors inline, what was typed kept.
+  await expect(page.locator('#field-password-error')).toHaveText('Use at least 8 characters.');
+  await expect(page.locator('#field-email')).toHaveValue(email);
+
+  await page.fill('#field-password', PASSWORD);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await expect(page).toHaveURL(/\/home$/);
+  await expect(page.getByTestId('welcome')).toHaveText('Welcome, Grace Hopper');
+  await expect(page.getByTestId('who')).toHaveText('Grace Hopper');
+
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await expect(page).toHaveURL(/\/$/);
+  await expect(page.getByRole('link', { name: 'Log in' })).toBeVisible();
+
+  await page.goto('/login');
+  await hydrated(page);
+  await page.fill('#field-email', email);
+  await page.fill('#field-password', 'not my password');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await expect(page.getByTestId('form-alert')).toHaveText('Wrong email or password.');
+  await expect(page).toHaveURL(/\/login/);
+
+  await page.fill('#field-password', PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await expect(page).toHaveURL(/\/home$/);
+  await expect(page.getByTestId('welcome')).toHaveText('Welcome, Grace Hopper');
+
+  // A non-admin cannot open the admin page, whether by URL or by link.
+  const res = await page.goto('/admin');
+  expect(res?.status()).toBe(403);
+  await expect(page.getByTestId('forbidden')).toBeVisible();
+  await expect(page.getByRole('link', { name: 'Admin' })).toHaveCount(0);
+});
+
+test('signed-out visitors are sent to log in, and come back afterwards', async ({ page }) => {
+  const email = `back-${Date.now()}@example.org`;
+  await page.request.post('/api/auth/register', { form: { email, password: PASSWORD } });
+  await page.context().clearCookies();
+
+  await page.goto('/home');
+  await expect(page).toHaveURL(/\/login\?next=%2Fhome$/);
+  await hydrated(page);
+  await page.fill('#field-email', email);
+  await page.fill('#field-password', PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await expect(page).toHaveURL(/\/home$/);
+});
+
+test.describe('without JavaScript', () => {
+  test.use({ javaScriptEnabled: false });
+
+  test('the forms still work and show their errors', async ({ page }) => {
+    const email = `nojs-${Date.now()}@example.org`;
+    await page.goto('/register');
+    await page.fill('#field-email', 'nojs@');
+    await page.fill('#field-password', 'short');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await expect(page.locator('#field-email-error')).toHaveText('That does not look like an email address.');
+    await expect(page.locator('#field-email')).toHaveValue('nojs@');
+
+    await page.fill('#field-email', email);
+    await page.fill('#field-password', PASSWORD);
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await expect(page).toHaveURL(/\/home$/);
+    await expect(page.getByTestId('welcome')).toContainText('Welcome');
+  });
+});

@@ -1,0 +1,8 @@
+//! The browser entry point: hydrates the HTML that the server rendered, so every page works
+//! before this WASM loads and becomes interactive once it has.
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and integration tests (real SQLite, PostgreSQL, RabbitMQ), then the
+# release build and the browser journeys in Chromium. Installs and starts what is missing.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_rust_tools
+ensure_node_packages
+ensure_chromium
+ensure_postgres
+ensure_rabbitmq
+
+# One profile for everything, so the tests and the browser run the same build.
+say "unit and integration tests (release profile)"
+cargo test --release -p shared -p node-agent -p server
+cargo test --release -p app --features ssr
+
+say "building the site (server + WASM)"
+cargo leptos build --release
+
+say "browser journeys (Playwright + Chromium)"
+(cd end2end && npx playwright test)
+say "all tests passed"

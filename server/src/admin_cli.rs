@@ -1,0 +1,39 @@
+//! `server admin create --email …`: the first admin, from the command line. The password comes
+//! from a prompt, or from standard input with `--password-stdin` (for scripts). Running it for
+//! an existing account makes that account an admin and sets the new password.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{bail, Context};
+use app::auth::{check_password, normalize_email, Role};
+use app::backend::{users, Db};
+
+pub fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let first = rpassword::prompt_password("Password: ").context("reading the password")?;
+    let again = rpassword::prompt_password("Again: ").context("reading the password")?;
+    if first != again {
+        bail!("the passwords differ");
+    }
+    Ok(first)
+}
+
+/// Creates or promotes the admin; returns what happened, for the caller to print.
+pub async fn create_admin(db: &Db, email: &str, password: &str) -> anyhow::Result<String> {
+    let email = normalize_email(email).map_err(|e| anyhow::anyhow!("email: {}", e.message()))?;
+    check_password(password).map_err(|e| anyhow::anyhow!("password: {}", e.message()))?;
+    match users::find_by_email(db, &email).await? {
+        Some(existing) => {
+            users::set_role_and_password(db, &existing.id, Role::Admin, password).await?;
+            Ok(format!("{email} is now an admin, with the new password"))
+        }
+        None => {
+            users::create(db, &email, password, None, Role::Admin).await?;
+            Ok(format!("admin {email} created"))
+        }
+    }
+}

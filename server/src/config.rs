@@ -1,0 +1,190 @@
+//! The server's configuration: command-line flags, each with an environment-variable fallback.
+//! `server --help` is the reference; `.env.example` lists the same variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "server", version, about = "AI on the Edge: the web app, API and scheduler")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the web app and API (the default).
+    Serve,
+    /// Manage administrator accounts.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create an admin account, or make an existing account an admin with a new password.
+    Create {
+        /// The admin's email address.
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input instead of prompting for it.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "AIEDGE_BIND", default_value = "127.0.0.1:3000", global = true)]
+    pub bind: SocketAddr,
+
+    /// Directory for the SQLite database and artifacts; created on first run.
+    #[arg(long, env = "AIEDGE_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: SQLite in the data directory.
+    #[arg(long, env = "AIEDGE_DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// RabbitMQ URL.
+    #[arg(long, env = "AIEDGE_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", global = true, hide_env_values = true)]
+    pub amqp_url: String,
+
+    /// The URL people and agents reach this server at. `https://` turns on Secure cookies.
+    #[arg(long, env = "AIEDGE_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+
+    /// Directory holding the built site (`pkg/` with the WASM, CSS and JS).
+    #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site", global = true)]
+    pub site_root: String,
+
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy you trust).
+    #[arg(long, env = "AIEDGE_TRUST_FORWARDED_FOR", global = true)]
+    pub trust_forwarded_for: bool,
+
+    /// Login attempts allowed per client address per minute.
+    #[arg(long, env = "AIEDGE_LOGIN_PER_IP_PER_MIN", default_value_t = 20, global = true)]
+    pub login_per_ip_per_min: u32,
+
+    /// Login attempts allowed per account per minute.
+    #[arg(long, env = "AIEDGE_LOGIN_PER_ACCOUNT_PER_MIN", default_value_t = 5, global = true)]
+    pub login_per_account_per_min: u32,
+
+    /// Registrations allowed per client address per minute.
+    #[arg(long, env = "AIEDGE_REGISTER_PER_IP_PER_MIN", default_value_t = 10, global = true)]
+    pub register_per_ip_per_min: u32,
+
+    /// Log format.
+    #[arg(long, env = "AIEDGE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The database URL in force: the given one, or SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("aiedge.db").display()),
+        }
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.bind))
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url().starts_with("https://")
+    }
+
+    /// Checks what can be checked without connecting: URL shapes and the data directory.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let db = self.database_url();
+        if app::backend::db::Backend::from_url(&db).is_none() {
+            bail!("bad database URL {:?}: use sqlite://PATH or postgres://USER@HOST/DB", redact(&db));
+        }
+        let amqp = url::Url::parse(&self.amqp_url).with_context(|| format!("bad AMQP URL {:?}", redact(&self.amqp_url)))?;
+        if amqp.scheme() != "amqp" && amqp.scheme() != "amqps" {
+            bail!("bad AMQP URL {:?}: use amqp://USER:PASSWORD@HOST:PORT/VHOST", redact(&self.amqp_url));
+        }
+        if let Some(public) = &self.public_url {
+            let url = url::Url::parse(public).with_context(|| format!("bad public URL {public:?}"))?;
+            if url.scheme() != "http" && url.scheme() != "https" {
+                bail!("bad public URL {public:?}: use http:// or https://");
+            }
+        }
+        ensure_writable(&self.data_dir)
+    }
+}
+
+/// Creates the data directory if needed and proves it writable.
+fn ensure_writable(dir: &PathBuf) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok").with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Hides the password in a URL for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["server"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap().config
+    }
+
+    #[test]
+    fn defaults_to_sqlite_in_the_data_dir() {
+        let c = parse(&["--data-dir", "/tmp/x"]);
+        assert_eq!(c.database_url(), "sqlite:///tmp/x/aiedge.db");
+        assert!(!c.secure_cookies());
+    }
+
+    #[test]
+    fn https_public_url_means_secure_cookies() {
+        assert!(parse(&["--public-url", "https://edge.example.org"]).secure_cookies());
+    }
+
+    #[test]
+    fn bad_urls_are_refused_before_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        assert!(parse(&["--data-dir", d, "--database-url", "mysql://x"]).validate().is_err());
+        assert!(parse(&["--data-dir", d, "--amqp-url", "http://x"]).validate().is_err());
+        assert!(parse(&["--data-dir", d, "--amqp-url", "not a url"]).validate().is_err());
+        assert!(parse(&["--data-dir", d]).validate().is_ok());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
+    }
+}

@@ -1,0 +1,135 @@
+//! The AI on the Edge server as a library, so tests can start the real thing on a port-0
+//! listener. `main.rs` is a thin shell over [`launch`].
+//!
+//! - [`config`]: flags and environment.
+//! - [`broker`]: the RabbitMQ connection and its reconnects.
+//! - [`health`]: `/healthz`.
+//! - [`errors`]: malformed server-function calls answered 400.
+//! - [`admin_cli`]: `server admin create`.
+//! - The web app, sessions and accounts live in the `app` crate (`app::backend`).
+
+pub mod admin_cli;
+pub mod broker;
+pub mod config;
+pub mod errors;
+pub mod health;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use app::backend::{self, rate_limit::LimitConfig, sessions::DbSessionStore, AppState, Db, Limits, Settings};
+use app::{shell, App};
+use axum::routing::get;
+use axum::{middleware, Extension, Router};
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+use crate::broker::Broker;
+use crate::config::{redact, Config};
+
+/// Largest request body outside the upload routes: forms are small.
+const MAX_FORM_BODY: usize = 256 * 1024;
+
+/// Connects to the database (applying migrations) and builds the shared state.
+pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
+    config.validate()?;
+    let url = config.database_url();
+    let db = Db::connect(&url).await.with_context(|| format!("database {}", redact(&url)))?;
+    let leptos_options = LeptosOptions::builder()
+        .output_name(env!("LEPTOS_OUTPUT_NAME"))
+        .site_root(config.site_root.clone())
+        .site_pkg_dir("pkg")
+        .site_addr(config.bind)
+        .build();
+    Ok(AppState {
+        leptos_options,
+        db,
+        limits: Arc::new(Limits::new(LimitConfig {
+            login_per_ip: config.login_per_ip_per_min,
+            login_per_account: config.login_per_account_per_min,
+            register_per_ip: config.register_per_ip_per_min,
+        })),
+        settings: Arc::new(Settings {
+            secure_cookies: config.secure_cookies(),
+            trust_forwarded_for: config.trust_forwarded_for,
+        }),
+    })
+}
+
+/// The whole HTTP surface: pages, server functions, health.
+pub fn router(state: AppState, broker: Broker) -> Router {
+    let routes = generate_route_list(App);
+    let sessions = SessionManagerLayer::new(DbSessionStore::new(state.db.clone()))
+        .with_name(backend::sessions::COOKIE_NAME)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(state.settings.secure_cookies)
+        .with_expiry(Expiry::OnSessionEnd);
+
+    let context_state = state.clone();
+    let shell_options = state.leptos_options.clone();
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(context_state.clone()),
+            move || shell(shell_options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(middleware::from_fn(backend::guard::guard_pages))
+        .layer(middleware::from_fn(errors::bad_arguments_are_400))
+        .layer(middleware::from_fn_with_state(state.clone(), backend::sessions::resolve_user))
+        .layer(sessions)
+        .layer(Extension(broker))
+        .layer(RequestBodyLimitLayer::new(MAX_FORM_BODY))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` fires, then drains in-flight requests.
+pub async fn launch(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let state = build_state(&config).await?;
+    let broker = Broker::start(config.amqp_url.clone(), shutdown.child_token());
+    spawn_housekeeping(state.clone(), shutdown.child_token());
+
+    let addr = listener.local_addr().context("listener address")?;
+    tracing::info!(%addr, database = ?state.db.backend, "serving");
+    let app = router(state, broker);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("http server")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Periodic chores: expired sessions out of the database, idle keys out of the rate limiters.
+fn spawn_housekeeping(state: AppState, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let store = DbSessionStore::new(state.db.clone());
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        // IMPORTANT: without Skip, a stalled process runs the missed ticks back to back.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cancel.cancelled() => return,
+            }
+            state.limits.prune();
+            match store.delete_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "expired sessions removed"),
+                Err(e) => tracing::warn!(error = %e, "session cleanup failed"),
+            }
+        }
+    });
+}

@@ -1,0 +1,325 @@
+//! Registration, login, remember-me, logout, rate limiting and roles, through real HTTP against
+//! a real server, on SQLite and on PostgreSQL.
+
+mod common;
+
+use common::{session_cookie, DbKind, TestServer};
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "correct horse battery";
+
+on_both_databases!(
+    register_signs_in_and_shows_home,
+    duplicate_email_is_refused_whatever_its_case,
+    invalid_registrations_get_field_errors_and_change_nothing,
+    wrong_email_and_wrong_password_get_the_same_answer,
+    remember_me_makes_a_lasting_cookie,
+    logout_ends_the_session_on_the_server,
+    login_is_rate_limited_per_account,
+    login_is_rate_limited_per_address,
+    roles_guard_pages_and_server_functions,
+    forms_work_without_javascript,
+    sql_looking_input_is_just_data,
+);
+
+async fn register_signs_in_and_shows_home(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let client = server.client();
+
+    let res = client
+        .call("/api/auth/register", &[("email", " Ada@Example.org "), ("password", PASSWORD), ("name", "Ada Lovelace")])
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("serverfnredirect"), "client told to go home");
+    let cookie = session_cookie(res.headers()).expect("session cookie set");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "plain http: no Secure flag: {cookie}");
+    assert!(!cookie.contains("Max-Age") && !cookie.contains("Expires"), "browser-session cookie: {cookie}");
+    let errors: Value = res.json().await.unwrap();
+    assert_eq!(errors, json!({ "email": null, "password": null, "name": null, "form": null }));
+
+    let me = client.me().await;
+    assert_eq!(me["email"], "ada@example.org");
+    assert_eq!(me["name"], "Ada Lovelace");
+    assert_eq!(me["role"], "user");
+
+    let home = client.get("/home").await;
+    assert_eq!(home.status(), 200);
+    let html = home.text().await.unwrap();
+    assert!(html.contains("Welcome, <!>Ada Lovelace") || html.contains("Welcome, Ada Lovelace"), "{html}");
+    server.stop().await;
+}
+
+async fn duplicate_email_is_refused_whatever_its_case(db: DbKind) {
+    let server = TestServer::start(db).await;
+    assert_eq!(server.client().register("bob@example.org", PASSWORD).await.status(), 200);
+    let res = server.client().register("BOB@example.org", "another password").await;
+    assert_eq!(res.status(), 200);
+    let errors: Value = res.json().await.unwrap();
+    assert_eq!(errors["email"], "email_taken");
+    // The first account's password still works; the second attempt changed nothing.
+    let client = server.client();
+    client.login("bob@example.org", PASSWORD).await;
+    assert_eq!(client.me().await["email"], "bob@example.org");
+    server.stop().await;
+}
+
+async fn invalid_registrations_get_field_errors_and_change_nothing(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let client = server.client();
+
+    let cases: Vec<(Vec<(&str, String)>, &str, &str)> = vec![
+        (vec![], "email", "email_missing"),
+        (vec![("email", "".into()), ("password", "".into())], "email", "email_missing"),
+        (vec![("email", "not-an-email".into()), ("password", PASSWORD.into())], "email", "email_invalid"),
+        (vec![("email", "c@example.org".into()), ("password", "short".into())], "password", "password_too_short"),
+        (vec![("email", "c@example.org".into()), ("password", "p".repeat(600))], "password", "password_too_long"),
+        (vec![("email", "c@example.org".into()), ("password", PASSWORD.into()), ("name", "n".repeat(81))], "name", "name_too_long"),
+    ];
+    for (form, field, code) in cases {
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = client.call("/api/auth/register", &pairs).await;
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let errors: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(errors[field], code, "{pairs:?} -> {body}");
+        assert!(session_cookie(&reqwest::header::HeaderMap::new()).is_none());
+    }
+
+    // A 10 MB password field is refused before it is read, and the server keeps serving.
+    let huge = "x".repeat(10 * 1024 * 1024);
+    let res = client.call("/api/auth/register", &[("email", "d@example.org"), ("password", &huge)]).await;
+    assert_eq!(res.status(), 413);
+
+    // A body that is not UTF-8.
+    let res = client
+        .http
+        .post(server.url("/api/auth/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(vec![0xff, 0xfe, 0x00, b'=', 0xc3, 0x28])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status() == 400 || res.status() == 200, "got {}", res.status());
+
+    // Arguments of the wrong shape are the caller's mistake: 400, not 500.
+    let res = client
+        .http
+        .post(server.url("/api/auth/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("email[x][y]=1&email=2&password[]=3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+
+    // Nothing was created along the way.
+    assert_eq!(client.me().await, Value::Null);
+    assert_eq!(server.client().login("c@example.org", PASSWORD).await.json::<Value>().await.unwrap()["form"], "invalid_credentials");
+    assert_eq!(server.client().get("/").await.status(), 200);
+    server.stop().await;
+}
+
+async fn wrong_email_and_wrong_password_get_the_same_answer(db: DbKind) {
+    let server = TestServer::start(db).await;
+    server.client().register("eve@example.org", PASSWORD).await;
+
+    let wrong_password = server.client().login("eve@example.org", "not the password").await;
+    let wrong_email = server.client().login("nobody@example.org", PASSWORD).await;
+    let malformed_email = server.client().login("nobody", PASSWORD).await;
+    assert_eq!(wrong_password.status(), 200);
+    assert_eq!(wrong_email.status(), 200);
+    assert!(session_cookie(wrong_password.headers()).is_none());
+    let a = wrong_password.text().await.unwrap();
+    let b = wrong_email.text().await.unwrap();
+    let c = malformed_email.text().await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert!(a.contains("invalid_credentials"));
+    server.stop().await;
+}
+
+async fn remember_me_makes_a_lasting_cookie(db: DbKind) {
+    let server = TestServer::start(db).await;
+    server.client().register("rem@example.org", PASSWORD).await;
+    let client = server.client();
+    let res = client
+        .call("/api/auth/login", &[("email", "rem@example.org"), ("password", PASSWORD), ("remember", "on")])
+        .await;
+    let cookie = session_cookie(res.headers()).expect("cookie");
+    let max_age: i64 = cookie
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("Max-Age="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("remembered cookie lasts: {cookie}"));
+    assert!((29 * 86400..=30 * 86400).contains(&max_age), "{max_age}");
+    assert_eq!(client.me().await["email"], "rem@example.org");
+
+    let res = server.client().login("rem@example.org", PASSWORD).await;
+    let cookie = session_cookie(res.headers()).expect("cookie");
+    assert!(!cookie.contains("Max-Age"), "unremembered: browser session: {cookie}");
+    server.stop().await;
+}
+
+async fn logout_ends_the_session_on_the_server(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let client = server.client();
+    let res = client.register("out@example.org", PASSWORD).await;
+    let cookie = session_cookie(res.headers()).expect("cookie");
+    let pair = cookie.split(';').next().unwrap().to_string();
+
+    let res = client.call("/api/auth/logout", &[]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(client.me().await, Value::Null);
+    let home = client.get("/home").await;
+    assert_eq!(home.status(), 303);
+
+    // Replaying the old cookie gets nothing: the session is gone from the database.
+    let replay = reqwest::Client::new()
+        .get(server.url("/api/auth/me"))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.json::<Value>().await.unwrap(), Value::Null);
+    server.stop().await;
+}
+
+async fn login_is_rate_limited_per_account(db: DbKind) {
+    let server = TestServer::start_with(db, |c| c.login_per_account_per_min = 3).await;
+    server.client().register("rl@example.org", PASSWORD).await;
+    for _ in 0..3 {
+        let res = server.client().login("rl@example.org", "wrong password").await;
+        assert_eq!(res.status(), 200);
+    }
+    // Even the right password waits now, and the answer says for how long.
+    let res = server.client().login("rl@example.org", PASSWORD).await;
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(session_cookie(res.headers()).is_none());
+    // Casing does not buy more attempts.
+    assert_eq!(server.client().login("RL@example.org", PASSWORD).await.status(), 429);
+    // Other accounts are unaffected.
+    server.client().register("other@example.org", PASSWORD).await;
+    let other = server.client();
+    assert_eq!(other.login("other@example.org", PASSWORD).await.status(), 200);
+    assert_eq!(other.me().await["email"], "other@example.org");
+    server.stop().await;
+}
+
+async fn login_is_rate_limited_per_address(db: DbKind) {
+    let server = TestServer::start_with(db, |c| c.login_per_ip_per_min = 4).await;
+    for i in 0..4 {
+        let res = server.client().login(&format!("spray{i}@example.org"), PASSWORD).await;
+        assert_eq!(res.status(), 200);
+    }
+    let res = server.client().login("spray9@example.org", PASSWORD).await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    // A browser without the WASM is sent back to the form with the reason instead.
+    let res = server
+        .client()
+        .browser_post("/api/auth/login", "/login", &[("email", "spray9@example.org"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(res.status(), 302);
+    assert!(res.headers()["location"].to_str().unwrap().contains("err_form=rate_limited"));
+    server.stop().await;
+}
+
+async fn roles_guard_pages_and_server_functions(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let anon = server.client();
+    let res = anon.get("/home").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/login?next=%2Fhome");
+    assert_eq!(anon.get("/admin").await.status(), 303);
+    assert_eq!(anon.http.get(server.url("/api/admin/overview")).send().await.unwrap().status(), 401);
+
+    let user = server.client();
+    user.register("user@example.org", PASSWORD).await;
+    let page = user.get("/admin").await;
+    assert_eq!(page.status(), 403);
+    assert!(page.text().await.unwrap().contains("Admins only"));
+    assert_eq!(user.http.get(server.url("/api/admin/overview")).send().await.unwrap().status(), 403);
+
+    let state = server::build_state(&server.config).await.unwrap();
+    let said = server::admin_cli::create_admin(&state.db, "root@example.org", PASSWORD).await.unwrap();
+    assert!(said.contains("created"), "{said}");
+    let admin = server.client();
+    admin.login("root@example.org", PASSWORD).await;
+    assert_eq!(admin.me().await["role"], "admin");
+    let page = admin.get("/admin").await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("user@example.org"));
+    let overview: Value = admin.http.get(server.url("/api/admin/overview")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(overview["users"].as_array().unwrap().len(), 2);
+    assert_eq!(overview["admins"], 1);
+
+    // Promoting an existing user: their old sessions end with the old password.
+    let said = server::admin_cli::create_admin(&state.db, "user@example.org", "a new password").await.unwrap();
+    assert!(said.contains("now an admin"), "{said}");
+    assert_eq!(user.me().await, Value::Null);
+    server.stop().await;
+}
+
+async fn forms_work_without_javascript(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let browser = server.client();
+
+    // The pages render fully on the server.
+    let page = browser.get("/register").await.text().await.unwrap();
+    assert!(page.contains(r#"action="/api/auth/register""#), "form posts without WASM");
+
+    let res = browser
+        .browser_post("/api/auth/register", "/register", &[("email", "nojs@example"), ("password", "short")])
+        .await;
+    assert_eq!(res.status(), 302);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/register?"), "{location}");
+    let page = browser.get(&location).await.text().await.unwrap();
+    assert!(page.contains("That does not look like an email address."));
+    assert!(page.contains("Use at least 8 characters."));
+    assert!(page.contains(r#"value="nojs@example""#), "typed email kept");
+
+    let res = browser
+        .browser_post("/api/auth/register", "/register", &[("email", "nojs@example.org"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["location"], "/home");
+    assert_eq!(browser.get("/home").await.status(), 200);
+
+    // Login with a way back to where the visitor was going.
+    let other = server.client();
+    let res = other
+        .browser_post("/api/auth/login", "/login?next=%2Fadmin", &[("email", "nojs@example.org"), ("password", "wrong!!!"), ("next", "/admin")])
+        .await;
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.contains("err_form=invalid_credentials") && location.contains("next=%2Fadmin"), "{location}");
+    let page = other.get(&location).await.text().await.unwrap();
+    assert!(page.contains("Wrong email or password."));
+    let res = other
+        .browser_post("/api/auth/login", "/login", &[("email", "nojs@example.org"), ("password", PASSWORD), ("next", "//evil.example")])
+        .await;
+    assert_eq!(res.headers()["location"], "/home", "offsite next ignored");
+    server.stop().await;
+}
+
+async fn sql_looking_input_is_just_data(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let client = server.client();
+    let res = client.register("' or 1=1 --", PASSWORD).await;
+    assert_eq!(res.json::<Value>().await.unwrap()["email"], "email_invalid");
+    // A legal address full of SQL punctuation registers and logs in as itself.
+    let email = "o'brien--;drop@example.org";
+    let res = client.register(email, PASSWORD).await;
+    assert_eq!(res.status(), 200);
+    let again = server.client();
+    again.login(email, PASSWORD).await;
+    assert_eq!(again.me().await["email"], email);
+    let res = server.client().login("x' or '1'='1", "' or '1'='1").await;
+    assert_eq!(res.json::<Value>().await.unwrap()["form"], "invalid_credentials");
+    server.stop().await;
+}

@@ -1,0 +1,193 @@
+//! Starts the real server in-process on a port-0 listener, against a real database: a fresh
+//! SQLite file in a temp dir, or a fresh PostgreSQL database (dropped again by `stop`), and the
+//! real RabbitMQ. Set `AIEDGE_TEST_POSTGRES` to point at another PostgreSQL server.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use clap::Parser;
+use reqwest::header::{HeaderMap, ACCEPT};
+use server::config::{Cli, Config};
+use sqlx::{Connection, Executor};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, Debug)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("AIEDGE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub config: Config,
+    pub data_dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pg_database: Option<String>,
+}
+
+/// Builds a configuration from flags, as the binary would parse them.
+pub fn config_from(args: &[&str]) -> Config {
+    let mut all = vec!["server"];
+    all.extend_from_slice(args);
+    Cli::try_parse_from(all).expect("test flags parse").config
+}
+
+impl TestServer {
+    pub async fn start(kind: DbKind) -> Self {
+        Self::start_with(kind, |_| {}).await
+    }
+
+    pub async fn start_with(kind: DbKind, tweak: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = config_from(&["--data-dir", data_dir.path().to_str().expect("utf-8 path")]);
+        // Generous limits unless a test is about them.
+        config.login_per_ip_per_min = 1000;
+        config.login_per_account_per_min = 1000;
+        config.register_per_ip_per_min = 1000;
+        let mut pg_database = None;
+        if let DbKind::Postgres = kind {
+            let name = format!("aiedge_t_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_admin_url()))
+                .await
+                .expect("PostgreSQL reachable for tests (is it running?)");
+            conn.execute(format!("create database {name}").as_str()).await.expect("create test database");
+            config.database_url = Some(format!("{}/{name}", postgres_admin_url()));
+            pg_database = Some(name);
+        }
+        tweak(&mut config);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(server::launch(config.clone(), listener, shutdown.clone()));
+        let server = Self { base, config, data_dir, shutdown, handle, pg_database };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client.get(self.url("/healthz")).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server did not start");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A client that keeps cookies, like a browser, but does not follow redirects, so tests
+    /// see them.
+    pub fn client(&self) -> Client {
+        Client {
+            base: self.base.clone(),
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
+        assert!(matches!(result, Ok(Ok(Ok(())))), "server did not stop cleanly: {result:?}");
+        if let Some(name) = self.pg_database {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_admin_url())).await {
+                let _ = conn.execute(format!("drop database if exists {name} with (force)").as_str()).await;
+            }
+        }
+    }
+}
+
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Client {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Calls a server function the way a script or the hydrated app does.
+    pub async fn call(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header(ACCEPT, "application/json")
+            .form(form)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Posts a form the way a browser without the WASM does.
+    pub async fn browser_post(&self, path: &str, referer: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header(ACCEPT, "text/html,application/xhtml+xml")
+            .header(reqwest::header::REFERER, self.url(referer))
+            .form(form)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).header(ACCEPT, "text/html").send().await.expect("request")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.call("/api/auth/register", &[("email", email), ("password", password)]).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.call("/api/auth/login", &[("email", email), ("password", password)]).await
+    }
+
+    /// The signed-in user as the server sees it, or JSON null.
+    pub async fn me(&self) -> serde_json::Value {
+        let res = self.http.get(self.url("/api/auth/me")).send().await.expect("request");
+        assert_eq!(res.status(), 200);
+        res.json().await.expect("json")
+    }
+}
+
+/// The `Set-Cookie` header for the session cookie, if the response set one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("aiedge_session="))
+        .map(str::to_string)
+}
+
+/// Runs an async test body once against SQLite and once against PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::DbKind::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::DbKind::Postgres).await
+                }
+            }
+        )*
+    };
+}

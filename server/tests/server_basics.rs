@@ -1,0 +1,150 @@
+//! Health, configuration errors, the admin CLI, malformed cookies and graceful shutdown, through
+//! the real binary where it matters.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{DbKind, TestServer};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_server");
+
+on_both_databases!(healthz_reports_database_and_broker, malformed_cookies_are_anonymous);
+
+async fn healthz_reports_database_and_broker(db: DbKind) {
+    let server = TestServer::start(db).await;
+    // The broker connects in the background; give it a moment.
+    let mut last = None;
+    for _ in 0..100 {
+        let res = reqwest::get(server.url("/healthz")).await.unwrap();
+        if res.status() == 200 {
+            last = Some(res.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = last.expect("healthz reached 200 with the real broker");
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["broker"], "ok");
+    server.stop().await;
+
+    // Nothing listens on port 1: the broker is named as the problem.
+    let server = TestServer::start_with(db, |c| c.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
+    let res = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["broker"], "unreachable");
+    // Pages still work while the broker is away.
+    assert_eq!(reqwest::get(server.url("/")).await.unwrap().status(), 200);
+    server.stop().await;
+}
+
+async fn malformed_cookies_are_anonymous(db: DbKind) {
+    let server = TestServer::start(db).await;
+    for cookie in ["aiedge_session=%%%garbage", "aiedge_session=", "aiedge_session=AAAAAAAAAAAAAAAAAAAAAA", "aiedge_session=\u{7f}"] {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let res = client.get(server.url("/")).header("cookie", cookie).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{cookie}");
+        let res = client.get(server.url("/home")).header("cookie", cookie).send().await.unwrap();
+        assert_eq!(res.status(), 303, "{cookie}");
+        let res = client.get(server.url("/api/auth/me")).header("cookie", cookie).send().await.unwrap();
+        assert_eq!(res.json::<Value>().await.unwrap(), Value::Null);
+    }
+    server.stop().await;
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).env("RUST_LOG", "off").output().expect("run server binary")
+}
+
+fn one_error_line(out: &std::process::Output) -> String {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+#[test]
+fn bad_configuration_fails_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let line = one_error_line(&run(&["--data-dir", d, "--database-url", "mysql://x/y", "migrate"]));
+    assert!(line.contains("bad database URL"), "{line}");
+    let line = one_error_line(&run(&["--data-dir", d, "--database-url", "postgres://nobody@127.0.0.1:1/x", "migrate"]));
+    assert!(line.contains("cannot connect to the database"), "{line}");
+    let line = one_error_line(&run(&["--data-dir", d, "--amqp-url", "not a url", "migrate"]));
+    assert!(line.contains("bad AMQP URL"), "{line}");
+    let line = one_error_line(&run(&["--data-dir", "/proc/aiedge-cannot-write-here", "migrate"]));
+    assert!(line.contains("data directory"), "{line}");
+}
+
+#[test]
+fn admin_create_reads_the_password_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--data-dir", d, "admin", "create", "--email", "Admin@Example.org", "--password-stdin"])
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a strong password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "admin admin@example.org created");
+    assert!(dir.path().join("aiedge.db").exists(), "SQLite file created on first run");
+
+    let mut child = Command::new(BIN)
+        .args(["--data-dir", d, "admin", "create", "--email", "x@example.org", "--password-stdin"])
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let line = one_error_line(&out);
+    assert!(line.contains("at least 8"), "{line}");
+}
+
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["--data-dir", dir.path().to_str().unwrap(), "--bind", &bind])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(&bind).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(up, "server listening");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("no exit within 5 s of SIGTERM")
+    });
+    assert!(status.success(), "{status}");
+}
