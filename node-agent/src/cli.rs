@@ -1,0 +1,204 @@
+//! The command line. Every option can also come from an `AIEDGE_*` environment variable, which
+//! keeps the token out of `ps` listings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The AI on the Edge node agent: lends this machine to the platform.
+#[derive(Debug, Parser)]
+#[command(name = "node-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, env = "AIEDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Measure this machine once and print its facts, metrics and score as JSON.
+    Probe(ProbeArgs),
+    /// Register (first time only) and send heartbeats until stopped.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Temperature (°C) from which the score is derated linearly.
+    #[arg(
+        long,
+        env = "AIEDGE_WARN_TEMP",
+        default_value_t = 80.0,
+        allow_negative_numbers = true
+    )]
+    pub warn_temp: f64,
+
+    /// Temperature (°C) at or above which the score is 0.
+    #[arg(
+        long,
+        env = "AIEDGE_CRITICAL_TEMP",
+        default_value_t = 90.0,
+        allow_negative_numbers = true
+    )]
+    pub critical_temp: f64,
+}
+
+/// Options of `node-agent run`. `Debug` is written by hand: the token and the broker URL are secrets.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Base URL of the AI on the Edge server, e.g. `https://edge.example.com` (taken from the state
+    /// file when omitted).
+    #[arg(long, env = "AIEDGE_SERVER")]
+    pub server: Option<String>,
+
+    /// One-time registration token from the web app's "Add node"; only needed until the state
+    /// file exists.
+    #[arg(long, env = "AIEDGE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Name for this node shown in the web app (the server may default it to the hostname).
+    #[arg(long, env = "AIEDGE_NODE_NAME")]
+    pub name: Option<String>,
+
+    /// Private file (mode 0600) keeping the node's credentials [default: WORK_DIR/node-agent-state.json].
+    #[arg(long, env = "AIEDGE_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// Directory the agent keeps its state and job files in (created with mode 0700).
+    #[arg(long, env = "AIEDGE_WORK_DIR", default_value = "agent-work")]
+    pub work_dir: PathBuf,
+
+    /// Jobs this node runs at the same time.
+    #[arg(long, env = "AIEDGE_MAX_JOBS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_jobs: u32,
+
+    /// Time between heartbeats, e.g. "2s" or "500ms" [default: what the server asked for at
+    /// registration, else 2s].
+    #[arg(long, env = "AIEDGE_HEARTBEAT_INTERVAL", value_parser = parse_heartbeat_interval)]
+    pub heartbeat_interval: Option<Duration>,
+
+    /// Time between CPU benchmarks while idle, e.g. "5m".
+    #[arg(long, env = "AIEDGE_BENCHMARK_INTERVAL", default_value = "5m", value_parser = parse_benchmark_interval)]
+    pub benchmark_interval: Duration,
+
+    /// RabbitMQ URL to use instead of the one the server handed out at registration.
+    #[arg(long, env = "AIEDGE_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+}
+
+impl std::fmt::Debug for RunArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunArgs")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("name", &self.name)
+            .field("state_file", &self.state_file)
+            .field("work_dir", &self.work_dir)
+            .field("max_jobs", &self.max_jobs)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("benchmark_interval", &self.benchmark_interval)
+            .field(
+                "amqp_url",
+                &self.amqp_url.as_deref().map(crate::state::redact_url),
+            )
+            .finish()
+    }
+}
+
+/// Shortest heartbeat interval: CPU usage is a difference between two samples and is noise
+/// below about 100 ms.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+fn parse_heartbeat_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < MIN_HEARTBEAT_INTERVAL {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MIN_HEARTBEAT_INTERVAL)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_benchmark_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s (one benchmark takes about a second)".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_option_is_documented_and_has_an_env_var() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            for arg in sub.get_arguments() {
+                if matches!(arg.get_id().as_str(), "help" | "version") {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} --{} has no doc",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+                assert!(
+                    arg.get_env().is_some(),
+                    "{} --{} has no env var",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn intervals_accept_humantime() {
+        assert_eq!(parse_heartbeat_interval("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            parse_heartbeat_interval("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert!(parse_heartbeat_interval("10ms").is_err());
+        assert!(parse_heartbeat_interval("soon").is_err());
+        assert_eq!(parse_benchmark_interval("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_benchmark_interval("0s").is_err());
+    }
+
+    #[test]
+    fn run_defaults() {
+        let cli =
+            Cli::try_parse_from(["node-agent", "run", "--server", "http://s", "--token", "t"])
+                .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.max_jobs, 1);
+        assert_eq!(args.work_dir, PathBuf::from("agent-work"));
+        assert_eq!(args.benchmark_interval, Duration::from_secs(300));
+        assert_eq!(args.heartbeat_interval, None);
+        assert!(Cli::try_parse_from(["node-agent", "run", "--max-jobs", "0"]).is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! The AI on the Edge node agent: one small binary that runs beside the real work on an edge
+//! machine.
+//!
+//! - [`cli`]: the command line (`probe`, `run`); `--help` is the reference.
+//! - [`facts`]: what the machine is (hostname, OS, cores, memory, accelerators, runtimes).
+//! - [`metrics`]: how the machine is doing (free CPU/memory, temperature), sampled with sysinfo.
+//! - [`bench`](mod@bench): the `sysbench cpu`-style benchmark behind `events_per_sec`.
+//! - [`state`]: the private state file holding the node's credentials.
+//! - [`register`]: trading the one-time token for those credentials.
+//! - [`heartbeat`]: the RabbitMQ link that publishes signed heartbeats.
+//! - [`run`]: the long-running loop tying these together, with reconnects and clean shutdown.
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod bench;
+pub mod cli;
+pub mod facts;
+pub mod heartbeat;
+pub mod logging;
+pub mod metrics;
+pub mod register;
+pub mod run;
+pub mod state;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// Exit code when the server refuses the registration token: restarting will not help, so a
+/// service manager can be told not to (systemd `RestartPreventExitStatus=3`).
+pub const EXIT_REGISTRATION_REFUSED: u8 = 3;
+
+/// Runs one subcommand to completion.
+pub async fn execute(command: cli::Command) -> anyhow::Result<()> {
+    match command {
+        cli::Command::Probe(args) => probe(args).await,
+        cli::Command::Run(args) => {
+            let cancel = CancellationToken::new();
+            stop_on_signal(cancel.clone())?;
+            run::run(args, cancel).await
+        }
+    }
+}
+
+/// The process exit code for an error returned by [`execute`].
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err
+        .chain()
+        .any(|cause| cause.downcast_ref::<register::Refused>().is_some())
+    {
+        EXIT_REGISTRATION_REFUSED
+    } else {
+        1
+    }
+}
+
+/// `node-agent probe`: measure once and print facts, metrics and score as JSON.
+async fn probe(args: cli::ProbeArgs) -> anyhow::Result<()> {
+    let policy = shared::score::ThermalPolicy {
+        warn_c: args.warn_temp,
+        critical_c: args.critical_temp,
+    };
+    let facts = facts::gather().await;
+
+    let sampler = metrics::Sampler::shared().await?;
+    // CPU usage is a difference between two samples; give it a meaningful window.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sample = metrics::Sampler::sample_shared(&sampler).await?;
+
+    let events = bench::run_blocking(bench::DEFAULT_DURATION, CancellationToken::new()).await?;
+    let metrics = sample.into_metrics(events.unwrap_or(0.0), 0);
+    let score = shared::score::score(&metrics, &policy);
+
+    let out = serde_json::json!({ "facts": facts, "metrics": metrics, "score": score });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// Cancels `cancel` on the first Ctrl-C (SIGINT) or SIGTERM; a second one exits at once.
+///
+/// The handlers are installed before this returns (not in the spawned task), so a signal that
+/// arrives right after start-up is not left to the default action, which kills the process
+/// without closing anything.
+fn stop_on_signal(cancel: CancellationToken) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::spawn(async move {
+        for round in 0..2 {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            if round == 0 {
+                tracing::info!("shutting down (signal again to force)");
+                cancel.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}

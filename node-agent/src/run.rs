@@ -1,0 +1,376 @@
+//! `node-agent run`: register once, then measure and send heartbeats until stopped.
+//!
+//! Two loops share a `watch` channel holding the latest metrics:
+//!
+//! - the **measure loop** samples the machine every heartbeat interval (on the blocking pool)
+//!   and reruns the CPU benchmark every `--benchmark-interval` while idle. It never stops for
+//!   the broker, so the first heartbeat after a reconnect is fresh.
+//! - the **publish loop** owns the RabbitMQ [`Link`]: it publishes each new measurement as a
+//!   signed [`Heartbeat`], and on broker loss reconnects with capped exponential backoff and
+//!   jitter. The first heartbeat of each connection carries the node's facts.
+//!
+//! A `watch` channel rather than a queue: only the newest measurement matters, so nothing piles
+//! up while the broker is away. Both loops end on the [`CancellationToken`] (SIGTERM, Ctrl-C).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rand::Rng;
+use shared::wire::{Heartbeat, NodeFacts, NodeMetrics, RegisterRequest};
+use tokio::sync::watch;
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::RunArgs;
+use crate::heartbeat::Link;
+use crate::metrics::Sampler;
+use crate::register::{self, RegisterError};
+use crate::state::{self, redact_url, AgentState, STATE_FILE_NAME};
+use crate::{bench, facts};
+
+/// Heartbeat interval when neither the command line nor the server names one.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// Heartbeats expire after this many intervals.
+const EXPIRE_AFTER_INTERVALS: u32 = 3;
+/// Longest wait for the broker to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnect backoff: first delay and cap.
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// Runs until `cancel` fires (then returns `Ok`) or something fatal happens.
+pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    state::create_private_dir(&args.work_dir)?;
+    let state_file = args
+        .state_file
+        .clone()
+        .unwrap_or_else(|| args.work_dir.join(STATE_FILE_NAME));
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), state_file = %state_file.display(), max_jobs = args.max_jobs, "node-agent starting");
+
+    // The first benchmark takes a second; run it while we register and gather facts.
+    let first_bench = tokio::spawn(bench::run_blocking(bench::DEFAULT_DURATION, cancel.clone()));
+    let facts = facts::gather().await;
+
+    let state = match obtain_state(&args, &state_file, &facts, &cancel).await {
+        Ok(Some(state)) => state,
+        Ok(None) => return Ok(()), // cancelled while registering
+        Err(err) => {
+            cancel.cancel();
+            let _ = first_bench.await;
+            return Err(err);
+        }
+    };
+
+    let Some(events_per_sec) = first_bench.await.context("cpu benchmark")?? else {
+        return Ok(()); // cancelled during the benchmark
+    };
+
+    let interval = args
+        .heartbeat_interval
+        .or(state.heartbeat_interval_ms.map(Duration::from_millis))
+        .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL)
+        .max(crate::cli::MIN_HEARTBEAT_INTERVAL);
+    let amqp_url = args
+        .amqp_url
+        .clone()
+        .unwrap_or_else(|| state.amqp_url.clone());
+    tracing::info!(
+        node_id = %state.node_id,
+        broker = %redact_url(&amqp_url),
+        exchange = %state.heartbeat_exchange,
+        interval_ms = interval.as_millis() as u64,
+        "sending heartbeats"
+    );
+
+    let (metrics_tx, metrics_rx) = watch::channel(None);
+    let measure = tokio::spawn(measure_loop(
+        interval,
+        args.benchmark_interval,
+        events_per_sec,
+        metrics_tx,
+        cancel.clone(),
+    ));
+    let publisher = Publisher {
+        amqp_url,
+        exchange: state.heartbeat_exchange.clone(),
+        node_id: state.node_id.clone(),
+        node_key: state.node_key.clone(),
+        facts,
+        expiration: interval * EXPIRE_AFTER_INTERVALS,
+    };
+    publisher.run(metrics_rx, &cancel).await;
+
+    // The publisher only stops on cancel or when the measure loop is gone; stop both either way.
+    cancel.cancel();
+    measure.await.context("measure loop")??;
+    tracing::info!("node-agent stopped");
+    Ok(())
+}
+
+/// The state from the state file, or from a fresh registration (saved before it is used).
+/// `Ok(None)` if cancelled while registering.
+async fn obtain_state(
+    args: &RunArgs,
+    state_file: &std::path::Path,
+    facts: &NodeFacts,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<AgentState>> {
+    if let Some(state) = state::load(state_file)? {
+        tracing::info!(node_id = %state.node_id, "using saved node credentials");
+        if let Some(server) = args.server.as_deref().filter(|s| *s != state.server) {
+            tracing::warn!(saved = %state.server, given = %server, "--server differs from the server this node registered with");
+        }
+        if args.token.is_some() {
+            tracing::info!(
+                "state file present: the registration token is not needed and was not used"
+            );
+        }
+        return Ok(Some(state));
+    }
+
+    let server = args.server.as_deref().with_context(|| {
+        format!(
+            "no state file at {} and no --server to register with",
+            state_file.display()
+        )
+    })?;
+    let token = args.token.clone().with_context(|| {
+        format!(
+            "no state file at {} and no --token to register with",
+            state_file.display()
+        )
+    })?;
+    let request = RegisterRequest {
+        token,
+        name: args.name.clone(),
+        facts: facts.clone(),
+    };
+    let client = register::client().context("building the HTTP client")?;
+
+    let mut attempt = 0;
+    let response = loop {
+        tracing::info!(server = %server, "registering node");
+        let outcome = tokio::select! {
+            () = cancel.cancelled() => return Ok(None),
+            outcome = register::register(&client, server, &request) => outcome,
+        };
+        match outcome {
+            Ok(response) => break response,
+            Err(err) if err.is_transient() => {
+                let delay = jittered(backoff(attempt));
+                attempt += 1;
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "registration failed; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(RegisterError::Refused(refused)) => return Err(refused.into()),
+            Err(err) => return Err(err.into()),
+        }
+    };
+
+    let state = AgentState::from_registration(server, response);
+    state::save(state_file, &state)?;
+    tracing::info!(node_id = %state.node_id, state_file = %state_file.display(), "node registered");
+    Ok(Some(state))
+}
+
+/// Samples the machine every `interval` into `tx`; reruns the benchmark every `bench_every`.
+async fn measure_loop(
+    interval: Duration,
+    bench_every: Duration,
+    mut events_per_sec: f64,
+    tx: watch::Sender<Option<NodeMetrics>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let sampler = Sampler::shared().await?;
+    // The sampler's first reading is the baseline: the first tick comes one interval later.
+    let mut tick = interval_at(Instant::now() + interval, interval);
+    // IMPORTANT: without Skip, ticks missed during a benchmark would run back to back.
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut bench_tick = interval_at(Instant::now() + bench_every, bench_every);
+    bench_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    // No jobs run yet; when they do, this is their count.
+    let running_jobs = 0;
+
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                let sample = Sampler::sample_shared(&sampler).await?;
+                tracing::debug!(?sample, "sampled");
+                tx.send_replace(Some(sample.into_metrics(events_per_sec, running_jobs)));
+            }
+            _ = bench_tick.tick(), if running_jobs == 0 => {
+                match bench::run_blocking(bench::DEFAULT_DURATION, cancel.clone()).await? {
+                    Some(eps) => events_per_sec = eps,
+                    None => return Ok(()),
+                }
+                // The benchmark's own second of full CPU is not load the balancer should see.
+                Sampler::restart_cpu_window_shared(&sampler).await?;
+                tick.reset();
+            }
+        }
+    }
+}
+
+/// Everything the publish loop needs.
+struct Publisher {
+    amqp_url: String,
+    exchange: String,
+    node_id: String,
+    node_key: String,
+    facts: NodeFacts,
+    expiration: Duration,
+}
+
+/// Why a connection's publishing stopped.
+enum Stop {
+    /// Cancelled, or no more measurements: close and return.
+    Done,
+    /// The broker went away: reconnect.
+    Lost(String),
+}
+
+impl Publisher {
+    async fn run(&self, mut rx: watch::Receiver<Option<NodeMetrics>>, cancel: &CancellationToken) {
+        let mut seq = 0;
+        let mut attempt = 0;
+        loop {
+            if rx.has_changed().is_err() {
+                return; // the measure loop is gone; nothing left to send
+            }
+            let opened = tokio::select! {
+                () = cancel.cancelled() => return,
+                opened = tokio::time::timeout(CONNECT_TIMEOUT, Link::open(&self.amqp_url, &self.exchange)) => opened,
+            };
+            let problem = match opened {
+                Ok(Ok(link)) => {
+                    if attempt > 0 {
+                        tracing::info!(attempts = attempt, "reconnected to broker");
+                    } else {
+                        tracing::info!("connected to broker");
+                    }
+                    attempt = 0;
+                    match self.pump(&link, &mut rx, &mut seq, cancel).await {
+                        Stop::Done => {
+                            link.close(Duration::from_secs(2)).await;
+                            return;
+                        }
+                        Stop::Lost(why) => {
+                            // Best effort: the socket may already be gone.
+                            link.close(Duration::from_millis(500)).await;
+                            why
+                        }
+                    }
+                }
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            };
+            let delay = jittered(backoff(attempt));
+            attempt += 1;
+            tracing::warn!(
+                error = %problem,
+                attempt,
+                retry_in_ms = delay.as_millis() as u64,
+                broker = %redact_url(&self.amqp_url),
+                "broker unavailable; reconnecting"
+            );
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Publishes every new measurement on `link` until it breaks or we are told to stop.
+    async fn pump(
+        &self,
+        link: &Link,
+        rx: &mut watch::Receiver<Option<NodeMetrics>>,
+        seq: &mut u64,
+        cancel: &CancellationToken,
+    ) -> Stop {
+        let mut first = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Stop::Done,
+                () = link.lost() => return Stop::Lost("connection lost".into()),
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return Stop::Done;
+                    }
+                    let Some(metrics) = rx.borrow_and_update().clone() else { continue };
+                    // Counted per attempt, not per confirm: a heartbeat whose confirm was lost
+                    // in a broken connection may still have been delivered, and the next one
+                    // must not carry the same number.
+                    let heartbeat = Heartbeat {
+                        node_id: self.node_id.clone(),
+                        seq: *seq,
+                        sent_at_ms: now_ms(),
+                        metrics,
+                        facts: first.then(|| self.facts.clone()),
+                    };
+                    *seq += 1;
+                    let publish = link.publish(&heartbeat, &self.node_key, self.expiration);
+                    // A broker that stops confirming is as good as gone.
+                    match tokio::time::timeout(self.expiration.max(Duration::from_secs(5)), publish).await {
+                        Ok(Ok(())) => {
+                            tracing::debug!(seq = heartbeat.seq, with_facts = first, "heartbeat sent");
+                            first = false;
+                        }
+                        Ok(Err(err)) => return Stop::Lost(format!("{err:#}")),
+                        Err(_) => return Stop::Lost("no publisher confirm in time".into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reconnect delay before jitter: 200 ms doubling per failed attempt, capped at 10 s.
+pub fn backoff(attempt: u32) -> Duration {
+    BACKOFF_START
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(BACKOFF_CAP)
+}
+
+/// `delay` scaled by a random factor in 0.75..1.25, so a fleet that lost the same broker does
+/// not come back in lockstep.
+fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(rand::thread_rng().gen_range(0.75..1.25))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap() {
+        assert_eq!(backoff(0), Duration::from_millis(200));
+        assert_eq!(backoff(1), Duration::from_millis(400));
+        assert_eq!(backoff(5), Duration::from_millis(6400));
+        assert_eq!(backoff(6), BACKOFF_CAP);
+        assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn jitter_stays_near_the_delay() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(4));
+            assert!(
+                d >= Duration::from_secs(3) && d <= Duration::from_secs(5),
+                "{d:?}"
+            );
+        }
+    }
+}
