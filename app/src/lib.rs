@@ -3,6 +3,7 @@
 //!
 //! - [`auth`]: accounts as the pages see them, and the register/login/logout server functions.
 //! - [`admin`]: the admin dashboard's server functions.
+//! - [`nodes`]: nodes as the pages see them; add and list server functions.
 //! - [`pages`]: one module per page.
 //! - [`components`]: the layout and form pieces the pages share.
 //! - `backend` (with the `ssr` feature): state, database, sessions, rate limits.
@@ -10,6 +11,7 @@
 pub mod admin;
 pub mod auth;
 pub mod components;
+pub mod nodes;
 pub mod pages;
 
 #[cfg(feature = "ssr")]

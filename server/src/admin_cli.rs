@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal};
 
 use anyhow::{bail, Context};
 use app::auth::{check_password, normalize_email, Role};
-use app::backend::{users, Db};
+use app::backend::{users, AppState, Db};
 
 pub fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     if from_stdin || !std::io::stdin().is_terminal() {
@@ -36,4 +36,18 @@ pub async fn create_admin(db: &Db, email: &str, password: &str) -> anyhow::Resul
             Ok(format!("admin {email} created"))
         }
     }
+}
+
+/// `server node add`: adds a node for an existing account and returns the text to print.
+pub async fn add_node(state: &AppState, owner: &str, name: &str) -> anyhow::Result<String> {
+    let email = normalize_email(owner).map_err(|e| anyhow::anyhow!("owner: {}", e.message()))?;
+    let Some(user) = users::find_by_email(&state.db, &email).await? else {
+        bail!("no account with email {email}");
+    };
+    let name = app::nodes::check_node_name(name).map_err(|m| anyhow::anyhow!("name: {m}"))?;
+    let new = app::backend::nodes::add(state, &user.id, &name).await?;
+    Ok(format!(
+        "node {} ({}) added for {email}\ntoken: {}\nexpires in 30 minutes\nrun on the machine:\n  {}",
+        new.node.name, new.node.id, new.token, new.command
+    ))
 }

@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use rand::Rng;
-use tokio::sync::{Notify, RwLock};
+use tokio::sync::{watch, Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::redact;
@@ -16,16 +18,51 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The names of everything the platform declares on the broker, under one namespace.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    namespace: String,
+}
+
+impl Topology {
+    pub fn new(namespace: &str) -> Self {
+        Self { namespace: namespace.to_string() }
+    }
+
+    /// The durable fanout exchange agents publish heartbeats to.
+    pub fn heartbeat_exchange(&self) -> String {
+        format!("{}.heartbeats", self.namespace)
+    }
+
+    /// The server's queue of heartbeats, bound to the heartbeat exchange.
+    pub fn heartbeat_queue(&self) -> String {
+        format!("{}.server.heartbeats", self.namespace)
+    }
+
+    /// The durable direct exchange jobs are published to; the routing key names the node.
+    pub fn jobs_exchange(&self) -> String {
+        format!("{}.jobs", self.namespace)
+    }
+
+    /// The durable queue of one node's jobs.
+    pub fn node_queue(&self, node_id: &str) -> String {
+        format!("{}.node.{node_id}", self.namespace)
+    }
+}
+
 #[derive(Clone)]
 pub struct Broker {
+    pub topology: Topology,
     conn: Arc<RwLock<Option<Connection>>>,
+    /// Counts successful connections, so consumers know when to start again.
+    generation: Arc<watch::Sender<u64>>,
 }
 
 impl Broker {
     /// Starts the background task that connects, and reconnects after every loss, until
     /// `cancel` fires.
-    pub fn start(url: String, cancel: CancellationToken) -> Self {
-        let broker = Self { conn: Arc::new(RwLock::new(None)) };
+    pub fn start(url: String, topology: Topology, cancel: CancellationToken) -> Self {
+        let broker = Self { topology, conn: Arc::new(RwLock::new(None)), generation: Arc::new(watch::channel(0).0) };
         tokio::spawn(broker.clone().supervise(url, cancel));
         broker
     }
@@ -33,6 +70,29 @@ impl Broker {
     /// True while the connection is open.
     pub async fn is_connected(&self) -> bool {
         self.conn.read().await.as_ref().is_some_and(|c| c.status().connected())
+    }
+
+    /// Changes each time a new connection is up.
+    pub fn generations(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// A new channel on the current connection, if there is one.
+    pub async fn channel(&self) -> Option<Channel> {
+        let conn = self.conn.read().await;
+        let conn = conn.as_ref().filter(|c| c.status().connected())?;
+        conn.create_channel().await.ok()
+    }
+
+    /// Declares the jobs exchange and node `node_id`'s durable queue, bound by its id.
+    pub async fn declare_node_queue(&self, node_id: &str) -> Result<(), lapin::Error> {
+        let channel = self
+            .channel()
+            .await
+            .ok_or(lapin::Error::InvalidConnectionState(lapin::ConnectionState::Closed))?;
+        declare_jobs_topology(&channel, &self.topology, node_id).await?;
+        let _ = channel.close(200, "done").await;
+        Ok(())
     }
 
     async fn supervise(self, url: String, cancel: CancellationToken) {
@@ -49,6 +109,7 @@ impl Broker {
                         on_lost.notify_one();
                     });
                     *self.conn.write().await = Some(conn);
+                    self.generation.send_modify(|g| *g += 1);
                     tokio::select! {
                         _ = lost.notified() => {}
                         _ = cancel.cancelled() => break,
@@ -78,4 +139,17 @@ async fn connect(url: &str) -> Result<Connection, lapin::Error> {
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio);
     Connection::connect(url, props).await
+}
+
+/// The jobs exchange and one node's queue, bound by the node's id as routing key.
+pub async fn declare_jobs_topology(channel: &Channel, topology: &Topology, node_id: &str) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let exchange = topology.jobs_exchange();
+    channel.exchange_declare(&exchange, ExchangeKind::Direct, durable, FieldTable::default()).await?;
+    let queue = topology.node_queue(node_id);
+    channel
+        .queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .await?;
+    channel.queue_bind(&queue, &exchange, node_id, QueueBindOptions::default(), FieldTable::default()).await?;
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -26,6 +27,22 @@ pub enum Command {
     Admin(AdminCommand),
     /// Apply database migrations and exit.
     Migrate,
+    /// Manage nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Add a node for an owner and print its one-time registration token and command.
+    Add {
+        /// The owner's email address (an existing account).
+        #[arg(long)]
+        owner: String,
+        /// The node's name, unique among the owner's nodes.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -89,6 +106,35 @@ pub struct Config {
     #[arg(long, env = "AIEDGE_REGISTER_PER_IP_PER_MIN", default_value_t = 10, global = true)]
     pub register_per_ip_per_min: u32,
 
+    /// Heartbeats of a node stop for this long: it is dead.
+    #[arg(long, env = "AIEDGE_HEARTBEAT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub heartbeat_timeout: Duration,
+
+    /// The heartbeat interval agents are told to use.
+    #[arg(long, env = "AIEDGE_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration, global = true)]
+    pub heartbeat_interval: Duration,
+
+    /// At or above this CPU temperature (°C) a node scores 0.
+    #[arg(long, env = "AIEDGE_CRITICAL_TEMP", default_value_t = 90.0, global = true)]
+    pub critical_temp: f64,
+
+    /// From this temperature (°C) a node's score is derated linearly, down to 0 at the critical one.
+    #[arg(long, env = "AIEDGE_WARN_TEMP", default_value_t = 80.0, global = true)]
+    pub warn_temp: f64,
+
+    /// Prefix of every exchange and queue name, so deployments (or tests) can share a broker.
+    #[arg(long, env = "AIEDGE_AMQP_NAMESPACE", default_value = "aiedge", global = true)]
+    pub amqp_namespace: String,
+
+    /// Broker URL handed to agents at registration (default: the server's own).
+    #[arg(long, env = "AIEDGE_AGENT_AMQP_URL", global = true, hide_env_values = true)]
+    pub agent_amqp_url: Option<String>,
+
+    /// File holding the secret node keys are derived from; created (mode 0600) if missing.
+    /// Default: `server-secret` in the data directory.
+    #[arg(long, env = "AIEDGE_SECRET_FILE", global = true)]
+    pub secret_file: Option<PathBuf>,
+
     /// Log format.
     #[arg(long, env = "AIEDGE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
@@ -105,6 +151,10 @@ impl Config {
 
     pub fn public_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.bind))
+    }
+
+    pub fn secret_file(&self) -> PathBuf {
+        self.secret_file.clone().unwrap_or_else(|| self.data_dir.join("server-secret"))
     }
 
     pub fn secure_cookies(&self) -> bool {

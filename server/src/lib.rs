@@ -5,14 +5,20 @@
 //! - [`broker`]: the RabbitMQ connection and its reconnects.
 //! - [`health`]: `/healthz`.
 //! - [`errors`]: malformed server-function calls answered 400.
-//! - [`admin_cli`]: `server admin create`.
+//! - [`admin_cli`]: `server admin create`, `server node add`.
+//! - [`agent_api`]: the HTTP endpoints agents call (registration).
+//! - [`heartbeats`]: heartbeats in, node status and scores out; dead-node detection.
+//! - [`secret`]: the server secret that node keys derive from.
 //! - The web app, sessions and accounts live in the `app` crate (`app::backend`).
 
 pub mod admin_cli;
+pub mod agent_api;
 pub mod broker;
 pub mod config;
 pub mod errors;
 pub mod health;
+pub mod heartbeats;
+pub mod secret;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +27,7 @@ use std::time::Duration;
 use anyhow::Context;
 use app::backend::{self, rate_limit::LimitConfig, sessions::DbSessionStore, AppState, Db, Limits, Settings};
 use app::{shell, App};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{middleware, Extension, Router};
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -34,6 +40,25 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::broker::Broker;
 use crate::config::{redact, Config};
+use crate::heartbeats::{Fleet, LivenessSettings};
+
+/// What agents are told at registration.
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    pub amqp_url: String,
+    pub heartbeat_exchange: String,
+    pub heartbeat_interval: Duration,
+}
+
+impl AgentSettings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            amqp_url: config.agent_amqp_url.clone().unwrap_or_else(|| config.amqp_url.clone()),
+            heartbeat_exchange: broker::Topology::new(&config.amqp_namespace).heartbeat_exchange(),
+            heartbeat_interval: config.heartbeat_interval,
+        }
+    }
+}
 
 /// Largest request body outside the upload routes: forms are small.
 const MAX_FORM_BODY: usize = 256 * 1024;
@@ -41,6 +66,7 @@ const MAX_FORM_BODY: usize = 256 * 1024;
 /// Connects to the database (applying migrations) and builds the shared state.
 pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     config.validate()?;
+    let secret = secret::load_or_create(&config.secret_file())?;
     let url = config.database_url();
     let db = Db::connect(&url).await.with_context(|| format!("database {}", redact(&url)))?;
     let leptos_options = LeptosOptions::builder()
@@ -60,12 +86,14 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         settings: Arc::new(Settings {
             secure_cookies: config.secure_cookies(),
             trust_forwarded_for: config.trust_forwarded_for,
+            public_url: config.public_url(),
         }),
+        node_keys: backend::nodes::NodeKeys::new(secret),
     })
 }
 
 /// The whole HTTP surface: pages, server functions, health.
-pub fn router(state: AppState, broker: Broker) -> Router {
+pub fn router(state: AppState, broker: Broker, agents: AgentSettings) -> Router {
     let routes = generate_route_list(App);
     let sessions = SessionManagerLayer::new(DbSessionStore::new(state.db.clone()))
         .with_name(backend::sessions::COOKIE_NAME)
@@ -78,6 +106,7 @@ pub fn router(state: AppState, broker: Broker) -> Router {
     let shell_options = state.leptos_options.clone();
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route(shared::wire::REGISTER_PATH, post(agent_api::register))
         .leptos_routes_with_context(
             &state,
             routes,
@@ -90,6 +119,7 @@ pub fn router(state: AppState, broker: Broker) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), backend::sessions::resolve_user))
         .layer(sessions)
         .layer(Extension(broker))
+        .layer(Extension(agents))
         .layer(RequestBodyLimitLayer::new(MAX_FORM_BODY))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -98,12 +128,19 @@ pub fn router(state: AppState, broker: Broker) -> Router {
 /// Serves on `listener` until `shutdown` fires, then drains in-flight requests.
 pub async fn launch(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let state = build_state(&config).await?;
-    let broker = Broker::start(config.amqp_url.clone(), shutdown.child_token());
+    let topology = broker::Topology::new(&config.amqp_namespace);
+    let broker = Broker::start(config.amqp_url.clone(), topology, shutdown.child_token());
     spawn_housekeeping(state.clone(), shutdown.child_token());
+    let fleet = Fleet::load(&state).await.context("loading nodes")?;
+    let liveness = LivenessSettings {
+        timeout: config.heartbeat_timeout,
+        thermal: shared::score::ThermalPolicy { warn_c: config.warn_temp, critical_c: config.critical_temp },
+    };
+    heartbeats::spawn(state.clone(), broker.clone(), fleet, liveness, shutdown.child_token());
 
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, database = ?state.db.backend, "serving");
-    let app = router(state, broker);
+    let app = router(state, broker, AgentSettings::from_config(&config));
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use server::config::{AdminCommand, Cli, Command, Config, LogFormat};
+use server::config::{AdminCommand, Cli, Command, Config, LogFormat, NodeCommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +32,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             server::build_state(&cli.config).await?;
             println!("database is up to date");
+            Ok(())
+        }
+        Command::Node(NodeCommand::Add { owner, name }) => {
+            let state = server::build_state(&cli.config).await?;
+            println!("{}", server::admin_cli::add_node(&state, &owner, &name).await?);
             Ok(())
         }
         Command::Admin(AdminCommand::Create { email, password_stdin }) => {

@@ -7,9 +7,11 @@
 //! - [`sessions`]: the session store in our database, sign-in/out, the current-user middleware.
 //! - [`rate_limit`]: login and registration throttles.
 //! - [`guard`]: which pages need a signed-in user or an admin.
+//! - [`nodes`]: nodes, their registration tokens, transitions and metrics.
 
 pub mod db;
 pub mod guard;
+pub mod nodes;
 pub mod password;
 pub mod rate_limit;
 pub mod sessions;
@@ -36,6 +38,8 @@ pub struct Settings {
     pub secure_cookies: bool,
     /// Take the client address from the first `X-Forwarded-For` entry (behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// The URL agents and people reach the server at.
+    pub public_url: String,
 }
 
 /// Everything a handler or server function needs, cloned cheaply into each request.
@@ -45,6 +49,7 @@ pub struct AppState {
     pub db: Db,
     pub limits: Arc<Limits>,
     pub settings: Arc<Settings>,
+    pub node_keys: nodes::NodeKeys,
 }
 
 /// The user the request was made by, resolved once per request by

@@ -49,6 +49,8 @@ impl TestServer {
         config.login_per_ip_per_min = 1000;
         config.login_per_account_per_min = 1000;
         config.register_per_ip_per_min = 1000;
+        // Each test gets its own exchanges and queues on the shared broker.
+        config.amqp_namespace = format!("aiedge-test-{}", uuid::Uuid::new_v4().simple());
         let mut pg_database = None;
         if let DbKind::Postgres = kind {
             let name = format!("aiedge_t_{}", uuid::Uuid::new_v4().simple());
@@ -99,6 +101,7 @@ impl TestServer {
     }
 
     pub async fn stop(self) {
+        self.delete_node_queues().await;
         self.shutdown.cancel();
         let result = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
         assert!(matches!(result, Ok(Ok(Ok(())))), "server did not stop cleanly: {result:?}");
@@ -107,6 +110,29 @@ impl TestServer {
                 let _ = conn.execute(format!("drop database if exists {name} with (force)").as_str()).await;
             }
         }
+    }
+}
+
+impl TestServer {
+    /// Node queues are durable and never expire by design; a test removes its own.
+    async fn delete_node_queues(&self) {
+        let Ok(state) = server::build_state(&self.config).await else { return };
+        let ids: Vec<(String,)> = sqlx::query_as("select id from nodes").fetch_all(&state.db.pool).await.unwrap_or_default();
+        if ids.is_empty() {
+            return;
+        }
+        let topology = server::broker::Topology::new(&self.config.amqp_namespace);
+        let Ok(conn) = lapin::Connection::connect(&self.config.amqp_url, lapin::ConnectionProperties::default()).await else {
+            return;
+        };
+        if let Ok(ch) = conn.create_channel().await {
+            for (id,) in ids {
+                let _ = ch.queue_delete(&topology.node_queue(&id), Default::default()).await;
+            }
+            let _ = ch.exchange_delete(&topology.jobs_exchange(), Default::default()).await;
+            let _ = ch.exchange_delete(&topology.heartbeat_exchange(), Default::default()).await;
+        }
+        let _ = conn.close(200, "test done").await;
     }
 }
 

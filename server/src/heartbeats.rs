@@ -1,0 +1,279 @@
+//! Heartbeats in, node status out.
+//!
+//! - The consumer reads the server's heartbeat queue (bound to the agents' fanout exchange,
+//!   with a short TTL and a length cap so nothing piles up while the server is away), checks
+//!   each message's signature against the key of the node it claims to be from, scores the
+//!   node, and keeps its latest state in memory ([`Fleet`]).
+//! - A flusher writes the latest state of the nodes that changed, once a second, in one
+//!   transaction, plus one history sample each; history older than an hour is pruned.
+//! - A sweeper marks a node dead when its heartbeats stop for the timeout, and the consumer
+//!   marks it active again when they resume. Every transition is recorded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::ExchangeKind;
+use shared::score::{score, ThermalPolicy};
+use shared::wire::{self, Heartbeat, HDR_NODE_ID, HDR_SIGNATURE};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use app::backend::nodes::{self, Latest};
+use app::backend::{now_ms, AppState};
+
+use crate::broker::Broker;
+
+/// How long history is kept at full rate.
+const HISTORY_MS: i64 = 60 * 60 * 1000;
+
+#[derive(Clone, Debug)]
+pub struct LivenessSettings {
+    pub timeout: Duration,
+    pub thermal: ThermalPolicy,
+}
+
+struct LiveNode {
+    status: String,
+    last_seen: Instant,
+    last_seq: Option<u64>,
+}
+
+/// What the server knows of each node right now.
+#[derive(Clone, Default)]
+pub struct Fleet {
+    nodes: Arc<Mutex<HashMap<String, LiveNode>>>,
+    pending: Arc<Mutex<HashMap<String, Latest>>>,
+}
+
+/// Why a message was dropped; logged, never fatal.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Rejected {
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("unknown node")]
+    UnknownNode,
+    #[error("node removed")]
+    Removed,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("malformed heartbeat: {0}")]
+    Malformed(String),
+    #[error("body names another node")]
+    NodeMismatch,
+    #[error("stale or repeated heartbeat")]
+    Stale,
+    #[error("database: {0}")]
+    Database(String),
+}
+
+fn header(headers: &Option<FieldTable>, name: &'static str) -> Result<String, Rejected> {
+    let value = headers.as_ref().and_then(|h| h.inner().get(name)).ok_or(Rejected::MissingHeader(name))?;
+    match value {
+        AMQPValue::LongString(s) => Ok(String::from_utf8_lossy(s.as_bytes()).to_string()),
+        AMQPValue::ShortString(s) => Ok(s.as_str().to_string()),
+        _ => Err(Rejected::MissingHeader(name)),
+    }
+}
+
+impl Fleet {
+    /// Nodes the database says are active are watched from now on, so a node that died while
+    /// the server was down is declared dead after one timeout.
+    pub async fn load(state: &AppState) -> Result<Self, sqlx::Error> {
+        let fleet = Self::default();
+        let active: Vec<(String,)> = sqlx::query_as("select id from nodes where status = 'active'")
+            .fetch_all(&state.db.pool)
+            .await?;
+        let now = Instant::now();
+        let mut nodes = fleet.nodes.lock().await;
+        for (id,) in active {
+            nodes.insert(id, LiveNode { status: "active".into(), last_seen: now, last_seq: None });
+        }
+        drop(nodes);
+        Ok(fleet)
+    }
+
+    /// Checks and applies one heartbeat message.
+    pub async fn accept(
+        &self,
+        state: &AppState,
+        settings: &LivenessSettings,
+        headers: &Option<FieldTable>,
+        body: &[u8],
+    ) -> Result<(), Rejected> {
+        let node_id = header(headers, HDR_NODE_ID)?;
+        let signature = header(headers, HDR_SIGNATURE)?;
+        if node_id.len() > 64 {
+            return Err(Rejected::UnknownNode);
+        }
+        // The signature proves the sender holds this node's key; check it before parsing.
+        if !wire::verify(&state.node_keys.key_for(&node_id), body, &signature) {
+            return Err(Rejected::BadSignature);
+        }
+        let auth = nodes::auth_info(&state.db, &node_id)
+            .await
+            .map_err(|e| Rejected::Database(e.to_string()))?
+            .ok_or(Rejected::UnknownNode)?;
+        if auth.admin_state == "removed" {
+            return Err(Rejected::Removed);
+        }
+        let hb: Heartbeat = serde_json::from_slice(body).map_err(|e| Rejected::Malformed(e.to_string()))?;
+        if hb.node_id != node_id {
+            return Err(Rejected::NodeMismatch);
+        }
+        let node_score = score(&hb.metrics, &settings.thermal);
+        let now = now_ms();
+
+        let previous = {
+            let mut nodes = self.nodes.lock().await;
+            let live = nodes.entry(node_id.clone()).or_insert_with(|| LiveNode {
+                status: auth.status.clone(),
+                last_seen: Instant::now(),
+                last_seq: None,
+            });
+            // A replayed message (same process, seq not newer) is refused; a restarted agent
+            // starts again at 0, which shows as a big step back and is accepted.
+            if let Some(last) = live.last_seq {
+                if hb.seq <= last && last - hb.seq < 1000 && hb.seq != 0 {
+                    return Err(Rejected::Stale);
+                }
+            }
+            live.last_seq = Some(hb.seq);
+            live.last_seen = Instant::now();
+            std::mem::replace(&mut live.status, "active".into())
+        };
+        if previous != "active" {
+            let reason = if previous == "waiting" { "agent connected" } else { "heartbeats resumed" };
+            nodes::transition(&state.db, &node_id, &previous, "active", reason, now)
+                .await
+                .map_err(|e| Rejected::Database(e.to_string()))?;
+            tracing::info!(node_id, from = %previous, "node active");
+        }
+        tracing::debug!(node_id, seq = hb.seq, score = node_score.total, "heartbeat");
+        self.pending.lock().await.insert(
+            node_id.clone(),
+            Latest { node_id, at: now, metrics: hb.metrics, facts: hb.facts, score: node_score },
+        );
+        Ok(())
+    }
+
+    /// Marks silent nodes dead.
+    pub async fn sweep(&self, state: &AppState, timeout: Duration) {
+        let expired: Vec<String> = {
+            let mut nodes = self.nodes.lock().await;
+            nodes
+                .iter_mut()
+                .filter(|(_, n)| n.status == "active" && n.last_seen.elapsed() > timeout)
+                .map(|(id, n)| {
+                    n.status = "dead".into();
+                    id.clone()
+                })
+                .collect()
+        };
+        for id in expired {
+            let reason = format!("no heartbeat for {} s", timeout.as_secs_f64());
+            match nodes::transition(&state.db, &id, "active", "dead", &reason, now_ms()).await {
+                Ok(_) => tracing::warn!(node_id = %id, "node dead"),
+                Err(e) => tracing::error!(node_id = %id, error = %e, "recording node death failed"),
+            }
+        }
+    }
+
+    /// Writes what changed since the last flush.
+    pub async fn flush(&self, state: &AppState) {
+        let batch: Vec<Latest> = self.pending.lock().await.drain().map(|(_, l)| l).collect();
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = nodes::save_latest(&state.db, &batch).await {
+            tracing::error!(error = %e, nodes = batch.len(), "saving heartbeats failed");
+        }
+    }
+}
+
+/// Runs the consumer, the flusher and the sweeper until `cancel` fires.
+pub fn spawn(state: AppState, broker: Broker, fleet: Fleet, settings: LivenessSettings, cancel: CancellationToken) {
+    tokio::spawn(consume(state.clone(), broker, fleet.clone(), settings.clone(), cancel.clone()));
+    tokio::spawn(async move {
+        let tick_every = (settings.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_flush = Instant::now();
+        let mut last_prune = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cancel.cancelled() => { fleet.flush(&state).await; return; }
+            }
+            fleet.sweep(&state, settings.timeout).await;
+            if last_flush.elapsed() >= Duration::from_millis(900) {
+                fleet.flush(&state).await;
+                last_flush = Instant::now();
+            }
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                let _ = nodes::prune_samples(&state.db, HISTORY_MS).await;
+                last_prune = Instant::now();
+            }
+        }
+    });
+}
+
+async fn consume(state: AppState, broker: Broker, fleet: Fleet, settings: LivenessSettings, cancel: CancellationToken) {
+    let mut generations = broker.generations();
+    loop {
+        if let Some(channel) = broker.channel().await {
+            match consume_on(&channel, &broker.topology, &state, &fleet, &settings, &cancel).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "heartbeat consumer stopped; waiting for the broker"),
+            }
+        }
+        tokio::select! {
+            changed = generations.changed() => if changed.is_err() { return },
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+async fn consume_on(
+    channel: &lapin::Channel,
+    topology: &crate::broker::Topology,
+    state: &AppState,
+    fleet: &Fleet,
+    settings: &LivenessSettings,
+    cancel: &CancellationToken,
+) -> Result<(), lapin::Error> {
+    let (exchange, queue) = (topology.heartbeat_exchange(), topology.heartbeat_queue());
+    channel
+        .exchange_declare(&exchange, ExchangeKind::Fanout, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .await?;
+    let mut args = FieldTable::default();
+    // Heartbeats older than a few intervals are worthless; never let them pile up.
+    args.insert("x-message-ttl".into(), AMQPValue::LongUInt(10_000));
+    args.insert("x-max-length".into(), AMQPValue::LongUInt(100_000));
+    // A queue nobody has consumed for 10 minutes goes away; it holds nothing worth keeping.
+    args.insert("x-expires".into(), AMQPValue::LongUInt(600_000));
+    channel
+        .queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args)
+        .await?;
+    channel.queue_bind(&queue, &exchange, "", QueueBindOptions::default(), FieldTable::default()).await?;
+    let mut consumer = channel
+        .basic_consume(&queue, "aiedge-server", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .await?;
+    tracing::info!(%queue, "consuming heartbeats");
+    loop {
+        let delivery = tokio::select! {
+            d = consumer.next() => d,
+            _ = cancel.cancelled() => return Ok(()),
+        };
+        let Some(delivery) = delivery else {
+            return Err(lapin::Error::InvalidChannelState(lapin::ChannelState::Closed));
+        };
+        let delivery = delivery?;
+        if let Err(reason) = fleet.accept(state, settings, delivery.properties.headers(), &delivery.data).await {
+            tracing::warn!(%reason, bytes = delivery.data.len(), "heartbeat dropped");
+        }
+    }
+}

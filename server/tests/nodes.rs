@@ -1,0 +1,269 @@
+//! Nodes end to end with real `node-agent` processes and the real RabbitMQ: registration with
+//! one-time tokens, heartbeats, death on silence, return without a new token, refused tokens,
+//! and forged or malformed messages on the heartbeat exchange.
+//!
+//! The agent binary is the one cargo built beside these tests (`cargo test -p node-agent -p
+//! server` builds it), or `AIEDGE_AGENT_BIN`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{DbKind, TestServer};
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, ConnectionProperties};
+use serde_json::Value;
+
+const PASSWORD: &str = "correct horse battery";
+const TIMEOUT: Duration = Duration::from_millis(2000);
+const INTERVAL: Duration = Duration::from_millis(300);
+
+on_both_databases!(agents_register_beat_die_and_come_back, forged_and_malformed_heartbeats_are_dropped);
+
+fn agent_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("AIEDGE_AGENT_BIN") {
+        return bin.into();
+    }
+    // target/<profile>/deps/nodes-<hash> → target/<profile>/node-agent
+    let exe = std::env::current_exe().expect("test exe");
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("node-agent");
+    assert!(bin.exists(), "build the agent first: cargo build -p node-agent (looked for {})", bin.display());
+    bin
+}
+
+struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    fn start(server: &TestServer, dir: &Path, token: Option<&str>, name: &str) -> Self {
+        let mut cmd = Command::new(agent_bin());
+        cmd.arg("run")
+            .args(["--server", &server.base, "--name", name])
+            .arg("--state-file")
+            .arg(dir.join("state.json"))
+            .arg("--work-dir")
+            .arg(dir.join("work"))
+            .args(["--heartbeat-interval", "300ms", "--benchmark-interval", "1h"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(token) = token {
+            cmd.args(["--token", token]);
+        }
+        Self { child: cmd.spawn().expect("start node-agent") }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the agent to exit by itself; returns its status and stderr.
+    fn wait_exit(mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                let mut err = String::new();
+                use std::io::Read;
+                let _ = self.child.stderr.take().expect("stderr").read_to_string(&mut err);
+                return (status, err);
+            }
+            assert!(Instant::now() < deadline, "agent did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn add_node(client: &common::Client, name: &str) -> Value {
+    let res = client.call("/api/nodes/add", &[("name", name)]).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+    res.json().await.unwrap()
+}
+
+async fn node(client: &common::Client, id: &str) -> Value {
+    let nodes: Value = client.http.get(client.url("/api/nodes/mine")).send().await.unwrap().json().await.unwrap();
+    nodes.as_array().unwrap().iter().find(|n| n["id"] == id).cloned().unwrap_or(Value::Null)
+}
+
+/// Polls until the node has `status`; returns how long that took.
+async fn wait_status(client: &common::Client, id: &str, status: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let n = node(client, id).await;
+        if n["status"] == status {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "node {id} not {status} within {within:?}: {n}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn fast_server(db: DbKind) -> TestServer {
+    TestServer::start_with(db, |c| {
+        c.heartbeat_timeout = TIMEOUT;
+        c.heartbeat_interval = INTERVAL;
+    })
+    .await
+}
+
+async fn agents_register_beat_die_and_come_back(db: DbKind) {
+    let server = fast_server(db).await;
+    let owner = server.client();
+    owner.register("owner@example.org", PASSWORD).await;
+    let a = add_node(&owner, "alpha").await;
+    let b = add_node(&owner, "beta").await;
+    let (a_id, b_id) = (a["node"]["id"].as_str().unwrap().to_string(), b["node"]["id"].as_str().unwrap().to_string());
+    assert_eq!(a["node"]["status"], "waiting");
+    assert!(a["command"].as_str().unwrap().contains(a["token"].as_str().unwrap()));
+    // Names are unique per owner.
+    assert_eq!(owner.call("/api/nodes/add", &[("name", "alpha")]).await.status(), 409);
+
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut agent_a = Agent::start(&server, dir_a.path(), a["token"].as_str(), "alpha");
+    let _agent_b = Agent::start(&server, dir_b.path(), b["token"].as_str(), "beta");
+    wait_status(&owner, &a_id, "active", Duration::from_secs(20)).await;
+    wait_status(&owner, &b_id, "active", Duration::from_secs(20)).await;
+
+    // Plausible metrics and a score, once the first flush has happened.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let n = node(&owner, &a_id).await;
+    let m = &n["metrics"];
+    for key in ["free_cpu_pct", "free_mem_pct"] {
+        let v = m[key].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=100.0).contains(&v), "{key} = {v}: {n}");
+    }
+    assert!(m["events_per_sec"].as_f64().unwrap() > 0.0, "{n}");
+    assert!(m["free_ram_gib"].as_f64().unwrap() > 0.0, "{n}");
+    assert!(n["score"]["total"].as_f64().unwrap() >= 0.0, "{n}");
+    assert!(n["facts"]["cpu_cores"].as_u64().unwrap() >= 1, "{n}");
+    let state = std::fs::metadata(dir_a.path().join("state.json")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(state.permissions().mode() & 0o777, 0o600, "state file private");
+
+    // SIGKILL: dead within the timeout plus one interval (plus the sweeper's tick).
+    agent_a.kill9();
+    let took = wait_status(&owner, &a_id, "dead", Duration::from_secs(10)).await;
+    assert!(took <= TIMEOUT + INTERVAL + Duration::from_millis(800), "dead after {took:?}");
+    assert_eq!(node(&owner, &b_id).await["status"], "active", "the other node lives on");
+
+    // Restarted without a token: the state file is enough.
+    let _agent_a = Agent::start(&server, dir_a.path(), None, "alpha");
+    wait_status(&owner, &a_id, "active", Duration::from_secs(20)).await;
+
+    // Every transition was recorded with its reason.
+    let st = server::build_state(&server.config).await.unwrap();
+    let events: Vec<(String, String, String)> =
+        sqlx::query_as("select from_status, to_status, reason from node_events where node_id = $1 order by at")
+            .bind(&a_id)
+            .fetch_all(&st.db.pool)
+            .await
+            .unwrap();
+    let path: Vec<String> = events.iter().map(|(f, t, _)| format!("{f}->{t}")).collect();
+    assert_eq!(path, ["waiting->active", "active->dead", "dead->active"], "{events:?}");
+
+    // A used token is refused, clearly.
+    let fresh = tempfile::tempdir().unwrap();
+    let (status, err) = Agent::start(&server, fresh.path(), a["token"].as_str(), "again").wait_exit(Duration::from_secs(15));
+    assert!(!status.success());
+    assert!(err.contains("registration refused"), "{err}");
+
+    // An expired token too.
+    let c = add_node(&owner, "gamma").await;
+    sqlx::query("update node_tokens set expires_at = 0 where node_id = $1")
+        .bind(c["node"]["id"].as_str().unwrap())
+        .execute(&st.db.pool)
+        .await
+        .unwrap();
+    let dir_c = tempfile::tempdir().unwrap();
+    let (status, err) = Agent::start(&server, dir_c.path(), c["token"].as_str(), "gamma").wait_exit(Duration::from_secs(15));
+    assert!(!status.success() && err.contains("registration refused"), "{err}");
+
+    // Another user sees none of these nodes.
+    let other = server.client();
+    other.register("other@example.org", PASSWORD).await;
+    let theirs: Value = other.http.get(other.url("/api/nodes/mine")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(theirs, Value::Array(vec![]));
+    server.stop().await;
+}
+
+async fn publish(channel: &lapin::Channel, exchange: &str, node_id: Option<&str>, signature: Option<&str>, body: &[u8]) {
+    let mut headers = FieldTable::default();
+    if let Some(id) = node_id {
+        headers.insert(shared::wire::HDR_NODE_ID.into(), AMQPValue::LongString(id.into()));
+    }
+    if let Some(sig) = signature {
+        headers.insert(shared::wire::HDR_SIGNATURE.into(), AMQPValue::LongString(sig.into()));
+    }
+    channel
+        .basic_publish(
+            exchange,
+            "",
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+async fn forged_and_malformed_heartbeats_are_dropped(db: DbKind) {
+    let server = fast_server(db).await;
+    let owner = server.client();
+    owner.register("owner@example.org", PASSWORD).await;
+    let a = add_node(&owner, "alpha").await;
+    let b = add_node(&owner, "beta").await;
+    let a_id = a["node"]["id"].as_str().unwrap().to_string();
+    let b_id = b["node"]["id"].as_str().unwrap().to_string();
+    let dir_a = tempfile::tempdir().unwrap();
+    let _agent_a = Agent::start(&server, dir_a.path(), a["token"].as_str(), "alpha");
+    wait_status(&owner, &a_id, "active", Duration::from_secs(20)).await;
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(dir_a.path().join("state.json")).unwrap()).unwrap();
+    let key_a = state["node_key"].as_str().unwrap();
+
+    let conn = lapin::Connection::connect(&server.config.amqp_url, ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let exchange = state["heartbeat_exchange"].as_str().unwrap().to_string();
+    assert!(exchange.starts_with("aiedge-test-"), "{exchange}");
+    let forged = |node_id: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "node_id": node_id, "seq": 999_999, "sent_at_ms": 0,
+            "metrics": { "free_cpu_pct": 100.0, "free_mem_pct": 100.0, "free_ram_gib": 64.0,
+                         "events_per_sec": 1.0e9, "temperature_c": null, "running_jobs": 0 }
+        }))
+        .unwrap()
+    };
+    // Garbage, no headers, wrong schema, unknown node, and node B's id signed with A's key.
+    publish(&ch, &exchange, None, None, b"\xff\x00garbage").await;
+    publish(&ch, &exchange, Some(&a_id), Some(&shared::wire::sign(key_a, b"{}")), b"{}").await;
+    publish(&ch, &exchange, Some(&a_id), Some("00"), &forged(&a_id)).await;
+    publish(&ch, &exchange, Some("no-such-node"), Some(&shared::wire::sign(key_a, &forged("no-such-node"))), &forged("no-such-node")).await;
+    publish(&ch, &exchange, Some(&b_id), Some(&shared::wire::sign(key_a, &forged(&b_id))), &forged(&b_id)).await;
+    // A's own key, but a body naming B.
+    publish(&ch, &exchange, Some(&a_id), Some(&shared::wire::sign(key_a, &forged(&b_id))), &forged(&b_id)).await;
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // B never came alive, nothing was believed, and the server still serves.
+    let nb = node(&owner, &b_id).await;
+    assert_eq!(nb["status"], "waiting", "{nb}");
+    assert!(nb["metrics"].is_null(), "{nb}");
+    let na = node(&owner, &a_id).await;
+    assert_eq!(na["status"], "active");
+    assert!(na["metrics"]["events_per_sec"].as_f64().unwrap() < 1.0e9, "forged metrics believed: {na}");
+    assert_eq!(reqwest::get(server.url("/healthz")).await.unwrap().status(), 200);
+    let _ = conn.close(200, "bye").await;
+    server.stop().await;
+}
