@@ -10,6 +10,11 @@ const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(root, 'target');
 const serverBin = process.env.AIEDGE_SERVER_BIN ?? path.join(targetDir, 'release', 'server');
 const siteRoot = process.env.LEPTOS_SITE_ROOT ?? path.join(root, 'target', 'site');
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'aiedge-e2e-'));
+// An admin for the tests that need one, created before the server starts.
+export const ADMIN = { email: 'admin@e2e.example.org', password: 'e2e admin password' };
+// Short heartbeat timings, so a dead node shows within seconds.
+const serverArgs = `--bind 127.0.0.1:${port} --data-dir ${dataDir} --site-root ${siteRoot} --heartbeat-timeout 3s --heartbeat-interval 500ms`;
+process.env.AIEDGE_AGENT_BIN ??= path.join(targetDir, 'release', 'node-agent');
 
 export default defineConfig({
   testDir: './tests',
@@ -33,7 +38,7 @@ export default defineConfig({
     },
   },
   webServer: {
-    command: `${serverBin} --bind 127.0.0.1:${port} --data-dir ${dataDir} --site-root ${siteRoot}`,
+    command: `sh -c "printf '%s\\n' '${ADMIN.password}' | ${serverBin} ${serverArgs} admin create --email ${ADMIN.email} --password-stdin && exec ${serverBin} ${serverArgs}"`,
     url: `http://127.0.0.1:${port}/`,
     reuseExistingServer: false,
     timeout: 60_000,

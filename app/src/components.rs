@@ -28,6 +28,7 @@ pub fn Nav() -> impl IntoView {
                                     let admin = u.is_admin();
                                     view! {
                                         <a href="/home">"Home"</a>
+                                        <a href="/nodes">"My nodes"</a>
                                         <Show when=move || admin>
                                             <a href="/admin">"Admin"</a>
                                         </Show>

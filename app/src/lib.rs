@@ -4,6 +4,8 @@
 //! - [`auth`]: accounts as the pages see them, and the register/login/logout server functions.
 //! - [`admin`]: the admin dashboard's server functions.
 //! - [`nodes`]: nodes as the pages see them; add and list server functions.
+//! - [`live`]: live data from the server-sent event feeds, and chart history.
+//! - [`node_table`]: the resource view (nodes with metrics, scores and charts).
 //! - [`pages`]: one module per page.
 //! - [`components`]: the layout and form pieces the pages share.
 //! - `backend` (with the `ssr` feature): state, database, sessions, rate limits.
@@ -11,6 +13,8 @@
 pub mod admin;
 pub mod auth;
 pub mod components;
+pub mod live;
+pub mod node_table;
 pub mod nodes;
 pub mod pages;
 
@@ -62,6 +66,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("login") view=pages::Login />
                     <Route path=path!("home") view=pages::Home />
                     <Route path=path!("admin") view=pages::Admin />
+                    <Route path=path!("nodes") view=pages::Nodes />
                 </Routes>
             </main>
         </Router>

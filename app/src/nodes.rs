@@ -86,6 +86,39 @@ pub async fn all_nodes() -> Result<Vec<NodeView>, ServerFnError> {
     backend::nodes::list(&state.db, None).await.map_err(backend::internal)
 }
 
+/// Recent history of the nodes the caller may see, for the charts: "mine" or "all" (admins).
+#[server(endpoint = "nodes/history", input = server_fn::codec::GetUrl)]
+pub async fn node_history(scope: String) -> Result<std::collections::HashMap<String, Vec<crate::live::Sample>>, ServerFnError> {
+    let user = backend::require_user()?;
+    let owner = if scope == "all" {
+        backend::require_admin()?;
+        None
+    } else {
+        Some(user.id)
+    };
+    let state = backend::state()?;
+    backend::nodes::history(&state.db, owner.as_deref(), 10 * 60 * 1000, crate::live::HISTORY_POINTS)
+        .await
+        .map_err(backend::internal)
+}
+
+/// Disables, drains, re-enables or removes a node (admins only). Removal revokes the node's
+/// credentials: its heartbeats are refused from then on.
+#[server(endpoint = "nodes/set-state")]
+pub async fn set_node_state(id: String, state: String) -> Result<(), ServerFnError> {
+    let admin = backend::require_admin()?;
+    if !["enabled", "disabled", "draining", "removed"].contains(&state.as_str()) {
+        return Err(backend::deny(http::StatusCode::BAD_REQUEST, "state must be enabled, disabled, draining or removed"));
+    }
+    let app = backend::state()?;
+    let changed = backend::nodes::set_admin_state(&app.db, &id, &state).await.map_err(backend::internal)?;
+    if !changed {
+        return Err(backend::deny(http::StatusCode::NOT_FOUND, "no such node"));
+    }
+    tracing::info!(node_id = %id, state, admin = %admin.id, "node admin state changed");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

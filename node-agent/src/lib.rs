@@ -46,7 +46,9 @@ pub async fn execute(command: cli::Command) -> anyhow::Result<()> {
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err
         .chain()
-        .any(|cause| cause.downcast_ref::<register::Refused>().is_some())
+        .any(|cause| {
+            cause.downcast_ref::<register::Refused>().is_some() || cause.downcast_ref::<register::Revoked>().is_some()
+        })
     {
         EXIT_REGISTRATION_REFUSED
     } else {

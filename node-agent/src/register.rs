@@ -6,13 +6,49 @@
 
 use std::time::Duration;
 
-use shared::wire::{RegisterRequest, RegisterResponse, REGISTER_PATH};
+use shared::wire::{Hello, RegisterRequest, RegisterResponse, HDR_SIGNATURE, HELLO_PATH, REGISTER_PATH};
 
 /// The server refused the token.
 #[derive(Debug, thiserror::Error)]
 #[error("registration refused: token invalid, expired or already used (HTTP {status})")]
 pub struct Refused {
     pub status: u16,
+}
+
+/// The server no longer accepts this node's credentials: an administrator removed it.
+#[derive(Debug, thiserror::Error)]
+#[error("node credentials revoked: this node was removed on the server (HTTP {status}); enrol the machine again with a new token")]
+pub struct Revoked {
+    pub status: u16,
+}
+
+/// Checks in with the server: `Ok(())` while the credentials are good, `Err(Revoked)` once the
+/// node was removed. Network trouble is not revocation: it is logged and counts as good.
+pub async fn check_in(client: &reqwest::Client, server: &str, node_id: &str, node_key: &str) -> Result<(), Revoked> {
+    let hello = Hello { node_id: node_id.to_string(), sent_at_ms: crate::run::now_ms() };
+    let Ok(body) = serde_json::to_vec(&hello) else { return Ok(()) };
+    let url = format!("{}{}", server.trim_end_matches('/'), HELLO_PATH);
+    let resp = client
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(HDR_SIGNATURE, shared::wire::sign(node_key, &body))
+        .body(body)
+        .send()
+        .await;
+    match resp {
+        Ok(r) if r.status() == reqwest::StatusCode::FORBIDDEN || r.status() == reqwest::StatusCode::UNAUTHORIZED => {
+            Err(Revoked { status: r.status().as_u16() })
+        }
+        Ok(r) if !r.status().is_success() => {
+            tracing::warn!(status = r.status().as_u16(), "check-in answered with an error");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "check-in failed; will try again");
+            Ok(())
+        }
+    }
 }
 
 /// Why a registration attempt failed.

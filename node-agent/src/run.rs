@@ -90,6 +90,8 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
         metrics_tx,
         cancel.clone(),
     ));
+    // Check in now and then; a removed node stops instead of heartbeating into the void.
+    let watch = tokio::spawn(watch_credentials(state.clone(), cancel.clone()));
     let publisher = Publisher {
         amqp_url,
         exchange: state.heartbeat_exchange.clone(),
@@ -103,6 +105,9 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
     // The publisher only stops on cancel or when the measure loop is gone; stop both either way.
     cancel.cancel();
     measure.await.context("measure loop")??;
+    if let Ok(Some(revoked)) = watch.await {
+        return Err(revoked.into());
+    }
     tracing::info!("node-agent stopped");
     Ok(())
 }
@@ -174,6 +179,26 @@ async fn obtain_state(
     state::save(state_file, &state)?;
     tracing::info!(node_id = %state.node_id, state_file = %state_file.display(), "node registered");
     Ok(Some(state))
+}
+
+/// How often the agent checks that its credentials still stand.
+const CHECK_IN_EVERY: Duration = Duration::from_secs(30);
+
+/// Checks in at start and every [`CHECK_IN_EVERY`]; on revocation cancels the agent and
+/// returns why.
+async fn watch_credentials(state: AgentState, cancel: CancellationToken) -> Option<crate::register::Revoked> {
+    let client = register::client().ok()?;
+    loop {
+        if let Err(revoked) = register::check_in(&client, &state.server, &state.node_id, &state.node_key).await {
+            tracing::error!(error = %revoked, "stopping");
+            cancel.cancel();
+            return Some(revoked);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return None,
+            () = tokio::time::sleep(CHECK_IN_EVERY) => {}
+        }
+    }
 }
 
 /// Samples the machine every `interval` into `tx`; reruns the benchmark every `bench_every`.
@@ -344,7 +369,7 @@ fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(rand::thread_rng().gen_range(0.75..1.25))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -228,7 +228,7 @@ async fn registers_sends_signed_heartbeats_and_restarts_without_token() {
     assert!(second.sent_at_ms >= first.sent_at_ms);
 
     // Registered exactly once, with the token, the name and the facts.
-    let requests = server.requests();
+    let requests = server.registrations();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].path, "/agent/v1/register");
     let sent: shared::wire::RegisterRequest = serde_json::from_slice(&requests[0].body).unwrap();
@@ -259,7 +259,11 @@ async fn registers_sends_signed_heartbeats_and_restarts_without_token() {
     assert_eq!(resumed.seq, 0, "a new process starts counting again");
     assert!(resumed.facts.is_some());
     check_metrics(&resumed);
-    assert_eq!(server.requests().len(), 1, "no second registration");
+    assert_eq!(server.registrations().len(), 1, "no second registration");
+    assert!(
+        server.requests().iter().any(|r| r.path == shared::wire::HELLO_PATH),
+        "the agent checks in with its credentials"
+    );
     assert_clean_shutdown(&stop(agent).await);
 }
 

@@ -1,12 +1,17 @@
-//! The HTTP endpoints agents call. Today: `POST /agent/v1/register`, which exchanges a one-time
-//! token for the node's lasting credentials (its id and key) and where to send heartbeats.
+//! The HTTP endpoints agents call:
+//! - `POST /agent/v1/register` exchanges a one-time token for the node's lasting credentials
+//!   (its id and key) and where to send heartbeats;
+//! - `POST /agent/v1/hello` lets a node check that its credentials still stand (a removed
+//!   node is told so, and its agent stops).
 
+use axum::body::Bytes;
 use axum::extract::{rejection::JsonRejection, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::json;
-use shared::wire::{RegisterRequest, RegisterResponse};
+use shared::wire::{Hello, RegisterRequest, RegisterResponse, HDR_SIGNATURE, HELLO_MAX_SKEW_MS};
 
 use app::backend::nodes::{self, RedeemError};
 use app::backend::AppState;
@@ -56,4 +61,27 @@ pub async fn register(
         heartbeat_interval_ms: agents.heartbeat_interval.as_millis() as u64,
     })
     .into_response()
+}
+
+/// A signed check-in: 200 while the node stands, 403 once it was removed, 401 for a bad
+/// signature or a stale timestamp (a replayed request).
+pub async fn hello(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let signature = headers.get(HDR_SIGNATURE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let Ok(hello) = serde_json::from_slice::<Hello>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "body must be a check-in");
+    };
+    if hello.node_id.len() > 64 || !shared::wire::verify(&state.node_keys.key_for(&hello.node_id), &body, signature) {
+        return error(StatusCode::UNAUTHORIZED, "bad_signature", "signature does not match the node's key");
+    }
+    if (app::backend::now_ms() - hello.sent_at_ms).abs() > HELLO_MAX_SKEW_MS {
+        return error(StatusCode::UNAUTHORIZED, "stale", "check-in too old or clock too far off");
+    }
+    match nodes::auth_info(&state.db, &hello.node_id).await {
+        Ok(Some(auth)) if auth.admin_state != "removed" => Json(json!({ "admin_state": auth.admin_state })).into_response(),
+        Ok(_) => error(StatusCode::FORBIDDEN, "node_removed", "this node was removed; its credentials are revoked"),
+        Err(e) => {
+            tracing::error!(error = %e, "check-in lookup failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        }
+    }
 }

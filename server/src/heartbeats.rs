@@ -40,7 +40,14 @@ struct LiveNode {
     status: String,
     last_seen: Instant,
     last_seq: Option<u64>,
+    /// The node's admin state as last read from the database, and when.
+    admin_state: String,
+    checked: Instant,
 }
+
+/// How long the heartbeat path trusts its copy of a node's admin state; a removal takes effect
+/// within this time, and the database sees one query per node per period, not per heartbeat.
+const AUTH_CACHE: Duration = Duration::from_secs(5);
 
 /// What the server knows of each node right now.
 #[derive(Clone, Default)]
@@ -90,7 +97,9 @@ impl Fleet {
         let now = Instant::now();
         let mut nodes = fleet.nodes.lock().await;
         for (id,) in active {
-            nodes.insert(id, LiveNode { status: "active".into(), last_seen: now, last_seq: None });
+            // `checked` in the past: the admin state is read on the first heartbeat.
+            let checked = now.checked_sub(AUTH_CACHE).unwrap_or(now);
+            nodes.insert(id, LiveNode { status: "active".into(), last_seen: now, last_seq: None, admin_state: String::new(), checked });
         }
         drop(nodes);
         Ok(fleet)
@@ -113,10 +122,20 @@ impl Fleet {
         if !wire::verify(&state.node_keys.key_for(&node_id), body, &signature) {
             return Err(Rejected::BadSignature);
         }
-        let auth = nodes::auth_info(&state.db, &node_id)
-            .await
-            .map_err(|e| Rejected::Database(e.to_string()))?
-            .ok_or(Rejected::UnknownNode)?;
+        let cached = {
+            let nodes = self.nodes.lock().await;
+            nodes
+                .get(&node_id)
+                .filter(|n| !n.admin_state.is_empty() && n.checked.elapsed() < AUTH_CACHE)
+                .map(|n| nodes::NodeAuth { status: n.status.clone(), admin_state: n.admin_state.clone() })
+        };
+        let auth = match cached {
+            Some(auth) => auth,
+            None => nodes::auth_info(&state.db, &node_id)
+                .await
+                .map_err(|e| Rejected::Database(e.to_string()))?
+                .ok_or(Rejected::UnknownNode)?,
+        };
         if auth.admin_state == "removed" {
             return Err(Rejected::Removed);
         }
@@ -133,7 +152,13 @@ impl Fleet {
                 status: auth.status.clone(),
                 last_seen: Instant::now(),
                 last_seq: None,
+                admin_state: String::new(),
+                checked: Instant::now(),
             });
+            if cached_is_stale(live) {
+                live.admin_state = auth.admin_state.clone();
+                live.checked = Instant::now();
+            }
             // A replayed message (same process, seq not newer) is refused; a restarted agent
             // starts again at 0, which shows as a big step back and is accepted.
             if let Some(last) = live.last_seq {
@@ -192,6 +217,10 @@ impl Fleet {
             tracing::error!(error = %e, nodes = batch.len(), "saving heartbeats failed");
         }
     }
+}
+
+fn cached_is_stale(live: &LiveNode) -> bool {
+    live.admin_state.is_empty() || live.checked.elapsed() >= AUTH_CACHE
 }
 
 /// Runs the consumer, the flusher and the sweeper until `cancel` fires.

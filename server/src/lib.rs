@@ -8,6 +8,7 @@
 //! - [`admin_cli`]: `server admin create`, `server node add`.
 //! - [`agent_api`]: the HTTP endpoints agents call (registration).
 //! - [`heartbeats`]: heartbeats in, node status and scores out; dead-node detection.
+//! - [`live`]: server-sent event feeds for the live pages.
 //! - [`secret`]: the server secret that node keys derive from.
 //! - The web app, sessions and accounts live in the `app` crate (`app::backend`).
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod errors;
 pub mod health;
 pub mod heartbeats;
+pub mod live;
 pub mod secret;
 
 use std::net::SocketAddr;
@@ -107,6 +109,8 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings) -> Router 
     Router::new()
         .route("/healthz", get(health::healthz))
         .route(shared::wire::REGISTER_PATH, post(agent_api::register))
+        .route(shared::wire::HELLO_PATH, post(agent_api::hello))
+        .route("/live/nodes", get(live::nodes_feed))
         .leptos_routes_with_context(
             &state,
             routes,

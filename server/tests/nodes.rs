@@ -21,7 +21,11 @@ const PASSWORD: &str = "correct horse battery";
 const TIMEOUT: Duration = Duration::from_millis(2000);
 const INTERVAL: Duration = Duration::from_millis(300);
 
-on_both_databases!(agents_register_beat_die_and_come_back, forged_and_malformed_heartbeats_are_dropped);
+on_both_databases!(
+    agents_register_beat_die_and_come_back,
+    forged_and_malformed_heartbeats_are_dropped,
+    a_removed_node_is_refused_and_its_agent_stops,
+);
 
 fn agent_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("AIEDGE_AGENT_BIN") {
@@ -265,5 +269,52 @@ async fn forged_and_malformed_heartbeats_are_dropped(db: DbKind) {
     assert!(na["metrics"]["events_per_sec"].as_f64().unwrap() < 1.0e9, "forged metrics believed: {na}");
     assert_eq!(reqwest::get(server.url("/healthz")).await.unwrap().status(), 200);
     let _ = conn.close(200, "bye").await;
+    server.stop().await;
+}
+
+async fn a_removed_node_is_refused_and_its_agent_stops(db: DbKind) {
+    let server = fast_server(db).await;
+    let owner = server.client();
+    owner.register("owner@example.org", PASSWORD).await;
+    let st = server::build_state(&server.config).await.unwrap();
+    server::admin_cli::create_admin(&st.db, "root@example.org", PASSWORD).await.unwrap();
+    let admin = server.client();
+    admin.login("root@example.org", PASSWORD).await;
+
+    let a = add_node(&owner, "doomed").await;
+    let id = a["node"]["id"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&server, dir.path(), a["token"].as_str(), "doomed");
+    wait_status(&owner, &id, "active", Duration::from_secs(20)).await;
+
+    // Only admins remove nodes.
+    let res = owner.call("/api/nodes/set-state", &[("id", &id), ("state", "removed")]).await;
+    assert_eq!(res.status(), 403);
+    let res = admin.call("/api/nodes/set-state", &[("id", &id), ("state", "bogus")]).await;
+    assert_eq!(res.status(), 400);
+    let res = admin.call("/api/nodes/set-state", &[("id", &id), ("state", "removed")]).await;
+    assert_eq!(res.status(), 200);
+    assert!(node(&owner, &id).await.is_null(), "removed nodes leave the list");
+
+    // Its heartbeats are refused from now on, and its agent is told so at its next check-in
+    // (at start, and every 30 s): restart it to see that at once.
+    drop(agent);
+    let (status, err) = Agent::start(&server, dir.path(), None, "doomed").wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("node credentials revoked"), "{err}");
+
+    // A signed check-in with a stale timestamp is refused as a replay; a forged one too.
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap()).unwrap();
+    let body = serde_json::to_vec(&serde_json::json!({ "node_id": id, "sent_at_ms": 0 })).unwrap();
+    let res = reqwest::Client::new()
+        .post(server.url("/agent/v1/hello"))
+        .header("x-signature", shared::wire::sign(state["node_key"].as_str().unwrap(), &body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = reqwest::Client::new().post(server.url("/agent/v1/hello")).header("x-signature", "00").body(body).send().await.unwrap();
+    assert_eq!(res.status(), 401);
     server.stop().await;
 }

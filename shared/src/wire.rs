@@ -24,6 +24,18 @@ pub const HDR_NODE_ID: &str = "x-node-id";
 pub const HDR_SIGNATURE: &str = "x-signature";
 /// Path of the registration endpoint, relative to the server's base URL.
 pub const REGISTER_PATH: &str = "/agent/v1/register";
+/// Path of the check-in endpoint: a node proves it still holds valid credentials.
+pub const HELLO_PATH: &str = "/agent/v1/hello";
+/// How far a check-in's clock may be from the server's before it is refused as a replay.
+pub const HELLO_MAX_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// Body of `POST {server}/agent/v1/hello`, sent with the [`HDR_SIGNATURE`] header signed by the
+/// node key. 200: carry on. 403: the node was removed; its credentials are revoked for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub node_id: String,
+    pub sent_at_ms: i64,
+}
 
 /// What a machine is: reported at registration and on the first heartbeat of each connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -310,3 +310,41 @@ pub async fn prune_samples(db: &Db, keep_ms: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("delete from node_samples where at < $1").bind(now_ms() - keep_ms).execute(&db.pool).await?;
     Ok(done.rows_affected())
 }
+
+/// Sets a node's admin state; removal is final. Returns false when the node does not exist or
+/// was removed already.
+pub async fn set_admin_state(db: &Db, id: &str, state: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("update nodes set admin_state = $1 where id = $2 and admin_state <> 'removed'")
+        .bind(state)
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The last `window_ms` of samples per node (of one owner, or all), thinned to `max_points`.
+pub async fn history(
+    db: &Db,
+    owner_id: Option<&str>,
+    window_ms: i64,
+    max_points: usize,
+) -> Result<std::collections::HashMap<String, Vec<crate::live::Sample>>, sqlx::Error> {
+    let since = now_ms() - window_ms;
+    let sql = r#"select s.node_id, s.at, s.free_cpu_pct, s.free_mem_pct, s.temperature_c, s.score
+        from node_samples s join nodes n on n.id = s.node_id
+        where s.at >= $1 and ($2 = '' or n.owner_id = $2) and n.admin_state <> 'removed'
+        order by s.node_id, s.at"#;
+    let rows: Vec<(String, i64, f64, f64, Option<f64>, f64)> =
+        sqlx::query_as(sql).bind(since).bind(owner_id.unwrap_or("")).fetch_all(&db.pool).await?;
+    let mut out: std::collections::HashMap<String, Vec<crate::live::Sample>> = Default::default();
+    for (node_id, at_ms, free_cpu_pct, free_mem_pct, temperature_c, score) in rows {
+        out.entry(node_id).or_default().push(crate::live::Sample { at_ms, free_cpu_pct, free_mem_pct, temperature_c, score });
+    }
+    for points in out.values_mut() {
+        if points.len() > max_points {
+            let step = points.len().div_ceil(max_points);
+            *points = points.iter().step_by(step).copied().collect();
+        }
+    }
+    Ok(out)
+}

@@ -2,11 +2,16 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::admin::admin_overview;
+use crate::live::{clock, live_nodes};
+use crate::node_table::NodeTable;
+use crate::nodes::{all_nodes, node_history};
 
-/// The admin dashboard. It will grow into the live resource view; today it lists accounts.
+/// The admin dashboard: the live resource view of every node, and the accounts.
 #[component]
 pub fn Admin() -> impl IntoView {
     let overview = Resource::new(|| (), |_| admin_overview());
+    let fleet = Resource::new(|| (), |_| async move { (all_nodes().await, node_history("all".into()).await) });
+    let now = clock();
     view! {
         <Title text="Admin" />
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
@@ -19,6 +24,16 @@ pub fn Admin() -> impl IntoView {
                                 <div class="stat"><span class="value" data-testid="user-count">{o.users.len()}</span><span class="label">"accounts"</span></div>
                                 <div class="stat"><span class="value">{o.admins}</span><span class="label">"admins"</span></div>
                             </div>
+                        </section>
+                        <section class="card">
+                            <h2>"Resources"</h2>
+                            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                                {move || Suspend::new(async move {
+                                    let (list, history) = fleet.await;
+                                    let (nodes, history, _) = live_nodes("all", list.unwrap_or_default(), history.unwrap_or_default());
+                                    view! { <NodeTable nodes history now admin=true /> }
+                                })}
+                            </Suspense>
                         </section>
                         <section class="card">
                             <h2>"Accounts"</h2>

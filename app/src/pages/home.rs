@@ -21,7 +21,8 @@ pub fn Home() -> impl IntoView {
                         <section class="grid">
                             <article class="card">
                                 <h2>"Nodes"</h2>
-                                <p class="muted">"Adding machines as nodes arrives with the node agent."</p>
+                                <p class="muted">"Pool your machines: add one, run the agent on it, watch its health live."</p>
+                                <a class="button small" href="/nodes">"My nodes"</a>
                             </article>
                             <article class="card">
                                 <h2>"Applications and jobs"</h2>

@@ -4,6 +4,7 @@ mod admin;
 mod home;
 mod landing;
 mod login;
+mod nodes;
 mod not_found;
 mod register;
 
@@ -11,6 +12,7 @@ pub use admin::Admin;
 pub use home::Home;
 pub use landing::Landing;
 pub use login::Login;
+pub use nodes::Nodes;
 pub use not_found::NotFound;
 pub use register::Register;
 

@@ -123,6 +123,11 @@ impl FakeServer {
         Self { url, requests }
     }
 
+    /// The registration calls only (the agent also checks in at `/agent/v1/hello`).
+    pub fn registrations(&self) -> Vec<Request> {
+        self.requests().into_iter().filter(|r| r.path == shared::wire::REGISTER_PATH).collect()
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }

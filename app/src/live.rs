@@ -1,0 +1,127 @@
+//! Live data for the pages: a signal that starts with what the server rendered and follows the
+//! server-sent event feed once the WASM runs, plus a short per-node history for the charts.
+
+use std::collections::HashMap;
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::nodes::NodeView;
+
+/// One point of a node's history.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Sample {
+    pub at_ms: i64,
+    pub free_cpu_pct: f64,
+    pub free_mem_pct: f64,
+    pub temperature_c: Option<f64>,
+    pub score: f64,
+}
+
+/// How many points a chart keeps (about five minutes at one a second).
+pub const HISTORY_POINTS: usize = 300;
+
+/// Appends each node's newest heartbeat to its history, once.
+pub fn record(history: &mut HashMap<String, Vec<Sample>>, nodes: &[NodeView]) {
+    for n in nodes {
+        let (Some(m), Some(at_ms), Some(score)) = (&n.metrics, n.last_heartbeat_ms, &n.score) else { continue };
+        let points = history.entry(n.id.clone()).or_default();
+        if points.last().is_some_and(|p| p.at_ms >= at_ms) {
+            continue;
+        }
+        points.push(Sample {
+            at_ms,
+            free_cpu_pct: m.free_cpu_pct,
+            free_mem_pct: m.free_mem_pct,
+            temperature_c: m.temperature_c,
+            score: score.total,
+        });
+        if points.len() > HISTORY_POINTS {
+            let extra = points.len() - HISTORY_POINTS;
+            points.drain(..extra);
+        }
+    }
+}
+
+/// The live list of nodes for `scope` ("mine" or "all"), seeded with `initial`.
+pub fn live_nodes(
+    scope: &'static str,
+    initial: Vec<NodeView>,
+    initial_history: HashMap<String, Vec<Sample>>,
+) -> (ReadSignal<Vec<NodeView>>, ReadSignal<HashMap<String, Vec<Sample>>>, ReadSignal<bool>) {
+    let (nodes, set_nodes) = signal(initial);
+    let (history, set_history) = signal(initial_history);
+    let (connected, set_connected) = signal(false);
+    #[cfg(feature = "hydrate")]
+    subscribe(scope, set_nodes, set_history, set_connected);
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (scope, set_nodes, set_history, set_connected);
+    (nodes, history, connected)
+}
+
+#[cfg(feature = "hydrate")]
+fn subscribe(
+    scope: &'static str,
+    set_nodes: WriteSignal<Vec<NodeView>>,
+    set_history: WriteSignal<HashMap<String, Vec<Sample>>>,
+    set_connected: WriteSignal<bool>,
+) {
+    use wasm_bindgen::closure::Closure;
+    use wasm_bindgen::JsCast;
+
+    Effect::new(move |_| {
+        let Ok(source) = web_sys::EventSource::new(&format!("/live/nodes?scope={scope}")) else { return };
+        let on_nodes = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
+            let Some(text) = ev.data().as_string() else { return };
+            if let Ok(list) = serde_json::from_str::<Vec<NodeView>>(&text) {
+                set_history.update(|h| record(h, &list));
+                set_nodes.set(list);
+                set_connected.set(true);
+            }
+        });
+        let _ = source.add_event_listener_with_callback("nodes", on_nodes.as_ref().unchecked_ref());
+        let on_open = Closure::<dyn FnMut()>::new(move || set_connected.set(true));
+        source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        let on_error = Closure::<dyn FnMut()>::new(move || set_connected.set(false));
+        source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        // The closures live as long as the page; the browser reconnects the source by itself.
+        on_nodes.forget();
+        on_open.forget();
+        on_error.forget();
+        let source = send_wrapper::SendWrapper::new(source);
+        on_cleanup(move || source.close());
+    });
+}
+
+/// Milliseconds since the epoch, ticking once a second in the browser (for "seen 3 s ago").
+pub fn clock() -> ReadSignal<i64> {
+    let (now, set_now) = signal(now_ms());
+    #[cfg(feature = "hydrate")]
+    {
+        let handle = set_interval_with_handle(move || set_now.set(now_ms()), std::time::Duration::from_secs(1));
+        if let Ok(handle) = handle {
+            on_cleanup(move || handle.clear());
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = set_now;
+    now
+}
+
+#[cfg(feature = "hydrate")]
+fn now_ms() -> i64 {
+    js_sys_now()
+}
+
+#[cfg(feature = "hydrate")]
+fn js_sys_now() -> i64 {
+    web_sys::window().and_then(|w| w.performance()).map(|p| (p.time_origin() + p.now()) as i64).unwrap_or(0)
+}
+
+#[cfg(not(feature = "hydrate"))]
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,155 @@
+//! The resource view: one row per node with its status, metrics, score and small charts.
+//! Used by "My nodes" (an owner's nodes) and the admin page (every node).
+
+use std::collections::HashMap;
+
+use leptos::prelude::*;
+
+use crate::live::Sample;
+use crate::nodes::{NodeView, SetNodeState};
+
+fn pct(v: f64) -> String {
+    format!("{v:.0} %")
+}
+
+/// "3 s ago", "4 min ago", or "never".
+pub fn age(now_ms: i64, then_ms: Option<i64>) -> String {
+    let Some(then) = then_ms else { return "never".into() };
+    let secs = ((now_ms - then).max(0) / 1000) as u64;
+    match secs {
+        0..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        _ => format!("{} h ago", secs / 3600),
+    }
+}
+
+/// A small line chart of `values` scaled to `lo..hi` (or to the data when `None`).
+#[component]
+pub fn Sparkline(values: Vec<f64>, #[prop(optional)] range: Option<(f64, f64)>, label: &'static str) -> impl IntoView {
+    const W: f64 = 120.0;
+    const H: f64 = 28.0;
+    let (lo, hi) = range.unwrap_or_else(|| {
+        let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if lo.is_finite() && hi > lo { (lo, hi) } else { (lo.min(0.0), lo.max(0.0) + 1.0) }
+    });
+    let n = values.len().max(2) as f64 - 1.0;
+    let points: String = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let x = i as f64 / n * W;
+            let y = H - ((v - lo) / (hi - lo)).clamp(0.0, 1.0) * (H - 2.0) - 1.0;
+            format!("{x:.1},{y:.1} ")
+        })
+        .collect();
+    view! {
+        <svg class="spark" viewBox=format!("0 0 {W} {H}") width=W height=H role="img" aria-label=label>
+            <title>{label}</title>
+            <polyline points=points fill="none" stroke="currentColor" stroke-width="1.5" />
+        </svg>
+    }
+}
+
+/// The table of nodes. `admin` adds the owner column and the disable/drain/remove buttons.
+#[component]
+pub fn NodeTable(
+    nodes: ReadSignal<Vec<NodeView>>,
+    history: ReadSignal<HashMap<String, Vec<Sample>>>,
+    now: ReadSignal<i64>,
+    admin: bool,
+) -> impl IntoView {
+    let set_state = ServerAction::<SetNodeState>::new();
+    view! {
+        <div class="table-wrap">
+            <table class="nodes" data-testid="node-table">
+                <thead>
+                    <tr>
+                        <th>"Node"</th>
+                        {admin.then(|| view! { <th>"Owner"</th> })}
+                        <th>"Status"</th>
+                        <th>"Free CPU"</th>
+                        <th>"Free mem"</th>
+                        <th>"Free RAM"</th>
+                        <th>"Events/s"</th>
+                        <th>"Temp"</th>
+                        <th title="score = load × perf × thermal">"Score"</th>
+                        <th>"Jobs"</th>
+                        <th>"Last heartbeat"</th>
+                        <th>"Score · CPU · mem · temp (last minutes)"</th>
+                        {admin.then(|| view! { <th></th> })}
+                    </tr>
+                </thead>
+                <tbody>
+                    <For each=move || nodes.get() key=|n| (n.id.clone(), n.status.clone(), n.admin_state.clone(), n.last_heartbeat_ms) let:n>
+                        {
+                            let id = n.id.clone();
+                            let m = n.metrics.clone();
+                            let status = if n.admin_state == "enabled" { n.status.clone() } else { n.admin_state.clone() };
+                            let points = move || history.with(|h| h.get(&id).cloned().unwrap_or_default());
+                            let last = n.last_heartbeat_ms;
+                            let node_id = n.id.clone();
+                            view! {
+                                <tr data-node=n.name.clone() data-status=status.clone()>
+                                    <td>
+                                        <strong>{n.name.clone()}</strong>
+                                        <div class="muted small">{n.facts.as_ref().map(|f| format!("{} · {} · {} cores", f.hostname, f.arch, f.cpu_cores))}</div>
+                                    </td>
+                                    {admin.then(|| view! { <td>{n.owner_email.clone()}</td> })}
+                                    <td><span class=format!("badge {status}") data-testid="node-status">{status.clone()}</span></td>
+                                    <td>{m.as_ref().map(|m| pct(m.free_cpu_pct))}</td>
+                                    <td>{m.as_ref().map(|m| pct(m.free_mem_pct))}</td>
+                                    <td>{m.as_ref().map(|m| format!("{:.1} GiB", m.free_ram_gib))}</td>
+                                    <td>{m.as_ref().map(|m| format!("{:.0}", m.events_per_sec))}</td>
+                                    <td>{m.as_ref().map(|m| m.temperature_c.map(|t| format!("{t:.0} °C")).unwrap_or_else(|| "unknown".into()))}</td>
+                                    <td>
+                                        {n.score.as_ref().map(|s| view! {
+                                            <strong>{format!("{:.3}", s.total)}</strong>
+                                            <div class="muted small">{format!("load {:.1} × perf {:.2} × f(t) {:.2}", s.load, s.perf, s.thermal)}</div>
+                                        })}
+                                    </td>
+                                    <td>{m.as_ref().map(|m| m.running_jobs)}</td>
+                                    <td>{move || age(now.get(), last)}</td>
+                                    <td class="charts">
+                                        {move || {
+                                            let p = points();
+                                            view! {
+                                                <Sparkline label="score" values=p.iter().map(|s| s.score).collect() />
+                                                <Sparkline label="free CPU %" range=(0.0, 100.0) values=p.iter().map(|s| s.free_cpu_pct).collect() />
+                                                <Sparkline label="free memory %" range=(0.0, 100.0) values=p.iter().map(|s| s.free_mem_pct).collect() />
+                                                <Sparkline label="temperature °C" range=(20.0, 100.0) values=p.iter().filter_map(|s| s.temperature_c).collect() />
+                                            }
+                                        }}
+                                    </td>
+                                    {admin.then(|| {
+                                        let (a, b, c) = (node_id.clone(), node_id.clone(), node_id.clone());
+                                        view! {
+                                            <td class="actions">
+                                                <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: a.clone(), state: "disabled".into() }); }>"Disable"</button>
+                                                <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: b.clone(), state: "draining".into() }); }>"Drain"</button>
+                                                <button class="small danger" on:click=move |_| { set_state.dispatch(SetNodeState { id: c.clone(), state: "removed".into() }); }>"Remove"</button>
+                                            </td>
+                                        }
+                                    })}
+                                </tr>
+                            }
+                        }
+                    </For>
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(age(10_000, None), "never");
+        assert_eq!(age(10_000, Some(7_000)), "3 s ago");
+        assert_eq!(age(200_000, Some(0)), "3 min ago");
+        assert_eq!(age(0, Some(5_000)), "0 s ago");
+    }
+}
