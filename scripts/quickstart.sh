@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up what is missing, builds, and starts AI on the Edge on SQLite with a local RabbitMQ
-# and an admin account, then prints the URL and the admin's credentials. Running it again
-# reuses what exists (tools, build, data, admin). `scripts/quickstart.sh stop` stops it.
+# Sets up what is missing, builds, and starts AI on the Edge on SQLite with a local RabbitMQ,
+# an admin account and one local node agent, then prints the URL and the admin's credentials.
+# Running it again reuses what exists (tools, build, data, admin, the enrolled node).
+# `scripts/quickstart.sh stop` stops the server and the agent.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -10,16 +11,26 @@ DATA_DIR="${AIEDGE_DATA_DIR:-$ROOT/data}"
 BIND="${AIEDGE_BIND:-127.0.0.1:3000}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 SERVER="$TARGET/release/server"
+AGENT="$TARGET/release/node-agent"
 PIDFILE="$DATA_DIR/server.pid"
+AGENT_DIR="$DATA_DIR/local-agent"
+AGENT_PIDFILE="$DATA_DIR/agent.pid"
 CREDS="$DATA_DIR/admin-credentials.txt"
 ADMIN_EMAIL="${AIEDGE_ADMIN_EMAIL:-admin@aiedge.local}"
 
-stop() {
-  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-    say "stopping the server"
-    kill -TERM "$(cat "$PIDFILE")"
+stop_pid() {
+  local file=$1 what=$2
+  if [ -f "$file" ] && kill -0 "$(cat "$file")" 2>/dev/null; then
+    say "stopping the $what"
+    kill -TERM "$(cat "$file")"
+    for _ in $(seq 1 50); do kill -0 "$(cat "$file")" 2>/dev/null || break; sleep 0.1; done
   fi
-  rm -f "$PIDFILE"
+  rm -f "$file"
+}
+
+stop() {
+  stop_pid "$AGENT_PIDFILE" "node agent"
+  stop_pid "$PIDFILE" server
 }
 
 if [ "${1:-}" = stop ]; then stop; exit 0; fi
@@ -30,6 +41,7 @@ ensure_rabbitmq
 
 say "building (release)"
 cargo leptos build --release
+cargo build --release -p node-agent
 
 mkdir -p "$DATA_DIR"
 chmod 700 "$DATA_DIR"
@@ -52,6 +64,20 @@ for _ in $(seq 1 120); do
 done
 curl -fsS "http://$BIND/healthz" >/dev/null || die "the server is not healthy; see $DATA_DIR/server.log"
 
+# One local node: enrolled once (its credentials stay in its state file), started every time.
+mkdir -p "$AGENT_DIR"
+token_args=()
+if [ ! -f "$AGENT_DIR/node-agent-state.json" ]; then
+  token="$("$SERVER" --data-dir "$DATA_DIR" node add --owner "$ADMIN_EMAIL" --name "$(hostname)-local" \
+    | sed -n 's/^token: //p')"
+  [ -n "$token" ] || die "could not issue a registration token for the local node"
+  token_args=(--token "$token")
+fi
+say "starting the local node agent"
+nohup "$AGENT" run --server "http://$BIND" --name "$(hostname)-local" --work-dir "$AGENT_DIR" "${token_args[@]}" \
+  >"$DATA_DIR/agent.log" 2>&1 &
+echo $! > "$AGENT_PIDFILE"
+
 cat <<MSG
 
   AI on the Edge is running.
@@ -60,6 +86,7 @@ cat <<MSG
     Admin:     $(sed -n 's/^email: //p' "$CREDS")
     Password:  $(sed -n 's/^password: //p' "$CREDS")
 
-  Logs: $DATA_DIR/server.log    Stop: scripts/quickstart.sh stop
+  A local node agent runs beside it: see "My nodes" or the admin page.
+  Logs: $DATA_DIR/server.log, $DATA_DIR/agent.log    Stop: scripts/quickstart.sh stop
 
 MSG

@@ -13,8 +13,8 @@ ensure_rabbitmq
 
 # One profile for everything, so the tests and the browser run the same build.
 say "unit and integration tests (release profile)"
-cargo test --release -p shared -p node-agent -p server
-cargo test --release -p app --features ssr
+cargo test --release --no-fail-fast -p shared -p node-agent -p server
+cargo test --release --no-fail-fast -p app --features ssr
 
 say "building the site (server + WASM)"
 cargo leptos build --release

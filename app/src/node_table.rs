@@ -76,7 +76,7 @@ pub fn NodeTable(
                         <th title="score = load × perf × thermal">"Score"</th>
                         <th>"Jobs"</th>
                         <th>"Last heartbeat"</th>
-                        <th>"Score · CPU · mem · temp (last minutes)"</th>
+                        <th title="score, free CPU, free memory, temperature over the last minutes">"Trends"</th>
                         {admin.then(|| view! { <th></th> })}
                     </tr>
                 </thead>
@@ -110,7 +110,7 @@ pub fn NodeTable(
                                     </td>
                                     <td>{m.as_ref().map(|m| m.running_jobs)}</td>
                                     <td>{move || age(now.get(), last)}</td>
-                                    <td class="charts">
+                                    <td><div class="charts">
                                         {move || {
                                             let p = points();
                                             view! {
@@ -120,15 +120,15 @@ pub fn NodeTable(
                                                 <Sparkline label="temperature °C" range=(20.0, 100.0) values=p.iter().filter_map(|s| s.temperature_c).collect() />
                                             }
                                         }}
-                                    </td>
+                                    </div></td>
                                     {admin.then(|| {
                                         let (a, b, c) = (node_id.clone(), node_id.clone(), node_id.clone());
                                         view! {
-                                            <td class="actions">
+                                            <td><div class="actions">
                                                 <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: a.clone(), state: "disabled".into() }); }>"Disable"</button>
                                                 <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: b.clone(), state: "draining".into() }); }>"Drain"</button>
                                                 <button class="small danger" on:click=move |_| { set_state.dispatch(SetNodeState { id: c.clone(), state: "removed".into() }); }>"Remove"</button>
-                                            </td>
+                                            </div></td>
                                         }
                                     })}
                                 </tr>

@@ -45,7 +45,15 @@ async fn healthz_reports_database_and_broker(db: DbKind) {
 
 async fn malformed_cookies_are_anonymous(db: DbKind) {
     let server = TestServer::start(db).await;
-    for cookie in ["aiedge_session=%%%garbage", "aiedge_session=", "aiedge_session=AAAAAAAAAAAAAAAAAAAAAA", "aiedge_session=\u{7f}"] {
+    let long = format!("aiedge_session={}", "A".repeat(4000));
+    for cookie in [
+        "aiedge_session=%%%garbage",
+        "aiedge_session=",
+        "aiedge_session=AAAAAAAAAAAAAAAAAAAAAA",
+        "aiedge_session=\"quoted\"; aiedge_session=twice",
+        "=; ;;aiedge_session",
+        long.as_str(),
+    ] {
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let res = client.get(server.url("/")).header("cookie", cookie).send().await.unwrap();
         assert_eq!(res.status(), 200, "{cookie}");
