@@ -13,7 +13,9 @@ const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'aiedge-e2e-'));
 // An admin for the tests that need one, created before the server starts.
 export const ADMIN = { email: 'admin@e2e.example.org', password: 'e2e admin password' };
 // Short heartbeat timings, so a dead node shows within seconds.
-const serverArgs = `--bind 127.0.0.1:${port} --data-dir ${dataDir} --site-root ${siteRoot} --heartbeat-timeout 3s --heartbeat-interval 500ms`;
+// Its own broker namespace, so nothing another run left on the broker gets in the way.
+const namespace = `aiedge-e2e-${path.basename(dataDir)}`;
+const serverArgs = `--bind 127.0.0.1:${port} --data-dir ${dataDir} --site-root ${siteRoot} --heartbeat-timeout 3s --heartbeat-interval 500ms --amqp-namespace ${namespace}`;
 process.env.AIEDGE_AGENT_BIN ??= path.join(targetDir, 'release', 'node-agent');
 
 export default defineConfig({

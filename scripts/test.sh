@@ -13,8 +13,9 @@ ensure_rabbitmq
 
 # One profile for everything, so the tests and the browser run the same build.
 say "unit and integration tests (release profile)"
-cargo test --release --no-fail-fast -p shared -p node-agent -p server
-cargo test --release --no-fail-fast -p app --features ssr
+# `app` is selected together with `server`, so it builds with the `ssr` feature the server
+# turns on, and nothing compiles twice.
+cargo test --release --no-fail-fast -p shared -p node-agent -p server -p app
 
 say "building the site (server + WASM)"
 cargo leptos build --release

@@ -10,6 +10,9 @@
 //! - [`components`]: the layout and form pieces the pages share.
 //! - `backend` (with the `ssr` feature): state, database, sessions, rate limits.
 
+// Leptos views are deeply nested types; the node table needs more room than the default.
+#![recursion_limit = "512"]
+
 pub mod admin;
 pub mod auth;
 pub mod components;
@@ -24,7 +27,7 @@ pub mod backend;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::path;
+use leptos_router::{path, SsrMode};
 
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -60,13 +63,15 @@ pub fn App() -> impl IntoView {
         <Router>
             <components::Nav />
             <main>
+                // Async: the server resolves every resource before it sends the page, so pages
+                // are complete without JavaScript (out-of-order streaming needs it to fill in).
                 <Routes fallback=pages::NotFound>
-                    <Route path=path!("") view=pages::Landing />
-                    <Route path=path!("register") view=pages::Register />
-                    <Route path=path!("login") view=pages::Login />
-                    <Route path=path!("home") view=pages::Home />
-                    <Route path=path!("admin") view=pages::Admin />
-                    <Route path=path!("nodes") view=pages::Nodes />
+                    <Route path=path!("") view=pages::Landing ssr=SsrMode::Async />
+                    <Route path=path!("register") view=pages::Register ssr=SsrMode::Async />
+                    <Route path=path!("login") view=pages::Login ssr=SsrMode::Async />
+                    <Route path=path!("home") view=pages::Home ssr=SsrMode::Async />
+                    <Route path=path!("admin") view=pages::Admin ssr=SsrMode::Async />
+                    <Route path=path!("nodes") view=pages::Nodes ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

@@ -133,12 +133,16 @@ pub fn NodeTable(
                                     })}
                                 </tr>
                             }
+                            // Erase the row's type: without it the page's view type gets too deep
+                            // for the compiler in release builds.
+                            .into_any()
                         }
                     </For>
                 </tbody>
             </table>
         </div>
     }
+    .into_any()
 }
 
 #[cfg(test)]

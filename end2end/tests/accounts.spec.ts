@@ -28,7 +28,7 @@ test('register, log out, log in with a wrong then the right password, and stay o
 
   await page.getByRole('button', { name: 'Log out' }).click();
   await expect(page).toHaveURL(/\/$/);
-  await expect(page.getByRole('link', { name: 'Log in' })).toBeVisible();
+  await expect(page.locator('header').getByRole('link', { name: 'Log in' })).toBeVisible();
 
   await page.goto('/login');
   await hydrated(page);
@@ -81,5 +81,7 @@ test.describe('without JavaScript', () => {
     await page.getByRole('button', { name: 'Create account' }).click();
     await expect(page).toHaveURL(/\/home$/);
     await expect(page.getByTestId('welcome')).toContainText('Welcome');
+    // The signed-in nav is there too, rendered on the server.
+    await expect(page.getByTestId('who')).toBeVisible();
   });
 });

@@ -254,7 +254,7 @@ async fn consume(state: AppState, broker: Broker, fleet: Fleet, settings: Livene
     let mut generations = broker.generations();
     loop {
         if let Some(channel) = broker.channel().await {
-            match consume_on(&channel, &broker.topology, &state, &fleet, &settings, &cancel).await {
+            match consume_on(&channel, &broker, &state, &fleet, &settings, &cancel).await {
                 Ok(()) => return,
                 Err(e) => tracing::warn!(error = %e, "heartbeat consumer stopped; waiting for the broker"),
             }
@@ -268,13 +268,13 @@ async fn consume(state: AppState, broker: Broker, fleet: Fleet, settings: Livene
 
 async fn consume_on(
     channel: &lapin::Channel,
-    topology: &crate::broker::Topology,
+    broker: &Broker,
     state: &AppState,
     fleet: &Fleet,
     settings: &LivenessSettings,
     cancel: &CancellationToken,
 ) -> Result<(), lapin::Error> {
-    let (exchange, queue) = (topology.heartbeat_exchange(), topology.heartbeat_queue());
+    let (exchange, queue) = (broker.topology.heartbeat_exchange(), broker.topology.heartbeat_queue());
     channel
         .exchange_declare(&exchange, ExchangeKind::Fanout, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
         .await?;
@@ -284,9 +284,23 @@ async fn consume_on(
     args.insert("x-max-length".into(), AMQPValue::LongUInt(100_000));
     // A queue nobody has consumed for 10 minutes goes away; it holds nothing worth keeping.
     args.insert("x-expires".into(), AMQPValue::LongUInt(600_000));
-    channel
-        .queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args)
-        .await?;
+    let declared = channel
+        .queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args.clone())
+        .await;
+    let channel = match declared {
+        Ok(_) => channel.clone(),
+        // A queue left by an older version with other arguments refuses the declaration (406)
+        // and closes the channel. It holds only heartbeats, which are worthless after seconds:
+        // replace it.
+        Err(lapin::Error::ProtocolError(e)) if e.get_id() == 406 => {
+            tracing::warn!(%queue, "heartbeat queue has other arguments; replacing it");
+            let fresh = broker.channel().await.ok_or(lapin::Error::InvalidChannelState(lapin::ChannelState::Closed))?;
+            fresh.queue_delete(&queue, Default::default()).await?;
+            fresh.queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
+            fresh
+        }
+        Err(e) => return Err(e),
+    };
     channel.queue_bind(&queue, &exchange, "", QueueBindOptions::default(), FieldTable::default()).await?;
     let mut consumer = channel
         .basic_consume(&queue, "aiedge-server", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
