@@ -38,9 +38,11 @@ pub async fn nodes_feed(
         Some("all") => return Err(StatusCode::FORBIDDEN),
         _ => Some(user.id.clone()),
     };
-    let stream = stream::unfold((state, owner, String::new(), true), |(state, owner, last, first)| async move {
+    // The state is the last list sent; before the first one it is empty, so the first query
+    // is sent at once and later ones wait a poll interval.
+    let stream = stream::unfold((state, owner, String::new()), |(state, owner, last)| async move {
         loop {
-            if !first {
+            if !last.is_empty() {
                 tokio::time::sleep(POLL).await;
             }
             let json = match nodes::list(&state.db, owner.as_deref()).await {
@@ -53,10 +55,7 @@ pub async fn nodes_feed(
             };
             if json != last {
                 let event = Event::default().event("nodes").data(json.clone());
-                return Some((Ok(event), (state, owner, json, false)));
-            }
-            if first {
-                return Some((Ok(Event::default().comment("no change")), (state, owner, json, false)));
+                return Some((Ok(event), (state, owner, json)));
             }
         }
     });

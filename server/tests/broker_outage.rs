@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{DbKind, TestServer};
+use common::{agent_bin, DbKind, TestServer};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -64,15 +63,6 @@ impl Proxy {
     }
 }
 
-fn agent_bin() -> PathBuf {
-    if let Ok(bin) = std::env::var("AIEDGE_AGENT_BIN") {
-        return bin.into();
-    }
-    let exe = std::env::current_exe().expect("test exe");
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("node-agent");
-    assert!(bin.exists(), "build the agent first: cargo build -p node-agent (looked for {})", bin.display());
-    bin
-}
 
 struct Agent(Child);
 

@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{DbKind, TestServer};
+use common::{agent_bin, DbKind, TestServer};
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ConnectionProperties};
@@ -27,16 +27,6 @@ on_both_databases!(
     a_removed_node_is_refused_and_its_agent_stops,
 );
 
-fn agent_bin() -> PathBuf {
-    if let Ok(bin) = std::env::var("AIEDGE_AGENT_BIN") {
-        return bin.into();
-    }
-    // target/<profile>/deps/nodes-<hash> → target/<profile>/node-agent
-    let exe = std::env::current_exe().expect("test exe");
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("node-agent");
-    assert!(bin.exists(), "build the agent first: cargo build -p node-agent (looked for {})", bin.display());
-    bin
-}
 
 struct Agent {
     child: Child,

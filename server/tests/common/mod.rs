@@ -11,6 +11,19 @@ use server::config::{Cli, Config};
 use sqlx::{Connection, Executor};
 use tokio_util::sync::CancellationToken;
 
+/// The node-agent binary cargo built beside these tests (`cargo test -p node-agent -p server`
+/// builds it), or `AIEDGE_AGENT_BIN`.
+pub fn agent_bin() -> std::path::PathBuf {
+    if let Ok(bin) = std::env::var("AIEDGE_AGENT_BIN") {
+        return bin.into();
+    }
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/node-agent
+    let exe = std::env::current_exe().expect("test exe");
+    let bin = exe.parent().and_then(std::path::Path::parent).expect("target dir").join("node-agent");
+    assert!(bin.exists(), "build the agent first: cargo build -p node-agent (looked for {})", bin.display());
+    bin
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum DbKind {
     Sqlite,
