@@ -15,7 +15,7 @@ ensure_rabbitmq
 say "unit and integration tests (release profile)"
 # `app` is selected together with `server`, so it builds with the `ssr` feature the server
 # turns on, and nothing compiles twice.
-cargo test --release --no-fail-fast -p shared -p node-agent -p server -p app
+cargo test --release --no-fail-fast -p shared -p runner -p node-agent -p server -p app
 
 say "building the site (server + WASM)"
 cargo leptos build --release

@@ -28,7 +28,10 @@ pub fn Nav() -> impl IntoView {
                                     let admin = u.is_admin();
                                     view! {
                                         <a href="/home">"Home"</a>
+                                        <a href="/apps">"Applications"</a>
+                                        <a href="/jobs">"Jobs"</a>
                                         <a href="/nodes">"My nodes"</a>
+                                        <a href="/settings">"Settings"</a>
                                         <Show when=move || admin>
                                             <a href="/admin">"Admin"</a>
                                         </Show>

@@ -4,9 +4,11 @@
 //! - [`auth`]: accounts as the pages see them, and the register/login/logout server functions.
 //! - [`admin`]: the admin dashboard's server functions.
 //! - [`nodes`]: nodes as the pages see them; add and list server functions.
+//! - [`jobs`]: applications, jobs and API tokens as the pages see them, and their server functions.
 //! - [`live`]: live data from the server-sent event feeds, and chart history.
 //! - [`node_table`]: the resource view (nodes with metrics, scores and charts).
 //! - [`pages`]: one module per page.
+//! - [`upload`]: file upload forms with a progress bar.
 //! - [`components`]: the layout and form pieces the pages share.
 //! - `backend` (with the `ssr` feature): state, database, sessions, rate limits.
 
@@ -16,10 +18,12 @@
 pub mod admin;
 pub mod auth;
 pub mod components;
+pub mod jobs;
 pub mod live;
 pub mod node_table;
 pub mod nodes;
 pub mod pages;
+pub mod upload;
 
 #[cfg(feature = "ssr")]
 pub mod backend;
@@ -72,6 +76,11 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("home") view=pages::Home ssr=SsrMode::Async />
                     <Route path=path!("admin") view=pages::Admin ssr=SsrMode::Async />
                     <Route path=path!("nodes") view=pages::Nodes ssr=SsrMode::Async />
+                    <Route path=path!("apps") view=pages::Apps ssr=SsrMode::Async />
+                    <Route path=path!("apps/:id") view=pages::AppPage ssr=SsrMode::Async />
+                    <Route path=path!("jobs") view=pages::Jobs ssr=SsrMode::Async />
+                    <Route path=path!("jobs/:id") view=pages::JobPage ssr=SsrMode::Async />
+                    <Route path=path!("settings") view=pages::Settings ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

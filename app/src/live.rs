@@ -93,6 +93,35 @@ fn subscribe(
     });
 }
 
+/// A signal that starts as `initial` and, once the WASM runs, follows the `event` events of the
+/// server-sent feed at `url` (JSON of `T`). Used for the jobs list and the job page.
+pub fn live_json<T>(url: String, event: &'static str, initial: T) -> ReadSignal<T>
+where
+    T: serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (value, set_value) = signal(initial);
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::closure::Closure;
+        use wasm_bindgen::JsCast;
+        Effect::new(move |_| {
+            let Ok(source) = web_sys::EventSource::new(&url) else { return };
+            let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
+                if let Some(parsed) = ev.data().as_string().and_then(|t| serde_json::from_str::<T>(&t).ok()) {
+                    set_value.set(parsed);
+                }
+            });
+            let _ = source.add_event_listener_with_callback(event, on_event.as_ref().unchecked_ref());
+            on_event.forget();
+            let source = send_wrapper::SendWrapper::new(source);
+            on_cleanup(move || source.close());
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (url, event, set_value);
+    value
+}
+
 /// Milliseconds since the epoch, ticking once a second in the browser (for "seen 3 s ago").
 pub fn clock() -> ReadSignal<i64> {
     let (now, set_now) = signal(now_ms());

@@ -93,6 +93,15 @@ pub struct RunArgs {
     #[arg(long, env = "AIEDGE_BENCHMARK_INTERVAL", default_value = "5m", value_parser = parse_benchmark_interval)]
     pub benchmark_interval: Duration,
 
+    /// Refuse script jobs on this node (ONNX models still run): the server sends it none.
+    #[arg(long, env = "AIEDGE_NO_SCRIPTS")]
+    pub no_scripts: bool,
+
+    /// Report this CPU benchmark result (events/s) instead of measuring it: pins the node's
+    /// performance factor, for tests and for ranking nodes by hand.
+    #[arg(long, env = "AIEDGE_FIXED_EVENTS_PER_SEC", hide = true)]
+    pub fixed_events_per_sec: Option<f64>,
+
     /// RabbitMQ URL to use instead of the one the server handed out at registration.
     #[arg(long, env = "AIEDGE_AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
@@ -107,6 +116,8 @@ impl std::fmt::Debug for RunArgs {
             .field("state_file", &self.state_file)
             .field("work_dir", &self.work_dir)
             .field("max_jobs", &self.max_jobs)
+            .field("no_scripts", &self.no_scripts)
+            .field("fixed_events_per_sec", &self.fixed_events_per_sec)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("benchmark_interval", &self.benchmark_interval)
             .field(

@@ -8,10 +8,12 @@
 //! - [`state`]: the private state file holding the node's credentials.
 //! - [`register`]: trading the one-time token for those credentials.
 //! - [`heartbeat`]: the RabbitMQ link that publishes signed heartbeats.
+//! - [`worker`]: takes jobs from the node's queue and runs them; [`api`]: its signed HTTP calls.
 //! - [`run`]: the long-running loop tying these together, with reconnects and clean shutdown.
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod facts;
@@ -21,10 +23,14 @@ pub mod metrics;
 pub mod register;
 pub mod run;
 pub mod state;
+pub mod worker;
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+/// Hidden first argument that turns the agent into the sandbox launcher of a script job.
+pub const SANDBOX_SUBCOMMAND: &str = "__sandbox";
 
 /// Exit code when the server refuses the registration token: restarting will not help, so a
 /// service manager can be told not to (systemd `RestartPreventExitStatus=3`).
@@ -62,7 +68,7 @@ async fn probe(args: cli::ProbeArgs) -> anyhow::Result<()> {
         warn_c: args.warn_temp,
         critical_c: args.critical_temp,
     };
-    let facts = facts::gather().await;
+    let facts = facts::gather(1, true).await;
 
     let sampler = metrics::Sampler::shared().await?;
     // CPU usage is a difference between two samples; give it a meaningful window.

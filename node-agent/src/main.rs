@@ -9,6 +9,12 @@ use clap::Parser;
 use node_agent::cli::Cli;
 
 fn main() -> ExitCode {
+    // The sandbox launcher for script jobs: the agent re-executes itself with this hidden first
+    // argument, and the fresh single-threaded process tightens its limits and execs the script.
+    // It must run before anything else starts threads.
+    if std::env::args_os().nth(1).is_some_and(|a| a == node_agent::SANDBOX_SUBCOMMAND) {
+        runner::sandbox::child_main(std::env::args_os().skip(2).collect());
+    }
     let cli = Cli::parse();
     node_agent::logging::init(cli.log_format);
 

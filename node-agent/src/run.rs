@@ -12,6 +12,8 @@
 //! A `watch` channel rather than a queue: only the newest measurement matters, so nothing piles
 //! up while the broker is away. Both loops end on the [`CancellationToken`] (SIGTERM, Ctrl-C).
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -26,6 +28,7 @@ use crate::heartbeat::Link;
 use crate::metrics::Sampler;
 use crate::register::{self, RegisterError};
 use crate::state::{self, redact_url, AgentState, STATE_FILE_NAME};
+use crate::worker::{Worker, WorkerConfig};
 use crate::{bench, facts};
 
 /// Heartbeat interval when neither the command line nor the server names one.
@@ -49,7 +52,7 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
 
     // The first benchmark takes a second; run it while we register and gather facts.
     let first_bench = tokio::spawn(bench::run_blocking(bench::DEFAULT_DURATION, cancel.clone()));
-    let facts = facts::gather().await;
+    let facts = facts::gather(args.max_jobs, !args.no_scripts).await;
 
     let state = match obtain_state(&args, &state_file, &facts, &cancel).await {
         Ok(Some(state)) => state,
@@ -61,9 +64,10 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
         }
     };
 
-    let Some(events_per_sec) = first_bench.await.context("cpu benchmark")?? else {
+    let Some(measured) = first_bench.await.context("cpu benchmark")?? else {
         return Ok(()); // cancelled during the benchmark
     };
+    let events_per_sec = args.fixed_events_per_sec.unwrap_or(measured);
 
     let interval = args
         .heartbeat_interval
@@ -82,11 +86,36 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
         "sending heartbeats"
     );
 
+    let running = Arc::new(AtomicU32::new(0));
+    let worker = if state.jobs_queue.is_empty() {
+        tracing::warn!("the server gave no job queue (it predates jobs): sending heartbeats only");
+        None
+    } else {
+        tracing::info!(isolation = %runner::sandbox::isolation(), "script jobs sandboxed");
+        let worker = Worker::new(
+            WorkerConfig {
+                server: state.server.clone(),
+                node_id: state.node_id.clone(),
+                node_key: state.node_key.clone(),
+                amqp_url: amqp_url.clone(),
+                queue: state.jobs_queue.clone(),
+                max_jobs: args.max_jobs,
+                work_dir: args.work_dir.clone(),
+                launcher: std::env::current_exe().context("locating the agent binary")?,
+                accepts_scripts: !args.no_scripts,
+            },
+            running.clone(),
+        )?;
+        Some(tokio::spawn(worker.run(cancel.clone())))
+    };
+
     let (metrics_tx, metrics_rx) = watch::channel(None);
     let measure = tokio::spawn(measure_loop(
         interval,
         args.benchmark_interval,
         events_per_sec,
+        args.fixed_events_per_sec.is_some(),
+        running,
         metrics_tx,
         cancel.clone(),
     ));
@@ -105,6 +134,10 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
     // The publisher only stops on cancel or when the measure loop is gone; stop both either way.
     cancel.cancel();
     measure.await.context("measure loop")??;
+    if let Some(worker) = worker {
+        // Jobs in progress get a moment to report; their messages are back on the queue anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
+    }
     if let Ok(Some(revoked)) = watch.await {
         return Err(revoked.into());
     }
@@ -202,10 +235,13 @@ async fn watch_credentials(state: AgentState, cancel: CancellationToken) -> Opti
 }
 
 /// Samples the machine every `interval` into `tx`; reruns the benchmark every `bench_every`.
+#[allow(clippy::too_many_arguments)]
 async fn measure_loop(
     interval: Duration,
     bench_every: Duration,
     mut events_per_sec: f64,
+    fixed_events: bool,
+    running: Arc<AtomicU32>,
     tx: watch::Sender<Option<NodeMetrics>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -216,8 +252,6 @@ async fn measure_loop(
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut bench_tick = interval_at(Instant::now() + bench_every, bench_every);
     bench_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    // No jobs run yet; when they do, this is their count.
-    let running_jobs = 0;
 
     loop {
         tokio::select! {
@@ -226,9 +260,10 @@ async fn measure_loop(
             _ = tick.tick() => {
                 let sample = Sampler::sample_shared(&sampler).await?;
                 tracing::debug!(?sample, "sampled");
-                tx.send_replace(Some(sample.into_metrics(events_per_sec, running_jobs)));
+                tx.send_replace(Some(sample.into_metrics(events_per_sec, running.load(Ordering::Relaxed))));
             }
-            _ = bench_tick.tick(), if running_jobs == 0 => {
+            // Never while a job runs: the benchmark would steal its CPU and measure the job.
+            _ = bench_tick.tick(), if !fixed_events && running.load(Ordering::Relaxed) == 0 => {
                 match bench::run_blocking(bench::DEFAULT_DURATION, cancel.clone()).await? {
                     Some(eps) => events_per_sec = eps,
                     None => return Ok(()),

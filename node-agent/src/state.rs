@@ -28,6 +28,9 @@ pub struct AgentState {
     /// Interval the server asked for at registration, if it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval_ms: Option<u64>,
+    /// The node's job queue; empty when the server predates jobs (then no jobs are taken).
+    #[serde(default)]
+    pub jobs_queue: String,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for AgentState {
             .field("heartbeat_exchange", &self.heartbeat_exchange)
             .field("server", &self.server)
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("jobs_queue", &self.jobs_queue)
             .finish()
     }
 }
@@ -58,6 +62,7 @@ impl AgentState {
             server: server.to_string(),
             heartbeat_interval_ms: (resp.heartbeat_interval_ms > 0)
                 .then_some(resp.heartbeat_interval_ms),
+            jobs_queue: resp.jobs_queue,
         }
     }
 }

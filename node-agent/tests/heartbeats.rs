@@ -179,6 +179,8 @@ fn registration(node_id: &str, node_key: &str, amqp_url: &str) -> String {
         amqp_url: amqp_url.into(),
         heartbeat_exchange: HEARTBEAT_EXCHANGE.into(),
         heartbeat_interval_ms: 2000,
+        // No job queue: this fake server predates jobs, so the agent only sends heartbeats.
+        jobs_queue: String::new(),
     })
     .unwrap()
 }

@@ -55,6 +55,7 @@ pub async fn register(
     tracing::info!(node_id, hostname = %req.facts.hostname, "node registered");
     Json(RegisterResponse {
         node_key: state.node_keys.key_for(&node_id),
+        jobs_queue: broker.topology.node_queue(&node_id),
         node_id,
         amqp_url: agents.amqp_url.clone(),
         heartbeat_exchange: agents.heartbeat_exchange.clone(),

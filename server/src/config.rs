@@ -135,6 +135,14 @@ pub struct Config {
     #[arg(long, env = "AIEDGE_SECRET_FILE", global = true)]
     pub secret_file: Option<PathBuf>,
 
+    /// Largest upload accepted (models, bundles, input CSVs, results), in MiB.
+    #[arg(long, env = "AIEDGE_MAX_UPLOAD_MB", default_value_t = 512, global = true)]
+    pub max_upload_mb: u64,
+
+    /// Largest job log kept, in KiB; agents cut logs to this size.
+    #[arg(long, env = "AIEDGE_MAX_LOG_KB", default_value_t = 1024, global = true)]
+    pub max_log_kb: u64,
+
     /// Log format.
     #[arg(long, env = "AIEDGE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,

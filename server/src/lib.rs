@@ -6,7 +6,11 @@
 //! - [`health`]: `/healthz`.
 //! - [`errors`]: malformed server-function calls answered 400.
 //! - [`admin_cli`]: `server admin create`, `server node add`.
-//! - [`agent_api`]: the HTTP endpoints agents call (registration).
+//! - [`agent_api`]: the HTTP endpoints agents call (registration, check-in).
+//! - [`agent_jobs`]: the signed HTTP endpoints agents call about their jobs (fenced by attempt).
+//! - [`api`]: the JSON API under `/api/v1` (uploads, jobs, downloads) and its OpenAPI document.
+//! - [`balancer`]: which node runs a job (one pure function).
+//! - [`scheduler`]: queued jobs out to the nodes' queues, with publisher confirms.
 //! - [`heartbeats`]: heartbeats in, node status and scores out; dead-node detection.
 //! - [`live`]: server-sent event feeds for the live pages.
 //! - [`secret`]: the server secret that node keys derive from.
@@ -14,12 +18,16 @@
 
 pub mod admin_cli;
 pub mod agent_api;
+pub mod agent_jobs;
+pub mod api;
+pub mod balancer;
 pub mod broker;
 pub mod config;
 pub mod errors;
 pub mod health;
 pub mod heartbeats;
 pub mod live;
+pub mod scheduler;
 pub mod secret;
 
 use std::net::SocketAddr;
@@ -91,11 +99,31 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             public_url: config.public_url(),
         }),
         node_keys: backend::nodes::NodeKeys::new(secret),
+        artifacts: Arc::new(
+            backend::artifacts::LocalStore::new(&config.data_dir)
+                .with_context(|| format!("artifact store in {}", config.data_dir.display()))?,
+        ),
     })
 }
 
-/// The whole HTTP surface: pages, server functions, health.
-pub fn router(state: AppState, broker: Broker, agents: AgentSettings) -> Router {
+/// Size limits of uploads and logs.
+#[derive(Clone, Copy, Debug)]
+pub struct SizeLimits {
+    pub uploads: api::UploadLimits,
+    pub log: agent_jobs::LogLimit,
+}
+
+impl SizeLimits {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            uploads: api::UploadLimits { max_bytes: config.max_upload_mb.saturating_mul(1 << 20) },
+            log: agent_jobs::LogLimit(config.max_log_kb.saturating_mul(1 << 10)),
+        }
+    }
+}
+
+/// The whole HTTP surface: pages, server functions, the JSON API, agent endpoints, health.
+pub fn router(state: AppState, broker: Broker, agents: AgentSettings, dispatcher: scheduler::Dispatcher, limits: SizeLimits) -> Router {
     let routes = generate_route_list(App);
     let sessions = SessionManagerLayer::new(DbSessionStore::new(state.db.clone()))
         .with_name(backend::sessions::COOKIE_NAME)
@@ -106,17 +134,24 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings) -> Router 
 
     let context_state = state.clone();
     let shell_options = state.leptos_options.clone();
-    Router::new()
+    // Forms and server functions are small; only the upload routes take big bodies.
+    let pages = Router::new()
         .route("/healthz", get(health::healthz))
         .route(shared::wire::REGISTER_PATH, post(agent_api::register))
         .route(shared::wire::HELLO_PATH, post(agent_api::hello))
         .route("/live/nodes", get(live::nodes_feed))
+        .route("/live/jobs", get(live::jobs_feed))
         .leptos_routes_with_context(
             &state,
             routes,
             move || provide_context(context_state.clone()),
             move || shell(shell_options.clone()),
         )
+        .layer(RequestBodyLimitLayer::new(MAX_FORM_BODY));
+    Router::new()
+        .merge(pages)
+        .merge(api::router(limits.uploads))
+        .merge(agent_jobs::router(limits.uploads, limits.log))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn(backend::guard::guard_pages))
         .layer(middleware::from_fn(errors::bad_arguments_are_400))
@@ -124,7 +159,7 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings) -> Router 
         .layer(sessions)
         .layer(Extension(broker))
         .layer(Extension(agents))
-        .layer(RequestBodyLimitLayer::new(MAX_FORM_BODY))
+        .layer(Extension(dispatcher))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -141,10 +176,12 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
         thermal: shared::score::ThermalPolicy { warn_c: config.warn_temp, critical_c: config.critical_temp },
     };
     heartbeats::spawn(state.clone(), broker.clone(), fleet, liveness, shutdown.child_token());
+    let dispatcher = scheduler::Dispatcher::default();
+    scheduler::spawn(state.clone(), broker.clone(), dispatcher.clone(), shutdown.child_token());
 
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, database = ?state.db.backend, "serving");
-    let app = router(state, broker, AgentSettings::from_config(&config));
+    let app = router(state, broker, AgentSettings::from_config(&config), dispatcher, SizeLimits::from_config(&config));
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

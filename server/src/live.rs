@@ -1,5 +1,6 @@
 //! Live feeds for the browser, as server-sent events. `GET /live/nodes` streams the nodes the
-//! caller may see (their own; `?scope=all` for admins: every node) whenever they change.
+//! caller may see (their own; `?scope=all` for admins: every node) whenever they change;
+//! `GET /live/jobs` does the same for jobs, or for one job's page.
 //!
 //! The feed reads the database every half second and sends only when something changed.
 //! Heartbeats are flushed about once a second and status changes are written at once, so a
@@ -12,12 +13,12 @@ use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use axum::Extension;
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 
-use app::backend::{nodes, AppState, CurrentUser};
+use app::backend::{jobs, nodes, AppState, CurrentUser};
 
 const POLL: Duration = Duration::from_millis(500);
 
@@ -31,33 +32,91 @@ pub async fn nodes_feed(
     State(state): State<AppState>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Query(query): Query<LiveQuery>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, StatusCode> {
+) -> Result<Sse<KeepAliveStream<Events>>, StatusCode> {
     let user = user.ok_or(StatusCode::UNAUTHORIZED)?;
     let owner = match query.scope.as_deref() {
         Some("all") if user.is_admin() => None,
         Some("all") => return Err(StatusCode::FORBIDDEN),
         _ => Some(user.id.clone()),
     };
-    // The state is the last list sent; before the first one it is empty, so the first query
-    // is sent at once and later ones wait a poll interval.
-    let stream = stream::unfold((state, owner, String::new()), |(state, owner, last)| async move {
+    Ok(feed("nodes", move || {
+        let (state, owner) = (state.clone(), owner.clone());
+        async move { nodes::list(&state.db, owner.as_deref()).await.map(|l| serde_json::to_string(&l).unwrap_or_default()) }
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct JobsQuery {
+    #[serde(default)]
+    scope: Option<String>,
+    /// One job's page instead of a list.
+    #[serde(default)]
+    job: Option<String>,
+}
+
+/// `GET /live/jobs`: the caller's jobs (`?scope=all`: everyone's, admins only) as `jobs`
+/// events, or with `?job=ID` that job's page data as `job` events.
+pub async fn jobs_feed(
+    State(state): State<AppState>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Query(query): Query<JobsQuery>,
+) -> Result<Sse<KeepAliveStream<Events>>, StatusCode> {
+    let user = user.ok_or(StatusCode::UNAUTHORIZED)?;
+    if let Some(id) = query.job {
+        let owner = jobs::owner_of(&state.db, &id).await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        if owner.is_none_or(|o| o != user.id && !user.is_admin()) {
+            return Err(StatusCode::NOT_FOUND);
+        }
+        return Ok(feed("job", move || {
+            let (state, id) = (state.clone(), id.clone());
+            async move {
+                let detail = jobs::detail_with_log(&state, &id).await?;
+                Ok::<_, sqlx::Error>(serde_json::to_string(&detail).unwrap_or_default())
+            }
+        })
+        );
+    }
+    let owner = match query.scope.as_deref() {
+        Some("all") if user.is_admin() => None,
+        Some("all") => return Err(StatusCode::FORBIDDEN),
+        _ => Some(user.id.clone()),
+    };
+    Ok(feed("jobs", move || {
+        let (state, owner) = (state.clone(), owner.clone());
+        async move { jobs::list(&state.db, owner.as_deref(), 200).await.map(|l| serde_json::to_string(&l).unwrap_or_default()) }
+    })
+    )
+}
+
+/// A boxed stream of events, so one handler can answer with either kind of feed.
+pub type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
+
+/// Polls `query` every [`POLL`] and sends its JSON as an `event` whenever it changed. The first
+/// answer goes out at once.
+fn feed<F, Fut, E>(event: &'static str, query: F) -> Sse<KeepAliveStream<Events>>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<String, E>> + Send,
+    E: std::fmt::Display,
+{
+    let stream = stream::unfold((query, String::new()), move |(query, last)| async move {
         loop {
             if !last.is_empty() {
                 tokio::time::sleep(POLL).await;
             }
-            let json = match nodes::list(&state.db, owner.as_deref()).await {
-                Ok(list) => serde_json::to_string(&list).unwrap_or_default(),
+            let json = match query().await.map_err(|e| e.to_string()) {
+                Ok(json) => json,
                 Err(e) => {
-                    tracing::warn!(error = %e, "live feed query failed");
+                    tracing::warn!(error = %e, event, "live feed query failed");
                     tokio::time::sleep(POLL).await;
                     continue;
                 }
             };
             if json != last {
-                let event = Event::default().event("nodes").data(json.clone());
-                return Some((Ok(event), (state, owner, json)));
+                let sse = Event::default().event(event).data(json.clone());
+                return Some((Ok(sse), (query, json)));
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Sse::new(Box::pin(stream) as Events).keep_alive(KeepAlive::default())
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`wire`]: the JSON messages between agent and server (registration, heartbeats), the AMQP
 //!   names they travel under, and the HMAC that proves which node sent a message.
+//! - [`jobs`]: job messages on the node queues and the signed HTTP calls about them.
 //! - [`score`]: the node score the load balancer ranks nodes by, as one pure function.
 //!
 //! This crate is serde plus pure functions on purpose: no async runtime, no IO, so the agent
@@ -10,5 +11,6 @@
 // Tests may unwrap: a panic there is a failed test, which is the point.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod jobs;
 pub mod score;
 pub mod wire;

@@ -55,6 +55,20 @@ pub struct NodeFacts {
     /// Runtimes that jobs can use, e.g. `python3` 3.11.7.
     #[serde(default)]
     pub runtimes: Vec<Runtime>,
+    /// Jobs the node runs at the same time (`--max-jobs`); older agents did not say: 1.
+    #[serde(default = "one")]
+    pub max_jobs: u32,
+    /// The owner allows script jobs on this node (`--no-scripts` turns them off).
+    #[serde(default = "yes")]
+    pub accepts_scripts: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One runtime found on the node.
@@ -132,6 +146,9 @@ pub struct RegisterResponse {
     pub heartbeat_exchange: String,
     /// Heartbeat interval the server expects, unless the agent is told otherwise.
     pub heartbeat_interval_ms: u64,
+    /// The node's durable job queue to consume. Empty from servers that predate jobs.
+    #[serde(default)]
+    pub jobs_queue: String,
 }
 
 impl std::fmt::Debug for RegisterResponse {
@@ -142,6 +159,7 @@ impl std::fmt::Debug for RegisterResponse {
             .field("amqp_url", &"<redacted>")
             .field("heartbeat_exchange", &self.heartbeat_exchange)
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("jobs_queue", &self.jobs_queue)
             .finish()
     }
 }
@@ -190,6 +208,8 @@ mod tests {
                 name: "python3".into(),
                 version: "3.11.7".into(),
             }],
+            max_jobs: 2,
+            accepts_scripts: true,
         }
     }
 
@@ -296,6 +316,7 @@ mod tests {
             amqp_url: "amqp://u:secret-pass@h/%2f".into(),
             heartbeat_exchange: HEARTBEAT_EXCHANGE.into(),
             heartbeat_interval_ms: 2000,
+            jobs_queue: "aiedge.node.n-1".into(),
         };
         let back: RegisterResponse =
             serde_json::from_str(&serde_json::to_string(&resp).unwrap()).unwrap();

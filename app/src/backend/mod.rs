@@ -8,9 +8,16 @@
 //! - [`rate_limit`]: login and registration throttles.
 //! - [`guard`]: which pages need a signed-in user or an admin.
 //! - [`nodes`]: nodes, their registration tokens, transitions and metrics.
+//! - [`apps`], [`jobs`]: applications and jobs, every job status change a compare-and-set.
+//! - [`artifacts`]: where models, inputs, results and logs are stored.
+//! - [`api_tokens`]: personal API tokens, stored hashed.
 
+pub mod api_tokens;
+pub mod apps;
+pub mod artifacts;
 pub mod db;
 pub mod guard;
+pub mod jobs;
 pub mod nodes;
 pub mod password;
 pub mod rate_limit;
@@ -50,6 +57,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub settings: Arc<Settings>,
     pub node_keys: nodes::NodeKeys,
+    pub artifacts: Arc<dyn artifacts::ArtifactStore>,
 }
 
 /// The user the request was made by, resolved once per request by

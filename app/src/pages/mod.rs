@@ -1,6 +1,9 @@
 //! One module per page.
 
 mod admin;
+mod apps;
+mod jobs;
+mod settings;
 mod home;
 mod landing;
 mod login;
@@ -9,6 +12,9 @@ mod not_found;
 mod register;
 
 pub use admin::Admin;
+pub use apps::{AppPage, Apps};
+pub use jobs::{JobPage, Jobs};
+pub use settings::Settings;
 pub use home::Home;
 pub use landing::Landing;
 pub use login::Login;

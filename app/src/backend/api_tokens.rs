@@ -1,0 +1,104 @@
+//! Personal API tokens: `aie_` + 32 random bytes in hex. Only the SHA-256 is stored, so a copy
+//! of the database holds no usable token; a revoked token stops working on its next request.
+
+use sha2::{Digest, Sha256};
+use sqlx::FromRow;
+
+use super::{now_ms, users, Db};
+use crate::auth::UserView;
+use crate::jobs::{NewToken, TokenView};
+
+pub const TOKEN_PREFIX: &str = "aie_";
+/// A token's last use is written at most this often, so API traffic is not a stream of writes.
+const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.trim().as_bytes()))
+}
+
+#[derive(FromRow)]
+struct TokenRow {
+    id: String,
+    name: String,
+    prefix: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl From<TokenRow> for TokenView {
+    fn from(r: TokenRow) -> Self {
+        TokenView {
+            id: r.id,
+            name: r.name,
+            prefix: r.prefix,
+            created_at_ms: r.created_at,
+            last_used_at_ms: r.last_used_at,
+            revoked_at_ms: r.revoked_at,
+        }
+    }
+}
+
+pub async fn create(db: &Db, user_id: &str, name: &str) -> Result<NewToken, sqlx::Error> {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let secret = format!("{TOKEN_PREFIX}{}", hex::encode(bytes));
+    let token = TokenView {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_string(),
+        prefix: secret.chars().take(TOKEN_PREFIX.len() + 6).collect(),
+        created_at_ms: now_ms(),
+        last_used_at_ms: None,
+        revoked_at_ms: None,
+    };
+    sqlx::query("insert into api_tokens (id, user_id, name, token_hash, prefix, created_at) values ($1, $2, $3, $4, $5, $6)")
+        .bind(&token.id)
+        .bind(user_id)
+        .bind(&token.name)
+        .bind(hash(&secret))
+        .bind(&token.prefix)
+        .bind(token.created_at_ms)
+        .execute(&db.pool)
+        .await?;
+    Ok(NewToken { token, secret })
+}
+
+pub async fn list(db: &Db, user_id: &str) -> Result<Vec<TokenView>, sqlx::Error> {
+    let rows: Vec<TokenRow> = sqlx::query_as(
+        "select id, name, prefix, created_at, last_used_at, revoked_at from api_tokens where user_id = $1 order by created_at desc, id",
+    )
+    .bind(user_id)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Revokes one of the user's tokens. False when they have no such live token.
+pub async fn revoke(db: &Db, user_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("update api_tokens set revoked_at = $1 where id = $2 and user_id = $3 and revoked_at is null")
+        .bind(now_ms())
+        .bind(id)
+        .bind(user_id)
+        .execute(&db.pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// The user a live token belongs to.
+pub async fn authenticate(db: &Db, token: &str) -> Result<Option<UserView>, sqlx::Error> {
+    if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+        return Ok(None);
+    }
+    let row: Option<(String, String, Option<i64>)> =
+        sqlx::query_as("select id, user_id, last_used_at from api_tokens where token_hash = $1 and revoked_at is null")
+            .bind(hash(token))
+            .fetch_optional(&db.pool)
+            .await?;
+    let Some((id, user_id, last_used)) = row else { return Ok(None) };
+    let now = now_ms();
+    if last_used.is_none_or(|t| now - t > LAST_USED_RESOLUTION_MS) {
+        sqlx::query("update api_tokens set last_used_at = $1 where id = $2").bind(now).bind(&id).execute(&db.pool).await?;
+    }
+    users::find_by_id(db, &user_id).await
+}

@@ -1,0 +1,198 @@
+//! Where models, bundles, inputs, results and logs live: the data directory by default, behind
+//! [`ArtifactStore`] so an S3-compatible store can take over without touching the handlers.
+//!
+//! Uploads are streamed into a [`Staged`] file first (hashed and size-checked on the way, never
+//! whole in memory), validated there, and only then committed under their key, so a refused
+//! upload leaves nothing behind.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+/// A readable artifact and its length.
+pub struct Artifact {
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+    pub len: u64,
+}
+
+/// What a store must do. Keys are relative paths like `apps/<id>/model.onnx`.
+#[async_trait::async_trait]
+pub trait ArtifactStore: Send + Sync {
+    /// Moves a staged file under `key`, replacing what was there.
+    async fn commit(&self, staged: Staged, key: &str) -> io::Result<()>;
+    async fn open(&self, key: &str) -> io::Result<Artifact>;
+    async fn delete(&self, key: &str) -> io::Result<()>;
+    /// A directory on the local disk for staging uploads next to the store.
+    fn staging_dir(&self) -> &Path;
+}
+
+/// The default store: files under `<data dir>/artifacts`.
+pub struct LocalStore {
+    root: PathBuf,
+    staging: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(data_dir: &Path) -> io::Result<Self> {
+        let root = data_dir.join("artifacts");
+        let staging = data_dir.join("staging");
+        std::fs::create_dir_all(&root)?;
+        std::fs::create_dir_all(&staging)?;
+        // Leftovers of uploads cut short by a crash.
+        if let Ok(entries) = std::fs::read_dir(&staging) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(Self { root, staging })
+    }
+
+    fn path(&self, key: &str) -> io::Result<PathBuf> {
+        // Keys are made by the server, but a bad one must never reach outside the root.
+        if key.is_empty() || key.starts_with('/') || key.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad artifact key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+#[async_trait::async_trait]
+impl ArtifactStore for LocalStore {
+    async fn commit(&self, staged: Staged, key: &str) -> io::Result<()> {
+        let dest = self.path(key)?;
+        if let Some(dir) = dest.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let from = staged.keep();
+        tokio::fs::rename(&from, &dest).await
+    }
+
+    async fn open(&self, key: &str) -> io::Result<Artifact> {
+        let file = tokio::fs::File::open(self.path(key)?).await?;
+        let len = file.metadata().await?.len();
+        Ok(Artifact { reader: Box::pin(file), len })
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<()> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+}
+
+/// An upload on local disk, not yet committed; removed when dropped uncommitted.
+pub struct Staged {
+    path: Option<PathBuf>,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Staged {
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    fn keep(mut self) -> PathBuf {
+        self.path.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Why a staged upload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the upload was cut short: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Streams `body` into a new file in `dir`, hashing it, refusing more than `limit` bytes.
+pub async fn stage<S, E>(dir: &Path, mut body: S, limit: u64) -> Result<Staged, StageError>
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let path = dir.join(format!("{}.part", uuid::Uuid::new_v4()));
+    let mut staged = Staged { path: Some(path.clone()), size: 0, sha256: String::new() };
+    let mut file = tokio::fs::File::create(&path).await?;
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| StageError::Body(e.to_string()))?;
+        staged.size += chunk.len() as u64;
+        if staged.size > limit {
+            return Err(StageError::TooLarge { limit });
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    file.sync_data().await?;
+    staged.sha256 = hex::encode(hasher.finalize());
+    Ok(staged)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<bytes::Bytes, io::Error>> + Unpin {
+        futures_util::stream::iter(parts.iter().map(|p| Ok(bytes::Bytes::from_static(p))).collect::<Vec<_>>())
+    }
+
+    #[tokio::test]
+    async fn stage_commit_open_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let staged = stage(store.staging_dir(), chunks(&[b"hello ", b"world"]), 100).await.unwrap();
+        assert_eq!(staged.size, 11);
+        assert_eq!(staged.sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        store.commit(staged, "apps/a/model.onnx").await.unwrap();
+        let mut art = store.open("apps/a/model.onnx").await.unwrap();
+        let mut text = String::new();
+        art.reader.read_to_string(&mut text).await.unwrap();
+        assert_eq!((text.as_str(), art.len), ("hello world", 11));
+        store.delete("apps/a/model.onnx").await.unwrap();
+        assert!(store.open("apps/a/model.onnx").await.is_err());
+        // Staging is empty: the committed file moved out, nothing was left behind.
+        assert_eq!(std::fs::read_dir(store.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn too_large_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let err = stage(store.staging_dir(), chunks(&[b"12345", b"67890"]), 8).await.err().unwrap();
+        assert!(matches!(err, StageError::TooLarge { limit: 8 }));
+        assert_eq!(std::fs::read_dir(store.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn keys_cannot_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        for key in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
+            assert!(store.open(key).await.is_err(), "{key}");
+        }
+    }
+}

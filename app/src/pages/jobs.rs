@@ -1,0 +1,190 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+
+use crate::jobs::{list_jobs, load_job, CancelJob, JobDetail, JobView};
+use crate::live::{clock, live_json};
+use crate::node_table::age;
+
+/// A status as a coloured badge.
+#[component]
+pub fn StatusBadge(#[prop(into)] status: Signal<String>) -> impl IntoView {
+    view! { <span class=move || format!("badge status-{}", status.get()) data-testid="job-status">{move || status.get()}</span> }
+}
+
+/// How long a job took or has been going, e.g. "1.2 s".
+fn duration(job: &JobView, now: i64) -> String {
+    let Some(start) = job.started_at_ms.or(job.dispatched_at_ms) else { return String::new() };
+    let end = job.finished_at_ms.unwrap_or(now);
+    let ms = (end - start).max(0);
+    if ms < 10_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{} s", ms / 1000)
+    }
+}
+
+/// "Jobs": every job of the user (admins: `?scope=all`), live.
+#[component]
+pub fn Jobs() -> impl IntoView {
+    let jobs = Resource::new(|| (), |_| list_jobs("mine".into()));
+    let now = clock();
+    view! {
+        <Title text="Jobs" />
+        <section class="card">
+            <h1>"Jobs"</h1>
+            <p class="muted">"Run a job from an " <a href="/apps">"application"</a> "'s page. Status updates here as it happens."</p>
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match jobs.await {
+                        Ok(list) => {
+                            let live = live_json("/live/jobs?scope=mine".into(), "jobs", list);
+                            view! {
+                                <Show when=move || !live.read().is_empty() fallback=|| view! { <p class="muted">"No jobs yet."</p> }>
+                                    <table class="table" data-testid="jobs">
+                                        <thead><tr><th>"Job"</th><th>"Application"</th><th>"Status"</th><th>"Node"</th><th>"Rows"</th><th>"Submitted"</th><th>"Took"</th></tr></thead>
+                                        <tbody>
+                                            <For each=move || live.get() key=|j| (j.id.clone(), j.status.clone(), j.progress_rows) let:job>
+                                                {
+                                                    let status = job.status.clone();
+                                                    let created = job.created_at_ms;
+                                                    let j2 = job.clone();
+                                                    view! {
+                                                        <tr data-job=job.id.clone()>
+                                                            <td><a href=format!("/jobs/{}", job.id)><code>{job.id.chars().take(8).collect::<String>()}</code></a></td>
+                                                            <td>{job.app_name.clone()}</td>
+                                                            <td><StatusBadge status=status /></td>
+                                                            <td>{job.node_name.clone().unwrap_or_default()}</td>
+                                                            <td>{job.result_rows.or(job.input_rows).map(|r| r.to_string()).unwrap_or_default()}</td>
+                                                            <td>{move || age(now.get(), Some(created))}</td>
+                                                            <td>{move || duration(&j2, now.get())}</td>
+                                                        </tr>
+                                                    }
+                                                }
+                                            </For>
+                                        </tbody>
+                                    </table>
+                                </Show>
+                            }.into_any()
+                        }
+                        Err(_) => view! { <p>"Could not load your jobs."</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+fn clock_time(ms: i64) -> String {
+    // UTC wall-clock time of day with milliseconds; the page is about order and gaps.
+    let secs = ms.div_euclid(1000);
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}.{:03} UTC", ms.rem_euclid(1000))
+}
+
+/// One job, live: status, timeline, the balancer's decision, progress, log, download, cancel.
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    let detail = Resource::new(id, load_job);
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match detail.await {
+                    Ok(Some(d)) => {
+                        let id = d.job.id.clone();
+                        let live = live_json(format!("/live/jobs?job={id}"), "job", Some(d));
+                        view! { <JobView live /> }.into_any()
+                    }
+                    Ok(None) => view! { <section class="card"><h1>"Not found"</h1><p>"No such job."</p></section> }.into_any(),
+                    Err(_) => view! { <p>"Could not load the job."</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
+    let cancel = ServerAction::<CancelJob>::new();
+    let job = move || live.get().map(|d| d.job);
+    let status = Signal::derive(move || job().map(|j| j.status).unwrap_or_default());
+    let id = move || job().map(|j| j.id).unwrap_or_default();
+    view! {
+        <Title text=move || format!("Job {}", id().chars().take(8).collect::<String>()) />
+        <section class="card">
+            <p class="muted small"><a href="/jobs">"← Jobs"</a></p>
+            <h1>"Job " <code>{move || id().chars().take(8).collect::<String>()}</code> " " <StatusBadge status /></h1>
+            {move || job().map(|j| view! {
+                <p>
+                    "Application " <a href=format!("/apps/{}", j.app_id)>{j.app_name.clone()}</a>
+                    " · input " {j.input_name.clone()} {j.input_rows.map(|r| format!(" ({r} rows)"))}
+                    {j.node_name.clone().map(|n| view! { " · on " <strong>{n}</strong> })}
+                    {(j.attempt > 1).then(|| format!(" · attempt {}", j.attempt))}
+                </p>
+            })}
+            {move || job().filter(|j| j.status == "running").map(|j| {
+                let (done, total) = (j.progress_rows.unwrap_or(0), j.input_rows.unwrap_or(0));
+                view! {
+                    <p class="row">
+                        <progress max=total.max(1) value=done data-testid="job-progress"></progress>
+                        <span class="muted small">{format!("{done} of {total} rows")}</span>
+                    </p>
+                }
+            })}
+            {move || job().and_then(|j| j.error.clone()).map(|e| view! { <div class="alert" role="alert" data-testid="job-error">{e}</div> })}
+            <div class="row">
+                {move || job().filter(|j| j.status == "succeeded" && j.has_result).map(|j| view! {
+                    <a class="button" href=format!("/api/v1/jobs/{}/result", j.id) download data-testid="download">"Download predictions.csv"</a>
+                })}
+                {move || job().filter(|j| !j.is_terminal()).map(|j| view! {
+                    <ActionForm action=cancel attr:class="inline">
+                        <input type="hidden" name="id" value=j.id.clone() />
+                        <button type="submit" class="secondary">"Cancel job"</button>
+                    </ActionForm>
+                })}
+            </div>
+        </section>
+        <section class="card">
+            <h2>"Timeline"</h2>
+            <ol class="timeline" data-testid="timeline">
+                {move || live.get().map(|d| d.events.into_iter().map(|e| view! {
+                    <li>
+                        <span class=format!("badge status-{}", e.status)>{e.status.clone()}</span>
+                        " " <time>{clock_time(e.at_ms)}</time> " " {e.message.clone()}
+                    </li>
+                }).collect_view())}
+            </ol>
+        </section>
+        {move || live.get().and_then(|d| d.decision).map(|decision| view! {
+            <section class="card">
+                <h2>"Why this node"</h2>
+                <p class="muted">"The balancer's view when it chose (attempt " {decision.attempt} "): the highest score, shared among the jobs a node already holds, wins."</p>
+                <table class="table compact" data-testid="decision">
+                    <thead><tr><th>"Node"</th><th>"Score"</th><th>"Jobs in flight"</th><th>"Effective"</th><th>""</th></tr></thead>
+                    <tbody>
+                        {decision.candidates.iter().map(|c| {
+                            let chosen = c.node_id == decision.chosen;
+                            view! {
+                                <tr class:chosen=chosen>
+                                    <td>{c.node_name.clone()}</td>
+                                    <td>{format!("{:.3}", c.score)}</td>
+                                    <td>{format!("{} / {}", c.in_flight, c.max_jobs)}</td>
+                                    <td>{format!("{:.3}", c.effective)}</td>
+                                    <td>{if chosen { "chosen".to_string() } else { c.excluded.clone().unwrap_or_else(|| "lower score".into()) }}</td>
+                                </tr>
+                            }
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </section>
+        })}
+        {move || live.get().and_then(|d| d.log_tail).map(|log| view! {
+            <section class="card">
+                <h2>"Log"</h2>
+                <pre class="log" data-testid="log">{log}</pre>
+            </section>
+        })}
+    }
+}

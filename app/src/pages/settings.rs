@@ -1,0 +1,80 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::components::FormAlert;
+use crate::jobs::{my_tokens, CreateToken, RevokeToken};
+use crate::live::clock;
+use crate::node_table::age;
+
+/// "Settings": personal API tokens for scripts and notebooks.
+#[component]
+pub fn Settings() -> impl IntoView {
+    let create = ServerAction::<CreateToken>::new();
+    let revoke = ServerAction::<RevokeToken>::new();
+    let created = create.value();
+    let tokens = Resource::new(move || (create.version().get(), revoke.version().get()), |_| my_tokens());
+    let alert = Signal::derive(move || match created.get() {
+        Some(Err(ServerFnError::ServerError(m))) => Some(m),
+        Some(Err(_)) => Some("Could not reach the server. Try again.".into()),
+        _ => None,
+    });
+    let now = clock();
+    view! {
+        <Title text="Settings" />
+        <section class="card">
+            <h1>"API tokens"</h1>
+            <p class="muted">"Scripts use the JSON API with " <code>"Authorization: Bearer <token>"</code>
+                ". See " <a href="/api/v1/openapi.json">"the OpenAPI document"</a> "."</p>
+            <FormAlert message=alert />
+            <ActionForm action=create attr:class="row" attr:data-testid="create-token">
+                <label for="token-name" class="sr-only">"Token name"</label>
+                <input id="token-name" name="name" placeholder="e.g. notebook" required maxlength="64" />
+                <button type="submit">"Create token"</button>
+            </ActionForm>
+            {move || created.get().and_then(Result::ok).map(|new| view! {
+                <div class="token-panel" data-testid="new-token">
+                    <p>"Your new token " <strong>{new.token.name.clone()}</strong> ". Copy it now: it is shown only once."</p>
+                    <pre><code data-testid="token-secret">{new.secret.clone()}</code></pre>
+                </div>
+            })}
+        </section>
+        <section class="card">
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match tokens.await {
+                        Ok(list) if list.is_empty() => view! { <p class="muted">"No tokens yet."</p> }.into_any(),
+                        Ok(list) => view! {
+                            <table class="table" data-testid="tokens">
+                                <thead><tr><th>"Name"</th><th>"Token"</th><th>"Created"</th><th>"Last used"</th><th></th></tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|t| {
+                                        let (created_at, used) = (t.created_at_ms, t.last_used_at_ms);
+                                        view! {
+                                            <tr class:revoked=t.revoked_at_ms.is_some()>
+                                                <td>{t.name.clone()}</td>
+                                                <td><code>{format!("{}…", t.prefix)}</code></td>
+                                                <td>{move || age(now.get(), Some(created_at))}</td>
+                                                <td>{move || if used.is_some() { age(now.get(), used) } else { "never".into() }}</td>
+                                                <td>{if t.revoked_at_ms.is_some() {
+                                                    view! { <span class="muted">"revoked"</span> }.into_any()
+                                                } else {
+                                                    view! {
+                                                        <ActionForm action=revoke attr:class="inline">
+                                                            <input type="hidden" name="id" value=t.id.clone() />
+                                                            <button type="submit" class="small danger">"Revoke"</button>
+                                                        </ActionForm>
+                                                    }.into_any()
+                                                }}</td>
+                                            </tr>
+                                        }
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        }.into_any(),
+                        Err(_) => view! { <p>"Could not load your tokens."</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}

@@ -1,0 +1,447 @@
+//! Runs the jobs the server sends to this node.
+//!
+//! The worker consumes the node's durable queue with a prefetch of `--max-jobs` and, for each
+//! message:
+//! 1. checks the server's signature and that the job is for this node (a bad message is
+//!    rejected without requeue and logged, never run);
+//! 2. asks the server to `start` the attempt and acks the message once the server knows it is
+//!    running (not when it ends: the broker times out consumers that sit on a message for 30
+//!    minutes, and jobs may run longer); a job the server says no to is acked and dropped;
+//! 3. fetches the application (cached by SHA-256, checked after download) and the input;
+//! 4. runs it: an ONNX model in process with tract, in batches; a script bundle sandboxed
+//!    (see `runner::sandbox`), its output captured to a capped log;
+//! 5. reports progress about once a second (the answer may say "stop": cancelled), uploads the
+//!    result and the log, and reports the outcome, retrying until the server answers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties};
+use shared::jobs::{AppKind, AttemptReport, FinishReport, JobMessage, Outcome, Proceed, JOBS_PATH};
+use shared::wire::{HDR_NODE_ID, HDR_SIGNATURE};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{CallError, NodeApi};
+
+/// Rows per model call.
+const BATCH_ROWS: usize = 4096;
+/// How often a running job reports progress (and learns whether it was cancelled).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Models kept loaded, by SHA-256.
+const MODEL_CACHE: usize = 4;
+/// Log kept per job.
+const LOG_CAP_BYTES: u64 = 1 << 20;
+
+/// What the worker needs to know.
+pub struct WorkerConfig {
+    pub server: String,
+    pub node_id: String,
+    pub node_key: String,
+    pub amqp_url: String,
+    pub queue: String,
+    pub max_jobs: u32,
+    pub work_dir: PathBuf,
+    /// The binary whose `__sandbox` subcommand starts script jobs (this one).
+    pub launcher: PathBuf,
+    pub accepts_scripts: bool,
+}
+
+/// Shared state of the running worker.
+pub struct Worker {
+    config: WorkerConfig,
+    api: NodeApi,
+    slots: Arc<Semaphore>,
+    /// Jobs running now, for the heartbeats.
+    pub running: Arc<AtomicU32>,
+    models: Mutex<HashMap<String, Arc<runner::onnx::Model>>>,
+    cache_dir: PathBuf,
+    jobs_dir: PathBuf,
+}
+
+impl Worker {
+    pub fn new(config: WorkerConfig, running: Arc<AtomicU32>) -> anyhow::Result<Arc<Self>> {
+        let api = NodeApi::new(&config.server, &config.node_id, &config.node_key)?;
+        // Script jobs run as another user when the agent is root: it must be able to pass
+        // through the work dir (not list it) to reach its job directory. The state file (0600)
+        // and the cache (0700) stay closed.
+        set_mode(&config.work_dir, 0o711)?;
+        let cache_dir = config.work_dir.join("cache");
+        crate::state::create_private_dir(&cache_dir)?;
+        // Job directories are handed to the sandbox user, so this one (not the work dir) is
+        // searchable by others; its entries have random names and their own modes.
+        let jobs_dir = config.work_dir.join("jobs");
+        std::fs::create_dir_all(&jobs_dir)?;
+        set_mode(&jobs_dir, 0o711)?;
+        Ok(Arc::new(Self {
+            slots: Arc::new(Semaphore::new(config.max_jobs as usize)),
+            api,
+            running,
+            models: Mutex::new(HashMap::new()),
+            cache_dir,
+            jobs_dir,
+            config,
+        }))
+    }
+
+    /// Consumes the node's queue until `cancel` fires, reconnecting after broker losses.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut attempt = 0u32;
+        loop {
+            let outcome = tokio::select! {
+                () = cancel.cancelled() => break,
+                outcome = self.clone().consume(&cancel) => outcome,
+            };
+            if let Err(e) = outcome {
+                let delay = crate::run::backoff(attempt);
+                attempt += 1;
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "job queue unavailable; reconnecting");
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            } else {
+                break;
+            }
+        }
+        // Let running jobs finish their reports before the process goes (bounded by the caller).
+        let _ = self.slots.acquire_many(self.config.max_jobs).await;
+    }
+
+    async fn consume(self: Arc<Self>, cancel: &CancellationToken) -> anyhow::Result<()> {
+        let props = ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio)
+            .with_connection_name(concat!("node-agent-jobs/", env!("CARGO_PKG_VERSION")).into());
+        let conn = tokio::time::timeout(Duration::from_secs(10), Connection::connect(&self.config.amqp_url, props)).await??;
+        let channel = conn.create_channel().await?;
+        channel.basic_qos(u16::try_from(self.config.max_jobs).unwrap_or(u16::MAX), BasicQosOptions::default()).await?;
+        let mut consumer = channel
+            .basic_consume(&self.config.queue, "node-agent", BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        tracing::info!(queue = %self.config.queue, max_jobs = self.config.max_jobs, "waiting for jobs");
+        loop {
+            let next = tokio::select! {
+                () = cancel.cancelled() => {
+                    // Unacked messages go back to the queue when the channel closes.
+                    let _ = channel.close(200, "agent stopping").await;
+                    let _ = conn.close(200, "agent stopping").await;
+                    return Ok(());
+                }
+                next = consumer.next() => next,
+            };
+            let Some(delivery) = next else { anyhow::bail!("the broker closed the job consumer") };
+            let delivery = delivery?;
+            let permit = self.slots.clone().acquire_owned().await?;
+            let worker = self.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                worker.handle(delivery, &cancel).await;
+                drop(permit);
+            });
+        }
+    }
+
+    fn verify(&self, delivery: &Delivery) -> Result<JobMessage, String> {
+        let header = |name: &str| -> Option<String> {
+            match delivery.properties.headers().as_ref()?.inner().get(name)? {
+                AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+                _ => None,
+            }
+        };
+        let signature = header(HDR_SIGNATURE).ok_or("no signature")?;
+        if header(HDR_NODE_ID).as_deref() != Some(self.config.node_id.as_str()) {
+            return Err("addressed to another node".into());
+        }
+        if !shared::wire::verify(&self.config.node_key, &delivery.data, &signature) {
+            return Err("bad signature".into());
+        }
+        let message: JobMessage = serde_json::from_slice(&delivery.data).map_err(|e| format!("malformed: {e}"))?;
+        if message.node_id != self.config.node_id {
+            return Err("addressed to another node".into());
+        }
+        Ok(message)
+    }
+
+    async fn handle(self: Arc<Self>, delivery: Delivery, cancel: &CancellationToken) {
+        let message = match self.verify(&delivery) {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::warn!(why, bytes = delivery.data.len(), "job message refused");
+                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                return;
+            }
+        };
+        let job = message.job_id.clone();
+        let path = format!("{JOBS_PATH}/{job}/start");
+        let report = AttemptReport { attempt: message.attempt, rows_done: 0 };
+        let verdict: Proceed = match retry(cancel, || self.api.post(&path, &report)).await {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                tracing::warn!(job_id = %job, error = %e, "start refused; dropping the message");
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                return;
+            }
+            // Stopping: the message goes back to the queue with the channel.
+            None => return,
+        };
+        // The server knows now: the message has done its work.
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        if !verdict.proceed {
+            tracing::info!(job_id = %job, attempt = message.attempt, reason = verdict.reason.as_deref().unwrap_or(""), "server says not to run this job");
+            return;
+        }
+        tracing::info!(job_id = %job, attempt = message.attempt, kind = message.kind.as_str(), "job started");
+        self.running.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.execute(&message, cancel).await;
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        let Some(outcome) = outcome else { return };
+        let finish = FinishReport { attempt: message.attempt, outcome: outcome.clone() };
+        let path = format!("{JOBS_PATH}/{job}/finish");
+        match retry(cancel, || self.api.post::<_, Proceed>(&path, &finish)).await {
+            Some(Ok(v)) if v.proceed => tracing::info!(job_id = %job, outcome = ?outcome, "job finished"),
+            Some(Ok(v)) => tracing::warn!(job_id = %job, reason = v.reason.as_deref().unwrap_or(""), "result refused"),
+            Some(Err(e)) => tracing::warn!(job_id = %job, error = %e, "finish refused"),
+            None => tracing::warn!(job_id = %job, "stopped before the outcome was reported"),
+        }
+    }
+
+    /// Fetches, runs and uploads; `None` when the run was stopped (cancelled, given away).
+    async fn execute(self: &Arc<Self>, m: &JobMessage, cancel: &CancellationToken) -> Option<Outcome> {
+        let dir = self.jobs_dir.join(format!("{}-{}", m.job_id, m.attempt));
+        let result = self.execute_in(&dir, m, cancel).await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        match result {
+            Ok(outcome) => outcome,
+            Err(e) => Some(Outcome::Failed { error: format!("{e:#}"), user_error: false }),
+        }
+    }
+
+    async fn execute_in(self: &Arc<Self>, dir: &Path, m: &JobMessage, cancel: &CancellationToken) -> anyhow::Result<Option<Outcome>> {
+        tokio::fs::create_dir_all(dir).await?;
+        let q = format!("?attempt={}", m.attempt);
+        let app = self.fetch_application(m, &q).await?;
+        let input = dir.join("input.csv");
+        self.api.download(&format!("{JOBS_PATH}/{}/input{q}", m.job_id), &input).await?;
+
+        // Progress reports run beside the job; "stop" from the server cancels it.
+        let rows = Arc::new(AtomicU64::new(0));
+        let stop = cancel.child_token();
+        let reporter = tokio::spawn(report_progress(self.api.clone(), m.clone(), rows.clone(), stop.clone()));
+        let log = dir.join("log.txt");
+        let output = dir.join("predictions.csv");
+        let started = Instant::now();
+        let ran = match m.kind {
+            AppKind::Onnx => self.run_model(&app, &m.app_sha256, &input, &output, &log, rows.clone()).await,
+            AppKind::Script => self.run_script(&app, dir, &input, &output, &log, &stop).await,
+        };
+        let stopped = stop.is_cancelled();
+        stop.cancel();
+        let _ = reporter.await;
+        if stopped {
+            tracing::info!(job_id = %m.job_id, "job stopped");
+            return Ok(None);
+        }
+        let job = &m.job_id;
+        if tokio::fs::try_exists(&log).await.unwrap_or(false) {
+            let _: Result<Proceed, _> = self.api.upload(&format!("{JOBS_PATH}/{job}/log{q}"), &log).await;
+        }
+        let outcome = match ran {
+            Ok(rows) => {
+                let uploaded: Proceed = self.api.upload(&format!("{JOBS_PATH}/{job}/result{q}"), &output).await?;
+                if !uploaded.proceed {
+                    tracing::warn!(job_id = %job, reason = uploaded.reason.as_deref().unwrap_or(""), "result refused");
+                    return Ok(None);
+                }
+                tracing::debug!(job_id = %job, rows, took_ms = started.elapsed().as_millis() as u64, "job ran");
+                Outcome::Succeeded { rows }
+            }
+            Err((error, user_error)) => Outcome::Failed { error, user_error },
+        };
+        Ok(Some(outcome))
+    }
+
+    /// The application file, from the cache when its hash is known, else downloaded and checked.
+    async fn fetch_application(&self, m: &JobMessage, q: &str) -> anyhow::Result<PathBuf> {
+        let sha = &m.app_sha256;
+        anyhow::ensure!(sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()), "bad application hash");
+        let cached = self.cache_dir.join(sha);
+        if tokio::fs::try_exists(&cached).await.unwrap_or(false) {
+            return Ok(cached);
+        }
+        let part = self.cache_dir.join(format!("{sha}.{}.part", uuid_like()));
+        let got = self.api.download(&format!("{JOBS_PATH}/{}/application{q}", m.job_id), &part).await;
+        match got {
+            Ok(hash) if hash == *sha => {
+                tokio::fs::rename(&part, &cached).await?;
+                Ok(cached)
+            }
+            Ok(hash) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                anyhow::bail!("the application's hash is {hash}, expected {sha}")
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn model(&self, path: &Path, sha: &str) -> Result<Arc<runner::onnx::Model>, (String, bool)> {
+        if let Some(m) = self.models.lock().ok().and_then(|c| c.get(sha).cloned()) {
+            return Ok(m);
+        }
+        let path = path.to_path_buf();
+        let model = tokio::task::spawn_blocking(move || runner::onnx::Model::load(&path))
+            .await
+            .map_err(|e| (e.to_string(), false))?
+            .map_err(|e| (e.to_string(), e.is_user_error()))?;
+        let model = Arc::new(model);
+        if let Ok(mut cache) = self.models.lock() {
+            if cache.len() >= MODEL_CACHE {
+                cache.clear();
+            }
+            cache.insert(sha.to_string(), model.clone());
+        }
+        Ok(model)
+    }
+
+    async fn run_model(&self, app: &Path, sha: &str, input: &Path, output: &Path, log: &Path, rows: Arc<AtomicU64>) -> Result<u64, (String, bool)> {
+        let model = self.model(app, sha).await?;
+        let (input, output) = (input.to_path_buf(), output.to_path_buf());
+        let started = Instant::now();
+        let done = tokio::task::spawn_blocking(move || -> Result<u64, runner::onnx::OnnxError> {
+            let reader = std::io::BufReader::new(std::fs::File::open(&input)?);
+            let writer = std::io::BufWriter::new(std::fs::File::create(&output)?);
+            model.predict_csv(reader, writer, BATCH_ROWS, &mut |n| rows.store(n, Ordering::Relaxed))
+        })
+        .await
+        .map_err(|e| (e.to_string(), false))?;
+        let note = match &done {
+            Ok(n) => format!("ONNX model {sha}: {n} rows in {} ms\n", started.elapsed().as_millis()),
+            Err(e) => format!("ONNX model {sha}: {e}\n"),
+        };
+        let _ = tokio::fs::write(log, note).await;
+        done.map_err(|e| (e.to_string(), e.is_user_error()))
+    }
+
+    async fn run_script(&self, bundle: &Path, dir: &Path, input: &Path, output: &Path, log: &Path, stop: &CancellationToken) -> Result<u64, (String, bool)> {
+        if !self.config.accepts_scripts {
+            return Err(("this node does not run script jobs (--no-scripts)".into(), false));
+        }
+        let workdir = dir.join("work");
+        let (bundle_path, work) = (bundle.to_path_buf(), workdir.clone());
+        let manifest = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&work)?;
+            runner::bundle::extract(&bundle_path, &work, &runner::bundle::BundleLimits::default()).map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|e| (e.to_string(), false))?
+        .map_err(|e| (format!("bundle: {e}"), true))?;
+        // The script reads its input from its own directory (the sandbox sees nothing else).
+        let script_input = workdir.join("input.csv");
+        tokio::fs::rename(input, &script_input).await.map_err(|e| (e.to_string(), false))?;
+        let script_output = workdir.join(&manifest.output);
+        let job = runner::sandbox::ScriptJob {
+            workdir: workdir.clone(),
+            argv: manifest.argv(),
+            env: vec![
+                ("AIEDGE_INPUT".into(), script_input.display().to_string()),
+                ("AIEDGE_OUTPUT".into(), script_output.display().to_string()),
+            ],
+            time_limit: Duration::from_secs(manifest.time_limit_secs),
+            limits: runner::sandbox::ResourceLimits::for_manifest(&manifest),
+            log_path: log.to_path_buf(),
+            log_cap_bytes: LOG_CAP_BYTES,
+        };
+        let outcome = runner::sandbox::run(&self.config.launcher, &["__sandbox"], &job, stop.cancelled())
+            .await
+            .map_err(|e| (format!("sandbox: {e}"), false))?;
+        match outcome {
+            runner::sandbox::Outcome::Exited(0) => {
+                let produced = tokio::fs::metadata(&script_output).await.is_ok_and(|m| m.is_file());
+                if !produced {
+                    return Err((format!("the script exited 0 but did not write `{}`", manifest.output), true));
+                }
+                tokio::fs::copy(&script_output, output).await.map_err(|e| (e.to_string(), false))?;
+                Ok(count_rows(output).await)
+            }
+            other => {
+                // Limits and the script's own failures are the application's problem.
+                let user = !matches!(other, runner::sandbox::Outcome::Cancelled);
+                Err((other.describe(), user))
+            }
+        }
+    }
+}
+
+/// Data rows of a CSV (lines after the header).
+async fn count_rows(path: &Path) -> u64 {
+    let Ok(bytes) = tokio::fs::read(path).await else { return 0 };
+    let lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+    lines.saturating_sub(1)
+}
+
+async fn report_progress(api: NodeApi, m: JobMessage, rows: Arc<AtomicU64>, stop: CancellationToken) {
+    let path = format!("{JOBS_PATH}/{}/progress", m.job_id);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PROGRESS_EVERY) => {}
+        }
+        let report = AttemptReport { attempt: m.attempt, rows_done: rows.load(Ordering::Relaxed) };
+        match api.post::<_, Proceed>(&path, &report).await {
+            Ok(v) if !v.proceed => {
+                tracing::info!(job_id = %m.job_id, reason = v.reason.as_deref().unwrap_or(""), "server says stop");
+                stop.cancel();
+                return;
+            }
+            Ok(_) => {}
+            // The server is away: carry on; the outcome report waits for it.
+            Err(e) => tracing::debug!(error = %e, "progress report failed"),
+        }
+    }
+}
+
+/// Calls `f` until it answers or refuses; waits out transient failures with backoff.
+/// `None` when cancelled first.
+async fn retry<T, F, Fut>(cancel: &CancellationToken, mut f: F) -> Option<Result<T, CallError>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CallError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if e.is_transient() => {
+                let delay = crate::run::backoff(attempt);
+                attempt += 1;
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "server call failed; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            other => return Some(other),
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// A short random suffix for temporary file names.
+fn uuid_like() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::thread_rng().gen::<u64>())
+}

@@ -1,0 +1,985 @@
+//! Runs a script bundle's entry command in a sandbox.
+//!
+//! The agent is a multi-threaded tokio process, so it cannot safely change limits or identity
+//! between `fork` and `exec` (that needs `unsafe` `pre_exec` and async-signal-safe code). Instead
+//! it **re-executes itself**: [`run`] spawns a launcher binary (the agent, with a hidden
+//! subcommand) in a fresh process group, and that fresh, single-threaded process calls
+//! [`child_main`], which tightens everything and then `exec`s the real command. Every step is a
+//! safe call.
+//!
+//! What the script gets:
+//! - resource limits ([`ResourceLimits`]: CPU seconds, address space, file size, processes,
+//!   no core dumps), and a wall-clock limit enforced by [`run`];
+//! - when the agent is root: uid/gid 65534 (`nobody`) with no supplementary groups, so files
+//!   only the agent user can read (its state, credentials) stay closed;
+//! - where the kernel has it: a Landlock ruleset, read+execute on the system directories and
+//!   read-write on the work dir only, plus signal and abstract-socket scoping, so even a script
+//!   running as the agent's own user cannot read the agent's files or signal it;
+//! - `no_new_privs`, so set-uid programs cannot give privileges back;
+//! - a cleared environment: `PATH`, `HOME` (the work dir), `LANG` and the job's own variables;
+//! - stdin from `/dev/null`; stdout and stderr interleaved into one log, capped.
+//!
+//! [`isolation`] tells which of these this machine provides; the agent should log it at start.
+//!
+//! Not covered: network access, CPU share and real memory use (cgroups), and a script that
+//! leaves its process group with `setsid` escapes the group kill (see [`run`]).
+
+use std::convert::Infallible;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use crate::bundle::Manifest;
+
+/// The only `PATH` a script sees.
+pub const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Uid and gid scripts run as when the agent is root (`nobody`/`nogroup` on Debian).
+pub const SANDBOX_UID: u32 = 65534;
+/// Variables the sandbox sets itself; a job may not override them.
+const RESERVED_ENV: &[&str] = &["PATH", "HOME", "LANG"];
+/// System directories a Landlocked script may read and execute from.
+const SYSTEM_DIRS: &[&str] = &["/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/opt"];
+/// Device files scripts commonly open (stdin itself is `/dev/null`).
+const RW_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full"];
+const RO_DEVICES: &[&str] = &["/dev/urandom", "/dev/random"];
+/// How much of the output's end (and start) is kept in memory to explain a failure.
+const TAIL_BYTES: usize = 8192;
+const HEAD_BYTES: usize = 512;
+/// How often the script's peak memory is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// After the job ends, how long the log may take to reach end-of-file before we stop reading.
+const LOG_DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// First words of what [`child_main`] prints when it cannot set up the sandbox.
+const SETUP_ERROR_PREFIX: &str = "[sandbox] error: ";
+
+/// Kernel resource limits (setrlimit) applied to the script and each process it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// CPU seconds per process: SIGXCPU at this, SIGKILL one second later.
+    pub cpu_secs: u64,
+    /// Address space per process (RLIMIT_AS), in bytes.
+    pub memory_bytes: u64,
+    /// Largest file a process may write, in bytes.
+    pub file_size_bytes: u64,
+    /// Processes (and threads) of the sandbox uid, counted across all its jobs (RLIMIT_NPROC).
+    pub max_processes: u64,
+}
+
+impl ResourceLimits {
+    /// Largest file a script may write by default: 1 GiB.
+    pub const DEFAULT_FILE_SIZE_BYTES: u64 = 1024 * 1024 * 1024;
+    /// Processes and threads a script may have by default.
+    pub const DEFAULT_MAX_PROCESSES: u64 = 256;
+
+    /// The limits a manifest asks for. The CPU limit is the wall-clock limit times the cores, so
+    /// it only catches runaway processes; the wall-clock limit is the real one.
+    pub fn for_manifest(manifest: &Manifest) -> ResourceLimits {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        ResourceLimits {
+            cpu_secs: manifest.time_limit_secs.saturating_mul(cores),
+            memory_bytes: manifest.memory_mb.saturating_mul(1024 * 1024),
+            file_size_bytes: Self::DEFAULT_FILE_SIZE_BYTES,
+            max_processes: Self::DEFAULT_MAX_PROCESSES,
+        }
+    }
+}
+
+/// Everything [`run`] needs for one script run.
+#[derive(Debug, Clone)]
+pub struct ScriptJob {
+    /// Fresh directory with the extracted bundle; the command runs here. When the agent is root
+    /// it is handed to uid 65534, and its parent directories must be searchable by others.
+    pub workdir: PathBuf,
+    /// From [`Manifest::argv`]. The first word is looked up in [`SANDBOX_PATH`] unless it has a `/`.
+    pub argv: Vec<String>,
+    /// The ONLY variables besides `PATH`, `HOME` (= workdir) and `LANG=C.UTF-8`. They pass through
+    /// the launcher's command line, so they are briefly visible in the process table: no secrets.
+    pub env: Vec<(String, String)>,
+    /// Wall-clock limit.
+    pub time_limit: Duration,
+    pub limits: ResourceLimits,
+    /// stdout and stderr go here, interleaved, capped.
+    pub log_path: PathBuf,
+    /// Beyond it the rest is dropped and a line "[log truncated at N bytes]" is appended.
+    pub log_cap_bytes: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Exited on its own with this status (0 is success).
+    Exited(i32),
+    /// Exited with a non-zero status after hitting a sandbox limit, going by its output (e.g. a
+    /// Python `MemoryError` under the memory limit).
+    Failed { status: i32, reason: String },
+    /// Killed by [`run`] at the wall-clock limit.
+    TimedOut { limit: Duration },
+    /// Killed by a signal; `reason` is a guess: SIGXCPU is the CPU limit, SIGXFSZ the file size
+    /// limit, SIGKILL/SIGSEGV/SIGABRT/SIGBUS with signs of memory exhaustion the memory limit.
+    Killed { signal: i32, reason: String },
+    /// Killed because the caller cancelled the run.
+    Cancelled,
+}
+
+impl Outcome {
+    /// Whether the script did its job (exited with status 0).
+    pub fn success(&self) -> bool {
+        matches!(self, Outcome::Exited(0))
+    }
+
+    /// One line for people: "exited with status 1", "killed: time limit of 5 s exceeded",
+    /// "killed: memory limit of 64 MiB exceeded (MemoryError)".
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Exited(status) => format!("exited with status {status}"),
+            Outcome::Failed { status, reason } => {
+                format!("failed: {reason} (exited with status {status})")
+            }
+            Outcome::TimedOut { limit } => {
+                format!("killed: time limit of {} s exceeded", limit.as_secs_f64())
+            }
+            Outcome::Killed { reason, .. } => format!("killed: {reason}"),
+            Outcome::Cancelled => "cancelled".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Why [`run`] could not produce an [`Outcome`]: the platform's fault, not the script's.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid job: {0}")]
+    InvalidJob(String),
+    #[error("cannot open the log: {0}")]
+    Log(#[source] io::Error),
+    #[error("cannot start the sandbox launcher: {0}")]
+    Spawn(#[source] io::Error),
+    #[error("cannot wait for the script: {0}")]
+    Wait(#[source] io::Error),
+    /// The launcher started but could not set up the sandbox (message from [`child_main`]).
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+}
+
+/// How much of the Landlock ruleset [`child_main`] asks for this kernel enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LandlockLevel {
+    /// Not in the kernel, or not enabled: the file system is not restricted.
+    Unavailable,
+    /// File system restrictions, but not all (e.g. no signal scoping before Linux 6.12).
+    Partial,
+    /// Everything: file system, signal and abstract socket scoping.
+    Full,
+}
+
+/// What isolation scripts get on this machine, for the agent to log at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Isolation {
+    /// The agent is root, so scripts run as uid/gid [`SANDBOX_UID`].
+    pub privilege_drop: bool,
+    pub landlock: LandlockLevel,
+}
+
+impl Isolation {
+    /// Whether something keeps a script away from files only the agent can read.
+    pub fn protects_agent_files(&self) -> bool {
+        self.privilege_drop || self.landlock != LandlockLevel::Unavailable
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let uid = if self.privilege_drop {
+            format!("scripts run as uid {SANDBOX_UID}")
+        } else {
+            "scripts run as the agent's user (not root, no privilege drop)".to_owned()
+        };
+        let landlock = match self.landlock {
+            LandlockLevel::Full => "landlock enforced",
+            LandlockLevel::Partial => "landlock partly enforced (old kernel)",
+            LandlockLevel::Unavailable => "landlock unavailable: file system not restricted",
+        };
+        write!(
+            f,
+            "{uid}; {landlock}; resource limits and process-group kill on"
+        )?;
+        if !self.protects_agent_files() {
+            write!(f, "; WARNING: scripts can read every file the agent can")?;
+        }
+        Ok(())
+    }
+}
+
+/// Probes what [`child_main`] will be able to enforce here. It does not restrict the caller.
+pub fn isolation() -> Isolation {
+    Isolation {
+        privilege_drop: nix::unistd::geteuid().is_root(),
+        landlock: landlock_level(),
+    }
+}
+
+/// Runs `job` sandboxed and waits for it.
+///
+/// `launcher` is a binary whose `launcher_args` lead to [`child_main`] with the rest of the
+/// arguments (the agent passes `std::env::current_exe()` and `["__sandbox"]`). The launcher runs
+/// in a new process group with an empty environment; at the wall-clock limit, when `cancel`
+/// completes (pass `std::future::pending()` for never, or e.g. a `CancellationToken::cancelled()`
+/// future), and also when the script exits on its own, the whole group gets SIGKILL, so nothing
+/// the script started outlives the run. Dropping the returned future also kills the group.
+///
+/// The log is written as output arrives; a process that escaped the group (`setsid`) and keeps
+/// the output open is noted in the log and the tracing output, and no longer read.
+#[tracing::instrument(skip_all, fields(workdir = %job.workdir.display()))]
+pub async fn run(
+    launcher: &Path,
+    launcher_args: &[&str],
+    job: &ScriptJob,
+    cancel: impl Future<Output = ()>,
+) -> Result<Outcome, SandboxError> {
+    let workdir = check_job(job)?;
+    let log = tokio::fs::File::create(&job.log_path)
+        .await
+        .map_err(SandboxError::Log)?;
+    // IMPORTANT: close-on-exec, so children other tasks of the agent spawn meanwhile do not
+    // inherit the write end and keep the log open.
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SandboxError::Spawn(e.into()))?;
+    let reader =
+        tokio::net::unix::pipe::Receiver::from_owned_fd(read_end).map_err(SandboxError::Spawn)?;
+
+    let child = {
+        let stderr_end: OwnedFd = write_end.try_clone().map_err(SandboxError::Spawn)?;
+        let mut command = Command::new(launcher);
+        command
+            .args(launcher_args)
+            .args(launcher_arguments(job, &workdir))
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::from(stderr_end))
+            .process_group(0);
+        command.spawn().map_err(SandboxError::Spawn)?
+        // `command` is dropped here, closing our copies of the write end: the log sees
+        // end-of-file once the script's processes are gone.
+    };
+    let pgid = Pid::from_raw(
+        i32::try_from(child.id()).map_err(|_| SandboxError::Spawn(io::Error::other("bad pid")))?,
+    );
+    let mut group = GroupGuard { pgid, armed: true };
+    tracing::debug!(pid = pgid.as_raw(), "script started");
+
+    let (exited_tx, mut exited) = oneshot::channel();
+    let (reap_tx, reap_rx) = std::sync::mpsc::channel();
+    let waiter = tokio::task::spawn_blocking(move || watch_child(child, pgid, exited_tx, reap_rx));
+    let (stop_log, stop_log_rx) = oneshot::channel();
+    let mut logger = tokio::spawn(copy_log(reader, log, job.log_cap_bytes, stop_log_rx));
+
+    let deadline = tokio::time::sleep(job.time_limit);
+    tokio::pin!(deadline, cancel);
+    let mut sample = tokio::time::interval(SAMPLE_EVERY);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut peak_memory = 0u64;
+    let ending = loop {
+        tokio::select! {
+            biased;
+            _ = &mut exited => break Ending::Exited,
+            () = &mut deadline => break Ending::TimedOut,
+            () = &mut cancel => break Ending::Cancelled,
+            _ = sample.tick() => peak_memory = peak_memory.max(vm_peak(pgid).unwrap_or(0)),
+        }
+    };
+    group.kill();
+    if ending != Ending::Exited {
+        // The leader got SIGKILL just now; wait until it is a zombie.
+        let _ = (&mut exited).await;
+    }
+    // Again, in case a fork raced the first kill; the unreaped leader keeps the group id ours.
+    group.kill();
+    let _ = reap_tx.send(());
+    let status = waiter
+        .await
+        .map_err(|e| SandboxError::Wait(io::Error::other(e)))?
+        .map_err(SandboxError::Wait)?;
+    group.armed = false;
+
+    let summary = match tokio::time::timeout(LOG_DRAIN_GRACE, &mut logger).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            tracing::warn!("output still open after the script ended: a process left its group");
+            let _ = stop_log.send(());
+            logger.await
+        }
+    };
+    let summary = summary
+        .map_err(|e| SandboxError::Log(io::Error::other(e)))?
+        .map_err(SandboxError::Log)?;
+
+    let outcome = classify(ending, status, &summary, peak_memory, job);
+    if let Outcome::Exited(127) = outcome {
+        let head = String::from_utf8_lossy(&summary.head);
+        if let Some(message) = head
+            .lines()
+            .find_map(|l| l.strip_prefix(SETUP_ERROR_PREFIX))
+        {
+            return Err(SandboxError::Setup(message.to_owned()));
+        }
+    }
+    tracing::debug!(outcome = %outcome, "script ended");
+    Ok(outcome)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Exited,
+    TimedOut,
+    Cancelled,
+}
+
+/// Kills the script's process group when dropped, so an abandoned [`run`] leaves nothing behind.
+struct GroupGuard {
+    pgid: Pid,
+    armed: bool,
+}
+
+impl GroupGuard {
+    fn kill(&self) {
+        // ESRCH only means nobody is left.
+        let _ = killpg(self.pgid, Signal::SIGKILL);
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.kill();
+        }
+    }
+}
+
+/// Blocking: waits until the leader has exited WITHOUT reaping it (so its pid, which is the group
+/// id, cannot be reused while we still kill the group), reports that, then reaps it once `run`
+/// says so (or `run` was dropped).
+fn watch_child(
+    mut child: std::process::Child,
+    pgid: Pid,
+    exited: oneshot::Sender<()>,
+    reap: std::sync::mpsc::Receiver<()>,
+) -> io::Result<ExitStatus> {
+    // Any error but EINTR: go on; `wait` below reports it.
+    while let Err(nix::errno::Errno::EINTR) =
+        waitid(Id::Pid(pgid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+    {}
+    let _ = exited.send(());
+    let _ = reap.recv();
+    let _ = killpg(pgid, Signal::SIGKILL);
+    child.wait()
+}
+
+/// Peak virtual memory of the script's main process, from /proc (None once it is gone).
+fn vm_peak(pid: Pid) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.as_raw())).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmPeak:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// What the log copier saw.
+struct LogSummary {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+/// Copies the script's output into the log until end-of-file (or `stop`), keeping the first
+/// `cap` bytes, then notes the truncation.
+async fn copy_log(
+    mut reader: tokio::net::unix::pipe::Receiver,
+    mut log: tokio::fs::File,
+    cap: u64,
+    mut stop: oneshot::Receiver<()>,
+) -> io::Result<LogSummary> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut written: u64 = 0;
+    let mut truncated = false;
+    let mut last_written = b'\n';
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    let mut tail = Vec::with_capacity(2 * TAIL_BYTES);
+    let mut escaped = false;
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = &mut stop => { escaped = true; break }
+            read = reader.read(&mut buf) => match read {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        let chunk = &buf[..n];
+        let keep = usize::try_from(cap.saturating_sub(written))
+            .unwrap_or(usize::MAX)
+            .min(n);
+        if keep > 0 {
+            log.write_all(&chunk[..keep]).await?;
+            written += keep as u64;
+            last_written = chunk[keep - 1];
+        }
+        truncated |= keep < n;
+        let head_room = HEAD_BYTES.saturating_sub(head.len()).min(n);
+        head.extend_from_slice(&chunk[..head_room]);
+        tail.extend_from_slice(chunk);
+        if tail.len() > 2 * TAIL_BYTES {
+            tail.drain(..tail.len() - TAIL_BYTES);
+        }
+    }
+    let newline = if last_written == b'\n' { "" } else { "\n" };
+    if truncated {
+        log.write_all(format!("{newline}[log truncated at {cap} bytes]\n").as_bytes())
+            .await?;
+    }
+    if escaped {
+        log.write_all(
+            b"[sandbox] output still open after the script ended (a process left its group); stopped reading\n",
+        )
+        .await?;
+    }
+    log.flush().await?;
+    if tail.len() > TAIL_BYTES {
+        tail.drain(..tail.len() - TAIL_BYTES);
+    }
+    Ok(LogSummary { head, tail })
+}
+
+/// Turns how the run ended into an [`Outcome`], guessing which limit was hit from the signal,
+/// the end of the output and the sampled peak memory.
+fn classify(
+    ending: Ending,
+    status: ExitStatus,
+    log: &LogSummary,
+    peak_memory: u64,
+    job: &ScriptJob,
+) -> Outcome {
+    match ending {
+        Ending::TimedOut => {
+            return Outcome::TimedOut {
+                limit: job.time_limit,
+            }
+        }
+        Ending::Cancelled => return Outcome::Cancelled,
+        Ending::Exited => {}
+    }
+    let tail = String::from_utf8_lossy(&log.tail);
+    let limits = &job.limits;
+    let memory_reason = |detail: &str| {
+        format!(
+            "memory limit of {} exceeded ({detail})",
+            human_bytes(limits.memory_bytes)
+        )
+    };
+    let memory_marker = MEMORY_MARKERS.iter().find(|m| tail.contains(*m));
+    if let Some(code) = status.code() {
+        if code == 0 {
+            return Outcome::Exited(0);
+        }
+        let reason = if let Some(marker) = memory_marker {
+            Some(memory_reason(marker))
+        } else if tail.contains("File too large") {
+            Some(format!(
+                "file size limit of {} exceeded (File too large)",
+                human_bytes(limits.file_size_bytes)
+            ))
+        } else {
+            PROCESS_MARKERS
+                .iter()
+                .find(|m| tail.contains(*m))
+                .map(|marker| {
+                    format!(
+                        "process limit of {} reached ({marker})",
+                        limits.max_processes
+                    )
+                })
+        };
+        return match reason {
+            Some(reason) => Outcome::Failed {
+                status: code,
+                reason,
+            },
+            None => Outcome::Exited(code),
+        };
+    }
+    let signal = status.signal().unwrap_or(0);
+    let name = Signal::try_from(signal).map_or("unknown signal", Signal::as_str);
+    let near_memory_limit = peak_memory >= limits.memory_bytes / 10 * 9;
+    let reason = match Signal::try_from(signal) {
+        Ok(Signal::SIGXCPU) => {
+            format!("cpu time limit of {} s exceeded (SIGXCPU)", limits.cpu_secs)
+        }
+        Ok(Signal::SIGXFSZ) => format!(
+            "file size limit of {} exceeded (SIGXFSZ)",
+            human_bytes(limits.file_size_bytes)
+        ),
+        Ok(Signal::SIGKILL | Signal::SIGSEGV | Signal::SIGABRT | Signal::SIGBUS)
+            if memory_marker.is_some() || near_memory_limit =>
+        {
+            let detail = match memory_marker {
+                Some(marker) => format!("{name}, {marker}"),
+                None => format!("{name}, peak {}", human_bytes(peak_memory)),
+            };
+            memory_reason(&detail)
+        }
+        _ => format!("signal {signal} ({name})"),
+    };
+    Outcome::Killed { signal, reason }
+}
+
+/// What runtimes print when an allocation fails under RLIMIT_AS.
+const MEMORY_MARKERS: &[&str] = &[
+    "MemoryError",
+    "Cannot allocate memory",
+    "std::bad_alloc",
+    "memory allocation of",
+    "out of memory",
+    "Out of memory",
+];
+/// What runtimes print when `fork` fails under RLIMIT_NPROC.
+const PROCESS_MARKERS: &[&str] = &[
+    "Resource temporarily unavailable",
+    "Cannot fork",
+    "can't fork",
+];
+
+fn human_bytes(n: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if n >= MIB {
+        if n % MIB == 0 {
+            format!("{} MiB", n / MIB)
+        } else {
+            format!("{:.1} MiB", n as f64 / MIB as f64)
+        }
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Checks the job and returns the absolute work dir.
+fn check_job(job: &ScriptJob) -> Result<PathBuf, SandboxError> {
+    let invalid = |msg: String| Err(SandboxError::InvalidJob(msg));
+    if job.argv.is_empty() || job.argv[0].is_empty() {
+        return invalid("empty command".to_owned());
+    }
+    for (key, value) in &job.env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+            return invalid(format!("bad environment variable `{key}`"));
+        }
+        if RESERVED_ENV.contains(&key.as_str()) {
+            return invalid(format!(
+                "environment variable `{key}` is set by the sandbox"
+            ));
+        }
+    }
+    if job.argv.iter().any(|a| a.contains('\0')) {
+        return invalid("argument with a NUL byte".to_owned());
+    }
+    let workdir = std::fs::canonicalize(&job.workdir)
+        .map_err(|e| SandboxError::InvalidJob(format!("work dir: {e}")))?;
+    if !workdir.is_dir() {
+        return invalid(format!(
+            "work dir `{}` is not a directory",
+            workdir.display()
+        ));
+    }
+    Ok(workdir)
+}
+
+// The launcher's command line; `ChildSpec::parse` reads it back.
+const ARG_WORKDIR: &str = "--workdir";
+const ARG_CPU: &str = "--cpu-secs";
+const ARG_MEMORY: &str = "--memory-bytes";
+const ARG_FILE_SIZE: &str = "--file-size-bytes";
+const ARG_PROCESSES: &str = "--max-processes";
+const ARG_ENV: &str = "--env";
+const ARG_COMMAND: &str = "--";
+
+fn launcher_arguments(job: &ScriptJob, workdir: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![ARG_WORKDIR.into(), workdir.into()];
+    for (flag, value) in [
+        (ARG_CPU, job.limits.cpu_secs),
+        (ARG_MEMORY, job.limits.memory_bytes),
+        (ARG_FILE_SIZE, job.limits.file_size_bytes),
+        (ARG_PROCESSES, job.limits.max_processes),
+    ] {
+        args.push(flag.into());
+        args.push(value.to_string().into());
+    }
+    for (key, value) in &job.env {
+        args.push(ARG_ENV.into());
+        args.push(format!("{key}={value}").into());
+    }
+    args.push(ARG_COMMAND.into());
+    args.extend(job.argv.iter().map(OsString::from));
+    args
+}
+
+/// What [`child_main`] was asked to do.
+#[derive(Debug, PartialEq)]
+struct ChildSpec {
+    workdir: PathBuf,
+    limits: ResourceLimits,
+    env: Vec<(OsString, OsString)>,
+    argv: Vec<OsString>,
+}
+
+impl ChildSpec {
+    fn parse(args: Vec<OsString>) -> Result<ChildSpec, String> {
+        let mut args = args.into_iter();
+        let mut workdir = None;
+        let mut limits = [None; 4];
+        let mut env = Vec::new();
+        loop {
+            let flag = args.next().ok_or("missing `--` before the command")?;
+            if flag == ARG_COMMAND {
+                break;
+            }
+            let value = args
+                .next()
+                .ok_or_else(|| format!("missing value for {flag:?}"))?;
+            let number = || {
+                value
+                    .to_str()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| format!("bad value {value:?} for {flag:?}"))
+            };
+            match flag.to_str() {
+                Some(ARG_WORKDIR) => workdir = Some(PathBuf::from(&value)),
+                Some(ARG_CPU) => limits[0] = Some(number()?),
+                Some(ARG_MEMORY) => limits[1] = Some(number()?),
+                Some(ARG_FILE_SIZE) => limits[2] = Some(number()?),
+                Some(ARG_PROCESSES) => limits[3] = Some(number()?),
+                Some(ARG_ENV) => {
+                    let bytes = value.as_bytes();
+                    let eq = bytes
+                        .iter()
+                        .position(|b| *b == b'=')
+                        .ok_or_else(|| format!("bad environment variable {value:?}"))?;
+                    env.push((
+                        OsStr::from_bytes(&bytes[..eq]).to_owned(),
+                        OsStr::from_bytes(&bytes[eq + 1..]).to_owned(),
+                    ));
+                }
+                _ => return Err(format!("unknown argument {flag:?}")),
+            }
+        }
+        let argv: Vec<OsString> = args.collect();
+        let [Some(cpu_secs), Some(memory_bytes), Some(file_size_bytes), Some(max_processes)] =
+            limits
+        else {
+            return Err("missing a resource limit".to_owned());
+        };
+        if argv.is_empty() {
+            return Err("missing command".to_owned());
+        }
+        Ok(ChildSpec {
+            workdir: workdir.ok_or("missing --workdir")?,
+            limits: ResourceLimits {
+                cpu_secs,
+                memory_bytes,
+                file_size_bytes,
+                max_processes,
+            },
+            env,
+            argv,
+        })
+    }
+}
+
+/// Entry point of the re-executed launcher; call it first thing in `main`, before any runtime or
+/// thread starts. It parses the arguments [`run`] passed (after the launcher's own), then:
+///
+/// 1. sets the resource limits (CPU, address space, file size, processes; no core dumps);
+/// 2. changes to the work dir (while still root, so private parent directories are no obstacle);
+/// 3. if root: hands the work dir to uid/gid 65534 and becomes that user, with no groups;
+/// 4. sets `no_new_privs` and applies the Landlock ruleset, best effort (a line on stderr, hence
+///    in the log, says when the kernel cannot enforce it all);
+/// 5. `exec`s the command with stdin from `/dev/null` and only the allowed variables.
+///
+/// It never returns: on failure it prints `[sandbox] error: …` to stderr and exits with 127.
+pub fn child_main(args: Vec<OsString>) -> ! {
+    match sandbox_and_exec(args) {
+        Ok(never) => match never {},
+        Err(message) => {
+            eprintln!("{SETUP_ERROR_PREFIX}{message}");
+            std::process::exit(127)
+        }
+    }
+}
+
+fn sandbox_and_exec(args: Vec<OsString>) -> Result<Infallible, String> {
+    let spec = ChildSpec::parse(args)?;
+    set_resource_limits(&spec.limits)?;
+    std::env::set_current_dir(&spec.workdir).map_err(|e| {
+        format!(
+            "cannot enter the work dir `{}`: {e}",
+            spec.workdir.display()
+        )
+    })?;
+    if nix::unistd::geteuid().is_root() {
+        drop_privileges(&spec.workdir)?;
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
+    match restrict_file_system() {
+        Ok(landlock::RulesetStatus::FullyEnforced) => {}
+        Ok(landlock::RulesetStatus::PartiallyEnforced) => {
+            eprintln!("[sandbox] warning: this kernel enforces only part of the landlock rules")
+        }
+        Ok(landlock::RulesetStatus::NotEnforced) => {
+            eprintln!("[sandbox] warning: landlock unavailable; the file system is not restricted")
+        }
+        Err(e) => return Err(format!("cannot apply the landlock rules: {e}")),
+    }
+
+    let program = find_program(&spec.argv[0])?;
+    let home = spec.workdir.as_os_str();
+    let error = Command::new(&program)
+        .arg0(&spec.argv[0])
+        .args(&spec.argv[1..])
+        .env_clear()
+        .env("PATH", SANDBOX_PATH)
+        .env("HOME", home)
+        .env("LANG", "C.UTF-8")
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .exec();
+    Err(format!("cannot run `{}`: {error}", program.display()))
+}
+
+fn set_resource_limits(limits: &ResourceLimits) -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // (resource, soft, hard). The CPU hard limit is one second later, so the script first gets
+    // SIGXCPU, which names the reason, and SIGKILL only if it ignores that.
+    let wanted = [
+        (Resource::RLIMIT_CORE, 0, 0),
+        (
+            Resource::RLIMIT_CPU,
+            limits.cpu_secs,
+            limits.cpu_secs.saturating_add(1),
+        ),
+        (
+            Resource::RLIMIT_AS,
+            limits.memory_bytes,
+            limits.memory_bytes,
+        ),
+        (
+            Resource::RLIMIT_FSIZE,
+            limits.file_size_bytes,
+            limits.file_size_bytes,
+        ),
+        (
+            Resource::RLIMIT_NPROC,
+            limits.max_processes,
+            limits.max_processes,
+        ),
+    ];
+    for (resource, soft, hard) in wanted {
+        // Without privileges a hard limit can only go down: keep the lower of the two.
+        let (_, current_hard) =
+            getrlimit(resource).map_err(|e| format!("cannot read {resource:?}: {e}"))?;
+        let hard = hard.min(current_hard);
+        setrlimit(resource, soft.min(hard), hard)
+            .map_err(|e| format!("cannot set {resource:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Gives the work dir to the sandbox user, then becomes it for good.
+fn drop_privileges(workdir: &Path) -> Result<(), String> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    let (uid, gid) = (Uid::from_raw(SANDBOX_UID), Gid::from_raw(SANDBOX_UID));
+    give_away(Path::new("."), SANDBOX_UID)
+        .map_err(|e| format!("cannot hand the work dir to uid {SANDBOX_UID}: {e}"))?;
+    setgroups(&[]).map_err(|e| format!("cannot drop supplementary groups: {e}"))?;
+    setresgid(gid, gid, gid).map_err(|e| format!("cannot set gid {SANDBOX_UID}: {e}"))?;
+    setresuid(uid, uid, uid).map_err(|e| format!("cannot set uid {SANDBOX_UID}: {e}"))?;
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err("could regain root after dropping privileges".to_owned());
+    }
+    // HOME and absolute paths must work too (e.g. Python puts the script's absolute directory on
+    // sys.path): refuse clearly rather than fail later in odd ways.
+    std::fs::metadata(workdir).map_err(|e| {
+        format!(
+            "the work dir `{}` is not reachable by uid {SANDBOX_UID} ({e}); make its parent \
+             directories searchable by others",
+            workdir.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// `chown -R` without following links; files with other hard links stay as they are, so the
+/// script cannot be handed a file that lives elsewhere too.
+fn give_away(path: &Path, id: u32) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            give_away(&entry?.path(), id)?;
+        }
+    } else if meta.nlink() > 1 || meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(path, Some(id), Some(id))?;
+    if meta.is_dir() {
+        // The owner must be able to work in it whatever mode the agent created it with.
+        let mode = meta.permissions().mode() | 0o700;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Landlock ABI whose rights the ruleset uses; newer kernels enforce exactly these.
+const LANDLOCK_ABI: landlock::ABI = landlock::ABI::V6;
+
+/// Read+execute on the system, read-write on the current (work) dir, nothing else; no signals
+/// or abstract sockets outside the sandbox. Best effort: degrades on kernels without Landlock.
+fn restrict_file_system() -> Result<landlock::RulesetStatus, String> {
+    use landlock::{
+        path_beneath_rules, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr,
+        RulesetCreatedAttr, Scope,
+    };
+    let abi = LANDLOCK_ABI;
+    let device_rw = AccessFs::from_file(abi) & !AccessFs::Execute;
+    // Opened by descriptor: the work dir's own path may not be reachable (see drop_privileges).
+    let workdir = PathFd::new(".").map_err(|e| e.to_string())?;
+    let ruleset = || -> Result<_, landlock::RulesetError> {
+        Ruleset::default()
+            .handle_access(AccessFs::from_all(abi))?
+            .scope(Scope::from_all(abi))?
+            .create()?
+            .add_rules(path_beneath_rules(SYSTEM_DIRS, AccessFs::from_read(abi)))?
+            .add_rules(path_beneath_rules(RW_DEVICES, device_rw))?
+            .add_rules(path_beneath_rules(RO_DEVICES, AccessFs::ReadFile))?
+            .add_rule(PathBeneath::new(workdir, AccessFs::from_all(abi)))?
+            .restrict_self()
+    };
+    Ok(ruleset().map_err(|e| e.to_string())?.ruleset)
+}
+
+/// Whether the kernel can enforce the ruleset of [`restrict_file_system`], wholly or in part.
+fn landlock_level() -> LandlockLevel {
+    use landlock::{Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, Scope, ABI};
+    let full = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(LANDLOCK_ABI))
+        .and_then(|r| r.scope(Scope::from_all(LANDLOCK_ABI)))
+        .and_then(|r| r.create());
+    if full.is_ok() {
+        return LandlockLevel::Full;
+    }
+    let basic = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(ABI::V1))
+        .and_then(|r| r.create());
+    if basic.is_ok() {
+        LandlockLevel::Partial
+    } else {
+        LandlockLevel::Unavailable
+    }
+}
+
+/// Resolves the command in [`SANDBOX_PATH`] (a name with a `/` is taken as it is).
+fn find_program(name: &OsStr) -> Result<PathBuf, String> {
+    if name.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(name));
+    }
+    SANDBOX_PATH
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| format!("`{}` not found in {SANDBOX_PATH}", name.to_string_lossy()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> ScriptJob {
+        ScriptJob {
+            workdir: PathBuf::from("/tmp"),
+            argv: vec!["python3".into(), "a b.py".into()],
+            env: vec![("INPUT".into(), "x=y".into())],
+            time_limit: Duration::from_secs(5),
+            limits: ResourceLimits {
+                cpu_secs: 5,
+                memory_bytes: 64 << 20,
+                file_size_bytes: 1 << 20,
+                max_processes: 32,
+            },
+            log_path: PathBuf::from("/tmp/log"),
+            log_cap_bytes: 100,
+        }
+    }
+
+    #[test]
+    fn launcher_arguments_round_trip() {
+        let job = job();
+        let spec = ChildSpec::parse(launcher_arguments(&job, &job.workdir)).unwrap();
+        assert_eq!(spec.workdir, job.workdir);
+        assert_eq!(spec.limits, job.limits);
+        assert_eq!(
+            spec.env,
+            vec![(OsString::from("INPUT"), OsString::from("x=y"))]
+        );
+        assert_eq!(
+            spec.argv,
+            vec![OsString::from("python3"), OsString::from("a b.py")]
+        );
+    }
+
+    #[test]
+    fn reserved_env_refused() {
+        let mut job = job();
+        job.env.push(("PATH".into(), "/evil".into()));
+        assert!(matches!(check_job(&job), Err(SandboxError::InvalidJob(_))));
+    }
+
+    #[test]
+    fn descriptions() {
+        assert_eq!(Outcome::Exited(1).describe(), "exited with status 1");
+        assert_eq!(
+            Outcome::TimedOut {
+                limit: Duration::from_secs(5)
+            }
+            .describe(),
+            "killed: time limit of 5 s exceeded"
+        );
+        let log = LogSummary {
+            head: vec![],
+            tail: b"MemoryError\n".to_vec(),
+        };
+        let killed = classify(Ending::Exited, ExitStatus::from_raw(6), &log, 0, &job());
+        assert_eq!(
+            killed.describe(),
+            "killed: memory limit of 64 MiB exceeded (SIGABRT, MemoryError)"
+        );
+    }
+}

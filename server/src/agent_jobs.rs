@@ -1,0 +1,232 @@
+//! The HTTP endpoints an agent calls about the jobs sent to it (see `shared::jobs`).
+//!
+//! Every request is signed with the node's key over method, path, time and body hash, and is
+//! about one attempt: the server answers only for the job's live attempt on that very node, so
+//! a node cannot fetch another node's inputs, and a late or forged report changes nothing.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::{Extension, Json};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use shared::jobs::{AttemptReport, FinishReport, Outcome, Proceed, HDR_BODY_SHA256, HDR_NODE, HDR_REQUEST_SIGNATURE, HDR_TIME};
+use shared::wire::HELLO_MAX_SKEW_MS;
+
+use app::backend::jobs::{self, Attachment, Finish, Verdict};
+use app::backend::{artifacts, nodes, now_ms, AppState};
+
+use crate::api::{send_artifact, ApiError, UploadLimits};
+use crate::scheduler::Dispatcher;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", message)
+}
+
+/// Checks the request signature; returns the calling node's id.
+async fn verify(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, body_sha256: &str) -> ApiResult<String> {
+    let node_id = header(headers, HDR_NODE);
+    if node_id.is_empty() || node_id.len() > 64 {
+        return Err(unauthorized("missing node id"));
+    }
+    let time: i64 = header(headers, HDR_TIME).parse().map_err(|_| unauthorized("missing or bad request time"))?;
+    if (now_ms() - time).abs() > HELLO_MAX_SKEW_MS {
+        return Err(unauthorized("request too old or clock too far off"));
+    }
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let covered = shared::jobs::request_string(method.as_str(), path, time, body_sha256);
+    if !shared::wire::verify(&state.node_keys.key_for(node_id), covered.as_bytes(), header(headers, HDR_REQUEST_SIGNATURE)) {
+        return Err(unauthorized("signature does not match the node's key"));
+    }
+    match nodes::auth_info(&state.db, node_id).await? {
+        Some(auth) if auth.admin_state != "removed" => Ok(node_id.to_string()),
+        _ => Err(ApiError::new(StatusCode::FORBIDDEN, "node_removed", "this node was removed; its credentials are revoked")),
+    }
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn answer(verdict: Verdict) -> Json<Proceed> {
+    match verdict {
+        Verdict::Proceed => Json(Proceed { proceed: true, reason: None }),
+        Verdict::Stop(reason) => Json(Proceed { proceed: false, reason: Some(reason) }),
+    }
+}
+
+fn attempt_of(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))
+}
+
+/// `POST …/{id}/start`: may this node run attempt N? dispatched → running.
+pub async fn start(State(state): State<AppState>, UrlPath(id): UrlPath<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Proceed>> {
+    let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
+    let report: AttemptReport = parse(&body)?;
+    let verdict = jobs::start(&state.db, &id, &node, attempt_of(report.attempt)).await?;
+    if verdict == Verdict::Proceed {
+        tracing::info!(job_id = %id, node_id = %node, attempt = report.attempt, "job running");
+    }
+    Ok(answer(verdict))
+}
+
+/// `POST …/{id}/progress`: rows done; the answer says whether to carry on.
+pub async fn progress(State(state): State<AppState>, UrlPath(id): UrlPath<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Proceed>> {
+    let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
+    let report: AttemptReport = parse(&body)?;
+    Ok(answer(jobs::progress(&state.db, &id, &node, attempt_of(report.attempt), report.rows_done).await?))
+}
+
+#[derive(Deserialize)]
+pub struct AttemptQuery {
+    attempt: u32,
+}
+
+async fn live_attempt(state: &AppState, id: &str, node: &str, attempt: u32) -> ApiResult<jobs::JobRecord> {
+    match jobs::check_attempt(&state.db, id, node, attempt_of(attempt)).await? {
+        Verdict::Proceed => jobs::record(&state.db, id).await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such job")),
+        // Not this node's job (or no longer): the same answer as a job that does not exist.
+        Verdict::Stop(reason) => Err(ApiError::new(StatusCode::CONFLICT, "not_your_attempt", reason)),
+    }
+}
+
+/// `GET …/{id}/application?attempt=N`: the model or bundle.
+pub async fn application(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<AttemptQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let node = verify(&state, &method, &uri, &headers, shared::jobs::EMPTY_SHA256).await?;
+    let job = live_attempt(&state, &id, &node, q.attempt).await?;
+    send_artifact(&state, &job.app_artifact_key, "application/octet-stream", None).await
+}
+
+/// `GET …/{id}/input?attempt=N`: the input CSV.
+pub async fn input(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<AttemptQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let node = verify(&state, &method, &uri, &headers, shared::jobs::EMPTY_SHA256).await?;
+    let job = live_attempt(&state, &id, &node, q.attempt).await?;
+    send_artifact(&state, &job.input_key, "text/csv", None).await
+}
+
+async fn upload(state: &AppState, id: &str, q: AttemptQuery, method: Method, uri: Uri, headers: HeaderMap, body: Body, what: Attachment, limit: u64) -> ApiResult<Json<Proceed>> {
+    let declared = header(&headers, HDR_BODY_SHA256).to_ascii_lowercase();
+    let node = verify(state, &method, &uri, &headers, &declared).await?;
+    live_attempt(state, id, &node, q.attempt).await?;
+    let stream = body.into_data_stream().map(|r| r.map_err(|e| e.to_string()));
+    let staged = artifacts::stage(state.artifacts.staging_dir(), Box::pin(stream), limit).await?;
+    if staged.sha256 != declared {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "body_mismatch", "the body does not match its declared SHA-256"));
+    }
+    let name = match what {
+        Attachment::Result => "result.csv",
+        Attachment::Log => "log.txt",
+    };
+    let key = format!("jobs/{id}/attempt-{}/{name}", q.attempt);
+    state.artifacts.commit(staged, &key).await.map_err(ApiError::internal)?;
+    if jobs::attach(&state.db, id, &node, attempt_of(q.attempt), what, &key).await? {
+        Ok(Json(Proceed { proceed: true, reason: None }))
+    } else {
+        let _ = state.artifacts.delete(&key).await;
+        Ok(Json(Proceed { proceed: false, reason: Some("this attempt is no longer the job's".into()) }))
+    }
+}
+
+/// `PUT …/{id}/result?attempt=N`: the predictions CSV.
+pub async fn result(
+    State(state): State<AppState>,
+    Extension(limits): Extension<UploadLimits>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<AttemptQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Proceed>> {
+    upload(&state, &id, q, method, uri, headers, body, Attachment::Result, limits.max_bytes).await
+}
+
+/// Largest log accepted, in bytes (agents cap theirs below this).
+#[derive(Clone, Copy, Debug)]
+pub struct LogLimit(pub u64);
+
+/// `PUT …/{id}/log?attempt=N`: the captured output.
+pub async fn log(
+    State(state): State<AppState>,
+    Extension(limit): Extension<LogLimit>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<AttemptQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Proceed>> {
+    // A little over the cap: the agent's truncation note comes on top.
+    upload(&state, &id, q, method, uri, headers, body, Attachment::Log, limit.0 + 4096).await
+}
+
+/// `POST …/{id}/finish`: the attempt's outcome. Refused for an attempt that is no longer live.
+pub async fn finish(
+    State(state): State<AppState>,
+    Extension(dispatcher): Extension<Dispatcher>,
+    UrlPath(id): UrlPath<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Proceed>> {
+    let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
+    let report: FinishReport = parse(&body)?;
+    let how = match &report.outcome {
+        Outcome::Succeeded { rows } => Finish::Succeeded { rows: *rows },
+        Outcome::Failed { error, .. } => Finish::Failed { error: error.as_str() },
+    };
+    let verdict = jobs::finish(&state.db, &id, &node, attempt_of(report.attempt), how).await?;
+    match &verdict {
+        Verdict::Proceed => {
+            tracing::info!(job_id = %id, node_id = %node, attempt = report.attempt, outcome = ?report.outcome, "job finished");
+            // A slot is free again.
+            dispatcher.wake();
+        }
+        Verdict::Stop(reason) => tracing::warn!(job_id = %id, node_id = %node, attempt = report.attempt, reason, "finish refused"),
+    }
+    Ok(answer(verdict))
+}
+
+/// The agent job routes.
+pub fn router(limits: UploadLimits, log_limit: LogLimit) -> axum::Router<AppState> {
+    use axum::routing::{get, post, put};
+    let base = shared::jobs::JOBS_PATH;
+    axum::Router::new()
+        .route(&format!("{base}/{{id}}/start"), post(start))
+        .route(&format!("{base}/{{id}}/progress"), post(progress))
+        .route(&format!("{base}/{{id}}/application"), get(application))
+        .route(&format!("{base}/{{id}}/input"), get(input))
+        .route(&format!("{base}/{{id}}/result"), put(result))
+        .route(&format!("{base}/{{id}}/log"), put(log))
+        .route(&format!("{base}/{{id}}/finish"), post(finish))
+        .layer(Extension(limits))
+        .layer(Extension(log_limit))
+        .layer(axum::extract::DefaultBodyLimit::max(usize::try_from(limits.max_bytes.saturating_add(1 << 20)).unwrap_or(usize::MAX)))
+}

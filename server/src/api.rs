@@ -1,0 +1,594 @@
+//! The JSON API under `/api/v1`, for scripts and notebooks, and the upload/download routes the
+//! web pages use too (they stream, which server functions do not).
+//!
+//! Who is asking: `Authorization: Bearer aie_…` (a personal API token) or the browser's session.
+//! Errors are JSON: `{"error": {"code": "...", "message": "..."}}` with a stable code. A plain
+//! HTML form post (no WASM yet) gets a redirect to the page instead of JSON.
+//! The OpenAPI document is served at `/api/v1/openapi.json` (see [`ApiDoc`]).
+
+use std::path::Path;
+
+use axum::body::Body;
+use axum::extract::{Multipart, Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shared::jobs::AppKind;
+use utoipa::{OpenApi, ToSchema};
+
+use app::auth::UserView;
+use app::backend::artifacts::{self, StageError, Staged};
+use app::backend::{api_tokens, apps, jobs, AppState, CurrentUser};
+use app::jobs::{check_name, AppDetails, AppView, JobView, TensorLine};
+
+use crate::scheduler::Dispatcher;
+
+/// Upload limits, from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct UploadLimits {
+    pub max_bytes: u64,
+}
+
+/// An API error: status, stable code, message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The error body.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: e.g. `unauthorized`, `not_found`, `invalid_model`, `invalid_csv`.
+    code: String,
+    /// For people.
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+    fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "api request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<StageError> for ApiError {
+    fn from(e: StageError) -> Self {
+        match e {
+            StageError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+            StageError::Body(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string()),
+            StageError::Io(e) => ApiError::internal(e),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The caller: a bearer token's user, else the session's.
+async fn caller(state: &AppState, headers: &HeaderMap, session: &CurrentUser) -> ApiResult<UserView> {
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let token = auth.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().trim();
+        return api_tokens::authenticate(&state.db, token)
+            .await?
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the API token is unknown or revoked"));
+    }
+    session.0.clone().ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "sign in or send `Authorization: Bearer <API token>`"))
+}
+
+/// True for a plain browser form post: answer with a redirect, not JSON.
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+}
+
+/// Answers a browser form with a redirect, anything else with `ok` or the error as JSON.
+fn answer<T: Serialize>(html: bool, result: ApiResult<(StatusCode, T)>, success_page: impl FnOnce(&T) -> String, failure_page: &str) -> Response {
+    match (html, result) {
+        (true, Ok((_, body))) => Redirect::to(&success_page(&body)).into_response(),
+        (true, Err(e)) => {
+            let query = url::form_urlencoded::Serializer::new(String::new()).append_pair("error", &e.message).finish();
+            Redirect::to(&format!("{failure_page}?{query}")).into_response()
+        }
+        (false, Ok((status, body))) => (status, Json(body)).into_response(),
+        (false, Err(e)) => e.into_response(),
+    }
+}
+
+/// A text field of a multipart form, capped.
+async fn text_field(field: axum::extract::multipart::Field<'_>) -> ApiResult<String> {
+    let text = field.text().await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string()))?;
+    if text.len() > 4096 {
+        return Err(ApiError::bad("bad_field", "form field too long"));
+    }
+    Ok(text)
+}
+
+/// Streams a file field to the staging area.
+async fn file_field(state: &AppState, field: axum::extract::multipart::Field<'_>, limits: UploadLimits) -> ApiResult<(Staged, String)> {
+    let filename = field.file_name().unwrap_or("upload").chars().filter(|c| !c.is_control()).take(128).collect::<String>();
+    let staged = artifacts::stage(state.artifacts.staging_dir(), field, limits.max_bytes).await?;
+    Ok((staged, filename))
+}
+
+fn tensor_lines(tensors: &[runner::onnx::TensorInfo]) -> Vec<TensorLine> {
+    tensors
+        .iter()
+        .map(|t| TensorLine {
+            name: t.name.clone(),
+            dtype: t.dtype.clone(),
+            shape: format!(
+                "[{}]",
+                t.shape.iter().map(|d| d.map_or("N".to_string(), |d| d.to_string())).collect::<Vec<_>>().join(", ")
+            ),
+        })
+        .collect()
+}
+
+/// Loads the model with tract (on the blocking pool: it can take a while) and describes it.
+async fn check_model(path: &Path) -> ApiResult<(AppDetails, u64)> {
+    let path = path.to_path_buf();
+    let info = tokio::task::spawn_blocking(move || runner::onnx::Model::load(&path).map(|m| m.info().clone()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::bad("invalid_model", e.to_string()))?;
+    let features = info.features as u64;
+    Ok((
+        AppDetails::Onnx { inputs: tensor_lines(&info.inputs), outputs: tensor_lines(&info.outputs), features, columns: info.output_columns },
+        features,
+    ))
+}
+
+async fn check_bundle(path: &Path) -> ApiResult<(AppDetails, String)> {
+    let path = path.to_path_buf();
+    let manifest = tokio::task::spawn_blocking(move || runner::bundle::inspect(&path, &runner::bundle::BundleLimits::default()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::bad("invalid_bundle", e.to_string()))?;
+    let runtime = manifest.runtime.clone();
+    Ok((
+        AppDetails::Script {
+            entry: manifest.entry,
+            runtime: manifest.runtime,
+            output: manifest.output,
+            time_limit_secs: manifest.time_limit_secs,
+            memory_mb: manifest.memory_mb,
+        },
+        runtime,
+    ))
+}
+
+/// Checks an input CSV: for an ONNX model every row must have `features` numeric cells.
+/// Script inputs are the script's business; they are taken as they are.
+async fn check_input(path: &Path, features: Option<u64>) -> ApiResult<Option<u64>> {
+    let Some(features) = features else { return Ok(None) };
+    let path = path.to_path_buf();
+    let (_, rows) = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| runner::onnx::OnnxError::Io(e))?;
+        runner::onnx::check_csv(std::io::BufReader::new(file), Some(features as usize))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::bad("invalid_csv", e.to_string()))?;
+    Ok(Some(rows))
+}
+
+fn sniff_kind(kind: Option<&str>, filename: &str, path: &Path) -> ApiResult<AppKind> {
+    match kind.map(str::trim).filter(|k| !k.is_empty()) {
+        Some(k) => AppKind::parse(k).ok_or_else(|| ApiError::bad("bad_kind", "kind must be `onnx` or `script`")),
+        None if filename.to_ascii_lowercase().ends_with(".onnx") => Ok(AppKind::Onnx),
+        None if filename.to_ascii_lowercase().ends_with(".zip") => Ok(AppKind::Script),
+        None => {
+            let mut magic = [0u8; 4];
+            let zip = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"PK\x03\x04";
+            Ok(if zip { AppKind::Script } else { AppKind::Onnx })
+        }
+    }
+}
+
+/// `POST /api/v1/applications`, multipart: `name`, `file` (the .onnx model or the .zip bundle),
+/// optional `kind` (`onnx`/`script`, else from the file name), optional `default_input` (CSV).
+#[utoipa::path(post, path = "/api/v1/applications", tag = "applications",
+    request_body(content_type = "multipart/form-data", description = "fields: name, file, kind (optional), default_input (optional CSV)"),
+    responses((status = 201, body = AppView), (status = 422, body = ErrorBody), (status = 413, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn upload_application(
+    State(state): State<AppState>,
+    Extension(limits): Extension<UploadLimits>,
+    Extension(session): Extension<CurrentUser>,
+    headers: HeaderMap,
+    multipart: Multipart,
+) -> Response {
+    let html = wants_html(&headers);
+    let result = upload_application_inner(&state, limits, &headers, &session, multipart).await;
+    answer(html, result, |app: &AppView| format!("/apps/{}", app.id), "/apps")
+}
+
+async fn upload_application_inner(
+    state: &AppState,
+    limits: UploadLimits,
+    headers: &HeaderMap,
+    session: &CurrentUser,
+    mut multipart: Multipart,
+) -> ApiResult<(StatusCode, AppView)> {
+    let user = caller(state, headers, session).await?;
+    let (mut name, mut kind, mut file, mut default_input) = (None, None, None, None);
+    while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string()))? {
+        match field.name().unwrap_or_default() {
+            "name" => name = Some(text_field(field).await?),
+            "kind" => kind = Some(text_field(field).await?),
+            "file" => file = Some(file_field(state, field, limits).await?),
+            "default_input" => {
+                let (staged, filename) = file_field(state, field, limits).await?;
+                // An empty file input in a browser form means "none".
+                if staged.size > 0 || !filename.is_empty() && filename != "upload" {
+                    default_input = Some(staged);
+                }
+            }
+            other => return Err(ApiError::bad("bad_field", format!("unknown field `{other}`"))),
+        }
+    }
+    let (file, filename) = file.ok_or_else(|| ApiError::bad("missing_file", "attach the model (.onnx) or bundle (.zip) as `file`"))?;
+    if file.size == 0 {
+        return Err(ApiError::bad("empty_file", "the uploaded file is empty"));
+    }
+    let name = match name.filter(|n| !n.trim().is_empty()) {
+        Some(n) => n,
+        None => filename.rsplit_once('.').map_or(filename.as_str(), |(stem, _)| stem).to_string(),
+    };
+    let name = check_name(&name).map_err(|m| ApiError::bad("bad_name", m))?;
+    let kind = sniff_kind(kind.as_deref(), &filename, file.path())?;
+    let (details, runtime, features) = match kind {
+        AppKind::Onnx => {
+            let (details, features) = check_model(file.path()).await?;
+            (details, None, Some(features))
+        }
+        AppKind::Script => {
+            let (details, runtime) = check_bundle(file.path()).await?;
+            (details, Some(runtime), None)
+        }
+    };
+    let default_rows = match &default_input {
+        Some(input) => Some(check_input(input.path(), features).await?.unwrap_or(0)),
+        None => None,
+    };
+    if apps::find(&state.db, &user.id, &name).await?.is_some_and(|a| a.view.name == name) {
+        return Err(ApiError::new(StatusCode::CONFLICT, "name_taken", "you already have an application with this name"));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let artifact_key = format!("apps/{id}/{}", if kind == AppKind::Onnx { "model.onnx" } else { "bundle.zip" });
+    let (sha256, size_bytes) = (file.sha256.clone(), file.size);
+    state.artifacts.commit(file, &artifact_key).await.map_err(ApiError::internal)?;
+    let default_key = match default_input {
+        Some(input) => {
+            let key = format!("apps/{id}/default-input.csv");
+            state.artifacts.commit(input, &key).await.map_err(ApiError::internal)?;
+            Some((key, default_rows.unwrap_or(0)))
+        }
+        None => None,
+    };
+    let created = apps::create(
+        &state.db,
+        apps::NewApp { id, owner_id: user.id.clone(), name, kind, artifact_key, sha256, size_bytes, details, runtime, features, default_input: default_key },
+    )
+    .await;
+    match created {
+        Ok(view) => {
+            tracing::info!(app_id = %view.id, user = %user.id, kind = kind.as_str(), "application uploaded");
+            Ok((StatusCode::CREATED, view))
+        }
+        Err(apps::CreateError::NameTaken) => Err(ApiError::new(StatusCode::CONFLICT, "name_taken", "you already have an application with this name")),
+        Err(apps::CreateError::Db(e)) => Err(e.into()),
+    }
+}
+
+/// `GET /api/v1/applications`: the caller's applications.
+#[utoipa::path(get, path = "/api/v1/applications", tag = "applications",
+    responses((status = 200, body = [AppView]), (status = 401, body = ErrorBody)), security(("token" = [])))]
+pub async fn list_applications(State(state): State<AppState>, Extension(session): Extension<CurrentUser>, headers: HeaderMap) -> ApiResult<Json<Vec<AppView>>> {
+    let user = caller(&state, &headers, &session).await?;
+    Ok(Json(apps::list(&state.db, &user.id).await?))
+}
+
+async fn own_app(state: &AppState, user: &UserView, id: &str) -> ApiResult<apps::AppRecord> {
+    apps::get(&state.db, id)
+        .await?
+        .filter(|a| a.deleted_at.is_none() && (a.owner_id == user.id || user.is_admin()))
+        .ok_or_else(|| ApiError::not_found("application"))
+}
+
+/// `GET /api/v1/applications/{id}`.
+#[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = String, Path)),
+    responses((status = 200, body = AppView), (status = 404, body = ErrorBody)), security(("token" = [])))]
+pub async fn get_application(
+    State(state): State<AppState>,
+    Extension(session): Extension<CurrentUser>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<AppView>> {
+    let user = caller(&state, &headers, &session).await?;
+    Ok(Json(own_app(&state, &user, &id).await?.view))
+}
+
+/// `DELETE /api/v1/applications/{id}`: it leaves the lists and takes no new jobs.
+#[utoipa::path(delete, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)), security(("token" = [])))]
+pub async fn delete_application(
+    State(state): State<AppState>,
+    Extension(session): Extension<CurrentUser>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<StatusCode> {
+    let user = caller(&state, &headers, &session).await?;
+    if apps::delete(&state.db, &id, &user.id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("application"))
+    }
+}
+
+/// `POST /api/v1/jobs`, multipart: `application` (id or name), optional `input` (CSV; default:
+/// the application's default input).
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs",
+    request_body(content_type = "multipart/form-data", description = "fields: application (id or name), input (optional CSV)"),
+    responses((status = 201, body = JobView), (status = 422, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
+pub async fn submit_job(
+    State(state): State<AppState>,
+    Extension(limits): Extension<UploadLimits>,
+    Extension(session): Extension<CurrentUser>,
+    Extension(dispatcher): Extension<Dispatcher>,
+    headers: HeaderMap,
+    multipart: Multipart,
+) -> Response {
+    let html = wants_html(&headers);
+    let result = submit_job_inner(&state, limits, &headers, &session, multipart).await;
+    if result.is_ok() {
+        dispatcher.wake();
+    }
+    answer(html, result, |job: &JobView| format!("/jobs/{}", job.id), "/jobs")
+}
+
+async fn submit_job_inner(
+    state: &AppState,
+    limits: UploadLimits,
+    headers: &HeaderMap,
+    session: &CurrentUser,
+    mut multipart: Multipart,
+) -> ApiResult<(StatusCode, JobView)> {
+    let user = caller(state, headers, session).await?;
+    let (mut application, mut input) = (None, None);
+    while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string()))? {
+        match field.name().unwrap_or_default() {
+            "application" => application = Some(text_field(field).await?),
+            "input" => {
+                let (staged, filename) = file_field(state, field, limits).await?;
+                if staged.size > 0 || !filename.is_empty() && filename != "upload" {
+                    input = Some((staged, filename));
+                }
+            }
+            other => return Err(ApiError::bad("bad_field", format!("unknown field `{other}`"))),
+        }
+    }
+    let application = application.ok_or_else(|| ApiError::bad("missing_application", "name the application (`application`: id or name)"))?;
+    let app = apps::find(&state.db, &user.id, application.trim()).await?.ok_or_else(|| ApiError::not_found("application"))?;
+    let job_id_hint = uuid::Uuid::new_v4().to_string();
+    let (input_key, input_name, rows) = match input {
+        Some((staged, filename)) => {
+            if staged.size == 0 {
+                return Err(ApiError::bad("invalid_csv", "the input CSV is empty"));
+            }
+            let rows = check_input(staged.path(), app.features).await?;
+            let key = format!("inputs/{job_id_hint}.csv");
+            state.artifacts.commit(staged, &key).await.map_err(ApiError::internal)?;
+            (key, filename, rows)
+        }
+        None => {
+            let key = app
+                .default_input_key
+                .clone()
+                .ok_or_else(|| ApiError::bad("missing_input", "this application has no default input: attach a CSV as `input`"))?;
+            (key, "default input".to_string(), app.view.default_input_rows)
+        }
+    };
+    let id = jobs::create(&state.db, &user.id, &app.view.id, &input_key, &input_name, rows).await?;
+    tracing::info!(job_id = %id, app_id = %app.view.id, user = %user.id, "job submitted");
+    let view = jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+    Ok((StatusCode::CREATED, view))
+}
+
+async fn visible_job(state: &AppState, user: &UserView, id: &str) -> ApiResult<jobs::JobRecord> {
+    jobs::record(&state.db, id)
+        .await?
+        .filter(|j| j.owner_id == user.id || user.is_admin())
+        // Someone else's job answers exactly like a missing one.
+        .ok_or_else(|| ApiError::not_found("job"))
+}
+
+/// Query of `GET /api/v1/jobs`.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// At most this many, newest first (default 100, at most 1000).
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/jobs`: the caller's jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = [JobView]), (status = 401, body = ErrorBody)), security(("token" = [])))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    Extension(session): Extension<CurrentUser>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+) -> ApiResult<Json<Vec<JobView>>> {
+    let user = caller(&state, &headers, &session).await?;
+    Ok(Json(jobs::list(&state.db, Some(&user.id), q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+}
+
+/// `GET /api/v1/jobs/{id}`: status and timestamps.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)), security(("token" = [])))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    Extension(session): Extension<CurrentUser>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<JobView>> {
+    let user = caller(&state, &headers, &session).await?;
+    visible_job(&state, &user, &id).await?;
+    Ok(Json(jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?))
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Extension(session): Extension<CurrentUser>,
+    Extension(dispatcher): Extension<Dispatcher>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<JobView>> {
+    let user = caller(&state, &headers, &session).await?;
+    match jobs::cancel(&state.db, &id, &user).await? {
+        jobs::CancelOutcome::Cancelled => dispatcher.wake(),
+        jobs::CancelOutcome::AlreadyDone => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "already_finished", "the job has already finished"))
+        }
+        jobs::CancelOutcome::NotFound => return Err(ApiError::not_found("job")),
+    }
+    Ok(Json(jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?))
+}
+
+/// Streams an artifact as a download.
+pub async fn send_artifact(state: &AppState, key: &str, content_type: &str, filename: Option<&str>) -> ApiResult<Response> {
+    let artifact = state.artifacts.open(key).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ApiError::not_found("file")
+        } else {
+            ApiError::internal(e)
+        }
+    })?;
+    let mut response = Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, artifact.len)
+        .header(header::CACHE_CONTROL, "private, no-store");
+    if let Some(name) = filename {
+        response = response.header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\""));
+    }
+    response
+        .body(Body::from_stream(tokio_util::io::ReaderStream::new(artifact.reader)))
+        .map_err(ApiError::internal)
+}
+
+/// A file name made of the safe characters of `s`.
+fn safe_name(s: &str) -> String {
+    let cleaned: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    cleaned.trim_matches('-').chars().take(40).collect::<String>()
+}
+
+/// `GET /api/v1/jobs/{id}/result`: the predictions CSV of a succeeded job.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/result", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, content_type = "text/csv", description = "predictions.csv"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("token" = [])))]
+pub async fn download_result(
+    State(state): State<AppState>,
+    Extension(session): Extension<CurrentUser>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Response> {
+    let user = caller(&state, &headers, &session).await?;
+    let job = visible_job(&state, &user, &id).await?;
+    let key = match (&job.result_key, job.status.as_str()) {
+        (Some(key), "succeeded") => key.clone(),
+        _ => return Err(ApiError::new(StatusCode::CONFLICT, "no_result", format!("the job is {}; a result exists once it succeeded", job.status))),
+    };
+    let short: String = job.id.chars().take(8).collect();
+    let filename = format!("{}-{short}-predictions.csv", safe_name(&job.app_name));
+    send_artifact(&state, &key, "text/csv; charset=utf-8", Some(&filename)).await
+}
+
+/// `GET /api/v1/jobs/{id}/log`: the job's captured output, if it has one.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/log", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, content_type = "text/plain"), (status = 404, body = ErrorBody)), security(("token" = [])))]
+pub async fn download_log(
+    State(state): State<AppState>,
+    Extension(session): Extension<CurrentUser>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Response> {
+    let user = caller(&state, &headers, &session).await?;
+    let job = visible_job(&state, &user, &id).await?;
+    let key = job.log_key.ok_or_else(|| ApiError::not_found("log"))?;
+    send_artifact(&state, &key, "text/plain; charset=utf-8", None).await
+}
+
+/// The OpenAPI 3 document of this API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "AI on the Edge API", description = "Upload applications, run jobs on edge nodes, download predictions. Authenticate with `Authorization: Bearer <personal API token>` (create one under Settings)."),
+    paths(upload_application, list_applications, get_application, delete_application, submit_job, list_jobs, get_job, cancel_job, download_result, download_log),
+    components(schemas(AppView, JobView, AppDetails, TensorLine, ErrorBody, ErrorDetail)),
+    modifiers(&BearerToken),
+)]
+pub struct ApiDoc;
+
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The API routes, with `max_bytes` request bodies.
+pub fn router(limits: UploadLimits) -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/applications", get(list_applications).post(upload_application))
+        .route("/api/v1/applications/{id}", get(get_application).delete(delete_application))
+        .route("/api/v1/jobs", get(list_jobs).post(submit_job))
+        .route("/api/v1/jobs/{id}", get(get_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/v1/jobs/{id}/result", get(download_result))
+        .route("/api/v1/jobs/{id}/log", get(download_log))
+        .layer(Extension(limits))
+        // Multipart bodies are streamed to disk; the size check is in `stage`, with a margin here
+        // for the form's other fields.
+        .layer(axum::extract::DefaultBodyLimit::max(usize::try_from(limits.max_bytes.saturating_mul(2)).unwrap_or(usize::MAX)))
+}
+

@@ -1,0 +1,190 @@
+//! The load balancer's choice, as one pure function: which node runs a job.
+//!
+//! Eligible: active, enabled (not disabled, draining or removed), a free job slot, and able to
+//! run the job (a script job needs its runtime on the node, and the owner's consent to scripts).
+//! Among those the highest *effective* score wins: the node's score shared among the jobs it
+//! already holds, `score / (1 + in_flight)`, so a burst spreads out before the next heartbeats
+//! tell the truth. Ties go to the lowest node id, so the same inputs give the same answer.
+
+use shared::jobs::{AppKind, Candidate};
+
+/// One node as the balancer sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeState {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub admin_state: String,
+    /// From the latest heartbeat; `None` before the first one.
+    pub score: Option<f64>,
+    pub max_jobs: u32,
+    pub accepts_scripts: bool,
+    pub runtimes: Vec<String>,
+    /// Jobs sent to it and not finished.
+    pub in_flight: u32,
+}
+
+/// What a job needs from a node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Need {
+    pub kind: AppKind,
+    pub runtime: Option<String>,
+}
+
+fn excluded(node: &NodeState, need: &Need) -> Option<String> {
+    if node.status != "active" {
+        return Some(format!("node is {}", node.status));
+    }
+    if node.admin_state != "enabled" {
+        return Some(format!("node is {}", node.admin_state));
+    }
+    if node.in_flight >= node.max_jobs {
+        return Some(format!("no free slot ({} of {} busy)", node.in_flight, node.max_jobs));
+    }
+    if need.kind == AppKind::Script {
+        if !node.accepts_scripts {
+            return Some("owner does not allow script jobs".into());
+        }
+        if let Some(runtime) = &need.runtime {
+            if !node.runtimes.iter().any(|r| r == runtime) {
+                return Some(format!("no {runtime} on the node"));
+            }
+        }
+    }
+    match node.score {
+        None => Some("no heartbeat yet".into()),
+        Some(s) if !s.is_finite() || s <= 0.0 => Some("score is 0 (overheated or no free CPU or memory)".into()),
+        Some(_) => None,
+    }
+}
+
+/// Every node as a candidate with its effective score, and the index of the winner, if any.
+pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>) {
+    let candidates: Vec<Candidate> = nodes
+        .iter()
+        .map(|n| {
+            let score = n.score.unwrap_or(0.0);
+            Candidate {
+                node_id: n.id.clone(),
+                node_name: n.name.clone(),
+                score,
+                in_flight: n.in_flight,
+                max_jobs: n.max_jobs,
+                effective: score / (1.0 + f64::from(n.in_flight)),
+                excluded: excluded(n, need),
+            }
+        })
+        .collect();
+    let best = candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.excluded.is_none())
+        // Highest effective score; on a tie the lowest id (reversed, since max_by keeps the last max).
+        .max_by(|(_, a), (_, b)| a.effective.total_cmp(&b.effective).then_with(|| b.node_id.cmp(&a.node_id)))
+        .map(|(i, _)| i);
+    (best, candidates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, score: f64) -> NodeState {
+        NodeState {
+            id: id.into(),
+            name: id.into(),
+            status: "active".into(),
+            admin_state: "enabled".into(),
+            score: Some(score),
+            max_jobs: 4,
+            accepts_scripts: true,
+            runtimes: vec!["python3".into()],
+            in_flight: 0,
+        }
+    }
+
+    fn onnx() -> Need {
+        Need { kind: AppKind::Onnx, runtime: None }
+    }
+
+    fn winner(need: &Need, nodes: &[NodeState]) -> Option<String> {
+        pick(need, nodes).0.map(|i| nodes[i].id.clone())
+    }
+
+    #[test]
+    fn highest_score_wins_not_lowest() {
+        let nodes = [node("a", 1.0), node("b", 3.0), node("c", 2.0)];
+        assert_eq!(winner(&onnx(), &nodes).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn ties_break_by_lowest_id_whatever_the_order() {
+        let nodes = [node("c", 2.0), node("a", 2.0), node("b", 2.0)];
+        assert_eq!(winner(&onnx(), &nodes).as_deref(), Some("a"));
+        let reversed: Vec<_> = nodes.iter().rev().cloned().collect();
+        assert_eq!(winner(&onnx(), &reversed).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn jobs_in_flight_share_the_score_so_a_burst_spreads() {
+        let mut nodes = vec![node("fast", 3.0), node("slow", 2.0)];
+        let mut picks = Vec::new();
+        for _ in 0..5 {
+            let i = pick(&onnx(), &nodes).0.unwrap();
+            nodes[i].in_flight += 1;
+            picks.push(nodes[i].id.clone());
+        }
+        // fast 3 → slow 2 vs fast 1.5 → fast 1.5 vs slow 1 → ... both get work, fast more.
+        assert_eq!(picks, ["fast", "slow", "fast", "slow", "fast"]);
+    }
+
+    #[test]
+    fn ineligible_nodes_are_excluded_with_a_reason() {
+        let mut dead = node("dead", 9.0);
+        dead.status = "dead".into();
+        let mut disabled = node("disabled", 9.0);
+        disabled.admin_state = "disabled".into();
+        let mut draining = node("draining", 9.0);
+        draining.admin_state = "draining".into();
+        let mut full = node("full", 9.0);
+        full.in_flight = 4;
+        let mut hot = node("hot", 0.0);
+        hot.score = Some(0.0);
+        let mut fresh = node("fresh", 1.0);
+        fresh.score = None;
+        let nodes = [dead, disabled, draining, full, hot, fresh, node("ok", 0.5)];
+        let (best, cands) = pick(&onnx(), &nodes);
+        assert_eq!(best, Some(6));
+        let reasons: Vec<_> = cands.iter().map(|c| c.excluded.clone().unwrap_or_default()).collect();
+        assert_eq!(reasons[0], "node is dead");
+        assert_eq!(reasons[1], "node is disabled");
+        assert_eq!(reasons[2], "node is draining");
+        assert_eq!(reasons[3], "no free slot (4 of 4 busy)");
+        assert!(reasons[4].starts_with("score is 0"));
+        assert_eq!(reasons[5], "no heartbeat yet");
+        assert_eq!(reasons[6], "");
+    }
+
+    #[test]
+    fn script_jobs_need_the_runtime_and_consent() {
+        let need = Need { kind: AppKind::Script, runtime: Some("python3".into()) };
+        let mut no_python = node("no-python", 9.0);
+        no_python.runtimes.clear();
+        let mut refuses = node("refuses", 9.0);
+        refuses.accepts_scripts = false;
+        let nodes = [no_python.clone(), refuses.clone(), node("py", 1.0)];
+        assert_eq!(winner(&need, &nodes).as_deref(), Some("py"));
+        assert_eq!(winner(&need, &[no_python.clone(), refuses]), None);
+        // ONNX jobs do not care.
+        assert_eq!(winner(&onnx(), &[no_python]).as_deref(), Some("no-python"));
+    }
+
+    #[test]
+    fn nothing_eligible_means_no_pick_but_all_candidates_listed() {
+        let mut n = node("a", 1.0);
+        n.status = "dead".into();
+        let (best, cands) = pick(&onnx(), &[n]);
+        assert_eq!(best, None);
+        assert_eq!(cands.len(), 1);
+    }
+}

@@ -1,0 +1,458 @@
+//! Applications and jobs end to end: the real server, real `node-agent` processes, the real
+//! RabbitMQ, SQLite and PostgreSQL. Uploads and submissions go through the JSON API with a
+//! personal token, the way a script would; results are compared with onnxruntime's outputs
+//! (computed when the fixtures were made, see scripts/make_fixtures.py).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{agent_bin, DbKind, TestServer};
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+
+const PASSWORD: &str = "correct horse battery";
+
+on_both_databases!(models_and_scripts_run_on_a_node, bad_uploads_are_refused_and_change_nothing, only_owners_and_their_nodes_get_at_jobs);
+
+mod balancer {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::the_balancer_picks_spreads_and_respects_constraints(super::DbKind::Sqlite).await
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../runner/fixtures").join(name)
+}
+
+struct Agent {
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(server: &TestServer, token: &str, name: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("agent dir");
+        let child = Command::new(agent_bin())
+            .arg("run")
+            .args(["--server", &server.base, "--name", name, "--token", token])
+            .arg("--work-dir")
+            .arg(dir.path().join("work"))
+            .args(["--heartbeat-interval", "300ms", "--benchmark-interval", "1h"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node-agent");
+        Self { child, dir }
+    }
+
+    /// The node key from the agent's state file.
+    fn key(&self) -> String {
+        let state: Value = serde_json::from_slice(&std::fs::read(self.dir.path().join("work/node-agent-state.json")).expect("state file")).expect("json");
+        state["node_key"].as_str().expect("key").to_string()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A signed-in user with an API token.
+struct User {
+    web: common::Client,
+    token: String,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl User {
+    async fn new(server: &TestServer, email: &str) -> Self {
+        let web = server.client();
+        assert_eq!(web.register(email, PASSWORD).await.status(), 200);
+        let res = web.call("/api/tokens/create", &[("name", "tests")]).await;
+        assert_eq!(res.status(), 200);
+        let token: Value = res.json().await.unwrap();
+        Self { web, token: token["secret"].as_str().unwrap().to_string(), base: server.base.clone(), http: reqwest::Client::new() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).bearer_auth(&self.token).send().await.unwrap()
+    }
+
+    async fn post_form(&self, path: &str, form: Form) -> reqwest::Response {
+        self.http.post(self.url(path)).bearer_auth(&self.token).multipart(form).send().await.unwrap()
+    }
+
+    async fn upload(&self, name: &str, filename: &str, bytes: Vec<u8>, default_input: Option<Vec<u8>>) -> reqwest::Response {
+        let mut form = Form::new().text("name", name.to_string()).part("file", Part::bytes(bytes).file_name(filename.to_string()));
+        if let Some(input) = default_input {
+            form = form.part("default_input", Part::bytes(input).file_name("default.csv"));
+        }
+        self.post_form("/api/v1/applications", form).await
+    }
+
+    async fn submit(&self, app: &str, input: Option<Vec<u8>>) -> reqwest::Response {
+        let mut form = Form::new().text("application", app.to_string());
+        if let Some(input) = input {
+            form = form.part("input", Part::bytes(input).file_name("input.csv"));
+        }
+        self.post_form("/api/v1/jobs", form).await
+    }
+
+    async fn add_node(&self, name: &str) -> (String, String) {
+        let res = self.web.call("/api/nodes/add", &[("name", name)]).await;
+        assert_eq!(res.status(), 200);
+        let v: Value = res.json().await.unwrap();
+        (v["node"]["id"].as_str().unwrap().to_string(), v["token"].as_str().unwrap().to_string())
+    }
+
+    async fn wait_node_active(&self, id: &str) {
+        let start = Instant::now();
+        loop {
+            let nodes: Value = self.web.http.get(self.web.url("/api/nodes/mine")).send().await.unwrap().json().await.unwrap();
+            let node = nodes.as_array().unwrap().iter().find(|n| n["id"] == id).cloned().unwrap_or(Value::Null);
+            if node["status"] == "active" && node["score"].is_object() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "node not active: {node}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls a job until it is finished; returns it.
+    async fn wait_job(&self, id: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let job: Value = self.get(&format!("/api/v1/jobs/{id}")).await.json().await.unwrap();
+            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or_default()) {
+                return job;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "job did not finish: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn json(res: reqwest::Response, status: u16) -> Value {
+    let code = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    assert_eq!(code, status, "{text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Compares two predictions CSVs: same header, same labels, numbers within 1e-5 (1e-4 relative).
+fn assert_same_predictions(got: &str, expected: &str) {
+    let (got, expected): (Vec<_>, Vec<_>) = (got.lines().collect(), expected.lines().collect());
+    assert_eq!(got.len(), expected.len(), "row count");
+    assert_eq!(got[0], expected[0], "header");
+    for (g, e) in got.iter().zip(&expected).skip(1) {
+        for (a, b) in g.split(',').zip(e.split(',')) {
+            match (a.parse::<f64>(), b.parse::<f64>()) {
+                (Ok(x), Ok(y)) => assert!((x - y).abs() <= 1e-5_f64.max(1e-4 * y.abs()), "{g} vs {e}"),
+                _ => assert_eq!(a, b, "{g} vs {e}"),
+            }
+        }
+    }
+}
+
+/// A script bundle: `aiedge.toml` plus files.
+fn bundle(manifest: &str, files: &[(&str, &str)]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    zip.start_file("aiedge.toml", opts).unwrap();
+    zip.write_all(manifest.as_bytes()).unwrap();
+    for (name, body) in files {
+        zip.start_file(*name, opts).unwrap();
+        zip.write_all(body.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+const DOUBLER: &str = r#"import csv, os
+with open(os.environ["AIEDGE_INPUT"]) as f, open(os.environ["AIEDGE_OUTPUT"], "w") as out:
+    rows = list(csv.reader(f))
+    out.write("row,double\n")
+    for i, r in enumerate(rows[1:]):
+        out.write(f"{i},{2 * float(r[0])}\n")
+print("doubled", len(rows) - 1, "rows")
+"#;
+
+async fn models_and_scripts_run_on_a_node(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let user = User::new(&server, "ml@example.org").await;
+    let (node_id, token) = user.add_node("box-1").await;
+    let _agent = Agent::start(&server, &token, "box-1", &["--max-jobs", "2"]);
+    user.wait_node_active(&node_id).await;
+
+    // An ONNX classifier: its input shape and output columns are shown at upload.
+    let iris = std::fs::read(fixture("iris.csv")).unwrap();
+    let app = json(user.upload("iris", "iris_logreg.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), Some(iris.clone())).await, 201).await;
+    assert_eq!(app["kind"], "onnx");
+    assert_eq!(app["details"]["features"], 4);
+    assert_eq!(app["details"]["columns"], serde_json::json!(["row", "label", "prob_0", "prob_1", "prob_2"]));
+    assert_eq!(app["default_input_rows"], 150);
+
+    // With an uploaded input, and with the default one.
+    let job = json(user.submit("iris", Some(iris)).await, 201).await;
+    assert_eq!(job["status"], "queued");
+    let default_job = json(user.submit(app["id"].as_str().unwrap(), None).await, 201).await;
+    for job in [&job, &default_job] {
+        let done = user.wait_job(job["id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["node_id"], node_id.as_str());
+        assert_eq!(done["result_rows"], 150);
+        let res = user.get(&format!("/api/v1/jobs/{}/result", job["id"].as_str().unwrap())).await;
+        assert_eq!(res.status(), 200);
+        let disposition = res.headers()["content-disposition"].to_str().unwrap().to_string();
+        assert!(disposition.starts_with("attachment; filename=\"iris-") && disposition.ends_with("-predictions.csv\""), "{disposition}");
+        assert_same_predictions(&res.text().await.unwrap(), &std::fs::read_to_string(fixture("iris_logreg.expected.csv")).unwrap());
+    }
+
+    // A regressor.
+    json(user.upload("diabetes", "diabetes_linreg.onnx", std::fs::read(fixture("diabetes_linreg.onnx")).unwrap(), None).await, 201).await;
+    let job = json(user.submit("diabetes", Some(std::fs::read(fixture("diabetes.csv")).unwrap())).await, 201).await;
+    let done = user.wait_job(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let csv = user.get(&format!("/api/v1/jobs/{}/result", job["id"].as_str().unwrap())).await.text().await.unwrap();
+    assert_same_predictions(&csv, &std::fs::read_to_string(fixture("diabetes_linreg.expected.csv")).unwrap());
+
+    // A python3 script: its output comes back, and so does what it printed.
+    let manifest = "entry = \"python3 double.py\"\nruntime = \"python3\"\noutput = \"out.csv\"\ntime_limit_secs = 30\n";
+    let app = json(user.upload("doubler", "doubler.zip", bundle(manifest, &[("double.py", DOUBLER)]), None).await, 201).await;
+    assert_eq!(app["kind"], "script");
+    assert_eq!(app["details"]["runtime"], "python3");
+    let job = json(user.submit("doubler", Some(b"x\n1.5\n-2\n".to_vec())).await, 201).await;
+    let done = user.wait_job(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let out = user.get(&format!("/api/v1/jobs/{}/result", job["id"].as_str().unwrap())).await.text().await.unwrap();
+    assert_eq!(out, "row,double\n0,3.0\n1,-4.0\n");
+    let log = user.get(&format!("/api/v1/jobs/{}/log", job["id"].as_str().unwrap())).await.text().await.unwrap();
+    assert!(log.contains("doubled 2 rows"), "{log}");
+
+    // Over the time limit: killed, and the job says why.
+    let sleeper = "entry = \"python3 s.py\"\nruntime = \"python3\"\noutput = \"out.csv\"\ntime_limit_secs = 1\n";
+    json(user.upload("sleeper", "s.zip", bundle(sleeper, &[("s.py", "import time\ntime.sleep(60)\n")]), None).await, 201).await;
+    // Over the memory limit: killed (or a MemoryError), and the job says why.
+    let hog = "entry = \"python3 h.py\"\nruntime = \"python3\"\noutput = \"out.csv\"\ntime_limit_secs = 30\nmemory_mb = 64\n";
+    json(user.upload("hog", "h.zip", bundle(hog, &[("h.py", "x = bytearray(2 * 1024 * 1024 * 1024)\n")]), None).await, 201).await;
+    let slow = json(user.submit("sleeper", Some(b"x\n1\n".to_vec())).await, 201).await;
+    let fat = json(user.submit("hog", Some(b"x\n1\n".to_vec())).await, 201).await;
+    let slow = user.wait_job(slow["id"].as_str().unwrap()).await;
+    assert_eq!(slow["status"], "failed");
+    assert!(slow["error"].as_str().unwrap().contains("time limit"), "{slow}");
+    let fat = user.wait_job(fat["id"].as_str().unwrap()).await;
+    assert_eq!(fat["status"], "failed");
+    assert!(fat["error"].as_str().unwrap().contains("memory"), "{fat}");
+
+    // Cancel: a queued job (no free slot for the script, as the sleeper takes long) ends cancelled.
+    json(user.upload("sleeper2", "s2.zip", bundle(&sleeper.replace("= 1\n", "= 30\n"), &[("s.py", "import time\ntime.sleep(60)\n")]), None).await, 201).await;
+    let long = json(user.submit("sleeper2", Some(b"x\n1\n".to_vec())).await, 201).await;
+    let id = long["id"].as_str().unwrap();
+    let start = Instant::now();
+    while user.get(&format!("/api/v1/jobs/{id}")).await.json::<Value>().await.unwrap()["status"] != "running" {
+        assert!(start.elapsed() < Duration::from_secs(20), "never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cancelled = json(user.http.post(user.url(&format!("/api/v1/jobs/{id}/cancel"))).bearer_auth(&user.token).send().await.unwrap(), 200).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    // The agent hears it on its next progress report and frees the slot: the next job runs.
+    let next = json(user.submit("iris", None).await, 201).await;
+    assert_eq!(user.wait_job(next["id"].as_str().unwrap()).await["status"], "succeeded");
+    let again = json(user.http.post(user.url(&format!("/api/v1/jobs/{id}/cancel"))).bearer_auth(&user.token).send().await.unwrap(), 409).await;
+    assert_eq!(again["error"]["code"], "already_finished");
+
+    server.stop().await;
+}
+
+async fn bad_uploads_are_refused_and_change_nothing(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let user = User::new(&server, "careless@example.org").await;
+    let model = std::fs::read(fixture("iris_logreg.onnx")).unwrap();
+    let cases: Vec<(&str, &str, Vec<u8>, Option<Vec<u8>>, &str, &str)> = vec![
+        ("truncated", "t.onnx", std::fs::read(fixture("bad_truncated.onnx")).unwrap(), None, "invalid_model", ""),
+        ("unknown op", "u.onnx", std::fs::read(fixture("bad_op.onnx")).unwrap(), None, "invalid_model", "Frobnicate"),
+        ("empty", "e.onnx", Vec::new(), None, "empty_file", ""),
+        ("wrong columns", "m.onnx", model.clone(), Some(b"a,b,c\n1,2,3\n".to_vec()), "invalid_csv", "3"),
+        ("not numbers", "m.onnx", model.clone(), Some(b"a,b,c,d\n1,2,x,4\n".to_vec()), "invalid_csv", "not a number"),
+        ("empty csv", "m.onnx", model.clone(), Some(b"a,b,c,d\n".to_vec()), "invalid_csv", "no rows"),
+        ("evil path", "b.zip", bundle("entry = \"python3 a.py\"\nruntime = \"python3\"\noutput = \"o.csv\"\n", &[("../evil", "x")]), None, "invalid_bundle", "../evil"),
+        ("unknown runtime", "b.zip", bundle("entry = \"ruby a.rb\"\nruntime = \"ruby\"\noutput = \"o.csv\"\n", &[("a.rb", "")]), None, "invalid_bundle", "ruby"),
+        ("no manifest", "b.zip", { let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new())); z.start_file("a.py", zip::write::SimpleFileOptions::default()).unwrap(); z.finish().unwrap().into_inner() }, None, "invalid_bundle", "aiedge.toml"),
+        ("zip bomb", "b.zip", {
+            let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+            z.start_file("aiedge.toml", opts).unwrap();
+            z.write_all(b"entry = \"python3 a.py\"\nruntime = \"python3\"\noutput = \"o.csv\"\n").unwrap();
+            z.start_file("zeros", opts).unwrap();
+            let chunk = vec![0u8; 1 << 20];
+            for _ in 0..300 { z.write_all(&chunk).unwrap(); }
+            z.finish().unwrap().into_inner()
+        }, None, "invalid_bundle", "size"),
+    ];
+    for (what, filename, bytes, input, code, mention) in cases {
+        let res = user.upload(what, filename, bytes, input).await;
+        let body = json(res, 422).await;
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(mention), "{what}: {body}");
+    }
+    // Nothing was recorded, nothing was left on disk.
+    assert_eq!(json(user.get("/api/v1/applications").await, 200).await, serde_json::json!([]));
+    let staging = server.data_dir.path().join("staging");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+    let artifacts = server.data_dir.path().join("artifacts");
+    assert!(!artifacts.join("apps").exists() || std::fs::read_dir(artifacts.join("apps")).unwrap().count() == 0);
+
+    // A job's input is checked against the model too.
+    json(user.upload("iris", "m.onnx", model, None).await, 201).await;
+    let res = json(user.submit("iris", Some(b"a,b\n1,2\n".to_vec())).await, 422).await;
+    assert_eq!(res["error"]["code"], "invalid_csv");
+    let res = json(user.submit("iris", None).await, 422).await;
+    assert_eq!(res["error"]["code"], "missing_input");
+    let res = json(user.submit("no-such-app", None).await, 404).await;
+    assert_eq!(res["error"]["code"], "not_found");
+    assert_eq!(json(user.get("/api/v1/jobs").await, 200).await, serde_json::json!([]));
+    server.stop().await;
+}
+
+async fn only_owners_and_their_nodes_get_at_jobs(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let alice = User::new(&server, "alice@example.org").await;
+    let mallory = User::new(&server, "mallory@example.org").await;
+    let (a_node, a_token) = alice.add_node("alice-box").await;
+    let (m_node, m_token) = mallory.add_node("mallory-box").await;
+    let a_agent = Agent::start(&server, &a_token, "alice-box", &[]);
+    let m_agent = Agent::start(&server, &m_token, "mallory-box", &[]);
+    alice.wait_node_active(&a_node).await;
+    mallory.wait_node_active(&m_node).await;
+
+    json(alice.upload("iris", "iris.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), Some(std::fs::read(fixture("iris.csv")).unwrap())).await, 201).await;
+    let job = json(alice.submit("iris", None).await, 201).await;
+    let id = job["id"].as_str().unwrap();
+    let done = alice.wait_job(id).await;
+    assert_eq!(done["status"], "succeeded");
+    // Alice's job ran on a node; whichever it was, the other one must not reach its files.
+    let ran_on = done["node_id"].as_str().unwrap().to_string();
+    let (other_node, other_key) = if ran_on == a_node { (m_node.clone(), m_agent.key()) } else { (a_node.clone(), a_agent.key()) };
+
+    // Mallory sees nothing of it.
+    for path in [format!("/api/v1/jobs/{id}"), format!("/api/v1/jobs/{id}/result"), format!("/api/v1/jobs/{id}/log")] {
+        assert_eq!(mallory.get(&path).await.status(), 404, "{path}");
+    }
+    let res = mallory.http.post(mallory.url(&format!("/api/v1/jobs/{id}/cancel"))).bearer_auth(&mallory.token).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(json(mallory.get("/api/v1/jobs").await, 200).await, serde_json::json!([]));
+    assert_eq!(mallory.web.get(&format!("/live/jobs?job={id}")).await.status(), 404);
+    // Not with the web session either: the job page answers as for a missing job.
+    let page = mallory.web.get(&format!("/jobs/{id}")).await.text().await.unwrap();
+    assert!(!page.contains("iris"), "job page leaked");
+
+    // The other node cannot fetch the job's files, even correctly signed with its own key;
+    // unsigned or badly signed requests are refused outright.
+    let signed = |node: &str, key: &str, path: &str| {
+        let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let sig = shared::jobs::request_signature(key, "GET", path, time, shared::jobs::EMPTY_SHA256);
+        reqwest::Client::new()
+            .get(server.url(path))
+            .header(shared::jobs::HDR_NODE, node)
+            .header(shared::jobs::HDR_TIME, time.to_string())
+            .header(shared::jobs::HDR_REQUEST_SIGNATURE, sig)
+    };
+    let attempt = done["attempt"].as_u64().unwrap();
+    for what in ["application", "input"] {
+        let path = format!("/agent/v1/jobs/{id}/{what}?attempt={attempt}");
+        assert_eq!(signed(&other_node, &other_key, &path).send().await.unwrap().status(), 409, "{what}");
+        assert_eq!(signed(&ran_on, &other_key, &path).send().await.unwrap().status(), 401, "{what}");
+        assert_eq!(reqwest::get(server.url(&path)).await.unwrap().status(), 401);
+    }
+
+    // A revoked API token stops working at once.
+    let tokens: Value = alice.web.http.get(alice.web.url("/api/tokens/mine")).send().await.unwrap().json().await.unwrap();
+    let token_id = tokens[0]["id"].as_str().unwrap();
+    assert_eq!(alice.get("/api/v1/applications").await.status(), 200);
+    assert_eq!(alice.web.call("/api/tokens/revoke", &[("id", token_id)]).await.status(), 200);
+    let res = json(alice.get("/api/v1/applications").await, 401).await;
+    assert_eq!(res["error"]["code"], "unauthorized");
+    // Mallory cannot revoke Alice's tokens.
+    assert_eq!(mallory.web.call("/api/tokens/revoke", &[("id", token_id)]).await.status(), 404);
+    server.stop().await;
+}
+
+async fn the_balancer_picks_spreads_and_respects_constraints(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let user = User::new(&server, "fleet@example.org").await;
+    let (fast, fast_token) = user.add_node("fast").await;
+    let (slow, slow_token) = user.add_node("slow").await;
+    // Pinned benchmark results make the scores differ by far more than load noise can.
+    let _fast = Agent::start(&server, &fast_token, "fast", &["--max-jobs", "8", "--fixed-events-per-sec", "90000", "--no-scripts"]);
+    let _slow = Agent::start(&server, &slow_token, "slow", &["--max-jobs", "8", "--fixed-events-per-sec", "2000"]);
+    user.wait_node_active(&fast).await;
+    user.wait_node_active(&slow).await;
+    json(user.upload("iris", "iris.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), Some(std::fs::read(fixture("iris.csv")).unwrap())).await, 201).await;
+
+    // One job: the better node, and the decision lists both with their scores.
+    let job = json(user.submit("iris", None).await, 201).await;
+    let done = user.wait_job(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["node_id"], fast.as_str(), "{done}");
+    let detail: Value = user.web.http.get(user.web.url(&format!("/api/jobs/detail?id={}", job["id"].as_str().unwrap()))).send().await.unwrap().json().await.unwrap();
+    let candidates = detail["decision"]["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 2, "{detail}");
+    assert_eq!(detail["decision"]["chosen"], fast.as_str());
+
+    // A burst spreads over both nodes: jobs in flight count against a node.
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(json(user.submit("iris", None).await, 201).await["id"].as_str().unwrap().to_string());
+    }
+    let mut on = std::collections::HashMap::<String, usize>::new();
+    for id in &ids {
+        let j = user.wait_job(id).await;
+        assert_eq!(j["status"], "succeeded");
+        *on.entry(j["node_id"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert!(on.get(&fast).copied().unwrap_or(0) >= 1 && on.get(&slow).copied().unwrap_or(0) >= 1, "{on:?}");
+
+    // A script job never goes to the node that refuses scripts, however good its score.
+    let manifest = "entry = \"python3 double.py\"\nruntime = \"python3\"\noutput = \"out.csv\"\n";
+    json(user.upload("doubler", "d.zip", bundle(manifest, &[("double.py", DOUBLER)]), None).await, 201).await;
+    for _ in 0..3 {
+        let job = json(user.submit("doubler", Some(b"x\n1\n".to_vec())).await, 201).await;
+        let j = user.wait_job(job["id"].as_str().unwrap()).await;
+        assert_eq!((j["status"].as_str(), j["node_id"].as_str()), (Some("succeeded"), Some(slow.as_str())), "{j}");
+    }
+
+    // A disabled node gets nothing; with the other one disabled too, jobs wait in the queue.
+    let admin_state = |id: &str, state: &str| {
+        let (id, state) = (id.to_string(), state.to_string());
+        let cfg = server.config.clone();
+        async move {
+            let st = server::build_state(&cfg).await.unwrap();
+            app::backend::nodes::set_admin_state(&st.db, &id, &state).await.unwrap();
+        }
+    };
+    admin_state(&fast, "disabled").await;
+    let job = json(user.submit("iris", None).await, 201).await;
+    assert_eq!(user.wait_job(job["id"].as_str().unwrap()).await["node_id"], slow.as_str());
+    admin_state(&slow, "disabled").await;
+    let waiting = json(user.submit("iris", None).await, 201).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still: Value = user.get(&format!("/api/v1/jobs/{}", waiting["id"].as_str().unwrap())).await.json().await.unwrap();
+    assert_eq!(still["status"], "queued", "{still}");
+    // As soon as a node is eligible again the job goes out.
+    admin_state(&slow, "enabled").await;
+    let j = user.wait_job(waiting["id"].as_str().unwrap()).await;
+    assert_eq!((j["status"].as_str(), j["node_id"].as_str()), (Some("succeeded"), Some(slow.as_str())));
+    server.stop().await;
+}
