@@ -88,7 +88,7 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
 
     let running = Arc::new(AtomicU32::new(0));
     let worker = if state.jobs_queue.is_empty() {
-        tracing::warn!("the server gave no job queue (it predates jobs): sending heartbeats only");
+        tracing::info!("the server gave no job queue (it predates jobs): sending heartbeats only");
         None
     } else {
         tracing::info!(isolation = %runner::sandbox::isolation(), "script jobs sandboxed");

@@ -181,6 +181,7 @@ mod tests {
             heartbeat_exchange: "aiedge.heartbeats".into(),
             server: "https://edge.example".into(),
             heartbeat_interval_ms: Some(2000),
+            jobs_queue: "aiedge.node.n-1".into(),
         }
     }
 

@@ -134,8 +134,8 @@ mod tests {
             nodes[i].in_flight += 1;
             picks.push(nodes[i].id.clone());
         }
-        // fast 3 → slow 2 vs fast 1.5 → fast 1.5 vs slow 1 → ... both get work, fast more.
-        assert_eq!(picks, ["fast", "slow", "fast", "slow", "fast"]);
+        // fast 3 | slow 2 vs fast 1.5 | fast 1.5 vs slow 1 | tie 1 vs 1: lowest id | slow 1 vs 0.75.
+        assert_eq!(picks, ["fast", "slow", "fast", "fast", "slow"]);
     }
 
     #[test]
