@@ -52,6 +52,11 @@ ensure_node_packages() {
   fi
 }
 
+# Script jobs in the tests run `python3` inside the sandbox, whose PATH is /usr/local/bin:/usr/bin:/bin.
+ensure_python3() {
+  [ -x /usr/bin/python3 ] || [ -x /usr/local/bin/python3 ] || apt_install python3
+}
+
 ensure_chromium() {
   [ -x /usr/bin/chromium ] || apt_install chromium
 }

@@ -8,6 +8,7 @@ cd "$ROOT"
 ensure_rust_tools
 ensure_node_packages
 ensure_chromium
+ensure_python3
 ensure_postgres
 ensure_rabbitmq
 

@@ -75,7 +75,7 @@ pub async fn add_node(#[server(default)] name: String) -> Result<NewNode, Server
 pub async fn my_nodes() -> Result<Vec<NodeView>, ServerFnError> {
     let user = backend::require_user()?;
     let state = backend::state()?;
-    backend::nodes::list(&state.db, Some(&user.id)).await.map_err(backend::internal)
+    backend::nodes::list(&state.db, Some(&user.id), &state.settings.thermal).await.map_err(backend::internal)
 }
 
 /// Every node (admins only).
@@ -83,7 +83,7 @@ pub async fn my_nodes() -> Result<Vec<NodeView>, ServerFnError> {
 pub async fn all_nodes() -> Result<Vec<NodeView>, ServerFnError> {
     backend::require_admin()?;
     let state = backend::state()?;
-    backend::nodes::list(&state.db, None).await.map_err(backend::internal)
+    backend::nodes::list(&state.db, None, &state.settings.thermal).await.map_err(backend::internal)
 }
 
 /// Recent history of the nodes the caller may see, for the charts: "mine" or "all" (admins).

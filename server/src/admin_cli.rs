@@ -51,3 +51,15 @@ pub async fn add_node(state: &AppState, owner: &str, name: &str) -> anyhow::Resu
         new.node.name, new.node.id, new.token, new.command
     ))
 }
+
+/// `server token create`: mints a personal API token for an existing account; returns the text
+/// to print (the token itself on the last line, for scripts: `| tail -1`).
+pub async fn create_token(state: &AppState, email: &str, name: &str) -> anyhow::Result<String> {
+    let email = normalize_email(email).map_err(|e| anyhow::anyhow!("email: {}", e.message()))?;
+    let Some(user) = users::find_by_email(&state.db, &email).await? else {
+        bail!("no account with email {email}");
+    };
+    let name = app::jobs::check_name(name).map_err(|m| anyhow::anyhow!("name: {m}"))?;
+    let new = app::backend::api_tokens::create(&state.db, &user.id, &name).await?;
+    Ok(format!("API token {:?} created for {email} (shown only now):\n{}", new.token.name, new.secret))
+}

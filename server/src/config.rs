@@ -30,6 +30,22 @@ pub enum Command {
     /// Manage nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Manage personal API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Mint an API token for an existing account and print it (shown once), for automation.
+    Create {
+        /// The account's email address.
+        #[arg(long)]
+        email: String,
+        /// A name that tells this token apart under the account's Settings.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

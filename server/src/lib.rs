@@ -97,6 +97,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             secure_cookies: config.secure_cookies(),
             trust_forwarded_for: config.trust_forwarded_for,
             public_url: config.public_url(),
+            thermal: shared::score::ThermalPolicy { warn_c: config.warn_temp, critical_c: config.critical_temp },
         }),
         node_keys: backend::nodes::NodeKeys::new(secret),
         artifacts: Arc::new(

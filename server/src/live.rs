@@ -41,7 +41,7 @@ pub async fn nodes_feed(
     };
     Ok(feed("nodes", move || {
         let (state, owner) = (state.clone(), owner.clone());
-        async move { nodes::list(&state.db, owner.as_deref()).await.map(|l| serde_json::to_string(&l).unwrap_or_default()) }
+        async move { nodes::list(&state.db, owner.as_deref(), &state.settings.thermal).await.map(|l| serde_json::to_string(&l).unwrap_or_default()) }
     }))
 }
 

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use server::config::{AdminCommand, Cli, Command, Config, LogFormat, NodeCommand};
+use server::config::{AdminCommand, Cli, Command, Config, LogFormat, NodeCommand, TokenCommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -37,6 +37,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(NodeCommand::Add { owner, name }) => {
             let state = server::build_state(&cli.config).await?;
             println!("{}", server::admin_cli::add_node(&state, &owner, &name).await?);
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create { email, name }) => {
+            let state = server::build_state(&cli.config).await?;
+            println!("{}", server::admin_cli::create_token(&state, &email, &name).await?);
             Ok(())
         }
         Command::Admin(AdminCommand::Create { email, password_stdin }) => {

@@ -385,6 +385,13 @@ async fn only_owners_and_their_nodes_get_at_jobs(db: DbKind) {
     assert_eq!(alice.web.call("/api/tokens/revoke", &[("id", token_id)]).await.status(), 200);
     let res = json(alice.get("/api/v1/applications").await, 401).await;
     assert_eq!(res["error"]["code"], "unauthorized");
+    // An admin can mint a token from the CLI for automation; it works like one made in the app.
+    let state = server::build_state(&server.config).await.unwrap();
+    let printed = server::admin_cli::create_token(&state, "alice@example.org", "ci").await.unwrap();
+    let minted = printed.lines().last().unwrap();
+    let res = alice.http.get(alice.url("/api/v1/jobs")).bearer_auth(minted).send().await.unwrap();
+    assert_eq!(json(res, 200).await.as_array().unwrap().len(), 1);
+    assert!(server::admin_cli::create_token(&state, "nobody@example.org", "ci").await.is_err());
     // Mallory cannot revoke Alice's tokens.
     assert_eq!(mallory.web.call("/api/tokens/revoke", &[("id", token_id)]).await.status(), 404);
     server.stop().await;

@@ -47,6 +47,8 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// The URL agents and people reach the server at.
     pub public_url: String,
+    /// The temperatures the node score is derated between (`--warn-temp`, `--critical-temp`).
+    pub thermal: shared::score::ThermalPolicy,
 }
 
 /// Everything a handler or server function needs, cloned cheaply into each request.

@@ -124,7 +124,7 @@ pub async fn add(state: &AppState, owner_id: &str, name: &str) -> Result<NewNode
         .await
         .map_err(internal)?;
     tx.commit().await.map_err(internal)?;
-    let node = get(&state.db, &id).await.map_err(internal)?.ok_or_else(|| AddError::Internal("node vanished".into()))?;
+    let node = get(&state.db, &id, &state.settings.thermal).await.map_err(internal)?.ok_or_else(|| AddError::Internal("node vanished".into()))?;
     let command = format!(
         "node-agent run --server {} --token {token} --name '{}'",
         state.settings.public_url,
@@ -193,16 +193,17 @@ pub async fn redeem(db: &Db, token: &str, facts: &NodeFacts) -> Result<String, R
     Ok(node_id)
 }
 
-pub async fn get(db: &Db, id: &str) -> Result<Option<NodeView>, sqlx::Error> {
+pub async fn get(db: &Db, id: &str, policy: &shared::score::ThermalPolicy) -> Result<Option<NodeView>, sqlx::Error> {
     let row = sqlx::query_as::<_, NodeRow>(&format!("{SELECT} where n.id = $1"))
         .bind(id)
         .fetch_optional(&db.pool)
         .await?;
-    Ok(row.map(|r| r.view(&Default::default())))
+    Ok(row.map(|r| r.view(policy)))
 }
 
-/// Nodes of one owner, or all of them; removed nodes are left out.
-pub async fn list(db: &Db, owner_id: Option<&str>) -> Result<Vec<NodeView>, sqlx::Error> {
+/// Nodes of one owner, or all of them; removed nodes are left out. Scores (with their factors)
+/// are computed under `policy`, the server's configured temperatures.
+pub async fn list(db: &Db, owner_id: Option<&str>, policy: &shared::score::ThermalPolicy) -> Result<Vec<NodeView>, sqlx::Error> {
     let rows = match owner_id {
         Some(owner) => {
             sqlx::query_as::<_, NodeRow>(&format!("{SELECT} where n.owner_id = $1 and n.admin_state <> 'removed' order by n.name"))
@@ -216,7 +217,7 @@ pub async fn list(db: &Db, owner_id: Option<&str>) -> Result<Vec<NodeView>, sqlx
                 .await?
         }
     };
-    Ok(rows.into_iter().map(|r| r.view(&Default::default())).collect())
+    Ok(rows.into_iter().map(|r| r.view(policy)).collect())
 }
 
 /// What the heartbeat path needs to know of a node to trust its messages.

@@ -1,0 +1,651 @@
+//! Job pipeline benchmark: what a trivial job costs end to end, how many jobs per second one
+//! server and its agents sustain, and how fast the ONNX runner itself goes.
+//!
+//!     cargo build --release -p node-agent
+//!     cargo run --release -p server --example jobs_bench -- [--agents 1,4] [--jobs 2000] [--concurrency 32]
+//!
+//! For each agent count it starts the real server in-process (SQLite in a temp dir, or a fresh
+//! PostgreSQL database with `--postgres`) on its own AMQP namespace, registers a user, creates an
+//! API token, enrols the nodes and starts real `node-agent` processes (`--max-jobs 4`), uploads
+//! `runner/fixtures/iris_logreg.onnx` and warms every agent up (model downloaded and loaded).
+//! Then, through the JSON API with the bearer token, exactly as a script would:
+//! 1. overhead: `--sequential` jobs one at a time, each with a 1-row input CSV, polling
+//!    `/api/v1/jobs/{id}` every `--poll-us` until it is `succeeded`; the client's wall time
+//!    (before the submit call → succeeded seen) and the server's own timestamps per stage;
+//! 2. throughput: `--jobs` jobs from `--concurrency` concurrent submitters; jobs/s = jobs /
+//!    (first submit → last `finished_at`).
+//! 3. the runner alone (no server): `runner::onnx::Model::predict_csv` rows/s.
+//! Server, agents and this client share the machine's cores; the numbers are for all of them.
+//! The agent binary is `target/release/node-agent` beside this example, or `AIEDGE_AGENT_BIN`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use futures_util::StreamExt;
+use reqwest::header::ACCEPT;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use sqlx::{Connection, Executor};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Clone)]
+struct Args {
+    /// Agent counts to measure, one fresh server each (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    agents: Vec<usize>,
+    /// Jobs in the throughput phase.
+    #[arg(long, default_value_t = 2000)]
+    jobs: usize,
+    /// Concurrent submitters in the throughput phase.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Jobs in the sequential (overhead) phase.
+    #[arg(long, default_value_t = 200)]
+    sequential: usize,
+    /// Poll interval for a job's status in the overhead phase, in microseconds.
+    #[arg(long, default_value_t = 500)]
+    poll_us: u64,
+    /// Each agent's `--max-jobs`.
+    #[arg(long, default_value_t = 4)]
+    max_jobs: u32,
+    /// A fresh PostgreSQL database (dropped at the end) instead of SQLite.
+    #[arg(long)]
+    postgres: bool,
+    /// PostgreSQL server for `--postgres` (a database is created on it).
+    #[arg(long, env = "AIEDGE_TEST_POSTGRES", default_value = "postgres://postgres@127.0.0.1:5432")]
+    postgres_admin_url: String,
+    /// RabbitMQ URL.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    /// Skip the server phases (runner only).
+    #[arg(long)]
+    no_server: bool,
+    /// Skip the runner phase.
+    #[arg(long)]
+    no_runner: bool,
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../runner/fixtures").join(name)
+}
+
+fn epoch_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+}
+
+/// `target/<profile>/examples/jobs_bench` → `target/<profile>/node-agent`, or `AIEDGE_AGENT_BIN`.
+fn agent_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(bin) = std::env::var("AIEDGE_AGENT_BIN") {
+        return Ok(bin.into());
+    }
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("node-agent"))
+        .ok_or_else(|| anyhow::anyhow!("no target dir"))?;
+    if !bin.exists() {
+        anyhow::bail!("no node-agent at {}: build it first with `cargo build --release -p node-agent` (or set AIEDGE_AGENT_BIN)", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Percentile (nearest rank) of sorted values.
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server and its agents
+// ---------------------------------------------------------------------------------------------
+
+struct Agent(Child, #[allow(dead_code)] tempfile::TempDir);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Setup {
+    base: String,
+    config: server::config::Config,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The PostgreSQL database and the admin URL it was created with.
+    pg_database: Option<(String, String)>,
+    /// For counting unfinished jobs without loading the API.
+    state: app::backend::AppState,
+    /// Session client (cookies) and the bearer client.
+    web: reqwest::Client,
+    http: reqwest::Client,
+    token: String,
+    node_ids: Vec<String>,
+    agents: Vec<Agent>,
+    _data_dir: tempfile::TempDir,
+}
+
+async fn call(web: &reqwest::Client, url: String, form: &[(&str, &str)]) -> anyhow::Result<Value> {
+    let res = web.post(url).header(ACCEPT, "application/json").form(form).send().await?;
+    let status = res.status();
+    let text = res.text().await?;
+    anyhow::ensure!(status.is_success(), "{status}: {text}");
+    Ok(serde_json::from_str(&text)?)
+}
+
+impl Setup {
+    async fn start(args: &Args, n_agents: usize, agent_bin: &Path) -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let namespace = format!("aiedge-bench-{}", uuid::Uuid::new_v4().simple());
+        let mut cli = vec!["server".to_string(), "--data-dir".into(), data_dir.path().display().to_string()];
+        cli.extend(["--amqp-url".into(), args.amqp_url.clone(), "--amqp-namespace".into(), namespace]);
+        let mut config = server::config::Cli::try_parse_from(cli)?.config;
+        config.login_per_ip_per_min = 1000;
+        config.register_per_ip_per_min = 1000;
+        let mut pg_database = None;
+        if args.postgres {
+            let name = format!("aiedge_bench_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", args.postgres_admin_url)).await?;
+            conn.execute(format!("create database {name}").as_str()).await?;
+            config.database_url = Some(format!("{}/{name}", args.postgres_admin_url));
+            pg_database = Some((name, args.postgres_admin_url.clone()));
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(server::launch(config.clone(), listener, shutdown.clone()));
+        let probe = reqwest::Client::new();
+        let mut ready = false;
+        for _ in 0..400 {
+            if probe.get(format!("{base}/healthz")).send().await.is_ok() {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        anyhow::ensure!(ready, "server did not start");
+        let state = server::build_state(&config).await?;
+
+        let web = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build()?;
+        call(&web, format!("{base}/api/auth/register"), &[("email", "bench@example.org"), ("password", "correct horse battery")]).await?;
+        let token = call(&web, format!("{base}/api/tokens/create"), &[("name", "bench")]).await?["secret"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no token secret"))?
+            .to_string();
+        let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+
+        let mut setup = Self {
+            base,
+            config,
+            shutdown,
+            handle,
+            pg_database,
+            state,
+            web,
+            http,
+            token,
+            node_ids: Vec::new(),
+            agents: Vec::new(),
+            _data_dir: data_dir,
+        };
+        for i in 0..n_agents {
+            let name = format!("bench-{i}");
+            let v = call(&setup.web, setup.url("/api/nodes/add"), &[("name", &name)]).await?;
+            let id = v["node"]["id"].as_str().unwrap_or_default().to_string();
+            let node_token = v["token"].as_str().unwrap_or_default().to_string();
+            let dir = tempfile::tempdir()?;
+            let child = Command::new(agent_bin)
+                .arg("run")
+                .args(["--server", &setup.base, "--name", &name, "--token", &node_token])
+                .arg("--work-dir")
+                .arg(dir.path().join("work"))
+                .args(["--max-jobs", &args.max_jobs.to_string()])
+                .args(["--heartbeat-interval", "500ms", "--benchmark-interval", "1h"])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            setup.agents.push(Agent(child, dir));
+            setup.node_ids.push(id);
+        }
+        setup.wait_nodes_active().await?;
+        Ok(setup)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn wait_nodes_active(&self) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            let nodes: Value = self.web.get(self.url("/api/nodes/mine")).send().await?.json().await?;
+            let active = nodes
+                .as_array()
+                .map(|a| a.iter().filter(|n| n["status"] == "active" && n["score"].is_object()).count())
+                .unwrap_or(0);
+            if active == self.node_ids.len() {
+                return Ok(());
+            }
+            anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "only {active} of {} nodes active: {nodes}", self.node_ids.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn upload(&self, name: &str, model: Vec<u8>) -> anyhow::Result<String> {
+        let form = Form::new().text("name", name.to_string()).part("file", Part::bytes(model).file_name("model.onnx"));
+        let res = self.http.post(self.url("/api/v1/applications")).bearer_auth(&self.token).multipart(form).send().await?;
+        let status = res.status();
+        let text = res.text().await?;
+        anyhow::ensure!(status.as_u16() == 201, "upload: {status}: {text}");
+        let v: Value = serde_json::from_str(&text)?;
+        Ok(v["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    async fn submit(&self, app_id: &str, input: &[u8]) -> anyhow::Result<String> {
+        let form = Form::new()
+            .text("application", app_id.to_string())
+            .part("input", Part::bytes(input.to_vec()).file_name("input.csv"));
+        let res = self.http.post(self.url("/api/v1/jobs")).bearer_auth(&self.token).multipart(form).send().await?;
+        let status = res.status();
+        let text = res.text().await?;
+        anyhow::ensure!(status.as_u16() == 201, "submit: {status}: {text}");
+        let v: Value = serde_json::from_str(&text)?;
+        Ok(v["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    async fn job(&self, id: &str) -> anyhow::Result<Value> {
+        let res = self.http.get(self.url(&format!("/api/v1/jobs/{id}"))).bearer_auth(&self.token).send().await?;
+        let status = res.status();
+        anyhow::ensure!(status.is_success(), "job {id}: {status}");
+        Ok(res.json().await?)
+    }
+
+    /// Polls until the job is finished; returns it and when it was seen so.
+    async fn wait_job(&self, id: &str, poll: Duration) -> anyhow::Result<(Value, Instant, f64)> {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id).await?;
+            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or_default()) {
+                return Ok((job, Instant::now(), epoch_ms()));
+            }
+            anyhow::ensure!(start.elapsed() < Duration::from_secs(120), "job did not finish: {job}");
+            if !poll.is_zero() {
+                tokio::time::sleep(poll).await;
+            }
+        }
+    }
+
+    async fn unfinished(&self) -> anyhow::Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("select count(*) from jobs where finished_at is null").fetch_one(&self.state.db.pool).await?;
+        Ok(n)
+    }
+
+    async fn stop(mut self) {
+        self.agents.clear();
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.handle).await;
+        // Node queues are durable and never expire by design: remove this run's.
+        let topology = server::broker::Topology::new(&self.config.amqp_namespace);
+        if let Ok(conn) = lapin::Connection::connect(&self.config.amqp_url, lapin::ConnectionProperties::default()).await {
+            if let Ok(ch) = conn.create_channel().await {
+                for id in &self.node_ids {
+                    let _ = ch.queue_delete(&topology.node_queue(id), Default::default()).await;
+                }
+                let _ = ch.queue_delete(&topology.heartbeat_queue(), Default::default()).await;
+                let _ = ch.exchange_delete(&topology.jobs_exchange(), Default::default()).await;
+                let _ = ch.exchange_delete(&topology.heartbeat_exchange(), Default::default()).await;
+            }
+            let _ = conn.close(200, "bench done").await;
+        }
+        self.state.db.pool.close().await;
+        if let Some((name, admin)) = self.pg_database.take() {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{admin}/postgres")).await {
+                let _ = conn.execute(format!("drop database if exists {name} with (force)").as_str()).await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------------------------
+
+/// A finished job's server-side timestamps.
+#[derive(Clone, Copy)]
+struct Stamps {
+    created: f64,
+    dispatched: f64,
+    started: f64,
+    finished: f64,
+}
+
+impl Stamps {
+    fn of(job: &Value) -> Option<Self> {
+        Some(Self {
+            created: job["created_at_ms"].as_f64()?,
+            dispatched: job["dispatched_at_ms"].as_f64()?,
+            started: job["started_at_ms"].as_f64()?,
+            finished: job["finished_at_ms"].as_f64()?,
+        })
+    }
+}
+
+/// One configuration's results.
+#[derive(Default)]
+struct Result1 {
+    agents: usize,
+    /// Sequential: client wall time submit → succeeded seen, ms.
+    e2e: Vec<f64>,
+    /// Sequential: the submit call alone (until its 201), ms.
+    submit_call: Vec<f64>,
+    /// Sequential: server created → finished, ms.
+    server: Vec<f64>,
+    /// Sequential stages, ms: submit start → created, created → dispatched, dispatched →
+    /// started, started → finished, finished → seen.
+    stages: [Vec<f64>; 5],
+    seq_failed: Vec<String>,
+    // Throughput.
+    jobs: usize,
+    tput_elapsed_s: f64,
+    tput_client_s: f64,
+    submit_s: f64,
+    submit_errors: Vec<String>,
+    failed: Vec<String>,
+    tput_stages: [Vec<f64>; 3],
+    per_node: BTreeMap<String, usize>,
+}
+
+async fn measure(args: &Args, n_agents: usize, agent_bin: &Path) -> anyhow::Result<Result1> {
+    let setup = Setup::start(args, n_agents, agent_bin).await?;
+    let result = measure_on(args, &setup, n_agents).await;
+    setup.stop().await;
+    result
+}
+
+async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Result<Result1> {
+    let mut r = Result1 { agents: n_agents, jobs: args.jobs, ..Default::default() };
+    let app = setup.upload("iris", std::fs::read(fixture("iris_logreg.onnx"))?).await?;
+    let iris = std::fs::read_to_string(fixture("iris.csv"))?;
+    let input: Vec<u8> = iris.lines().take(2).map(|l| format!("{l}\n")).collect::<String>().into_bytes();
+    let poll = Duration::from_micros(args.poll_us);
+
+    // Warm-up: every agent has downloaded and loaded the model, connections are open.
+    let mut warmed: HashSet<String> = HashSet::new();
+    for _ in 0..30 {
+        let burst = (n_agents * args.max_jobs as usize * 2).max(4);
+        let ids = futures_util::future::try_join_all((0..burst).map(|_| setup.submit(&app, &input))).await?;
+        for id in ids {
+            let (job, _, _) = setup.wait_job(&id, Duration::from_millis(5)).await?;
+            anyhow::ensure!(job["status"] == "succeeded", "warm-up job failed: {job}");
+            if let Some(node) = job["node_id"].as_str() {
+                warmed.insert(node.to_string());
+            }
+        }
+        if warmed.len() >= n_agents {
+            break;
+        }
+    }
+    if warmed.len() < n_agents {
+        println!("  (warm-up reached only {} of {n_agents} agents)", warmed.len());
+    }
+    for _ in 0..10 {
+        let id = setup.submit(&app, &input).await?;
+        setup.wait_job(&id, poll).await?;
+    }
+
+    // 1. Overhead: one job at a time.
+    println!("  {n_agents} agent(s): {} sequential jobs…", args.sequential);
+    for _ in 0..args.sequential {
+        let submit_epoch = epoch_ms();
+        let t0 = Instant::now();
+        let id = setup.submit(&app, &input).await?;
+        r.submit_call.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let (job, seen, seen_epoch) = setup.wait_job(&id, poll).await?;
+        r.e2e.push(seen.duration_since(t0).as_secs_f64() * 1000.0);
+        if job["status"] != "succeeded" {
+            r.seq_failed.push(format!("{id}: {} {}", job["status"], job["error"]));
+            continue;
+        }
+        if let Some(s) = Stamps::of(&job) {
+            r.server.push(s.finished - s.created);
+            r.stages[0].push(s.created - submit_epoch);
+            r.stages[1].push(s.dispatched - s.created);
+            r.stages[2].push(s.started - s.dispatched);
+            r.stages[3].push(s.finished - s.started);
+            r.stages[4].push(seen_epoch - s.finished);
+        }
+    }
+
+    // 2. Throughput: M jobs from C submitters, then wait for all of them.
+    anyhow::ensure!(setup.unfinished().await? == 0, "jobs left over before the throughput phase");
+    println!("  {n_agents} agent(s): {} jobs from {} submitters…", args.jobs, args.concurrency);
+    let next = Arc::new(AtomicUsize::new(0));
+    let first_epoch = epoch_ms();
+    let start = Instant::now();
+    let submitters = (0..args.concurrency.max(1)).map(|_| {
+        let next = next.clone();
+        let (app, input) = (app.clone(), input.clone());
+        async move {
+            let mut ids = Vec::new();
+            let mut errors = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < args.jobs {
+                match setup.submit(&app, &input).await {
+                    Ok(id) => ids.push(id),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (ids, errors)
+        }
+    });
+    let mut ids = Vec::with_capacity(args.jobs);
+    for (i, e) in futures_util::future::join_all(submitters).await {
+        ids.extend(i);
+        r.submit_errors.extend(e);
+    }
+    r.submit_s = start.elapsed().as_secs_f64();
+    let deadline = Duration::from_secs(600);
+    loop {
+        let left = setup.unfinished().await?;
+        if left == 0 {
+            break;
+        }
+        if start.elapsed() > deadline {
+            println!("  gave up with {left} jobs unfinished");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    r.tput_client_s = start.elapsed().as_secs_f64();
+    let jobs: Vec<anyhow::Result<Value>> = futures_util::stream::iter(ids.iter().map(|id| setup.job(id))).buffer_unordered(16).collect().await;
+    let mut last_finished = first_epoch;
+    for job in jobs {
+        let job = job?;
+        if job["status"] != "succeeded" {
+            r.failed.push(format!("{}: {} {}", job["id"], job["status"], job["error"]));
+        }
+        *r.per_node.entry(job["node_id"].as_str().unwrap_or("-").to_string()).or_default() += 1;
+        if let Some(s) = Stamps::of(&job) {
+            last_finished = last_finished.max(s.finished);
+            r.tput_stages[0].push(s.dispatched - s.created);
+            r.tput_stages[1].push(s.started - s.dispatched);
+            r.tput_stages[2].push(s.finished - s.started);
+        }
+    }
+    r.tput_elapsed_s = (last_finished - first_epoch) / 1000.0;
+    Ok(r)
+}
+
+/// `runner::onnx` alone: rows per second through `predict_csv` into memory, batch 4096.
+fn runner_bench(model: &str, csv: &[u8], rows: usize) -> anyhow::Result<(f64, f64)> {
+    let model = runner::onnx::Model::load(&fixture(model)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut times = Vec::new();
+    let mut out = Vec::with_capacity(csv.len() * 2);
+    for _ in 0..5 {
+        out.clear();
+        let t = Instant::now();
+        let n = model.predict_csv(csv, &mut out, 4096, &mut |_| {}).map_err(|e| anyhow::anyhow!("{e}"))?;
+        times.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(n as usize == rows, "{n} rows predicted, {rows} expected");
+    }
+    let times = sorted(times);
+    Ok((rows as f64 / times[times.len() / 2], times[times.len() / 2] * 1000.0))
+}
+
+fn runner_phase() -> anyhow::Result<Vec<(String, usize, f64, f64)>> {
+    let mut out = Vec::new();
+    // Iris: 100 000 synthetic rows of 4 floats.
+    let rows = 100_000;
+    let mut csv = String::from("a,b,c,d\n");
+    let mut x: u32 = 12345;
+    for _ in 0..rows {
+        let mut v = [0f32; 4];
+        for f in &mut v {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            *f = 0.5 + 7.0 * ((x >> 8) as f32 / (1u32 << 24) as f32);
+        }
+        csv.push_str(&format!("{:.3},{:.3},{:.3},{:.3}\n", v[0], v[1], v[2], v[3]));
+    }
+    let (rps, ms) = runner_bench("iris_logreg.onnx", csv.as_bytes(), rows)?;
+    out.push(("iris_logreg.onnx (4 features)".to_string(), rows, rps, ms));
+
+    // Tiny CNN: the fixture's rows repeated to 20 000.
+    let cnn = std::fs::read_to_string(fixture("tiny_cnn.csv"))?;
+    let mut lines = cnn.lines();
+    let header = lines.next().unwrap_or_default();
+    let body: Vec<&str> = lines.filter(|l| !l.trim().is_empty()).collect();
+    let rows = 20_000;
+    let mut csv = format!("{header}\n");
+    for i in 0..rows {
+        csv.push_str(body[i % body.len()]);
+        csv.push('\n');
+    }
+    let (rps, ms) = runner_bench("tiny_cnn.onnx", csv.as_bytes(), rows)?;
+    out.push(("tiny_cnn.onnx (1×4×4 image)".to_string(), rows, rps, ms));
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    println!(
+        "jobs_bench: {cores} cores, database {}, agents --max-jobs {}, {} sequential jobs (poll every {} µs), {} jobs from {} submitters",
+        if args.postgres { "PostgreSQL" } else { "SQLite" },
+        args.max_jobs,
+        args.sequential,
+        args.poll_us,
+        args.jobs,
+        args.concurrency
+    );
+
+    let mut results = Vec::new();
+    if !args.no_server {
+        let bin = agent_bin()?;
+        for &n in &args.agents {
+            results.push(measure(&args, n, &bin).await?);
+        }
+    }
+    let runner = if args.no_runner { Vec::new() } else { tokio::task::spawn_blocking(runner_phase).await?? };
+
+    println!();
+    println!("Machine: {cores} cores (server, agents and client share them). Database: {}.", if args.postgres { "PostgreSQL" } else { "SQLite" });
+    if !results.is_empty() {
+        println!();
+        println!("Trivial job (iris_logreg.onnx, 1-row CSV), one at a time, submit → `succeeded` seen by the client, ms:");
+        println!();
+        println!("| agents | jobs | p50 | p95 | p99 | max | submit call p50 | server created→finished p50 / p95 |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &results {
+            let e = sorted(r.e2e.clone());
+            let s = sorted(r.submit_call.clone());
+            let sv = sorted(r.server.clone());
+            println!(
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} |",
+                r.agents,
+                e.len(),
+                pct(&e, 50.0),
+                pct(&e, 95.0),
+                pct(&e, 99.0),
+                e.last().copied().unwrap_or(f64::NAN),
+                pct(&s, 50.0),
+                pct(&sv, 50.0),
+                pct(&sv, 95.0)
+            );
+        }
+        println!();
+        println!("Where a sequential job's time goes (server timestamps are whole ms), p50 / p95 ms:");
+        println!();
+        println!("| agents | submit→created | created→dispatched | dispatched→started | started→finished | finished→seen |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for r in &results {
+            let cells: Vec<String> = r
+                .stages
+                .iter()
+                .map(|v| {
+                    let v = sorted(v.clone());
+                    format!("{:.1} / {:.1}", pct(&v, 50.0), pct(&v, 95.0))
+                })
+                .collect();
+            println!("| {} | {} |", r.agents, cells.join(" | "));
+        }
+        println!();
+        println!("Sustained throughput ({} jobs, {} concurrent submitters):", args.jobs, args.concurrency);
+        println!();
+        println!("| agents | jobs/s (first submit → last finished) | elapsed s | submit phase s | failed | queue wait (created→dispatched) p50 / p95 ms | dispatched→started p50 ms | started→finished p50 ms | jobs per node |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        for r in &results {
+            let q = sorted(r.tput_stages[0].clone());
+            let d = sorted(r.tput_stages[1].clone());
+            let f = sorted(r.tput_stages[2].clone());
+            let done = r.jobs - r.submit_errors.len();
+            println!(
+                "| {} | {:.0} | {:.2} | {:.2} | {} | {:.0} / {:.0} | {:.0} | {:.0} | {} |",
+                r.agents,
+                done as f64 / r.tput_elapsed_s,
+                r.tput_elapsed_s,
+                r.submit_s,
+                r.failed.len() + r.submit_errors.len(),
+                pct(&q, 50.0),
+                pct(&q, 95.0),
+                pct(&d, 50.0),
+                pct(&f, 50.0),
+                r.per_node.values().map(usize::to_string).collect::<Vec<_>>().join("/")
+            );
+        }
+        for r in &results {
+            for f in r.seq_failed.iter().chain(&r.submit_errors).chain(&r.failed).take(20) {
+                println!("  {} agent(s) failure: {f}", r.agents);
+            }
+        }
+    }
+    if !runner.is_empty() {
+        println!();
+        println!("ONNX runner alone (`Model::predict_csv`, CSV in memory → CSV in memory, batch 4096, median of 5):");
+        println!();
+        println!("| model | rows | ms | rows/s |");
+        println!("|---|---:|---:|---:|");
+        for (name, rows, rps, ms) in &runner {
+            println!("| {name} | {rows} | {ms:.1} | {rps:.0} |");
+        }
+    }
+    Ok(())
+}
