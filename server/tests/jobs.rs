@@ -418,18 +418,34 @@ async fn the_balancer_picks_spreads_and_respects_constraints(db: DbKind) {
     assert_eq!(candidates.len(), 2, "{detail}");
     assert_eq!(detail["decision"]["chosen"], fast.as_str());
 
-    // A burst spreads over both nodes: jobs in flight count against a node.
+    // A burst spreads over both nodes: jobs in flight count against a node, and a node takes no
+    // more than its slots. To make it one burst whatever the machine's speed, the jobs wait in
+    // the queue while no node may take them, then both nodes open in one statement.
+    let state = server::build_state(&server.config).await.unwrap();
+    let set_both = |to: &'static str| {
+        let (db, fast, slow) = (state.db.clone(), fast.clone(), slow.clone());
+        async move {
+            sqlx::query("update nodes set admin_state = $1 where id in ($2, $3)").bind(to).bind(&fast).bind(&slow).execute(&db.pool).await.unwrap();
+        }
+    };
+    set_both("disabled").await;
     let mut ids = Vec::new();
     for _ in 0..12 {
         ids.push(json(user.submit("iris", None).await, 201).await["id"].as_str().unwrap().to_string());
     }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for id in &ids {
+        assert_eq!(user.get(&format!("/api/v1/jobs/{id}")).await.json::<Value>().await.unwrap()["status"], "queued");
+    }
+    set_both("enabled").await;
     let mut on = std::collections::HashMap::<String, usize>::new();
     for id in &ids {
         let j = user.wait_job(id).await;
         assert_eq!(j["status"], "succeeded");
         *on.entry(j["node_id"].as_str().unwrap().to_string()).or_default() += 1;
     }
-    assert!(on.get(&fast).copied().unwrap_or(0) >= 1 && on.get(&slow).copied().unwrap_or(0) >= 1, "{on:?}");
+    // The fast node has 8 slots: at most 8 of the 12 fit, the rest go to the slow node.
+    assert!(on.get(&fast).copied().unwrap_or(0) <= 8 && on.get(&slow).copied().unwrap_or(0) >= 4, "{on:?}");
 
     // A script job never goes to the node that refuses scripts, however good its score.
     let manifest = "entry = \"python3 double.py\"\nruntime = \"python3\"\noutput = \"out.csv\"\n";
