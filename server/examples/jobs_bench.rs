@@ -68,6 +68,34 @@ struct Args {
     /// Skip the runner phase.
     #[arg(long)]
     no_runner: bool,
+    /// Print the server's tracing to stderr, filtered by `RUST_LOG` (e.g. `tower_http=debug` for
+    /// every request's latency). Off by default: the server is quiet.
+    #[arg(long)]
+    trace: bool,
+    /// Diagnostic: set TCP_NODELAY on the listening socket (Linux hands it down to accepted
+    /// connections), which the server itself does not do.
+    #[arg(long)]
+    listener_nodelay: bool,
+    /// Let the agents' warnings through to stderr (they are silenced by default).
+    #[arg(long)]
+    agent_log: bool,
+    /// Diagnostic: in the throughput phase each submitter waits for its job to finish before
+    /// submitting the next (at most `--concurrency` jobs in the system, no backlog). Jobs are
+    /// watched in the database every 10 ms, not through the API.
+    #[arg(long)]
+    closed_loop: bool,
+    /// Where the server's data dir and the agents' work dirs are created (default: the system's
+    /// temp dir), e.g. /dev/shm to take the disk's file system out of the picture.
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+}
+
+/// A temp dir under `--scratch`, or the system's.
+fn scratch_dir(args: &Args) -> std::io::Result<tempfile::TempDir> {
+    match &args.scratch {
+        Some(parent) => tempfile::tempdir_in(parent),
+        None => tempfile::tempdir(),
+    }
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -150,7 +178,7 @@ async fn call(web: &reqwest::Client, url: String, form: &[(&str, &str)]) -> anyh
 
 impl Setup {
     async fn start(args: &Args, n_agents: usize, agent_bin: &Path) -> anyhow::Result<Self> {
-        let data_dir = tempfile::tempdir()?;
+        let data_dir = scratch_dir(args)?;
         let namespace = format!("aiedge-bench-{}", uuid::Uuid::new_v4().simple());
         let mut cli = vec!["server".to_string(), "--data-dir".into(), data_dir.path().display().to_string()];
         cli.extend(["--amqp-url".into(), args.amqp_url.clone(), "--amqp-namespace".into(), namespace]);
@@ -166,7 +194,12 @@ impl Setup {
             pg_database = Some((name, args.postgres_admin_url.clone()));
         }
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        if args.listener_nodelay {
+            socket.set_nodelay(true)?;
+        }
+        socket.bind("127.0.0.1:0".parse()?)?;
+        let listener = socket.listen(1024)?;
         let base = format!("http://{}", listener.local_addr()?);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(server::launch(config.clone(), listener, shutdown.clone()));
@@ -209,7 +242,7 @@ impl Setup {
             let v = call(&setup.web, setup.url("/api/nodes/add"), &[("name", &name)]).await?;
             let id = v["node"]["id"].as_str().unwrap_or_default().to_string();
             let node_token = v["token"].as_str().unwrap_or_default().to_string();
-            let dir = tempfile::tempdir()?;
+            let dir = scratch_dir(args)?;
             let child = Command::new(agent_bin)
                 .arg("run")
                 .args(["--server", &setup.base, "--name", &name, "--token", &node_token])
@@ -219,7 +252,7 @@ impl Setup {
                 .args(["--heartbeat-interval", "500ms", "--benchmark-interval", "1h"])
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(if args.agent_log { Stdio::inherit() } else { Stdio::null() })
                 .spawn()?;
             setup.agents.push(Agent(child, dir));
             setup.node_ids.push(id);
@@ -297,6 +330,21 @@ impl Setup {
         Ok(n)
     }
 
+    async fn wait_finished_in_db(&self, id: &str) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            let (n,): (i64,) = sqlx::query_as("select count(*) from jobs where id = $1 and finished_at is not null")
+                .bind(id)
+                .fetch_one(&self.state.db.pool)
+                .await?;
+            if n > 0 {
+                return Ok(());
+            }
+            anyhow::ensure!(start.elapsed() < Duration::from_secs(120), "job {id} did not finish");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn stop(mut self) {
         self.agents.clear();
         self.shutdown.cancel();
@@ -361,6 +409,11 @@ struct Result1 {
     /// started, started → finished, finished → seen.
     stages: [Vec<f64>; 5],
     seq_failed: Vec<String>,
+    /// Diagnostics, ms: a status GET, a (tiny) result download, and the model run as the agent
+    /// logged it.
+    probe_status: Vec<f64>,
+    probe_result: Vec<f64>,
+    agent_run: Vec<f64>,
     // Throughput.
     jobs: usize,
     tput_elapsed_s: f64,
@@ -369,6 +422,9 @@ struct Result1 {
     submit_errors: Vec<String>,
     failed: Vec<String>,
     tput_stages: [Vec<f64>; 3],
+    /// CPU seconds during the throughput phase: this process (server + client), the agents.
+    cpu_self_s: f64,
+    cpu_agents_s: f64,
     per_node: BTreeMap<String, usize>,
 }
 
@@ -433,9 +489,36 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
         }
     }
 
+    // Diagnostics on the last sequential jobs: plain API round trips, and the agent's own
+    // account of the model run (its job log: "ONNX model …: 1 rows in N ms").
+    let recent: Vec<Value> = setup
+        .http
+        .get(setup.url("/api/v1/jobs?limit=20"))
+        .bearer_auth(&setup.token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    for job in &recent {
+        let id = job["id"].as_str().unwrap_or_default();
+        let t = Instant::now();
+        setup.job(id).await?;
+        r.probe_status.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let res = setup.http.get(setup.url(&format!("/api/v1/jobs/{id}/result"))).bearer_auth(&setup.token).send().await?;
+        res.bytes().await?;
+        r.probe_result.push(t.elapsed().as_secs_f64() * 1000.0);
+        let log = setup.http.get(setup.url(&format!("/api/v1/jobs/{id}/log"))).bearer_auth(&setup.token).send().await?.text().await?;
+        if let Some(ms) = log.split(" rows in ").nth(1).and_then(|t| t.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok()) {
+            r.agent_run.push(ms);
+        }
+    }
+
     // 2. Throughput: M jobs from C submitters, then wait for all of them.
     anyhow::ensure!(setup.unfinished().await? == 0, "jobs left over before the throughput phase");
     println!("  {n_agents} agent(s): {} jobs from {} submitters…", args.jobs, args.concurrency);
+    let agent_pids: Vec<u32> = setup.agents.iter().map(|a| a.0.id()).collect();
+    let cpu0 = (cpu_seconds("self"), agent_pids.iter().map(|p| cpu_seconds(&p.to_string())).sum::<f64>());
     let next = Arc::new(AtomicUsize::new(0));
     let first_epoch = epoch_ms();
     let start = Instant::now();
@@ -447,7 +530,14 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
             let mut errors = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < args.jobs {
                 match setup.submit(&app, &input).await {
-                    Ok(id) => ids.push(id),
+                    Ok(id) => {
+                        if args.closed_loop {
+                            if let Err(e) = setup.wait_finished_in_db(&id).await {
+                                errors.push(e.to_string());
+                            }
+                        }
+                        ids.push(id)
+                    }
                     Err(e) => errors.push(e.to_string()),
                 }
             }
@@ -473,6 +563,8 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     r.tput_client_s = start.elapsed().as_secs_f64();
+    r.cpu_self_s = cpu_seconds("self") - cpu0.0;
+    r.cpu_agents_s = agent_pids.iter().map(|p| cpu_seconds(&p.to_string())).sum::<f64>() - cpu0.1;
     let jobs: Vec<anyhow::Result<Value>> = futures_util::stream::iter(ids.iter().map(|id| setup.job(id))).buffer_unordered(16).collect().await;
     let mut last_finished = first_epoch;
     for job in jobs {
@@ -490,6 +582,16 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
     }
     r.tput_elapsed_s = (last_finished - first_epoch) / 1000.0;
     Ok(r)
+}
+
+/// User + system CPU time of a process so far (`self` or a pid), from /proc; 0 elsewhere.
+fn cpu_seconds(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(str::to_string))
+        .map(|rest| rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum::<u64>())
+        .unwrap_or(0) as f64
+        / 100.0
 }
 
 /// `runner::onnx` alone: rows per second through `predict_csv` into memory, batch 4096.
@@ -546,15 +648,27 @@ fn runner_phase() -> anyhow::Result<Vec<(String, usize, f64, f64)>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.trace {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
-        "jobs_bench: {cores} cores, database {}, agents --max-jobs {}, {} sequential jobs (poll every {} µs), {} jobs from {} submitters",
+        "jobs_bench: {cores} cores, database {}, agents --max-jobs {}, {} sequential jobs (poll every {} µs), {} jobs from {} submitters{}",
         if args.postgres { "PostgreSQL" } else { "SQLite" },
         args.max_jobs,
         args.sequential,
         args.poll_us,
         args.jobs,
-        args.concurrency
+        args.concurrency,
+        match (args.listener_nodelay, args.closed_loop) {
+            (false, false) => "",
+            (true, false) => ", listener TCP_NODELAY (diagnostic)",
+            (false, true) => ", closed loop (diagnostic)",
+            (true, true) => ", listener TCP_NODELAY and closed loop (diagnostic)",
+        }
     );
 
     let mut results = Vec::new();
@@ -567,7 +681,11 @@ async fn main() -> anyhow::Result<()> {
     let runner = if args.no_runner { Vec::new() } else { tokio::task::spawn_blocking(runner_phase).await?? };
 
     println!();
-    println!("Machine: {cores} cores (server, agents and client share them). Database: {}.", if args.postgres { "PostgreSQL" } else { "SQLite" });
+    println!(
+        "Machine: {cores} cores (server, agents and client share them). Database: {}. Data and work dirs under {}.",
+        if args.postgres { "PostgreSQL" } else { "SQLite" },
+        args.scratch.as_deref().map_or_else(|| std::env::temp_dir().display().to_string(), |p| p.display().to_string())
+    );
     if !results.is_empty() {
         println!();
         println!("Trivial job (iris_logreg.onnx, 1-row CSV), one at a time, submit → `succeeded` seen by the client, ms:");
@@ -608,6 +726,17 @@ async fn main() -> anyhow::Result<()> {
             println!("| {} | {} |", r.agents, cells.join(" | "));
         }
         println!();
+        for r in &results {
+            let (a, b, c) = (sorted(r.probe_status.clone()), sorted(r.probe_result.clone()), sorted(r.agent_run.clone()));
+            println!(
+                "Diagnostics, {} agent(s), p50 ms: GET /api/v1/jobs/{{id}} {:.1}, GET …/result (1-row CSV) {:.1}, model run as the agent logged it {:.0}",
+                r.agents,
+                pct(&a, 50.0),
+                pct(&b, 50.0),
+                pct(&c, 50.0)
+            );
+        }
+        println!();
         println!("Sustained throughput ({} jobs, {} concurrent submitters):", args.jobs, args.concurrency);
         println!();
         println!("| agents | jobs/s (first submit → last finished) | elapsed s | submit phase s | failed | queue wait (created→dispatched) p50 / p95 ms | dispatched→started p50 ms | started→finished p50 ms | jobs per node |");
@@ -629,6 +758,20 @@ async fn main() -> anyhow::Result<()> {
                 pct(&d, 50.0),
                 pct(&f, 50.0),
                 r.per_node.values().map(usize::to_string).collect::<Vec<_>>().join("/")
+            );
+        }
+        println!();
+        for r in &results {
+            let done = (r.jobs - r.submit_errors.len()).max(1) as f64;
+            println!(
+                "CPU in the throughput phase, {} agent(s): server+client {:.1} s, agents {:.1} s over {:.1} s wall = {:.2} cores busy; per job {:.1} ms server+client, {:.1} ms agents",
+                r.agents,
+                r.cpu_self_s,
+                r.cpu_agents_s,
+                r.tput_client_s,
+                (r.cpu_self_s + r.cpu_agents_s) / r.tput_client_s,
+                r.cpu_self_s / done * 1000.0,
+                r.cpu_agents_s / done * 1000.0
             );
         }
         for r in &results {
