@@ -17,6 +17,10 @@
 //! 3. the runner alone (no server): `runner::onnx::Model::predict_csv` rows/s.
 //! Server, agents and this client share the machine's cores; the numbers are for all of them.
 //! The agent binary is `target/release/node-agent` beside this example, or `AIEDGE_AGENT_BIN`.
+//!
+//! Diagnostics: `--trace` (server tracing to stderr, by `RUST_LOG`, e.g. `tower_http=debug` for
+//! each request's timing), `--agent-log` (agents' warnings), `--closed-loop` (no backlog: each
+//! submitter waits for its job), `--scratch /dev/shm` (data and work dirs off the disk).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -72,10 +76,6 @@ struct Args {
     /// every request's latency). Off by default: the server is quiet.
     #[arg(long)]
     trace: bool,
-    /// Diagnostic: set TCP_NODELAY on the listening socket (Linux hands it down to accepted
-    /// connections), which the server itself does not do.
-    #[arg(long)]
-    listener_nodelay: bool,
     /// Let the agents' warnings through to stderr (they are silenced by default).
     #[arg(long)]
     agent_log: bool,
@@ -194,12 +194,7 @@ impl Setup {
             pg_database = Some((name, args.postgres_admin_url.clone()));
         }
 
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        if args.listener_nodelay {
-            socket.set_nodelay(true)?;
-        }
-        socket.bind("127.0.0.1:0".parse()?)?;
-        let listener = socket.listen(1024)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(server::launch(config.clone(), listener, shutdown.clone()));
@@ -663,12 +658,7 @@ async fn main() -> anyhow::Result<()> {
         args.poll_us,
         args.jobs,
         args.concurrency,
-        match (args.listener_nodelay, args.closed_loop) {
-            (false, false) => "",
-            (true, false) => ", listener TCP_NODELAY (diagnostic)",
-            (false, true) => ", closed loop (diagnostic)",
-            (true, true) => ", listener TCP_NODELAY and closed loop (diagnostic)",
-        }
+        if args.closed_loop { ", closed loop (diagnostic)" } else { "" }
     );
 
     let mut results = Vec::new();
