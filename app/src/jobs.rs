@@ -73,6 +73,8 @@ pub struct JobView {
     pub node_id: Option<String>,
     pub node_name: Option<String>,
     pub attempt: u32,
+    /// Attempts the job gets before it fails for good.
+    pub max_attempts: u32,
     pub error: Option<String>,
     pub result_rows: Option<u64>,
     pub progress_rows: Option<u64>,
@@ -106,11 +108,30 @@ pub struct JobEventView {
     pub message: String,
 }
 
+/// One dispatch of a job to a node, and how it ended.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub node_id: Option<String>,
+    pub node_name: String,
+    pub dispatched_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// dispatched, running, succeeded, failed, lost or cancelled.
+    pub outcome: String,
+    /// Why it ended, when it did not succeed.
+    pub reason: Option<String>,
+}
+
 /// Everything the job page shows.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct JobDetail {
     pub job: JobView,
     pub events: Vec<JobEventView>,
+    /// Every attempt, first first.
+    #[serde(default)]
+    pub attempts: Vec<AttemptView>,
     pub decision: Option<Decision>,
     /// The last few KiB of the log, when there is one.
     pub log_tail: Option<String>,

@@ -19,7 +19,7 @@ pub struct NodeView {
     pub id: String,
     pub name: String,
     pub owner_email: String,
-    /// waiting, active or dead.
+    /// waiting, active, stopping (the agent finishes its jobs before it exits) or dead.
     pub status: String,
     /// enabled, disabled, draining or removed.
     pub admin_state: String,
@@ -28,6 +28,9 @@ pub struct NodeView {
     pub score: Option<Score>,
     pub last_heartbeat_ms: Option<i64>,
     pub created_at_ms: i64,
+    /// Job attempts that failed or were lost on this node in the last 24 hours.
+    #[serde(default)]
+    pub recent_failures: u32,
 }
 
 /// A freshly added node with its one-time token: the only time the token is ever shown.

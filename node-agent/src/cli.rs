@@ -32,6 +32,24 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Register (first time only) and send heartbeats until stopped.
     Run(RunArgs),
+    /// Run an ONNX model on a CSV here, exactly as a job would, and write the predictions CSV:
+    /// check a model on this machine before uploading it.
+    Predict(PredictArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The model file (.onnx).
+    #[arg(long, env = "AIEDGE_PREDICT_MODEL")]
+    pub model: PathBuf,
+
+    /// The input CSV: a header row, then one row of features per example.
+    #[arg(long, env = "AIEDGE_PREDICT_INPUT")]
+    pub input: PathBuf,
+
+    /// Where to write the predictions CSV; `-` for standard output.
+    #[arg(long, env = "AIEDGE_PREDICT_OUTPUT", default_value = "-")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +111,11 @@ pub struct RunArgs {
     #[arg(long, env = "AIEDGE_BENCHMARK_INTERVAL", default_value = "5m", value_parser = parse_benchmark_interval)]
     pub benchmark_interval: Duration,
 
+    /// On SIGTERM or Ctrl-C, how long running jobs may go on before they are handed back to
+    /// the server (which sends them to another node), e.g. "30s". A second signal stops at once.
+    #[arg(long, env = "AIEDGE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
     /// Refuse script jobs on this node (ONNX models still run): the server sends it none.
     #[arg(long, env = "AIEDGE_NO_SCRIPTS")]
     pub no_scripts: bool,
@@ -117,6 +140,7 @@ impl std::fmt::Debug for RunArgs {
             .field("work_dir", &self.work_dir)
             .field("max_jobs", &self.max_jobs)
             .field("no_scripts", &self.no_scripts)
+            .field("drain_timeout", &self.drain_timeout)
             .field("fixed_events_per_sec", &self.fixed_events_per_sec)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("benchmark_interval", &self.benchmark_interval)

@@ -40,10 +40,11 @@ pub const EXIT_REGISTRATION_REFUSED: u8 = 3;
 pub async fn execute(command: cli::Command) -> anyhow::Result<()> {
     match command {
         cli::Command::Probe(args) => probe(args).await,
+        cli::Command::Predict(args) => tokio::task::spawn_blocking(move || predict(&args)).await?,
         cli::Command::Run(args) => {
-            let cancel = CancellationToken::new();
-            stop_on_signal(cancel.clone())?;
-            run::run(args, cancel).await
+            let drain = CancellationToken::new();
+            stop_on_signal(drain.clone())?;
+            run::run(args, drain).await
         }
     }
 }
@@ -60,6 +61,38 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     } else {
         1
     }
+}
+
+/// `node-agent predict`: the job's ONNX path on local files, with what the model takes and how
+/// fast it ran on stderr.
+fn predict(args: &cli::PredictArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let started = std::time::Instant::now();
+    let model = runner::onnx::Model::load(&args.model).with_context(|| format!("model {}", args.model.display()))?;
+    let info = model.info();
+    let loaded_ms = started.elapsed().as_secs_f64() * 1000.0;
+    eprintln!("model: {} features in, columns out: {}", info.features, info.output_columns.join(","));
+    let input = std::fs::File::open(&args.input).with_context(|| format!("input {}", args.input.display()))?;
+    let reader = std::io::BufReader::new(input);
+    let started = std::time::Instant::now();
+    let rows = if args.output.as_os_str() == "-" {
+        let stdout = std::io::stdout().lock();
+        let mut out = std::io::BufWriter::new(stdout);
+        let rows = model.predict_csv(reader, &mut out, worker::BATCH_ROWS, &mut |_| {})?;
+        out.flush()?;
+        rows
+    } else {
+        // Written beside the target and renamed, so a failed run leaves no half file.
+        let dir = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let mut part = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
+        let rows = model.predict_csv(reader, std::io::BufWriter::new(part.as_file_mut()), worker::BATCH_ROWS, &mut |_| {})?;
+        part.persist(&args.output).with_context(|| format!("output {}", args.output.display()))?;
+        rows
+    };
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("{rows} rows in {:.1} ms ({:.0} rows/s); model loaded in {loaded_ms:.1} ms", secs * 1000.0, rows as f64 / secs.max(1e-9));
+    Ok(())
 }
 
 /// `node-agent probe`: measure once and print facts, metrics and score as JSON.
@@ -84,12 +117,13 @@ async fn probe(args: cli::ProbeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cancels `cancel` on the first Ctrl-C (SIGINT) or SIGTERM; a second one exits at once.
+/// Cancels `drain` on the first Ctrl-C (SIGINT) or SIGTERM (the agent finishes or hands back
+/// its jobs, then stops); a second one exits at once.
 ///
 /// The handlers are installed before this returns (not in the spawned task), so a signal that
 /// arrives right after start-up is not left to the default action, which kills the process
 /// without closing anything.
-fn stop_on_signal(cancel: CancellationToken) -> anyhow::Result<()> {
+fn stop_on_signal(drain: CancellationToken) -> anyhow::Result<()> {
     use anyhow::Context;
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
@@ -101,8 +135,8 @@ fn stop_on_signal(cancel: CancellationToken) -> anyhow::Result<()> {
                 _ = terminate.recv() => {}
             }
             if round == 0 {
-                tracing::info!("shutting down (signal again to force)");
-                cancel.cancel();
+                tracing::info!("shutting down: finishing running jobs, taking no new ones (signal again to force)");
+                drain.cancel();
             } else {
                 tracing::warn!("second signal: exiting now");
                 std::process::exit(130);

@@ -42,7 +42,19 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 /// Runs until `cancel` fires (then returns `Ok`) or something fatal happens.
-pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> {
+    // `drain` asks for a graceful stop; `cancel` stops everything. Until the job worker runs
+    // there is nothing to drain, so the one means the other.
+    let cancel = CancellationToken::new();
+    let early_stop = tokio::spawn({
+        let (drain, cancel) = (drain.clone(), cancel.clone());
+        async move {
+            drain.cancelled().await;
+            cancel.cancel();
+        }
+    });
+    // Random per process: the server tells a restart from a pause by it.
+    let instance = format!("{:016x}", rand::thread_rng().gen::<u64>());
     state::create_private_dir(&args.work_dir)?;
     let state_file = args
         .state_file
@@ -103,9 +115,25 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
                 work_dir: args.work_dir.clone(),
                 launcher: std::env::current_exe().context("locating the agent binary")?,
                 accepts_scripts: !args.no_scripts,
+                instance: instance.clone(),
             },
             running.clone(),
         )?;
+        early_stop.abort();
+        // A stop request from now on drains: no new jobs, running ones finish within the
+        // grace period or are handed back; heartbeats go on (saying so) until it is done.
+        tokio::spawn({
+            let (worker, drain, cancel, grace) = (worker.clone(), drain.clone(), cancel.clone(), args.drain_timeout);
+            async move {
+                tokio::select! {
+                    () = drain.cancelled() => {
+                        worker.drain(grace).await;
+                        cancel.cancel();
+                    }
+                    () = cancel.cancelled() => {}
+                }
+            }
+        });
         Some(tokio::spawn(worker.run(cancel.clone())))
     };
 
@@ -128,6 +156,8 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
         node_key: state.node_key.clone(),
         facts,
         expiration: interval * EXPIRE_AFTER_INTERVALS,
+        instance,
+        draining: drain,
     };
     publisher.run(metrics_rx, &cancel).await;
 
@@ -284,6 +314,9 @@ struct Publisher {
     node_key: String,
     facts: NodeFacts,
     expiration: Duration,
+    instance: String,
+    /// Fired once the agent is stopping: heartbeats say so.
+    draining: CancellationToken,
 }
 
 /// Why a connection's publishing stopped.
@@ -373,6 +406,8 @@ impl Publisher {
                         sent_at_ms: now_ms(),
                         metrics,
                         facts: first.then(|| self.facts.clone()),
+                        instance: Some(self.instance.clone()),
+                        draining: self.draining.is_cancelled(),
                     };
                     *seq += 1;
                     let publish = link.publish(&heartbeat, &self.node_key, self.expiration);

@@ -10,10 +10,17 @@
 //! 3. fetches the application (cached by SHA-256, checked after download) and the input;
 //! 4. runs it: an ONNX model in process with tract, in batches; a script bundle sandboxed
 //!    (see `runner::sandbox`), its output captured to a capped log;
-//! 5. reports progress about once a second (the answer may say "stop": cancelled), uploads the
-//!    result and the log, and reports the outcome, retrying until the server answers.
+//! 5. reports progress about once a second (the answer may say "stop": cancelled, or the
+//!    attempt was given away), uploads the result and the log, and reports the outcome,
+//!    retrying every call until the server answers (a server restart loses nothing).
+//!
+//! A message delivered again while its attempt runs here (a redelivery after a broker
+//! reconnect) is dropped. Stopping gracefully ([`Worker::drain`]) takes no new messages (the
+//! unstarted ones go back to the queue), lets running jobs finish for a grace period, then
+//! hands the rest back: each is reported failed for a reason that is not the job's, so the
+//! server sends it to another node at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,13 +39,15 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{CallError, NodeApi};
 
 /// Rows per model call.
-const BATCH_ROWS: usize = 4096;
+pub(crate) const BATCH_ROWS: usize = 4096;
 /// How often a running job reports progress (and learns whether it was cancelled).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Models kept loaded, by SHA-256.
 const MODEL_CACHE: usize = 4;
 /// Log kept per job.
 const LOG_CAP_BYTES: u64 = 1 << 20;
+/// How long the report of a handed-back job may take once the agent is stopping.
+const HAND_BACK_REPORT: Duration = Duration::from_secs(5);
 
 /// What the worker needs to know.
 pub struct WorkerConfig {
@@ -52,6 +61,8 @@ pub struct WorkerConfig {
     /// The binary whose `__sandbox` subcommand starts script jobs (this one).
     pub launcher: PathBuf,
     pub accepts_scripts: bool,
+    /// This process's random id (see `shared::wire::Heartbeat::instance`).
+    pub instance: String,
 }
 
 /// Shared state of the running worker.
@@ -64,6 +75,12 @@ pub struct Worker {
     models: Mutex<HashMap<String, Arc<runner::onnx::Model>>>,
     cache_dir: PathBuf,
     jobs_dir: PathBuf,
+    /// Fires when the agent stops taking jobs (draining).
+    taking: CancellationToken,
+    /// Fires when running jobs must stop and be handed back.
+    abort: CancellationToken,
+    /// Attempts being handled now, so a redelivered message does not run twice.
+    active: Mutex<HashSet<(String, u32)>>,
 }
 
 impl Worker {
@@ -88,15 +105,35 @@ impl Worker {
             cache_dir,
             jobs_dir,
             config,
+            taking: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            active: Mutex::new(HashSet::new()),
         }))
     }
 
-    /// Consumes the node's queue until `cancel` fires, reconnecting after broker losses.
+    /// Stops taking jobs, waits up to `grace` for the running ones, then hands the rest back
+    /// and waits (briefly) for their reports.
+    pub async fn drain(&self, grace: Duration) {
+        self.taking.cancel();
+        let all = self.config.max_jobs;
+        if tokio::time::timeout(grace, self.slots.acquire_many(all)).await.is_ok() {
+            return;
+        }
+        let held = self.running.load(Ordering::Relaxed);
+        tracing::warn!(jobs = held, grace_secs = grace.as_secs(), "jobs still running after the grace period; handing them back");
+        self.abort.cancel();
+        let _ = tokio::time::timeout(HAND_BACK_REPORT * 2, self.slots.acquire_many(all)).await;
+    }
+
+    /// Consumes the node's queue until `cancel` fires or [`Worker::drain`] starts,
+    /// reconnecting after broker losses.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut attempt = 0u32;
+        let taking = self.taking.clone();
         loop {
             let outcome = tokio::select! {
                 () = cancel.cancelled() => break,
+                () = taking.cancelled() => break,
                 outcome = self.clone().consume(&cancel) => outcome,
             };
             if let Err(e) = outcome {
@@ -105,14 +142,17 @@ impl Worker {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "job queue unavailable; reconnecting");
                 tokio::select! {
                     () = cancel.cancelled() => break,
+                    () = taking.cancelled() => break,
                     () = tokio::time::sleep(delay) => {}
                 }
             } else {
                 break;
             }
         }
-        // Let running jobs finish their reports before the process goes (bounded by the caller).
-        let _ = self.slots.acquire_many(self.config.max_jobs).await;
+        if cancel.is_cancelled() {
+            // A hard stop (not a drain): running jobs stop now and are handed back.
+            self.abort.cancel();
+        }
     }
 
     async fn consume(self: Arc<Self>, cancel: &CancellationToken) -> anyhow::Result<()> {
@@ -129,7 +169,7 @@ impl Worker {
         tracing::info!(queue = %self.config.queue, max_jobs = self.config.max_jobs, "waiting for jobs");
         loop {
             let next = tokio::select! {
-                () = cancel.cancelled() => {
+                () = async { tokio::select! { () = cancel.cancelled() => {}, () = self.taking.cancelled() => {} } } => {
                     // Unacked messages go back to the queue when the channel closes.
                     let _ = channel.close(200, "agent stopping").await;
                     let _ = conn.close(200, "agent stopping").await;
@@ -141,9 +181,8 @@ impl Worker {
             let delivery = delivery?;
             let permit = self.slots.clone().acquire_owned().await?;
             let worker = self.clone();
-            let cancel = cancel.clone();
             tokio::spawn(async move {
-                worker.handle(delivery, &cancel).await;
+                worker.handle(delivery).await;
                 drop(permit);
             });
         }
@@ -171,19 +210,25 @@ impl Worker {
         Ok(message)
     }
 
-    async fn handle(self: Arc<Self>, delivery: Delivery, cancel: &CancellationToken) {
+    async fn handle(self: Arc<Self>, delivery: Delivery) {
         let message = match self.verify(&delivery) {
             Ok(m) => m,
             Err(why) => {
-                tracing::warn!(why, bytes = delivery.data.len(), "job message refused");
+                // To the dead-letter queue (the node queue names it), never redelivered.
+                tracing::warn!(why, bytes = delivery.data.len(), "job message refused; dead-lettered");
                 let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
                 return;
             }
         };
         let job = message.job_id.clone();
+        let Some(_active) = ActiveAttempt::enter(&self.active, &job, message.attempt) else {
+            tracing::info!(job_id = %job, attempt = message.attempt, "duplicate delivery of a job running here; dropped");
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return;
+        };
         let path = format!("{JOBS_PATH}/{job}/start");
-        let report = AttemptReport { attempt: message.attempt, rows_done: 0 };
-        let verdict: Proceed = match retry(cancel, || self.api.post(&path, &report)).await {
+        let report = AttemptReport { attempt: message.attempt, rows_done: 0, instance: Some(self.config.instance.clone()) };
+        let verdict: Proceed = match retry(self.abort.cancelled(), || self.api.post(&path, &report)).await {
             Some(Ok(v)) => v,
             Some(Err(e)) => {
                 tracing::warn!(job_id = %job, error = %e, "start refused; dropping the message");
@@ -193,7 +238,8 @@ impl Worker {
             // Stopping: the message goes back to the queue with the channel.
             None => return,
         };
-        // The server knows now: the message has done its work.
+        // The server knows now: the message has done its work. From here the attempt's lease
+        // is this node's heartbeats, not the unacked message.
         let _ = delivery.ack(BasicAckOptions::default()).await;
         if !verdict.proceed {
             tracing::info!(job_id = %job, attempt = message.attempt, reason = verdict.reason.as_deref().unwrap_or(""), "server says not to run this job");
@@ -201,40 +247,51 @@ impl Worker {
         }
         tracing::info!(job_id = %job, attempt = message.attempt, kind = message.kind.as_str(), "job started");
         self.running.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.execute(&message, cancel).await;
+        let outcome = self.execute(&message).await;
         self.running.fetch_sub(1, Ordering::Relaxed);
         let Some(outcome) = outcome else { return };
         let finish = FinishReport { attempt: message.attempt, outcome: outcome.clone() };
         let path = format!("{JOBS_PATH}/{job}/finish");
-        match retry(cancel, || self.api.post::<_, Proceed>(&path, &finish)).await {
+        // Retried until the server answers; once the agent is handing jobs back, only briefly.
+        let give_up = async {
+            self.abort.cancelled().await;
+            tokio::time::sleep(HAND_BACK_REPORT).await;
+        };
+        match retry(give_up, || self.api.post::<_, Proceed>(&path, &finish)).await {
             Some(Ok(v)) if v.proceed => tracing::info!(job_id = %job, outcome = ?outcome, "job finished"),
-            Some(Ok(v)) => tracing::warn!(job_id = %job, reason = v.reason.as_deref().unwrap_or(""), "result refused"),
+            Some(Ok(v)) => tracing::warn!(job_id = %job, reason = v.reason.as_deref().unwrap_or(""), "outcome refused"),
             Some(Err(e)) => tracing::warn!(job_id = %job, error = %e, "finish refused"),
             None => tracing::warn!(job_id = %job, "stopped before the outcome was reported"),
         }
     }
 
-    /// Fetches, runs and uploads; `None` when the run was stopped (cancelled, given away).
-    async fn execute(self: &Arc<Self>, m: &JobMessage, cancel: &CancellationToken) -> Option<Outcome> {
+    /// Fetches, runs and uploads; `None` when the server said stop (cancelled, given away).
+    async fn execute(self: &Arc<Self>, m: &JobMessage) -> Option<Outcome> {
         let dir = self.jobs_dir.join(format!("{}-{}", m.job_id, m.attempt));
-        let result = self.execute_in(&dir, m, cancel).await;
+        let result = self.execute_in(&dir, m).await;
         let _ = tokio::fs::remove_dir_all(&dir).await;
+        if self.abort.is_cancelled() {
+            // Whatever it got to, the job goes to another node: not the job's fault.
+            return Some(Outcome::Failed { error: "the agent stopped before the job finished; handed back".into(), user_error: false });
+        }
         match result {
             Ok(outcome) => outcome,
             Err(e) => Some(Outcome::Failed { error: format!("{e:#}"), user_error: false }),
         }
     }
 
-    async fn execute_in(self: &Arc<Self>, dir: &Path, m: &JobMessage, cancel: &CancellationToken) -> anyhow::Result<Option<Outcome>> {
+    async fn execute_in(self: &Arc<Self>, dir: &Path, m: &JobMessage) -> anyhow::Result<Option<Outcome>> {
         tokio::fs::create_dir_all(dir).await?;
         let q = format!("?attempt={}", m.attempt);
-        let app = self.fetch_application(m, &q).await?;
+        let Some(app) = self.fetch_application(m, &q).await? else { return Ok(None) };
         let input = dir.join("input.csv");
-        self.api.download(&format!("{JOBS_PATH}/{}/input{q}", m.job_id), &input).await?;
+        let input_path = format!("{JOBS_PATH}/{}/input{q}", m.job_id);
+        let Some(got) = retry(self.abort.cancelled(), || self.api.download(&input_path, &input)).await else { return Ok(None) };
+        got?;
 
         // Progress reports run beside the job; "stop" from the server cancels it.
         let rows = Arc::new(AtomicU64::new(0));
-        let stop = cancel.child_token();
+        let stop = self.abort.child_token();
         let reporter = tokio::spawn(report_progress(self.api.clone(), m.clone(), rows.clone(), stop.clone()));
         let log = dir.join("log.txt");
         let output = dir.join("predictions.csv");
@@ -252,11 +309,16 @@ impl Worker {
         }
         let job = &m.job_id;
         if tokio::fs::try_exists(&log).await.unwrap_or(false) {
-            let _: Result<Proceed, _> = self.api.upload(&format!("{JOBS_PATH}/{job}/log{q}"), &log).await;
+            let log_path = format!("{JOBS_PATH}/{job}/log{q}");
+            let _ = retry(self.abort.cancelled(), || self.api.upload::<Proceed>(&log_path, &log)).await;
         }
         let outcome = match ran {
             Ok(rows) => {
-                let uploaded: Proceed = self.api.upload(&format!("{JOBS_PATH}/{job}/result{q}"), &output).await?;
+                let result_path = format!("{JOBS_PATH}/{job}/result{q}");
+                let Some(uploaded) = retry(self.abort.cancelled(), || self.api.upload::<Proceed>(&result_path, &output)).await else {
+                    return Ok(None);
+                };
+                let uploaded = uploaded?;
                 if !uploaded.proceed {
                     tracing::warn!(job_id = %job, reason = uploaded.reason.as_deref().unwrap_or(""), "result refused");
                     return Ok(None);
@@ -269,28 +331,34 @@ impl Worker {
         Ok(Some(outcome))
     }
 
-    /// The application file, from the cache when its hash is known, else downloaded and checked.
-    async fn fetch_application(&self, m: &JobMessage, q: &str) -> anyhow::Result<PathBuf> {
+    /// The application file, from the cache when its hash is known, else downloaded and
+    /// checked; `None` when the agent is handing its jobs back.
+    async fn fetch_application(&self, m: &JobMessage, q: &str) -> anyhow::Result<Option<PathBuf>> {
         let sha = &m.app_sha256;
         anyhow::ensure!(sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()), "bad application hash");
         let cached = self.cache_dir.join(sha);
         if tokio::fs::try_exists(&cached).await.unwrap_or(false) {
-            return Ok(cached);
+            return Ok(Some(cached));
         }
         let part = self.cache_dir.join(format!("{sha}.{}.part", uuid_like()));
-        let got = self.api.download(&format!("{JOBS_PATH}/{}/application{q}", m.job_id), &part).await;
+        let path = format!("{JOBS_PATH}/{}/application{q}", m.job_id);
+        let got = retry(self.abort.cancelled(), || self.api.download(&path, &part)).await;
         match got {
-            Ok(hash) if hash == *sha => {
+            Some(Ok(hash)) if hash == *sha => {
                 tokio::fs::rename(&part, &cached).await?;
-                Ok(cached)
+                Ok(Some(cached))
             }
-            Ok(hash) => {
+            Some(Ok(hash)) => {
                 let _ = tokio::fs::remove_file(&part).await;
                 anyhow::bail!("the application's hash is {hash}, expected {sha}")
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 let _ = tokio::fs::remove_file(&part).await;
                 Err(e.into())
+            }
+            None => {
+                let _ = tokio::fs::remove_file(&part).await;
+                Ok(None)
             }
         }
     }
@@ -397,7 +465,7 @@ async fn report_progress(api: NodeApi, m: JobMessage, rows: Arc<AtomicU64>, stop
             () = stop.cancelled() => return,
             () = tokio::time::sleep(PROGRESS_EVERY) => {}
         }
-        let report = AttemptReport { attempt: m.attempt, rows_done: rows.load(Ordering::Relaxed) };
+        let report = AttemptReport { attempt: m.attempt, rows_done: rows.load(Ordering::Relaxed), instance: None };
         match api.post::<_, Proceed>(&path, &report).await {
             Ok(v) if !v.proceed => {
                 tracing::info!(job_id = %m.job_id, reason = v.reason.as_deref().unwrap_or(""), "server says stop");
@@ -412,25 +480,53 @@ async fn report_progress(api: NodeApi, m: JobMessage, rows: Arc<AtomicU64>, stop
 }
 
 /// Calls `f` until it answers or refuses; waits out transient failures with backoff.
-/// `None` when cancelled first.
-async fn retry<T, F, Fut>(cancel: &CancellationToken, mut f: F) -> Option<Result<T, CallError>>
+/// `None` when `give_up` resolves first.
+async fn retry<T, F, Fut>(give_up: impl std::future::Future<Output = ()>, mut f: F) -> Option<Result<T, CallError>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, CallError>>,
 {
+    tokio::pin!(give_up);
     let mut attempt = 0;
     loop {
-        match f().await {
+        let result = tokio::select! {
+            () = &mut give_up => return None,
+            result = f() => result,
+        };
+        match result {
             Err(e) if e.is_transient() => {
                 let delay = crate::run::backoff(attempt);
                 attempt += 1;
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "server call failed; retrying");
                 tokio::select! {
-                    () = cancel.cancelled() => return None,
+                    () = &mut give_up => return None,
                     () = tokio::time::sleep(delay) => {}
                 }
             }
             other => return Some(other),
+        }
+    }
+}
+
+/// Marks an attempt as handled here for as long as it lives.
+struct ActiveAttempt<'a> {
+    set: &'a Mutex<HashSet<(String, u32)>>,
+    key: (String, u32),
+}
+
+impl<'a> ActiveAttempt<'a> {
+    /// `None` when the attempt is already being handled.
+    fn enter(set: &'a Mutex<HashSet<(String, u32)>>, job: &str, attempt: u32) -> Option<Self> {
+        let key = (job.to_string(), attempt);
+        let fresh = set.lock().map(|mut s| s.insert(key.clone())).unwrap_or(true);
+        fresh.then_some(Self { set, key })
+    }
+}
+
+impl Drop for ActiveAttempt<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.key);
         }
     }
 }

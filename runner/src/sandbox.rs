@@ -717,8 +717,10 @@ impl ChildSpec {
 /// 1. sets the resource limits (CPU, address space, file size, processes; no core dumps);
 /// 2. changes to the work dir (while still root, so private parent directories are no obstacle);
 /// 3. if root: hands the work dir to uid/gid 65534 and becomes that user, with no groups;
-/// 4. sets `no_new_privs` and applies the Landlock ruleset, best effort (a line on stderr, hence
-///    in the log, says when the kernel cannot enforce it all);
+/// 4. asks to be killed when the agent dies (a killed agent leaves no script running that nobody
+///    watches: its attempt is moved to another node), sets `no_new_privs` and applies the
+///    Landlock ruleset, best effort (a line on stderr, hence in the log, says when the kernel
+///    cannot enforce it all);
 /// 5. `exec`s the command with stdin from `/dev/null` and only the allowed variables.
 ///
 /// It never returns: on failure it prints `[sandbox] error: …` to stderr and exits with 127.
@@ -733,6 +735,7 @@ pub fn child_main(args: Vec<OsString>) -> ! {
 }
 
 fn sandbox_and_exec(args: Vec<OsString>) -> Result<Infallible, String> {
+    let parent = nix::unistd::getppid();
     let spec = ChildSpec::parse(args)?;
     set_resource_limits(&spec.limits)?;
     std::env::set_current_dir(&spec.workdir).map_err(|e| {
@@ -743,6 +746,11 @@ fn sandbox_and_exec(args: Vec<OsString>) -> Result<Infallible, String> {
     })?;
     if nix::unistd::geteuid().is_root() {
         drop_privileges(&spec.workdir)?;
+    }
+    // After the uid change, which clears it; it survives the exec.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("cannot tie the job to the agent: {e}"))?;
+    if nix::unistd::getppid() != parent {
+        return Err("the agent exited before the job started".into());
     }
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     match restrict_file_system() {

@@ -60,6 +60,8 @@ fn heartbeat(node_id: &str, seq: u64) -> Vec<u8> {
             running_jobs: 0,
         },
         facts: None,
+        instance: None,
+        draining: false,
     })
     .unwrap_or_default()
 }

@@ -75,7 +75,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 pub async fn start(State(state): State<AppState>, UrlPath(id): UrlPath<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Proceed>> {
     let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
     let report: AttemptReport = parse(&body)?;
-    let verdict = jobs::start(&state.db, &id, &node, attempt_of(report.attempt)).await?;
+    let verdict = jobs::start(&state.db, &id, &node, attempt_of(report.attempt), report.instance.as_deref()).await?;
     if verdict == Verdict::Proceed {
         tracing::info!(job_id = %id, node_id = %node, attempt = report.attempt, "job running");
     }
@@ -200,13 +200,14 @@ pub async fn finish(
     let report: FinishReport = parse(&body)?;
     let how = match &report.outcome {
         Outcome::Succeeded { rows } => Finish::Succeeded { rows: *rows },
-        Outcome::Failed { error, .. } => Finish::Failed { error: error.as_str() },
+        // The application's own failure fails the job now; the node's trouble moves it on.
+        Outcome::Failed { error, user_error } => Finish::Failed { error: error.as_str(), retry: !user_error },
     };
     let verdict = jobs::finish(&state.db, &id, &node, attempt_of(report.attempt), how).await?;
     match &verdict {
         Verdict::Proceed => {
             tracing::info!(job_id = %id, node_id = %node, attempt = report.attempt, outcome = ?report.outcome, "job finished");
-            // A slot is free again.
+            // A slot is free again, or the job is back in the queue.
             dispatcher.wake();
         }
         Verdict::Stop(reason) => tracing::warn!(job_id = %id, node_id = %node, attempt = report.attempt, reason, "finish refused"),

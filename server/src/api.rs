@@ -417,7 +417,7 @@ async fn submit_job_inner(
             (key, "default input".to_string(), app.view.default_input_rows)
         }
     };
-    let id = jobs::create(&state.db, &user.id, &app.view.id, &input_key, &input_name, rows).await?;
+    let id = jobs::create(&state.db, &user.id, &app.view.id, &input_key, &input_name, rows, state.settings.max_attempts).await?;
     tracing::info!(job_id = %id, app_id = %app.view.id, user = %user.id, "job submitted");
     let view = jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?;
     Ok((StatusCode::CREATED, view))

@@ -1,10 +1,15 @@
 //! The load balancer's choice, as one pure function: which node runs a job.
 //!
-//! Eligible: active, enabled (not disabled, draining or removed), a free job slot, and able to
-//! run the job (a script job needs its runtime on the node, and the owner's consent to scripts).
+//! Eligible: active, enabled (not disabled, draining or removed), not overheated, a free job
+//! slot, and able to run the job (a script job needs its runtime on the node, and the owner's
+//! consent to scripts). A busy node (score 0: no free CPU at its last heartbeat) stays eligible
+//! and comes last: its slots are the capacity its owner lent, and a fleet that is busy for a
+//! while must not starve the queue.
 //! Among those the highest *effective* score wins: the node's score shared among the jobs it
 //! already holds, `score / (1 + in_flight)`, so a burst spreads out before the next heartbeats
-//! tell the truth. Ties go to the lowest node id, so the same inputs give the same answer.
+//! tell the truth. A job that failed or was lost on some nodes prefers the others (they are
+//! still used when nothing else can take it). Ties go to the lowest node id, so the same inputs
+//! give the same answer.
 
 use shared::jobs::{AppKind, Candidate};
 
@@ -17,6 +22,8 @@ pub struct NodeState {
     pub admin_state: String,
     /// From the latest heartbeat; `None` before the first one.
     pub score: Option<f64>,
+    /// At or above the critical temperature at the latest heartbeat.
+    pub overheated: bool,
     pub max_jobs: u32,
     pub accepts_scripts: bool,
     pub runtimes: Vec<String>,
@@ -29,6 +36,8 @@ pub struct NodeState {
 pub struct Need {
     pub kind: AppKind,
     pub runtime: Option<String>,
+    /// Nodes the job's earlier attempts ran on.
+    pub tried: Vec<String>,
 }
 
 fn excluded(node: &NodeState, need: &Need) -> Option<String> {
@@ -51,9 +60,12 @@ fn excluded(node: &NodeState, need: &Need) -> Option<String> {
             }
         }
     }
+    if node.overheated {
+        return Some("overheated (at or above the critical temperature)".into());
+    }
     match node.score {
         None => Some("no heartbeat yet".into()),
-        Some(s) if !s.is_finite() || s <= 0.0 => Some("score is 0 (overheated or no free CPU or memory)".into()),
+        Some(s) if !s.is_finite() => Some("no valid score".into()),
         Some(_) => None,
     }
 }
@@ -72,6 +84,7 @@ pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>)
                 max_jobs: n.max_jobs,
                 effective: score / (1.0 + f64::from(n.in_flight)),
                 excluded: excluded(n, need),
+                tried: need.tried.contains(&n.id),
             }
         })
         .collect();
@@ -79,8 +92,11 @@ pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>)
         .iter()
         .enumerate()
         .filter(|(_, c)| c.excluded.is_none())
-        // Highest effective score; on a tie the lowest id (reversed, since max_by keeps the last max).
-        .max_by(|(_, a), (_, b)| a.effective.total_cmp(&b.effective).then_with(|| b.node_id.cmp(&a.node_id)))
+        // A node not tried before; then the highest effective score; on a tie the lowest id
+        // (reversed, since max_by keeps the last max).
+        .max_by(|(_, a), (_, b)| {
+            b.tried.cmp(&a.tried).then_with(|| a.effective.total_cmp(&b.effective)).then_with(|| b.node_id.cmp(&a.node_id))
+        })
         .map(|(i, _)| i);
     (best, candidates)
 }
@@ -96,6 +112,7 @@ mod tests {
             status: "active".into(),
             admin_state: "enabled".into(),
             score: Some(score),
+            overheated: false,
             max_jobs: 4,
             accepts_scripts: true,
             runtimes: vec!["python3".into()],
@@ -104,7 +121,7 @@ mod tests {
     }
 
     fn onnx() -> Need {
-        Need { kind: AppKind::Onnx, runtime: None }
+        Need { kind: AppKind::Onnx, runtime: None, tried: vec![] }
     }
 
     fn winner(need: &Need, nodes: &[NodeState]) -> Option<String> {
@@ -149,7 +166,7 @@ mod tests {
         let mut full = node("full", 9.0);
         full.in_flight = 4;
         let mut hot = node("hot", 0.0);
-        hot.score = Some(0.0);
+        hot.overheated = true;
         let mut fresh = node("fresh", 1.0);
         fresh.score = None;
         let nodes = [dead, disabled, draining, full, hot, fresh, node("ok", 0.5)];
@@ -160,14 +177,14 @@ mod tests {
         assert_eq!(reasons[1], "node is disabled");
         assert_eq!(reasons[2], "node is draining");
         assert_eq!(reasons[3], "no free slot (4 of 4 busy)");
-        assert!(reasons[4].starts_with("score is 0"));
+        assert!(reasons[4].starts_with("overheated"));
         assert_eq!(reasons[5], "no heartbeat yet");
         assert_eq!(reasons[6], "");
     }
 
     #[test]
     fn script_jobs_need_the_runtime_and_consent() {
-        let need = Need { kind: AppKind::Script, runtime: Some("python3".into()) };
+        let need = Need { kind: AppKind::Script, runtime: Some("python3".into()), tried: vec![] };
         let mut no_python = node("no-python", 9.0);
         no_python.runtimes.clear();
         let mut refuses = node("refuses", 9.0);
@@ -186,5 +203,31 @@ mod tests {
         let (best, cands) = pick(&onnx(), &[n]);
         assert_eq!(best, None);
         assert_eq!(cands.len(), 1);
+    }
+
+    #[test]
+    fn a_retried_job_prefers_nodes_it_has_not_failed_on() {
+        let nodes = [node("a", 9.0), node("b", 1.0)];
+        let need = Need { tried: vec!["a".into()], ..onnx() };
+        let (best, cands) = pick(&need, &nodes);
+        assert_eq!(best, Some(1), "the weaker node it has not tried");
+        assert!(cands[0].tried && !cands[1].tried);
+        // Tried everywhere: the best of them again rather than nothing.
+        let need = Need { tried: vec!["a".into(), "b".into()], ..onnx() };
+        assert_eq!(winner(&need, &nodes).as_deref(), Some("a"));
+        // An untried node that cannot take it does not count.
+        let mut full = node("b", 1.0);
+        full.in_flight = 4;
+        let need = Need { tried: vec!["a".into()], ..onnx() };
+        assert_eq!(winner(&need, &[node("a", 9.0), full]).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_busy_node_is_still_eligible_but_comes_last() {
+        let busy = node("busy", 0.0);
+        assert_eq!(winner(&onnx(), &[busy.clone(), node("z-idle", 0.01)]).as_deref(), Some("z-idle"));
+        let (best, cands) = pick(&onnx(), std::slice::from_ref(&busy));
+        assert_eq!(best, Some(0));
+        assert_eq!(cands[0].excluded, None);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use rand::Rng;
 use tokio::sync::{watch, Notify, RwLock};
@@ -48,6 +48,17 @@ impl Topology {
     pub fn node_queue(&self, node_id: &str) -> String {
         format!("{}.node.{node_id}", self.namespace)
     }
+
+    /// The fanout exchange that messages nobody can use go to: job messages an agent rejects
+    /// (node queues name it as their dead-letter exchange) and heartbeats the server refuses.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dead-letters", self.namespace)
+    }
+
+    /// The bounded queue that keeps dead letters for a person to look at.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead-letters", self.namespace)
+    }
 }
 
 #[derive(Clone)]
@@ -84,15 +95,27 @@ impl Broker {
         conn.create_channel().await.ok()
     }
 
-    /// Declares the jobs exchange and node `node_id`'s durable queue, bound by its id.
+    /// Declares the jobs exchange and node `node_id`'s durable queue, bound by its id, on a
+    /// channel of its own (a refused declaration closes its channel).
     pub async fn declare_node_queue(&self, node_id: &str) -> Result<(), lapin::Error> {
-        let channel = self
-            .channel()
-            .await
-            .ok_or(lapin::Error::InvalidConnectionState(lapin::ConnectionState::Closed))?;
-        declare_jobs_topology(&channel, &self.topology, node_id).await?;
-        let _ = channel.close(200, "done").await;
-        Ok(())
+        let closed = || lapin::Error::InvalidConnectionState(lapin::ConnectionState::Closed);
+        let channel = self.channel().await.ok_or_else(closed)?;
+        match declare_jobs_topology(&channel, &self.topology, node_id).await {
+            // A queue an older version declared without the dead-letter exchange: use it as it
+            // is (rejected messages are then dropped, still logged by the agent).
+            Err(lapin::Error::ProtocolError(e)) if e.get_id() == 406 => {
+                let queue = self.topology.node_queue(node_id);
+                tracing::warn!(%queue, "node queue predates dead-lettering; delete it while empty to upgrade it");
+                let channel = self.channel().await.ok_or_else(closed)?;
+                channel.queue_bind(&queue, &self.topology.jobs_exchange(), node_id, QueueBindOptions::default(), FieldTable::default()).await?;
+                let _ = channel.close(200, "done").await;
+                Ok(())
+            }
+            other => {
+                let _ = channel.close(200, "done").await;
+                other
+            }
+        }
     }
 
     async fn supervise(self, url: String, cancel: CancellationToken) {
@@ -141,14 +164,32 @@ async fn connect(url: &str) -> Result<Connection, lapin::Error> {
     Connection::connect(url, props).await
 }
 
-/// The jobs exchange and one node's queue, bound by the node's id as routing key.
-pub async fn declare_jobs_topology(channel: &Channel, topology: &Topology, node_id: &str) -> Result<(), lapin::Error> {
+/// The dead-letter exchange and its bounded queue (a week, 10 000 messages at most).
+pub async fn declare_dead_letters(channel: &Channel, topology: &Topology) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let exchange = topology.dead_letter_exchange();
+    channel.exchange_declare(&exchange, ExchangeKind::Fanout, durable, FieldTable::default()).await?;
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongUInt(10_000));
+    args.insert("x-message-ttl".into(), AMQPValue::LongUInt(7 * 24 * 3600 * 1000));
+    let queue = topology.dead_letter_queue();
+    channel.queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
+    channel.queue_bind(&queue, &exchange, "", QueueBindOptions::default(), FieldTable::default()).await?;
+    Ok(())
+}
+
+/// The jobs exchange and one node's queue, bound by the node's id as routing key. What the
+/// agent rejects (unreadable, badly signed, for another node) goes to the dead-letter exchange.
+async fn declare_jobs_topology(channel: &Channel, topology: &Topology, node_id: &str) -> Result<(), lapin::Error> {
+    declare_dead_letters(channel, topology).await?;
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
     let exchange = topology.jobs_exchange();
     channel.exchange_declare(&exchange, ExchangeKind::Direct, durable, FieldTable::default()).await?;
     let queue = topology.node_queue(node_id);
+    let mut args = FieldTable::default();
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(topology.dead_letter_exchange().into()));
     channel
-        .queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args)
         .await?;
     channel.queue_bind(&queue, &exchange, node_id, QueueBindOptions::default(), FieldTable::default()).await?;
     Ok(())

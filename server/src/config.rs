@@ -138,6 +138,15 @@ pub struct Config {
     #[arg(long, env = "AIEDGE_WARN_TEMP", default_value_t = 80.0, global = true)]
     pub warn_temp: f64,
 
+    /// Attempts a job gets: an attempt lost with its node, or failed for a reason another node
+    /// may not have, sends the job to another node until this many were made.
+    #[arg(long, env = "AIEDGE_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
+    pub max_attempts: u32,
+
+    /// A job sent to a live node that has not started it after this long goes to another node.
+    #[arg(long, env = "AIEDGE_START_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub start_timeout: Duration,
+
     /// Prefix of every exchange and queue name, so deployments (or tests) can share a broker.
     #[arg(long, env = "AIEDGE_AMQP_NAMESPACE", default_value = "aiedge", global = true)]
     pub amqp_namespace: String,

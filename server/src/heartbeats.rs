@@ -8,6 +8,10 @@
 //!   transaction, plus one history sample each; history older than an hour is pruned.
 //! - A sweeper marks a node dead when its heartbeats stop for the timeout, and the consumer
 //!   marks it active again when they resume. Every transition is recorded.
+//! - A heartbeat that says the agent is draining (it got SIGTERM) makes the node `stopping`:
+//!   it gets no new jobs but keeps the ones it runs. A new agent instance id means the agent
+//!   restarted; it is written to the node at once, so the dispatcher moves the attempts the old
+//!   process held without waiting for a timeout.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +42,8 @@ pub struct LivenessSettings {
 
 struct LiveNode {
     status: String,
+    /// The agent process heartbeating for the node (see `Heartbeat::instance`).
+    instance: Option<String>,
     last_seen: Instant,
     last_seq: Option<u64>,
     /// The node's admin state as last read from the database, and when.
@@ -54,6 +60,9 @@ const AUTH_CACHE: Duration = Duration::from_secs(5);
 pub struct Fleet {
     nodes: Arc<Mutex<HashMap<String, LiveNode>>>,
     pending: Arc<Mutex<HashMap<String, Latest>>>,
+    /// True while the consumer reads heartbeats. Without it the server knows nothing of the
+    /// nodes, so it declares none dead (a broker restart must not look like a dead fleet).
+    consuming: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a message was dropped; logged, never fatal.
@@ -91,15 +100,16 @@ impl Fleet {
     /// the server was down is declared dead after one timeout.
     pub async fn load(state: &AppState) -> Result<Self, sqlx::Error> {
         let fleet = Self::default();
-        let active: Vec<(String,)> = sqlx::query_as("select id from nodes where status = 'active'")
-            .fetch_all(&state.db.pool)
-            .await?;
+        let alive: Vec<(String, String, Option<String>)> =
+            sqlx::query_as("select id, status, agent_instance from nodes where status in ('active', 'stopping')")
+                .fetch_all(&state.db.pool)
+                .await?;
         let now = Instant::now();
         let mut nodes = fleet.nodes.lock().await;
-        for (id,) in active {
+        for (id, status, instance) in alive {
             // `checked` in the past: the admin state is read on the first heartbeat.
             let checked = now.checked_sub(AUTH_CACHE).unwrap_or(now);
-            nodes.insert(id, LiveNode { status: "active".into(), last_seen: now, last_seq: None, admin_state: String::new(), checked });
+            nodes.insert(id, LiveNode { status, instance, last_seen: now, last_seq: None, admin_state: String::new(), checked });
         }
         drop(nodes);
         Ok(fleet)
@@ -146,10 +156,12 @@ impl Fleet {
         let node_score = score(&hb.metrics, &settings.thermal);
         let now = now_ms();
 
-        let previous = {
+        let status = if hb.draining { "stopping" } else { "active" };
+        let (previous, restarted) = {
             let mut nodes = self.nodes.lock().await;
             let live = nodes.entry(node_id.clone()).or_insert_with(|| LiveNode {
                 status: auth.status.clone(),
+                instance: None,
                 last_seen: Instant::now(),
                 last_seq: None,
                 admin_state: String::new(),
@@ -168,14 +180,28 @@ impl Fleet {
             }
             live.last_seq = Some(hb.seq);
             live.last_seen = Instant::now();
-            std::mem::replace(&mut live.status, "active".into())
+            let restarted = hb.instance.is_some() && live.instance != hb.instance;
+            if restarted {
+                live.instance = hb.instance.clone();
+            }
+            (std::mem::replace(&mut live.status, status.into()), restarted)
         };
-        if previous != "active" {
-            let reason = if previous == "waiting" { "agent connected" } else { "heartbeats resumed" };
-            nodes::transition(&state.db, &node_id, &previous, "active", reason, now)
+        if restarted {
+            nodes::set_agent_instance(&state.db, &node_id, hb.instance.as_deref().unwrap_or_default())
                 .await
                 .map_err(|e| Rejected::Database(e.to_string()))?;
-            tracing::info!(node_id, from = %previous, "node active");
+        }
+        if previous != status {
+            let reason = match (previous.as_str(), status) {
+                (_, "stopping") => "agent stopping: finishing its jobs, taking no new ones",
+                ("waiting", _) => "agent connected",
+                ("stopping", _) => "agent running again",
+                _ => "heartbeats resumed",
+            };
+            nodes::transition(&state.db, &node_id, &previous, status, reason, now)
+                .await
+                .map_err(|e| Rejected::Database(e.to_string()))?;
+            tracing::info!(node_id, from = %previous, to = status, "node status");
         }
         tracing::debug!(node_id, seq = hb.seq, score = node_score.total, "heartbeat");
         self.pending.lock().await.insert(
@@ -185,22 +211,35 @@ impl Fleet {
         Ok(())
     }
 
+    /// The consumer (re)started: every node gets a full timeout from now to be heard again.
+    async fn consuming_again(&self) {
+        let now = Instant::now();
+        for node in self.nodes.lock().await.values_mut() {
+            node.last_seen = now;
+        }
+        self.consuming.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn stopped_consuming(&self) {
+        self.consuming.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Marks silent nodes dead.
     pub async fn sweep(&self, state: &AppState, timeout: Duration) {
-        let expired: Vec<String> = {
+        if !self.consuming.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let expired: Vec<(String, String)> = {
             let mut nodes = self.nodes.lock().await;
             nodes
                 .iter_mut()
-                .filter(|(_, n)| n.status == "active" && n.last_seen.elapsed() > timeout)
-                .map(|(id, n)| {
-                    n.status = "dead".into();
-                    id.clone()
-                })
+                .filter(|(_, n)| (n.status == "active" || n.status == "stopping") && n.last_seen.elapsed() > timeout)
+                .map(|(id, n)| (id.clone(), std::mem::replace(&mut n.status, "dead".into())))
                 .collect()
         };
-        for id in expired {
+        for (id, was) in expired {
             let reason = format!("no heartbeat for {} s", timeout.as_secs_f64());
-            match nodes::transition(&state.db, &id, "active", "dead", &reason, now_ms()).await {
+            match nodes::transition(&state.db, &id, &was, "dead", &reason, now_ms()).await {
                 Ok(_) => tracing::warn!(node_id = %id, "node dead"),
                 Err(e) => tracing::error!(node_id = %id, error = %e, "recording node death failed"),
             }
@@ -254,7 +293,9 @@ async fn consume(state: AppState, broker: Broker, fleet: Fleet, settings: Livene
     let mut generations = broker.generations();
     loop {
         if let Some(channel) = broker.channel().await {
-            match consume_on(&channel, &broker, &state, &fleet, &settings, &cancel).await {
+            let outcome = consume_on(&channel, &broker, &state, &fleet, &settings, &cancel).await;
+            fleet.stopped_consuming();
+            match outcome {
                 Ok(()) => return,
                 Err(e) => tracing::warn!(error = %e, "heartbeat consumer stopped; waiting for the broker"),
             }
@@ -302,10 +343,13 @@ async fn consume_on(
         Err(e) => return Err(e),
     };
     channel.queue_bind(&queue, &exchange, "", QueueBindOptions::default(), FieldTable::default()).await?;
+    crate::broker::declare_dead_letters(&channel, &broker.topology).await?;
+    let dead_letters = broker.topology.dead_letter_exchange();
     let mut consumer = channel
         .basic_consume(&queue, "aiedge-server", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
         .await?;
     tracing::info!(%queue, "consuming heartbeats");
+    fleet.consuming_again().await;
     loop {
         let delivery = tokio::select! {
             d = consumer.next() => d,
@@ -316,7 +360,14 @@ async fn consume_on(
         };
         let delivery = delivery?;
         if let Err(reason) = fleet.accept(state, settings, delivery.properties.headers(), &delivery.data).await {
-            tracing::warn!(%reason, bytes = delivery.data.len(), "heartbeat dropped");
+            tracing::warn!(%reason, bytes = delivery.data.len(), "heartbeat refused");
+            // Kept for a person to look at, with the reason; never consumed again.
+            if !matches!(reason, Rejected::Database(_) | Rejected::Stale) {
+                let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+                headers.insert("x-aiedge-rejected".into(), AMQPValue::LongString(reason.to_string().into()));
+                let props = lapin::BasicProperties::default().with_headers(headers);
+                let _ = channel.basic_publish(&dead_letters, "heartbeat", Default::default(), &delivery.data, props).await;
+            }
         }
     }
 }

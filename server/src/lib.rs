@@ -98,6 +98,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             trust_forwarded_for: config.trust_forwarded_for,
             public_url: config.public_url(),
             thermal: shared::score::ThermalPolicy { warn_c: config.warn_temp, critical_c: config.critical_temp },
+            max_attempts: config.max_attempts,
         }),
         node_keys: backend::nodes::NodeKeys::new(secret),
         artifacts: Arc::new(
@@ -178,7 +179,7 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
     };
     heartbeats::spawn(state.clone(), broker.clone(), fleet, liveness, shutdown.child_token());
     let dispatcher = scheduler::Dispatcher::default();
-    scheduler::spawn(state.clone(), broker.clone(), dispatcher.clone(), shutdown.child_token());
+    scheduler::spawn(state.clone(), broker.clone(), dispatcher.clone(), config.start_timeout, shutdown.child_token());
 
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, database = ?state.db.backend, "serving");

@@ -7,6 +7,11 @@
 //! (persistent, mandatory), and only count it dispatched once the broker confirms it. A publish
 //! that is nacked, returned (no queue) or lost with the connection puts the job back in the queue.
 //! Confirms of one round are awaited together, so a burst costs one round trip, not one per job.
+//!
+//! Each round first ends the attempts that can no longer finish (see
+//! [`jobs::lost_attempts`]: dead or removed node, restarted agent, never started): their jobs
+//! go back to the queue, up to their attempt limit, and are dispatched in the same round,
+//! preferring nodes they have not been on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use app::backend::{jobs, now_ms, AppState};
 
 use crate::balancer::{self, Need, NodeState};
-use crate::broker::{self, Broker};
+use crate::broker::Broker;
 
 /// Jobs looked at per round.
 const ROUND_LIMIT: i64 = 1000;
@@ -44,7 +49,7 @@ impl Dispatcher {
 }
 
 /// Runs rounds until `cancel` fires.
-pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, cancel: CancellationToken) {
+pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, start_timeout: Duration, cancel: CancellationToken) {
     tokio::spawn(async move {
         let mut link: Option<Link> = None;
         loop {
@@ -52,6 +57,10 @@ pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, cancel: Ca
                 _ = dispatcher.wake.notified() => {}
                 _ = tokio::time::sleep(IDLE_TICK) => {}
                 _ = cancel.cancelled() => return,
+            }
+            // Recovery needs only the database: it goes on while the broker is away.
+            if let Err(e) = recover(&state, start_timeout).await {
+                tracing::warn!(error = %e, "recovering lost attempts failed");
             }
             if link.as_ref().is_none_or(|l| !l.channel.status().connected()) {
                 link = Link::open(&broker).await;
@@ -102,11 +111,12 @@ struct NodeRow {
     admin_state: String,
     score: Option<f64>,
     facts: Option<String>,
+    metrics: Option<String>,
 }
 
 async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
     let rows: Vec<NodeRow> = sqlx::query_as(
-        "select id, name, status, admin_state, score, facts from nodes where status = 'active' and admin_state <> 'removed' order by id",
+        "select id, name, status, admin_state, score, facts, metrics from nodes where status = 'active' and admin_state <> 'removed' order by id",
     )
     .fetch_all(&state.db.pool)
     .await?;
@@ -115,7 +125,10 @@ async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
         .into_iter()
         .map(|r| {
             let facts: Option<shared::wire::NodeFacts> = r.facts.as_deref().and_then(|f| serde_json::from_str(f).ok());
+            let metrics: Option<shared::wire::NodeMetrics> = r.metrics.as_deref().and_then(|m| serde_json::from_str(m).ok());
+            let overheated = metrics.is_some_and(|m| shared::score::score(&m, &state.settings.thermal).thermal <= 0.0);
             NodeState {
+                overheated,
                 in_flight: in_flight.get(&r.id).copied().unwrap_or(0),
                 max_jobs: facts.as_ref().map_or(1, |f| f.max_jobs.max(1)),
                 accepts_scripts: facts.as_ref().is_some_and(|f| f.accepts_scripts),
@@ -130,6 +143,16 @@ async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
         .collect())
 }
 
+/// Ends the attempts that can no longer finish; their jobs are queued again or fail.
+async fn recover(state: &AppState, start_timeout: Duration) -> Result<(), sqlx::Error> {
+    let timeout_ms = i64::try_from(start_timeout.as_millis()).unwrap_or(i64::MAX);
+    for lost in jobs::lost_attempts(&state.db, timeout_ms).await? {
+        let after = jobs::end_attempt(&state.db, &lost.job_id, &lost.node_id, lost.attempt, "lost", &lost.reason, true).await?;
+        tracing::warn!(job_id = %lost.job_id, node_id = %lost.node_id, attempt = lost.attempt, reason = %lost.reason, ?after, "attempt lost");
+    }
+    Ok(())
+}
+
 /// One round; returns how many jobs went out.
 async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usize, RoundError> {
     let queued = jobs::queued(&state.db, ROUND_LIMIT).await?;
@@ -137,20 +160,21 @@ async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usi
         return Ok(0);
     }
     let mut nodes = nodes(state).await?;
+    let mut tried = jobs::tried_nodes(&state.db).await?;
     let mut pending = Vec::new();
     for job in queued {
         let Some(kind) = AppKind::parse(&job.app_kind) else { continue };
-        let need = Need { kind, runtime: job.app_runtime.clone() };
+        let need = Need { kind, runtime: job.app_runtime.clone(), tried: tried.remove(&job.id).unwrap_or_default() };
         let (Some(i), candidates) = balancer::pick(&need, &nodes) else { continue };
         let node_id = nodes[i].id.clone();
         let attempt = job.attempt + 1;
         let decision = Decision { at_ms: now_ms(), attempt: attempt as u32, chosen: node_id.clone(), candidates };
-        if !jobs::mark_dispatched(&state.db, &job.id, job.attempt, &node_id, &decision).await? {
+        if !jobs::mark_dispatched(&state.db, &job.id, job.attempt, &node_id, &nodes[i].name, &decision).await? {
             continue; // cancelled meanwhile
         }
         nodes[i].in_flight += 1;
         if link.declared.insert(node_id.clone()) {
-            broker::declare_jobs_topology(&link.channel, &broker.topology, &node_id).await?;
+            broker.declare_node_queue(&node_id).await?;
         }
         let message = JobMessage {
             job_id: job.id.clone(),

@@ -76,6 +76,9 @@ pub struct AttemptReport {
     /// Rows done so far (progress only).
     #[serde(default)]
     pub rows_done: u64,
+    /// The agent process's instance id (start only; see `Heartbeat::instance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// The server's answer to `start` and `progress`: carry on, or stop and why.
@@ -120,6 +123,10 @@ pub struct Candidate {
     /// Why the node could not take the job; `None` when it was eligible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excluded: Option<String>,
+    /// An earlier attempt of this job ran on the node (failed or lost there); such nodes come
+    /// last.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tried: bool,
 }
 
 /// The balancer's decision for one attempt, kept with the job so people can see why.

@@ -107,6 +107,13 @@ pub struct Heartbeat {
     /// Present on the first heartbeat of each broker connection, absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facts: Option<NodeFacts>,
+    /// Random per agent process: when it changes, the agent restarted and the attempts the
+    /// old process started are lost (the server moves them on at once, without a timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The agent is stopping (SIGTERM): it takes no new jobs and finishes the ones it holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// Body of `POST {server}/agent/v1/register`.
@@ -227,6 +234,8 @@ mod tests {
                 running_jobs: 0,
             },
             facts: with_facts.then(facts),
+            instance: None,
+            draining: false,
         }
     }
 

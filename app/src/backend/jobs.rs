@@ -9,7 +9,7 @@ use sqlx::FromRow;
 
 use super::{now_ms, Db};
 use crate::auth::UserView;
-use crate::jobs::{JobDetail, JobEventView, JobView};
+use crate::jobs::{AttemptView, JobDetail, JobEventView, JobView};
 
 #[derive(FromRow)]
 struct JobRow {
@@ -24,6 +24,7 @@ struct JobRow {
     node_id: Option<String>,
     node_name: Option<String>,
     attempt: i32,
+    max_attempts: i32,
     error: Option<String>,
     result_key: Option<String>,
     result_rows: Option<i64>,
@@ -53,6 +54,7 @@ impl From<JobRow> for JobView {
             node_id: r.node_id,
             node_name: r.node_name,
             attempt: u32::try_from(r.attempt).unwrap_or(0),
+            max_attempts: u32::try_from(r.max_attempts).unwrap_or(0),
             error: r.error,
             has_result: r.result_key.is_some(),
             has_log: r.log_key.is_some(),
@@ -67,7 +69,7 @@ impl From<JobRow> for JobView {
 }
 
 const SELECT: &str = r#"select j.id, j.app_id, a.name as app_name, a.kind as app_kind, u.email as owner_email, j.status,
-    j.input_name, j.input_rows, j.node_id, n.name as node_name, j.attempt, j.error, j.result_key, j.result_rows,
+    j.input_name, j.input_rows, j.node_id, n.name as node_name, j.attempt, j.max_attempts, j.error, j.result_key, j.result_rows,
     j.log_key, j.progress_rows, j.created_at, j.dispatched_at, j.started_at, j.finished_at
     from jobs j join applications a on a.id = j.app_id join users u on u.id = j.owner_id
     left join nodes n on n.id = j.node_id"#;
@@ -128,11 +130,12 @@ pub async fn create(
     input_key: &str,
     input_name: &str,
     input_rows: Option<u64>,
+    max_attempts: u32,
 ) -> Result<String, sqlx::Error> {
     let id = uuid::Uuid::new_v4().to_string();
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
-    sqlx::query("insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, created_at) values ($1, $2, $3, 'queued', $4, $5, $6, $7)")
+    sqlx::query("insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, created_at, max_attempts) values ($1, $2, $3, 'queued', $4, $5, $6, $7, $8)")
         .bind(&id)
         .bind(owner_id)
         .bind(app_id)
@@ -140,6 +143,7 @@ pub async fn create(
         .bind(input_name)
         .bind(input_rows.map(|r| r as i64))
         .bind(now)
+        .bind(i32::try_from(max_attempts.max(1)).unwrap_or(i32::MAX))
         .execute(&mut *tx)
         .await?;
     event(&mut tx, &id, now, "queued", 0, None, "submitted").await?;
@@ -186,6 +190,7 @@ pub async fn detail(db: &Db, id: &str) -> Result<Option<JobDetail>, sqlx::Error>
             .await?;
     let (decision,): (Option<String>,) = sqlx::query_as("select decision from jobs where id = $1").bind(id).fetch_one(&db.pool).await?;
     Ok(Some(JobDetail {
+        attempts: attempts(db, id).await?,
         job,
         events: events
             .into_iter()
@@ -235,14 +240,15 @@ pub async fn in_flight_by_node(db: &Db) -> Result<std::collections::HashMap<Stri
 }
 
 /// Reserves the next attempt of a queued job for `node_id` before it is published: the job
-/// becomes `dispatched`. False when the job is no longer queued (cancelled meanwhile).
-pub async fn mark_dispatched(db: &Db, id: &str, expected_attempt: i32, node_id: &str, decision: &Decision) -> Result<bool, sqlx::Error> {
+/// becomes `dispatched` and the attempt gets its row. False when the job is no longer queued
+/// (cancelled meanwhile).
+pub async fn mark_dispatched(db: &Db, id: &str, expected_attempt: i32, node_id: &str, node_name: &str, decision: &Decision) -> Result<bool, sqlx::Error> {
     let now = now_ms();
     let attempt = expected_attempt + 1;
     let decision_json = serde_json::to_string(decision).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let mut tx = db.pool.begin().await?;
     let done = sqlx::query(
-        "update jobs set status = 'dispatched', node_id = $1, attempt = $2, decision = $3, dispatched_at = $4
+        "update jobs set status = 'dispatched', node_id = $1, attempt = $2, decision = $3, dispatched_at = $4, started_at = null
          where id = $5 and status = 'queued' and attempt = $6",
     )
     .bind(node_id)
@@ -256,12 +262,21 @@ pub async fn mark_dispatched(db: &Db, id: &str, expected_attempt: i32, node_id: 
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    event(&mut tx, id, now, "dispatched", attempt, Some(node_id), "sent to the node's queue").await?;
+    sqlx::query("insert into job_attempts (job_id, attempt, node_id, node_name, dispatched_at, outcome) values ($1, $2, $3, $4, $5, 'dispatched')")
+        .bind(id)
+        .bind(attempt)
+        .bind(node_id)
+        .bind(node_name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    event(&mut tx, id, now, "dispatched", attempt, Some(node_id), &format!("sent to {node_name}'s queue")).await?;
     tx.commit().await?;
     Ok(true)
 }
 
-/// Puts a dispatched job back in the queue when its message could not be published.
+/// Puts a dispatched job back in the queue when its message could not be published; the
+/// attempt never happened, so its number is given back.
 pub async fn undo_dispatch(db: &Db, id: &str, attempt: i32, why: &str) -> Result<bool, sqlx::Error> {
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
@@ -274,6 +289,7 @@ pub async fn undo_dispatch(db: &Db, id: &str, attempt: i32, why: &str) -> Result
     if done.rows_affected() == 0 {
         return Ok(false);
     }
+    sqlx::query("delete from job_attempts where job_id = $1 and attempt = $2").bind(id).bind(attempt).execute(&mut *tx).await?;
     event(&mut tx, id, now, "queued", attempt - 1, None, why).await?;
     tx.commit().await?;
     Ok(true)
@@ -290,9 +306,8 @@ pub enum Verdict {
 fn stop_reason(current: Option<(String, Option<String>, i32)>, node_id: &str, attempt: i32) -> Verdict {
     match current {
         None => Verdict::Stop("no such job".into()),
-        Some((status, node, att)) if node.as_deref() != Some(node_id) || att != attempt => {
-            let _ = status;
-            Verdict::Stop("this attempt was given to another node".into())
+        Some((_, node, att)) if node.as_deref() != Some(node_id) || att != attempt => {
+            Verdict::Stop("this attempt is over: the job was given to another attempt".into())
         }
         Some((status, _, _)) => Verdict::Stop(format!("the job is {status}")),
     }
@@ -302,8 +317,8 @@ async fn current(db: &Db, id: &str) -> Result<Option<(String, Option<String>, i3
     sqlx::query_as("select status, node_id, attempt from jobs where id = $1").bind(id).fetch_optional(&db.pool).await
 }
 
-/// The agent starts attempt `attempt`: dispatched → running.
-pub async fn start(db: &Db, id: &str, node_id: &str, attempt: i32) -> Result<Verdict, sqlx::Error> {
+/// The agent process `instance` starts attempt `attempt`: dispatched → running.
+pub async fn start(db: &Db, id: &str, node_id: &str, attempt: i32, instance: Option<&str>) -> Result<Verdict, sqlx::Error> {
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
     let done = sqlx::query("update jobs set status = 'running', started_at = $1 where id = $2 and status = 'dispatched' and node_id = $3 and attempt = $4")
@@ -316,14 +331,34 @@ pub async fn start(db: &Db, id: &str, node_id: &str, attempt: i32) -> Result<Ver
     if done.rows_affected() == 0 {
         drop(tx);
         let now_state = current(db, id).await?;
-        // A repeated start of the same attempt (the agent retried after a lost answer) is fine.
+        // A repeated start of the same attempt by the same process (its first answer was lost)
+        // is fine; from another process it is a redelivery to a restarted agent, which must not
+        // run the attempt a second time (the restart is noticed and the job moves on).
         if let Some((status, node, att)) = &now_state {
             if status == "running" && node.as_deref() == Some(node_id) && *att == attempt {
-                return Ok(Verdict::Proceed);
+                let (started_by,): (Option<String>,) =
+                    sqlx::query_as("select agent_instance from job_attempts where job_id = $1 and attempt = $2")
+                        .bind(id)
+                        .bind(attempt)
+                        .fetch_optional(&db.pool)
+                        .await?
+                        .unwrap_or((None,));
+                return Ok(if started_by.as_deref() == instance {
+                    Verdict::Proceed
+                } else {
+                    Verdict::Stop("this attempt was started by an earlier agent process".into())
+                });
             }
         }
         return Ok(stop_reason(now_state, node_id, attempt));
     }
+    sqlx::query("update job_attempts set outcome = 'running', started_at = $1, agent_instance = $2 where job_id = $3 and attempt = $4")
+        .bind(now)
+        .bind(instance)
+        .bind(id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
     event(&mut tx, id, now, "running", attempt, Some(node_id), "started on the node").await?;
     tx.commit().await?;
     Ok(Verdict::Proceed)
@@ -381,65 +416,156 @@ pub enum Attachment {
     Log,
 }
 
-/// How a finished attempt ends the job.
+/// How a finished attempt ends.
 pub enum Finish<'a> {
     Succeeded { rows: u64 },
-    Failed { error: &'a str },
+    /// `retry`: the cause may not follow the job to another node (the agent's own trouble), so
+    /// the job goes back to the balancer while it has attempts left.
+    Failed { error: &'a str, retry: bool },
 }
 
-/// The live attempt finished: running → succeeded / failed. A success needs its result uploaded.
-pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<'_>) -> Result<Verdict, sqlx::Error> {
+/// What became of a job when one of its attempts ended without success.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Back in the queue for attempt N+1.
+    Requeued,
+    /// Failed for good (a user error, or no attempts left).
+    Failed,
+    /// The attempt was no longer the job's live one; nothing changed.
+    NotLive,
+}
+
+/// Ends attempt `attempt` on `node_id` as `outcome` ("failed" or "lost") because of `reason`:
+/// the job goes back to the queue (`retry`, attempts left) or fails, listing every attempt's
+/// reason. A compare-and-set on (status, node, attempt), so it races safely with the agent's
+/// own reports, cancels and the other sweeps.
+pub async fn end_attempt(db: &Db, id: &str, node_id: &str, attempt: i32, outcome: &str, reason: &str, retry: bool) -> Result<AfterFailure, sqlx::Error> {
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
-    let (status, done) = match how {
-        Finish::Succeeded { rows } => (
-            "succeeded",
-            sqlx::query(
-                "update jobs set status = 'succeeded', result_rows = $1, progress_rows = $1, finished_at = $2, error = null
-                 where id = $3 and status = 'running' and node_id = $4 and attempt = $5 and result_key is not null",
-            )
-            .bind(rows as i64)
-            .bind(now)
-            .bind(id)
-            .bind(node_id)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await?,
-        ),
-        Finish::Failed { error } => (
-            "failed",
-            sqlx::query(
-                "update jobs set status = 'failed', error = $1, finished_at = $2
-                 where id = $3 and status in ('running', 'dispatched') and node_id = $4 and attempt = $5",
-            )
-            .bind(error)
-            .bind(now)
-            .bind(id)
-            .bind(node_id)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await?,
-        ),
+    let row: Option<(i32, String)> = sqlx::query_as(
+        "select j.max_attempts, coalesce(n.name, '') from jobs j left join nodes n on n.id = j.node_id
+         where j.id = $1 and j.status in ('dispatched', 'running') and j.node_id = $2 and j.attempt = $3",
+    )
+    .bind(id)
+    .bind(node_id)
+    .bind(attempt)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((max_attempts, node_name)) = row else { return Ok(AfterFailure::NotLive) };
+    sqlx::query("update job_attempts set outcome = $1, reason = $2, finished_at = $3 where job_id = $4 and attempt = $5")
+        .bind(outcome)
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+    let requeue = retry && attempt < max_attempts;
+    // A result a lost attempt uploaded before it was lost is never the job's result.
+    let done = if requeue {
+        sqlx::query(
+            "update jobs set status = 'queued', node_id = null, result_key = null, progress_rows = null, dispatched_at = null, started_at = null
+             where id = $1 and status in ('dispatched', 'running') and node_id = $2 and attempt = $3",
+        )
+    } else {
+        sqlx::query(
+            "update jobs set status = 'failed', result_key = null, error = $4, finished_at = $5
+             where id = $1 and status in ('dispatched', 'running') and node_id = $2 and attempt = $3",
+        )
     };
+    let mut done = done.bind(id).bind(node_id).bind(attempt);
+    let message;
+    if requeue {
+        message = format!("attempt {attempt} on {node_name} {outcome}: {reason}; trying again ({} of {max_attempts} next)", attempt + 1);
+    } else {
+        let error = if retry { summary(&mut tx, id, max_attempts).await? } else { reason.to_string() };
+        message = format!("failed: {error}");
+        done = done.bind(error).bind(now);
+    }
+    if done.execute(&mut *tx).await?.rows_affected() == 0 {
+        return Ok(AfterFailure::NotLive);
+    }
+    let status = if requeue { "queued" } else { "failed" };
+    event(&mut tx, id, now, status, attempt, Some(node_id), &message).await?;
+    tx.commit().await?;
+    Ok(if requeue { AfterFailure::Requeued } else { AfterFailure::Failed })
+}
+
+/// "failed after 3 attempts: #1 on box-a: lost (node dead); …", for a job out of attempts.
+async fn summary(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str, max_attempts: i32) -> Result<String, sqlx::Error> {
+    let rows: Vec<(i32, String, String, Option<String>)> =
+        sqlx::query_as("select attempt, node_name, outcome, reason from job_attempts where job_id = $1 order by attempt")
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let parts: Vec<String> = rows
+        .into_iter()
+        .map(|(n, node, outcome, reason)| format!("#{n} on {node}: {outcome} ({})", reason.unwrap_or_default()))
+        .collect();
+    Ok(format!("failed after {max_attempts} attempts: {}", parts.join("; ")))
+}
+
+/// The live attempt finished: running → succeeded, or a failure (see [`end_attempt`]).
+/// A success needs its result uploaded.
+pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<'_>) -> Result<Verdict, sqlx::Error> {
+    let rows = match how {
+        Finish::Succeeded { rows } => rows,
+        Finish::Failed { error, retry } => {
+            return match end_attempt(db, id, node_id, attempt, "failed", error, retry).await? {
+                AfterFailure::Requeued | AfterFailure::Failed => Ok(Verdict::Proceed),
+                AfterFailure::NotLive => {
+                    let now_state = current(db, id).await?;
+                    let (outcome,): (Option<String>,) =
+                        sqlx::query_as("select outcome from job_attempts where job_id = $1 and attempt = $2 and node_id = $3")
+                            .bind(id)
+                            .bind(attempt)
+                            .bind(node_id)
+                            .fetch_optional(&db.pool)
+                            .await?
+                            .unwrap_or((None,));
+                    // The same report again (the first answer was lost) is accepted again.
+                    if outcome.as_deref() == Some("failed") {
+                        return Ok(Verdict::Proceed);
+                    }
+                    Ok(stop_reason(now_state, node_id, attempt))
+                }
+            };
+        }
+    };
+    let now = now_ms();
+    let mut tx = db.pool.begin().await?;
+    let done = sqlx::query(
+        "update jobs set status = 'succeeded', result_rows = $1, progress_rows = $1, finished_at = $2, error = null
+         where id = $3 and status = 'running' and node_id = $4 and attempt = $5 and result_key is not null",
+    )
+    .bind(rows as i64)
+    .bind(now)
+    .bind(id)
+    .bind(node_id)
+    .bind(attempt)
+    .execute(&mut *tx)
+    .await?;
     if done.rows_affected() == 0 {
         drop(tx);
         let now_state = current(db, id).await?;
-        // A repeated report of the same outcome (the first answer was lost) is accepted again.
         if let Some((s, node, att)) = &now_state {
-            if s == status && node.as_deref() == Some(node_id) && *att == attempt {
+            // A repeated report of the same outcome (the first answer was lost) is accepted again.
+            if s == "succeeded" && node.as_deref() == Some(node_id) && *att == attempt {
                 return Ok(Verdict::Proceed);
             }
-            if s == "running" && status == "succeeded" && node.as_deref() == Some(node_id) && *att == attempt {
+            if s == "running" && node.as_deref() == Some(node_id) && *att == attempt {
                 return Ok(Verdict::Stop("upload the result before reporting success".into()));
             }
         }
         return Ok(stop_reason(now_state, node_id, attempt));
     }
-    let message = match how {
-        Finish::Succeeded { rows } => format!("finished: {rows} rows"),
-        Finish::Failed { error } => format!("failed: {error}"),
-    };
-    event(&mut tx, id, now, status, attempt, Some(node_id), &message).await?;
+    sqlx::query("update job_attempts set outcome = 'succeeded', finished_at = $1 where job_id = $2 and attempt = $3")
+        .bind(now)
+        .bind(id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+    event(&mut tx, id, now, "succeeded", attempt, Some(node_id), &format!("finished: {rows} rows")).await?;
     tx.commit().await?;
     Ok(Verdict::Proceed)
 }
@@ -471,9 +597,103 @@ pub async fn cancel(db: &Db, id: &str, by: &UserView) -> Result<CancelOutcome, s
     }
     let (attempt, node): (i32, Option<String>) =
         sqlx::query_as("select attempt, node_id from jobs where id = $1").bind(id).fetch_one(&mut *tx).await?;
+    sqlx::query("update job_attempts set outcome = 'cancelled', finished_at = $1 where job_id = $2 and attempt = $3 and finished_at is null")
+        .bind(now)
+        .bind(id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
     event(&mut tx, id, now, "cancelled", attempt, node.as_deref(), &format!("cancelled by {}", by.email)).await?;
     tx.commit().await?;
     Ok(CancelOutcome::Cancelled)
+}
+
+/// A live attempt that can no longer finish, and why.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct LostAttempt {
+    pub job_id: String,
+    pub node_id: String,
+    pub attempt: i32,
+    pub reason: String,
+}
+
+/// Live attempts whose node can no longer finish them: the node is dead or removed; the agent
+/// is stopping and never took the job; the agent process restarted since it started the
+/// attempt; or the job was dispatched `start_timeout_ms` ago and never started.
+/// Their jobs' leases are the nodes' heartbeats, not the broker's delivery timeout.
+pub async fn lost_attempts(db: &Db, start_timeout_ms: i64) -> Result<Vec<LostAttempt>, sqlx::Error> {
+    let deadline = now_ms() - start_timeout_ms;
+    sqlx::query_as(
+        "select j.id as job_id, j.node_id, j.attempt,
+                case when n.admin_state = 'removed' then 'node removed'
+                     when n.status = 'dead' then 'node dead (no heartbeats)'
+                     when j.status = 'dispatched' and n.status = 'stopping' then 'agent stopping; it never took the job'
+                     when j.status = 'running' and a.agent_instance is not null and n.agent_instance is not null
+                          and a.agent_instance <> n.agent_instance then 'agent restarted'
+                     else 'not started in time' end as reason
+         from jobs j join nodes n on n.id = j.node_id
+         left join job_attempts a on a.job_id = j.id and a.attempt = j.attempt
+         where j.status in ('dispatched', 'running')
+           and (n.admin_state = 'removed' or n.status = 'dead'
+                or (j.status = 'dispatched' and n.status = 'stopping')
+                or (j.status = 'running' and a.agent_instance is not null and n.agent_instance is not null
+                    and a.agent_instance <> n.agent_instance)
+                or (j.status = 'dispatched' and j.dispatched_at < $1))
+         order by j.created_at",
+    )
+    .bind(deadline)
+    .fetch_all(&db.pool)
+    .await
+}
+
+/// A job's attempts, first first.
+pub async fn attempts(db: &Db, id: &str) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let rows: Vec<(i32, Option<String>, String, i64, Option<i64>, Option<i64>, String, Option<String>)> = sqlx::query_as(
+        "select attempt, node_id, node_name, dispatched_at, started_at, finished_at, outcome, reason
+         from job_attempts where job_id = $1 order by attempt",
+    )
+    .bind(id)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(attempt, node_id, node_name, dispatched, started, finished, outcome, reason)| AttemptView {
+            attempt: u32::try_from(attempt).unwrap_or(0),
+            node_id,
+            node_name,
+            dispatched_at_ms: dispatched,
+            started_at_ms: started,
+            finished_at_ms: finished,
+            outcome,
+            reason,
+        })
+        .collect())
+}
+
+/// For each queued job that has run before, the nodes its earlier attempts were on.
+pub async fn tried_nodes(db: &Db) -> Result<std::collections::HashMap<String, Vec<String>>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select a.job_id, a.node_id from job_attempts a join jobs j on j.id = a.job_id
+         where j.status = 'queued' and a.node_id is not null",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    let mut map: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (job, node) in rows {
+        map.entry(job).or_default().push(node);
+    }
+    Ok(map)
+}
+
+/// Attempts each node failed or lost since `since_ms`, for the admin's "keeps failing" column.
+pub async fn failures_by_node(db: &Db, since_ms: i64) -> Result<std::collections::HashMap<String, u32>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select node_id, count(*) from job_attempts where outcome in ('failed', 'lost') and finished_at >= $1 and node_id is not null group by node_id",
+    )
+    .bind(since_ms)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.into_iter().map(|(n, c)| (n, u32::try_from(c).unwrap_or(u32::MAX))).collect())
 }
 
 /// How much of the end of a log the job page shows.

@@ -49,6 +49,8 @@ pub struct Settings {
     pub public_url: String,
     /// The temperatures the node score is derated between (`--warn-temp`, `--critical-temp`).
     pub thermal: shared::score::ThermalPolicy,
+    /// Attempts a new job gets (`--max-attempts`).
+    pub max_attempts: u32,
 }
 
 /// Everything a handler or server function needs, cloned cheaply into each request.

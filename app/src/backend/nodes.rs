@@ -63,6 +63,7 @@ struct NodeRow {
     score: Option<f64>,
     last_heartbeat_at: Option<i64>,
     created_at: i64,
+    recent_failures: i64,
 }
 
 impl NodeRow {
@@ -81,13 +82,23 @@ impl NodeRow {
             score,
             last_heartbeat_ms: self.last_heartbeat_at,
             created_at_ms: self.created_at,
+            recent_failures: u32::try_from(self.recent_failures).unwrap_or(0),
         }
     }
 }
 
-const SELECT: &str = r#"select n.id, n.name, u.email as owner_email, n.status, n.admin_state, n.facts, n.metrics,
-    n.score, n.last_heartbeat_at, n.created_at
-    from nodes n join users u on u.id = n.owner_id"#;
+/// How far back a node's failed and lost attempts are counted.
+pub const RECENT_FAILURES_MS: i64 = 24 * 3600 * 1000;
+
+/// The node query; `since` is the start of the failure window (a number, inlined).
+fn select_since(since: i64) -> String {
+    format!(
+        "select n.id, n.name, u.email as owner_email, n.status, n.admin_state, n.facts, n.metrics,
+         n.score, n.last_heartbeat_at, n.created_at,
+         (select count(*) from job_attempts a where a.node_id = n.id and a.outcome in ('failed', 'lost') and a.finished_at >= {since}) as recent_failures
+         from nodes n join users u on u.id = n.owner_id"
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
@@ -194,7 +205,7 @@ pub async fn redeem(db: &Db, token: &str, facts: &NodeFacts) -> Result<String, R
 }
 
 pub async fn get(db: &Db, id: &str, policy: &shared::score::ThermalPolicy) -> Result<Option<NodeView>, sqlx::Error> {
-    let row = sqlx::query_as::<_, NodeRow>(&format!("{SELECT} where n.id = $1"))
+    let row = sqlx::query_as::<_, NodeRow>(&format!("{} where n.id = $1", select_since(now_ms() - RECENT_FAILURES_MS)))
         .bind(id)
         .fetch_optional(&db.pool)
         .await?;
@@ -206,13 +217,13 @@ pub async fn get(db: &Db, id: &str, policy: &shared::score::ThermalPolicy) -> Re
 pub async fn list(db: &Db, owner_id: Option<&str>, policy: &shared::score::ThermalPolicy) -> Result<Vec<NodeView>, sqlx::Error> {
     let rows = match owner_id {
         Some(owner) => {
-            sqlx::query_as::<_, NodeRow>(&format!("{SELECT} where n.owner_id = $1 and n.admin_state <> 'removed' order by n.name"))
+            sqlx::query_as::<_, NodeRow>(&format!("{} where n.owner_id = $1 and n.admin_state <> 'removed' order by n.name", select_since(now_ms() - RECENT_FAILURES_MS)))
                 .bind(owner)
                 .fetch_all(&db.pool)
                 .await?
         }
         None => {
-            sqlx::query_as::<_, NodeRow>(&format!("{SELECT} where n.admin_state <> 'removed' order by u.email, n.name"))
+            sqlx::query_as::<_, NodeRow>(&format!("{} where n.admin_state <> 'removed' order by u.email, n.name", select_since(now_ms() - RECENT_FAILURES_MS)))
                 .fetch_all(&db.pool)
                 .await?
         }
@@ -304,6 +315,12 @@ pub async fn save_latest(db: &Db, batch: &[Latest]) -> Result<(), sqlx::Error> {
         .await?;
     }
     tx.commit().await
+}
+
+/// Records the agent process now heartbeating for a node (it changes when the agent restarts).
+pub async fn set_agent_instance(db: &Db, id: &str, instance: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("update nodes set agent_instance = $1 where id = $2").bind(instance).bind(id).execute(&db.pool).await?;
+    Ok(())
 }
 
 /// Drops history older than `keep_ms`.
