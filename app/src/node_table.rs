@@ -108,7 +108,14 @@ pub fn NodeTable(
                                             <div class="muted small">{format!("load {:.1} × perf {:.2} × f(t) {:.2}", s.load, s.perf, s.thermal)}</div>
                                         })}
                                     </td>
-                                    <td>{m.as_ref().map(|m| m.running_jobs)}</td>
+                                    <td>
+                                        {m.as_ref().map(|m| m.running_jobs)}
+                                        {(n.recent_failures > 0).then(|| view! {
+                                            <div class="small failing" title="job attempts that failed or were lost on this node in the last 24 hours">
+                                                {format!("{} failed (24 h)", n.recent_failures)}
+                                            </div>
+                                        })}
+                                    </td>
                                     <td>{move || age(now.get(), last)}</td>
                                     <td><div class="charts">
                                         {move || {

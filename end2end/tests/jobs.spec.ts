@@ -57,6 +57,10 @@ test('a user uploads a model, runs it, watches it succeed live and downloads the
   expect(await page.evaluate(() => (window as any).__noReload)).toBe(true);
   await expect(page.getByTestId('timeline')).toContainText('running');
   await expect(page.getByTestId('decision')).toContainText('e2e-worker');
+  // One attempt, on that node, succeeded (the live feed brings the row without a reload).
+  await expect(page.getByTestId('attempts').locator('tbody tr')).toHaveCount(1);
+  await expect(page.getByTestId('attempts')).toContainText('e2e-worker');
+  await expect(page.getByTestId('attempts')).toContainText('succeeded');
   await page.screenshot({ path: 'test-results/job-succeeded.png', fullPage: true });
 
   // Download the CSV and check it against onnxruntime's answers.

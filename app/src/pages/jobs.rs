@@ -121,7 +121,7 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
                     "Application " <a href=format!("/apps/{}", j.app_id)>{j.app_name.clone()}</a>
                     " · input " {j.input_name.clone()} {j.input_rows.map(|r| format!(" ({r} rows)"))}
                     {j.node_name.clone().map(|n| view! { " · on " <strong>{n}</strong> })}
-                    {(j.attempt > 1).then(|| format!(" · attempt {}", j.attempt))}
+                    {(j.attempt > 1).then(|| format!(" · attempt {} of {}", j.attempt, j.max_attempts))}
                 </p>
             })}
             {move || job().filter(|j| j.status == "running").map(|j| {
@@ -157,6 +157,28 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
                 }).collect_view())}
             </ol>
         </section>
+        {move || live.get().filter(|d| !d.attempts.is_empty()).map(|d| view! {
+            <section class="card">
+                <h2>"Attempts"</h2>
+                <p class="muted">"Each dispatch to a node. A lost node or the agent's own trouble sends the job to another node; a failure of the application itself ends it."</p>
+                <table class="table compact" data-testid="attempts">
+                    <thead><tr><th>"#"</th><th>"Node"</th><th>"Sent"</th><th>"Started"</th><th>"Ended"</th><th>"Outcome"</th><th>"Why"</th></tr></thead>
+                    <tbody>
+                        {d.attempts.into_iter().map(|a| view! {
+                            <tr>
+                                <td>{a.attempt}</td>
+                                <td>{a.node_name.clone()}</td>
+                                <td><time>{clock_time(a.dispatched_at_ms)}</time></td>
+                                <td>{a.started_at_ms.map(clock_time)}</td>
+                                <td>{a.finished_at_ms.map(clock_time)}</td>
+                                <td><span class=format!("badge status-{}", a.outcome)>{a.outcome.clone()}</span></td>
+                                <td>{a.reason.clone()}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </section>
+        })}
         {move || live.get().and_then(|d| d.decision).map(|decision| view! {
             <section class="card">
                 <h2>"Why this node"</h2>
@@ -172,7 +194,7 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
                                     <td>{format!("{:.3}", c.score)}</td>
                                     <td>{format!("{} / {}", c.in_flight, c.max_jobs)}</td>
                                     <td>{format!("{:.3}", c.effective)}</td>
-                                    <td>{if chosen { "chosen".to_string() } else { c.excluded.clone().unwrap_or_else(|| "lower score".into()) }}</td>
+                                    <td>{if chosen { "chosen".to_string() } else { c.excluded.clone().unwrap_or_else(|| if c.tried { "an earlier attempt ran here".into() } else { "lower score".into() }) }}</td>
                                 </tr>
                             }
                         }).collect_view()}
