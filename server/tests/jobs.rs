@@ -6,15 +6,11 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_bin, DbKind, TestServer};
-use reqwest::multipart::{Form, Part};
+use common::fleet::{bundle, fixture, json, Agent, User};
+use common::{DbKind, TestServer};
 use serde_json::Value;
-
-const PASSWORD: &str = "correct horse battery";
 
 on_both_databases!(models_and_scripts_run_on_a_node, bad_uploads_are_refused_and_change_nothing, only_owners_and_their_nodes_get_at_jobs);
 
@@ -23,134 +19,6 @@ mod balancer {
     async fn sqlite() {
         super::the_balancer_picks_spreads_and_respects_constraints(super::DbKind::Sqlite).await
     }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../runner/fixtures").join(name)
-}
-
-struct Agent {
-    child: Child,
-    pub dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start(server: &TestServer, token: &str, name: &str, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("agent dir");
-        let child = Command::new(agent_bin())
-            .arg("run")
-            .args(["--server", &server.base, "--name", name, "--token", token])
-            .arg("--work-dir")
-            .arg(dir.path().join("work"))
-            .args(["--heartbeat-interval", "300ms", "--benchmark-interval", "1h"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start node-agent");
-        Self { child, dir }
-    }
-
-    /// The node key from the agent's state file.
-    fn key(&self) -> String {
-        let state: Value = serde_json::from_slice(&std::fs::read(self.dir.path().join("work/node-agent-state.json")).expect("state file")).expect("json");
-        state["node_key"].as_str().expect("key").to_string()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A signed-in user with an API token.
-struct User {
-    web: common::Client,
-    token: String,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl User {
-    async fn new(server: &TestServer, email: &str) -> Self {
-        let web = server.client();
-        assert_eq!(web.register(email, PASSWORD).await.status(), 200);
-        let res = web.call("/api/tokens/create", &[("name", "tests")]).await;
-        assert_eq!(res.status(), 200);
-        let token: Value = res.json().await.unwrap();
-        Self { web, token: token["secret"].as_str().unwrap().to_string(), base: server.base.clone(), http: reqwest::Client::new() }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).bearer_auth(&self.token).send().await.unwrap()
-    }
-
-    async fn post_form(&self, path: &str, form: Form) -> reqwest::Response {
-        self.http.post(self.url(path)).bearer_auth(&self.token).multipart(form).send().await.unwrap()
-    }
-
-    async fn upload(&self, name: &str, filename: &str, bytes: Vec<u8>, default_input: Option<Vec<u8>>) -> reqwest::Response {
-        let mut form = Form::new().text("name", name.to_string()).part("file", Part::bytes(bytes).file_name(filename.to_string()));
-        if let Some(input) = default_input {
-            form = form.part("default_input", Part::bytes(input).file_name("default.csv"));
-        }
-        self.post_form("/api/v1/applications", form).await
-    }
-
-    async fn submit(&self, app: &str, input: Option<Vec<u8>>) -> reqwest::Response {
-        let mut form = Form::new().text("application", app.to_string());
-        if let Some(input) = input {
-            form = form.part("input", Part::bytes(input).file_name("input.csv"));
-        }
-        self.post_form("/api/v1/jobs", form).await
-    }
-
-    async fn add_node(&self, name: &str) -> (String, String) {
-        let res = self.web.call("/api/nodes/add", &[("name", name)]).await;
-        assert_eq!(res.status(), 200);
-        let v: Value = res.json().await.unwrap();
-        (v["node"]["id"].as_str().unwrap().to_string(), v["token"].as_str().unwrap().to_string())
-    }
-
-    async fn wait_node_active(&self, id: &str) {
-        let start = Instant::now();
-        loop {
-            let nodes: Value = self.web.http.get(self.web.url("/api/nodes/mine")).send().await.unwrap().json().await.unwrap();
-            let node = nodes.as_array().unwrap().iter().find(|n| n["id"] == id).cloned().unwrap_or(Value::Null);
-            if node["status"] == "active" && node["score"].is_object() {
-                return;
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "node not active: {node}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Polls a job until it is finished; returns it.
-    async fn wait_job(&self, id: &str) -> Value {
-        let start = Instant::now();
-        loop {
-            let job: Value = self.get(&format!("/api/v1/jobs/{id}")).await.json().await.unwrap();
-            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or_default()) {
-                return job;
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "job did not finish: {job}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-async fn json(res: reqwest::Response, status: u16) -> Value {
-    let code = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    assert_eq!(code, status, "{text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
 /// Compares two predictions CSVs: same header, same labels, numbers within 1e-5 (1e-4 relative).
@@ -166,19 +34,6 @@ fn assert_same_predictions(got: &str, expected: &str) {
             }
         }
     }
-}
-
-/// A script bundle: `aiedge.toml` plus files.
-fn bundle(manifest: &str, files: &[(&str, &str)]) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default();
-    zip.start_file("aiedge.toml", opts).unwrap();
-    zip.write_all(manifest.as_bytes()).unwrap();
-    for (name, body) in files {
-        zip.start_file(*name, opts).unwrap();
-        zip.write_all(body.as_bytes()).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
 }
 
 const DOUBLER: &str = r#"import csv, os

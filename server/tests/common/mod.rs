@@ -3,6 +3,8 @@
 //! real RabbitMQ. Set `AIEDGE_TEST_POSTGRES` to point at another PostgreSQL server.
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::time::Duration;
 
 use clap::Parser;
@@ -100,6 +102,28 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// Stops the server as SIGTERM would (in-flight requests finish, background work stops).
+    pub async fn take_down(&mut self) {
+        self.shutdown.cancel();
+        let handle = std::mem::replace(&mut self.handle, tokio::spawn(async { Ok(()) }));
+        let result = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        assert!(matches!(result, Ok(Ok(Ok(())))), "server did not stop cleanly: {result:?}");
+    }
+
+    /// Starts the server again on the same address, database and data directory.
+    pub async fn bring_up(&mut self) {
+        let addr = self.base.trim_start_matches("http://").to_string();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.shutdown = CancellationToken::new();
+        self.handle = tokio::spawn(server::launch(self.config.clone(), listener, self.shutdown.clone()));
+        self.wait_ready().await;
+    }
+
     /// A client that keeps cookies, like a browser, but does not follow redirects, so tests
     /// see them.
     pub fn client(&self) -> Client {
@@ -127,13 +151,11 @@ impl TestServer {
 }
 
 impl TestServer {
-    /// Node queues are durable and never expire by design; a test removes its own.
+    /// Node queues and the dead letters are durable and never expire by design; a test
+    /// removes its own.
     async fn delete_node_queues(&self) {
         let Ok(state) = server::build_state(&self.config).await else { return };
         let ids: Vec<(String,)> = sqlx::query_as("select id from nodes").fetch_all(&state.db.pool).await.unwrap_or_default();
-        if ids.is_empty() {
-            return;
-        }
         let topology = server::broker::Topology::new(&self.config.amqp_namespace);
         let Ok(conn) = lapin::Connection::connect(&self.config.amqp_url, lapin::ConnectionProperties::default()).await else {
             return;
@@ -144,6 +166,8 @@ impl TestServer {
             }
             let _ = ch.exchange_delete(&topology.jobs_exchange(), Default::default()).await;
             let _ = ch.exchange_delete(&topology.heartbeat_exchange(), Default::default()).await;
+            let _ = ch.queue_delete(&topology.dead_letter_queue(), Default::default()).await;
+            let _ = ch.exchange_delete(&topology.dead_letter_exchange(), Default::default()).await;
         }
         let _ = conn.close(200, "test done").await;
     }
