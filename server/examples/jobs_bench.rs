@@ -18,6 +18,11 @@
 //! Server, agents and this client share the machine's cores; the numbers are for all of them.
 //! The agent binary is `target/release/node-agent` beside this example, or `AIEDGE_AGENT_BIN`.
 //!
+//! Failover (`--failover N`, instead of the phases above): three agents at the default heartbeat
+//! interval, the server with its default dead-node timeout; N times, a 15 s script job starts,
+//! the agent running it is SIGKILLed, and the time until the job runs again on another node is
+//! measured from the server's timestamps (then the job is cancelled and the agent restarted).
+//!
 //! Diagnostics: `--trace` (server tracing to stderr, by `RUST_LOG`, e.g. `tower_http=debug` for
 //! each request's timing), `--agent-log` (agents' warnings), `--closed-loop` (no backlog: each
 //! submitter waits for its job), `--scratch /dev/shm` (data and work dirs off the disk).
@@ -88,6 +93,9 @@ struct Args {
     /// temp dir), e.g. /dev/shm to take the disk's file system out of the picture.
     #[arg(long)]
     scratch: Option<PathBuf>,
+    /// Measure failover instead: this many SIGKILLs of the agent running a job.
+    #[arg(long, default_value_t = 0)]
+    failover: usize,
 }
 
 /// A temp dir under `--scratch`, or the system's.
@@ -141,7 +149,8 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 // The server and its agents
 // ---------------------------------------------------------------------------------------------
 
-struct Agent(Child, #[allow(dead_code)] tempfile::TempDir);
+/// An agent process, its work dir, and how to start it again.
+struct Agent(Child, #[allow(dead_code)] tempfile::TempDir, Command);
 
 impl Drop for Agent {
     fn drop(&mut self) {
@@ -177,7 +186,7 @@ async fn call(web: &reqwest::Client, url: String, form: &[(&str, &str)]) -> anyh
 }
 
 impl Setup {
-    async fn start(args: &Args, n_agents: usize, agent_bin: &Path) -> anyhow::Result<Self> {
+    async fn start(args: &Args, n_agents: usize, agent_bin: &Path, heartbeat: &str) -> anyhow::Result<Self> {
         let data_dir = scratch_dir(args)?;
         let namespace = format!("aiedge-bench-{}", uuid::Uuid::new_v4().simple());
         let mut cli = vec!["server".to_string(), "--data-dir".into(), data_dir.path().display().to_string()];
@@ -238,18 +247,19 @@ impl Setup {
             let id = v["node"]["id"].as_str().unwrap_or_default().to_string();
             let node_token = v["token"].as_str().unwrap_or_default().to_string();
             let dir = scratch_dir(args)?;
-            let child = Command::new(agent_bin)
+            let mut command = Command::new(agent_bin);
+            command
                 .arg("run")
                 .args(["--server", &setup.base, "--name", &name, "--token", &node_token])
                 .arg("--work-dir")
                 .arg(dir.path().join("work"))
                 .args(["--max-jobs", &args.max_jobs.to_string()])
-                .args(["--heartbeat-interval", "500ms", "--benchmark-interval", "1h"])
+                .args(["--heartbeat-interval", heartbeat, "--benchmark-interval", "1h"])
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
-                .stderr(if args.agent_log { Stdio::inherit() } else { Stdio::null() })
-                .spawn()?;
-            setup.agents.push(Agent(child, dir));
+                .stderr(if args.agent_log { Stdio::inherit() } else { Stdio::null() });
+            let child = command.spawn()?;
+            setup.agents.push(Agent(child, dir, command));
             setup.node_ids.push(id);
         }
         setup.wait_nodes_active().await?;
@@ -277,7 +287,11 @@ impl Setup {
     }
 
     async fn upload(&self, name: &str, model: Vec<u8>) -> anyhow::Result<String> {
-        let form = Form::new().text("name", name.to_string()).part("file", Part::bytes(model).file_name("model.onnx"));
+        self.upload_file(name, "model.onnx", model).await
+    }
+
+    async fn upload_file(&self, name: &str, filename: &str, bytes: Vec<u8>) -> anyhow::Result<String> {
+        let form = Form::new().text("name", name.to_string()).part("file", Part::bytes(bytes).file_name(filename.to_string()));
         let res = self.http.post(self.url("/api/v1/applications")).bearer_auth(&self.token).multipart(form).send().await?;
         let status = res.status();
         let text = res.text().await?;
@@ -354,6 +368,8 @@ impl Setup {
                 let _ = ch.queue_delete(&topology.heartbeat_queue(), Default::default()).await;
                 let _ = ch.exchange_delete(&topology.jobs_exchange(), Default::default()).await;
                 let _ = ch.exchange_delete(&topology.heartbeat_exchange(), Default::default()).await;
+                let _ = ch.queue_delete(&topology.dead_letter_queue(), Default::default()).await;
+                let _ = ch.exchange_delete(&topology.dead_letter_exchange(), Default::default()).await;
             }
             let _ = conn.close(200, "bench done").await;
         }
@@ -424,7 +440,7 @@ struct Result1 {
 }
 
 async fn measure(args: &Args, n_agents: usize, agent_bin: &Path) -> anyhow::Result<Result1> {
-    let setup = Setup::start(args, n_agents, agent_bin).await?;
+    let setup = Setup::start(args, n_agents, agent_bin, "500ms").await?;
     let result = measure_on(args, &setup, n_agents).await;
     setup.stop().await;
     result
@@ -639,6 +655,84 @@ fn runner_phase() -> anyhow::Result<Vec<(String, usize, f64, f64)>> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Failover
+// ---------------------------------------------------------------------------------------------
+
+/// A script job that takes 15 s: long enough to be caught running.
+fn sleeper_bundle() -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    zip.start_file("aiedge.toml", opts)?;
+    zip.write_all(b"entry = \"python3 s.py\"\nruntime = \"python3\"\noutput = \"out.csv\"\n")?;
+    zip.start_file("s.py", opts)?;
+    zip.write_all(b"import os, time\ntime.sleep(15)\nopen(os.environ['AIEDGE_OUTPUT'], 'w').write('row\\n')\n")?;
+    Ok(zip.finish()?.into_inner())
+}
+
+/// One SIGKILL: (kill → node declared dead, kill → job running on another node), seconds.
+async fn failover_once(setup: &mut Setup, app: &str) -> anyhow::Result<(f64, f64)> {
+    let job = setup.submit(app, b"x\n1\n").await?;
+    let poll = |sql: &'static str| {
+        let (pool, job) = (setup.state.db.pool.clone(), job.clone());
+        async move {
+            let start = Instant::now();
+            loop {
+                let row: Option<(String, i64)> = sqlx::query_as(sql).bind(&job).fetch_optional(&pool).await?;
+                if let Some(row) = row {
+                    return anyhow::Ok(row);
+                }
+                anyhow::ensure!(start.elapsed() < Duration::from_secs(120), "job {job} stuck");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let (node, _) = poll("select node_id, attempt from jobs where id = $1 and status = 'running'").await?;
+    let i = setup.node_ids.iter().position(|n| *n == node).ok_or_else(|| anyhow::anyhow!("unknown node"))?;
+    let _ = setup.agents[i].0.kill();
+    let killed = epoch_ms();
+    let _ = setup.agents[i].0.wait();
+    let (_, started) = poll("select node_id, started_at from jobs where id = $1 and status = 'running' and attempt = 2").await?;
+    let (dead,): (Option<i64>,) = sqlx::query_as("select max(at) from node_events where node_id = $1 and to_status = 'dead'")
+        .bind(&node)
+        .fetch_one(&setup.state.db.pool)
+        .await?;
+    let dead = dead.ok_or_else(|| anyhow::anyhow!("the job moved but its node was never declared dead"))?;
+    // Free the slot, and bring the node back for the next run.
+    let res = setup.http.post(setup.url(&format!("/api/v1/jobs/{job}/cancel"))).bearer_auth(&setup.token).send().await?;
+    anyhow::ensure!(res.status().is_success(), "cancel: {}", res.status());
+    setup.agents[i].0 = setup.agents[i].2.spawn()?;
+    setup.wait_nodes_active().await?;
+    Ok(((dead as f64 - killed) / 1000.0, (started as f64 - killed) / 1000.0))
+}
+
+/// `--failover N`: the time from an agent's death to its job running elsewhere, with the
+/// server's and the agents' default timings.
+async fn failover(args: &Args, bin: &Path) -> anyhow::Result<()> {
+    let mut setup = Setup::start(args, 3, bin, "2s").await?;
+    let app = setup.upload_file("sleeper", "sleeper.zip", sleeper_bundle()?).await?;
+    println!();
+    println!(
+        "Failover: 3 agents (heartbeat every 2 s), dead-node timeout {} s; SIGKILL the agent running a 15 s script job.",
+        setup.config.heartbeat_timeout.as_secs()
+    );
+    println!();
+    println!("| run | kill → node dead (s) | kill → running on another node (s) |");
+    println!("|---:|---:|---:|");
+    let mut again = Vec::new();
+    for run in 1..=args.failover {
+        let (dead, running) = failover_once(&mut setup, &app).await?;
+        println!("| {run} | {dead:.2} | {running:.2} |");
+        again.push(running);
+    }
+    let again = sorted(again);
+    println!();
+    println!("kill → running again: p50 {:.2} s, worst {:.2} s over {} runs", pct(&again, 50.0), again.last().copied().unwrap_or(f64::NAN), again.len());
+    setup.stop().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -648,6 +742,9 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_writer(std::io::stderr)
             .init();
+    }
+    if args.failover > 0 {
+        return failover(&args, &agent_bin()?).await;
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(

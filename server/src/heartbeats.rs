@@ -30,6 +30,7 @@ use app::backend::nodes::{self, Latest};
 use app::backend::{now_ms, AppState};
 
 use crate::broker::Broker;
+use crate::scheduler::Dispatcher;
 
 /// How long history is kept at full rate.
 const HISTORY_MS: i64 = 60 * 60 * 1000;
@@ -224,10 +225,10 @@ impl Fleet {
         self.consuming.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Marks silent nodes dead.
-    pub async fn sweep(&self, state: &AppState, timeout: Duration) {
+    /// Marks silent nodes dead; returns how many.
+    pub async fn sweep(&self, state: &AppState, timeout: Duration) -> usize {
         if !self.consuming.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
+            return 0;
         }
         let expired: Vec<(String, String)> = {
             let mut nodes = self.nodes.lock().await;
@@ -237,6 +238,7 @@ impl Fleet {
                 .map(|(id, n)| (id.clone(), std::mem::replace(&mut n.status, "dead".into())))
                 .collect()
         };
+        let dead = expired.len();
         for (id, was) in expired {
             let reason = format!("no heartbeat for {} s", timeout.as_secs_f64());
             match nodes::transition(&state.db, &id, &was, "dead", &reason, now_ms()).await {
@@ -244,6 +246,7 @@ impl Fleet {
                 Err(e) => tracing::error!(node_id = %id, error = %e, "recording node death failed"),
             }
         }
+        dead
     }
 
     /// Writes what changed since the last flush.
@@ -263,10 +266,12 @@ fn cached_is_stale(live: &LiveNode) -> bool {
 }
 
 /// Runs the consumer, the flusher and the sweeper until `cancel` fires.
-pub fn spawn(state: AppState, broker: Broker, fleet: Fleet, settings: LivenessSettings, cancel: CancellationToken) {
+/// A node death wakes `dispatcher`, so its jobs move on at once.
+pub fn spawn(state: AppState, broker: Broker, fleet: Fleet, settings: LivenessSettings, dispatcher: Dispatcher, cancel: CancellationToken) {
     tokio::spawn(consume(state.clone(), broker, fleet.clone(), settings.clone(), cancel.clone()));
     tokio::spawn(async move {
-        let tick_every = (settings.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        // A death is noticed within this of the timeout; a sweep is a walk over a small map.
+        let tick_every = (settings.timeout / 20).clamp(Duration::from_millis(50), Duration::from_millis(500));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_flush = Instant::now();
@@ -276,7 +281,9 @@ pub fn spawn(state: AppState, broker: Broker, fleet: Fleet, settings: LivenessSe
                 _ = tick.tick() => {}
                 _ = cancel.cancelled() => { fleet.flush(&state).await; return; }
             }
-            fleet.sweep(&state, settings.timeout).await;
+            if fleet.sweep(&state, settings.timeout).await > 0 {
+                dispatcher.wake();
+            }
             if last_flush.elapsed() >= Duration::from_millis(900) {
                 fleet.flush(&state).await;
                 last_flush = Instant::now();

@@ -177,8 +177,8 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
         timeout: config.heartbeat_timeout,
         thermal: shared::score::ThermalPolicy { warn_c: config.warn_temp, critical_c: config.critical_temp },
     };
-    heartbeats::spawn(state.clone(), broker.clone(), fleet, liveness, shutdown.child_token());
     let dispatcher = scheduler::Dispatcher::default();
+    heartbeats::spawn(state.clone(), broker.clone(), fleet, liveness, dispatcher.clone(), shutdown.child_token());
     scheduler::spawn(state.clone(), broker.clone(), dispatcher.clone(), config.start_timeout, shutdown.child_token());
 
     let addr = listener.local_addr().context("listener address")?;
