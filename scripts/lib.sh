@@ -55,6 +55,8 @@ ensure_node_packages() {
 # Script jobs in the tests run `python3` inside the sandbox, whose PATH is /usr/local/bin:/usr/bin:/bin.
 ensure_python3() {
   [ -x /usr/bin/python3 ] || [ -x /usr/local/bin/python3 ] || apt_install python3
+  # The ONNX model zoo (scripts/zoo.sh) builds in a virtual environment.
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 }
 
 ensure_chromium() {

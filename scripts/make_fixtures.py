@@ -24,8 +24,10 @@ The models, and why each is built the way it is:
   `output_label` [N] int64 and `output_probability` [N, 3] float.
 - `iris_logreg_names.onnx`: the same, trained on the species names, so the label output is a string
   tensor and the class labels live in the `classlabels_strings` attribute (columns `prob_setosa`…).
-- `iris_logreg_zipmap.onnx`: skl2onnx's default (`zipmap=True`): ends in a `ZipMap`, which tract
-  does not implement; the runner must refuse it naming `ZipMap`.
+- `iris_logreg_zipmap.onnx`: skl2onnx's default (`zipmap=True`): ends in a `ZipMap`, which the
+  runner drops, so it gives the columns and values of `iris_logreg.onnx`.
+- `bad_zipmap_consumed.onnx`: the same with an `Identity` reading the ZipMap's maps; the runner
+  cannot drop that ZipMap and must refuse it naming `ZipMap`.
 - `diabetes_linreg.onnx`: LinearRegression on the diabetes data set (ONNX-ML `LinearRegressor`),
   one output `variable` [N, 1].
 - `tiny_cnn.onnx`: built with onnx.helper: input [N, 1, 4, 4] (16 CSV columns), Conv 3x3 (2
@@ -132,7 +134,23 @@ def iris() -> None:
     header = ["row", "label"] + [f"prob_{c}" for c in data.target_names]
     write_expected(OUT / "iris_logreg_names.expected.csv", header, [label, prob])
 
-    save(sk_classifier(x, y, zipmap=True), "iris_logreg_zipmap.onnx")
+    zipmap = sk_classifier(x, y, zipmap=True)
+    save(zipmap, "iris_logreg_zipmap.onnx")
+
+    # A ZipMap whose maps another node reads: the runner cannot drop it, so it refuses it by name.
+    # (Not checked or run: no standard operator takes a sequence of maps.)
+    consumed = onnx.ModelProto()
+    consumed.CopyFrom(zipmap)
+    graph = consumed.graph
+    zip_out = next(n for n in graph.node if n.op_type == "ZipMap").output[0]
+    graph.node.append(helper.make_node("Identity", [zip_out], ["maps"], name="read_maps"))
+    kept = [o for o in graph.output if o.name != zip_out]
+    maps = onnx.ValueInfoProto()
+    maps.CopyFrom(next(o for o in graph.output if o.name == zip_out))
+    maps.name = "maps"
+    del graph.output[:]
+    graph.output.extend(kept + [maps])
+    save(consumed, "bad_zipmap_consumed.onnx")
 
     (OUT / "bad_truncated.onnx").write_bytes(iris_bytes[:100])
     print("bad_truncated.onnx: 100 bytes")

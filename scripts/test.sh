@@ -12,6 +12,9 @@ ensure_python3
 ensure_postgres
 ensure_rabbitmq
 
+say "ONNX model zoo: scikit-learn and PyTorch-style models with onnxruntime's outputs"
+scripts/zoo.sh
+
 # One profile for everything, so the tests and the browser run the same build.
 say "unit and integration tests (release profile)"
 # `app` is selected together with `server`, so it builds with the `ssr` feature the server

@@ -1,4 +1,5 @@
-//! ONNX models, run with [tract](https://github.com/sonos/tract) (pure Rust, no native runtime).
+//! ONNX models, run with [tract](https://github.com/sonos/tract) (pure Rust, no native runtime)
+//! plus this runner's own ONNX-ML operators.
 //!
 //! - [`Model::load`] parses a model file, refuses what this runner cannot run with an error a user
 //!   can act on ([`OnnxError`]; the first unsupported operator is named), and builds one optimised
@@ -10,18 +11,39 @@
 //!
 //! Supported: models with exactly one f32 input `[batch, d1, …]` whose non-batch dimensions are
 //! known (a CSV row holds their product, in row-major order, so a `[N, 1, 4, 4]` image is 16
-//! columns), and outputs that carry the batch dimension first. Operators are tract-onnx's: the
-//! standard ONNX set (MLPs, CNNs, most of opset 9–18), a few `com.microsoft` contrib operators and
-//! this ONNX-ML subset: `LinearClassifier`, `LinearRegressor`, `Normalizer`, `CategoryMapper`,
-//! `ArrayFeatureExtractor`, `TreeEnsembleClassifier`. Not `ZipMap` (export scikit-learn
-//! classifiers with skl2onnx's `zipmap=False`), `Scaler`, `Imputer`, `OneHotEncoder`, SVMs or
-//! tree regressors.
+//! columns), and outputs that carry the batch dimension first. Operators are tract-onnx's (the
+//! standard ONNX set: MLPs, CNNs, most of opset 9–18, a few `com.microsoft` contrib operators,
+//! and the ONNX-ML `CategoryMapper`) plus this runner's, registered into tract's operator
+//! register in place of tract's or where it has none:
+//!
+//! - `ml_ops`: the ONNX-ML operators scikit-learn exports use: `TreeEnsembleClassifier`,
+//!   `TreeEnsembleRegressor`, `LinearClassifier`, `LinearRegressor`, `Normalizer`, `Scaler`,
+//!   `Imputer`, `SVMClassifier`, `SVMRegressor`, `ArrayFeatureExtractor`, with onnxruntime's
+//!   semantics (its outputs are the reference) and string class labels as string tensors;
+//! - `rowwise`, `binary`, `dense`, `conv`: fast paths for what tract runs slowly on tabular
+//!   batches (`Softmax`, `ArgMax`, `TopK`, `Relu`; `Add`/`Sub`/`Mul`/`Div` with a per-column
+//!   row; small constant `MatMul`/`Gemm` layers; small 2-D `Conv`), each falling back to
+//!   tract's own otherwise.
+//!
+//! A `ZipMap` at the end of a classifier (skl2onnx's default) is dropped (`graph`), so the
+//! model gives the same columns as its `zipmap=False` twin. Not `OneHotEncoder` or other
+//! string inputs. `runner/tests/zoo.rs` checks all of this against onnxruntime on a zoo of
+//! scikit-learn and PyTorch-style models (`scripts/zoo.sh`); `scripts/onnx_bench.sh` compares
+//! speeds.
 //!
 //! Output columns: `row` (0-based index of the input row), then per output (in the model's order)
 //! one column named after it when it holds one value per row (`[N]` or `[N, 1]`), else
 //! `<name>_<i>` for its flattened values. A classifier (a `*Classifier` operator or
 //! label/probability outputs: one `[N]` output and one float `[N, C]` output) gets `label` and
-//! `prob_<class>`, with the class labels taken from the model when it declares them.
+//! `prob_<class>`, with the class labels taken from the model when it declares them (the
+//! classifier operator, its `ZipMap`, or the constant an MLP's label is picked from).
+
+mod binary;
+mod conv;
+mod dense;
+mod graph;
+mod ml_ops;
+mod rowwise;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -150,9 +172,6 @@ pub struct Model {
     column_order: Vec<usize>,
     /// Values per row of each model output (by model output index).
     widths: Vec<usize>,
-    /// For a classifier's label output whose classes are strings: the class names, which tract
-    /// gives back as indices (see [`index_string_labels`]).
-    labels: Vec<Option<Vec<String>>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -183,7 +202,12 @@ impl Model {
         if bytes.is_empty() {
             return Err(OnnxError::NotOnnx("the file is empty".into()));
         }
-        let onnx = tract_onnx::onnx().with_ignore_value_info(true);
+        let mut onnx = tract_onnx::onnx().with_ignore_value_info(true);
+        ml_ops::register(&mut onnx.op_register);
+        rowwise::register(&mut onnx.op_register);
+        binary::register(&mut onnx.op_register);
+        dense::register(&mut onnx.op_register);
+        conv::register(&mut onnx.op_register);
         let mut proto = onnx
             .proto_model_for_read(&mut &bytes[..])
             .map_err(|e| OnnxError::NotOnnx(format!("{e:#}")))?;
@@ -194,11 +218,12 @@ impl Model {
         if graph.output.is_empty() {
             return Err(OnnxError::NotOnnx("the graph has no outputs".into()));
         }
+        // Read before the ZipMap goes: it declares the class labels.
+        let classes = Classes::of(graph);
+        graph::drop_zipmaps(graph);
         check_graph(graph, &onnx.op_register)?;
         let (input_name, input_dims) = check_input(graph)?;
         let features = input_dims.iter().product();
-        let classes = Classes::of(graph);
-        let string_labels = index_string_labels(graph)?;
         let names: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
 
         let mut model = onnx
@@ -215,24 +240,19 @@ impl Model {
         let typed = model
             .into_typed()
             .and_then(|m| m.into_decluttered())
+            .and_then(integer_outputs_as_i64)
             .map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
 
         let batch_dim = TDim::from(batch);
         let mut outputs = Vec::with_capacity(names.len());
         let mut widths = Vec::with_capacity(names.len());
-        let mut labels = Vec::with_capacity(names.len());
         for (ix, name) in names.iter().enumerate() {
             let fact = typed
                 .output_fact(ix)
                 .map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
-            let (mut info, width) = describe_output(name, fact, &batch_dim)?;
-            let label_names = string_labels.get(name).cloned();
-            if label_names.is_some() {
-                info.dtype = "string".into();
-            }
+            let (info, width) = describe_output(name, fact, &batch_dim)?;
             outputs.push(info);
             widths.push(width);
-            labels.push(label_names);
         }
         let (column_order, output_columns) = output_columns(&classes, &outputs, &widths);
 
@@ -264,7 +284,6 @@ impl Model {
             input_dims,
             column_order,
             widths,
-            labels,
         })
     }
 
@@ -311,25 +330,31 @@ impl Model {
                 out.write_record(&self.info.output_columns)
                     .map_err(csv_error)?;
             }
-            let results = self.run_batch(&batch, n)?;
-            let cells = results
-                .iter()
-                .zip(&self.widths)
-                .map(|(t, w)| Cells::of(t, n, *w))
-                .collect::<Result<Vec<_>, _>>()?;
-            for r in 0..n {
-                cell.clear();
-                let _ = write!(cell, "{}", done + r as u64);
-                out.write_field(&cell).map_err(csv_error)?;
-                for &o in &self.column_order {
-                    let w = self.widths[o];
-                    for k in r * w..(r + 1) * w {
-                        cell.clear();
-                        cells[o].format(k, self.labels[o].as_deref(), &mut cell);
-                        out.write_field(&cell).map_err(csv_error)?;
+            for (first, values) in (0..n)
+                .step_by(PLAN_ROWS)
+                .zip(batch.chunks(PLAN_ROWS * features.max(1)))
+            {
+                let m = values.len() / features.max(1);
+                let results = self.run_batch(values, m)?;
+                let cells = results
+                    .iter()
+                    .zip(&self.widths)
+                    .map(|(t, w)| Cells::of(t, m, *w))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for r in 0..m {
+                    cell.clear();
+                    let _ = write!(cell, "{}", done + (first + r) as u64);
+                    out.write_field(&cell).map_err(csv_error)?;
+                    for &o in &self.column_order {
+                        let w = self.widths[o];
+                        for k in r * w..(r + 1) * w {
+                            cell.clear();
+                            cells[o].format(k, &mut cell);
+                            out.write_field(&cell).map_err(csv_error)?;
+                        }
                     }
+                    out.write_record(None::<&[u8]>).map_err(csv_error)?;
                 }
-                out.write_record(None::<&[u8]>).map_err(csv_error)?;
             }
             done += n as u64;
             progress(done);
@@ -339,6 +364,31 @@ impl Model {
         }
         out.flush()?;
         Ok(done)
+    }
+
+    /// Runs `rows` rows already in memory (`features` values each, row-major) as one batch and
+    /// returns how many output values they gave, discarding them: what
+    /// `runner/examples/onnx_bench.rs` times to compare inference alone with onnxruntime's
+    /// (without CSV parsing and formatting, which onnxruntime's numbers do not include either).
+    #[doc(hidden)]
+    pub fn run_in_memory(&self, values: &[f32], rows: usize) -> Result<usize, OnnxError> {
+        if values.len() != rows.saturating_mul(self.info.features) {
+            return Err(OnnxError::Run(format!(
+                "{} values for {rows} rows of {} features",
+                values.len(),
+                self.info.features
+            )));
+        }
+        let features = self.info.features.max(1);
+        let mut produced = 0;
+        for chunk in values.chunks(PLAN_ROWS * features) {
+            produced += self
+                .run_batch(chunk, chunk.len() / features)?
+                .iter()
+                .map(|t| t.len())
+                .sum::<usize>();
+        }
+        Ok(produced)
     }
 
     fn run_batch(&self, values: &[f32], rows: usize) -> Result<TVec<TValue>, OnnxError> {
@@ -352,6 +402,13 @@ impl Model {
             .map_err(|e| OnnxError::Run(format!("{e:#}")))
     }
 }
+
+/// The plan runs on at most this many rows at a time (a multiple of [`BATCH_ROW_MULTIPLE`]);
+/// bigger batches go through in pieces. Why: every run allocates its intermediate tensors,
+/// and past a few hundred KB each the allocator maps fresh pages from the kernel for every run
+/// (page faults took 15-30% of the profile of a PCA pipeline on 20 000-row batches); 1024 rows
+/// also keep a run's tensors in cache.
+const PLAN_ROWS: usize = 1024;
 
 /// Batches run a multiple of this many rows. IMPORTANT: tract's SIMD kernels handle a row's
 /// values differently depending on their offset from the tensor's (vector-aligned) start (seen
@@ -565,6 +622,25 @@ fn check_input(graph: &pb::GraphProto) -> Result<(String, Vec<usize>), OnnxError
     Ok((name, dims))
 }
 
+/// tract's decluttering turns int64 values that look like sizes (a classifier's label after a
+/// `Cast` or `Reshape`) into its symbolic `TDim`; such outputs get a cast back to i64.
+fn integer_outputs_as_i64(mut typed: TypedModel) -> TractResult<TypedModel> {
+    use tract_onnx::tract_hir::tract_core::ops::cast::cast;
+    for ix in 0..typed.outputs.len() {
+        let outlet = typed.outputs[ix];
+        if typed.outlet_fact(outlet)?.datum_type == TDim::datum_type() {
+            let name = format!("{}.as_i64", typed.node(outlet.node).name);
+            let label = typed.outlet_label(outlet).map(str::to_string);
+            let casted = typed.wire_node(name, cast(i64::datum_type()), &[outlet])?[0];
+            typed.outputs[ix] = casted;
+            if let Some(label) = label {
+                typed.set_outlet_label(casted, label)?;
+            }
+        }
+    }
+    Ok(typed)
+}
+
 /// Shape and dtype of one output, and how many values per row it gives.
 fn describe_output(
     name: &str,
@@ -613,7 +689,7 @@ fn describe_output(
     ))
 }
 
-/// What the graph says about classification, read before [`index_string_labels`] rewrites it.
+/// What the graph says about classification, read before [`graph::drop_zipmaps`] rewrites it.
 struct Classes {
     /// The graph has a `*Classifier` operator.
     classifier: bool,
@@ -641,6 +717,12 @@ impl Classes {
                     ),
                     _ => None,
                 })
+            })
+            .or_else(|| {
+                graph
+                    .output
+                    .iter()
+                    .find_map(|o| graph::extracted_class_labels(graph, &o.name))
             });
         Classes { classifier, labels }
     }
@@ -689,59 +771,6 @@ fn classifier_outputs(classes: &Classes, outputs: &[TensorInfo]) -> Option<(usiz
     let named = outputs[label].name.to_lowercase().contains("label")
         && outputs[prob].name.to_lowercase().contains("prob");
     (classes.classifier || named).then_some((label, prob))
-}
-
-/// tract cannot build a classifier whose class labels are strings (its label lookup wants a
-/// numeric default), so such labels become their indices, and the runner writes the names.
-/// Returns the names by label output. Only sound when nothing in the graph reads the label.
-fn index_string_labels(
-    graph: &mut pb::GraphProto,
-) -> Result<std::collections::HashMap<String, Vec<String>>, OnnxError> {
-    use pb::attribute_proto::AttributeType;
-    let consumed: std::collections::HashSet<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter().cloned())
-        .collect();
-    let mut labels = std::collections::HashMap::new();
-    for node in &mut graph.node {
-        let int_attr = match node.op_type.as_str() {
-            "LinearClassifier" => "classlabels_ints",
-            "TreeEnsembleClassifier" => "classlabels_int64s",
-            _ => continue,
-        };
-        let label_output = node.output.first().cloned().unwrap_or_default();
-        let node_name = if node.name.is_empty() {
-            label_output.clone()
-        } else {
-            node.name.clone()
-        };
-        let Some(attr) = node
-            .attribute
-            .iter_mut()
-            .find(|a| a.name == "classlabels_strings")
-        else {
-            continue;
-        };
-        if consumed.contains(&label_output) {
-            return Err(OnnxError::Invalid(format!(
-                "`{}` node `{node_name}` has string class labels that other operators read; \
-                 only numeric class labels are supported there",
-                node.op_type
-            )));
-        }
-        let names: Vec<String> = attr
-            .strings
-            .iter()
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
-        attr.name = int_attr.into();
-        attr.r#type = AttributeType::Ints as i32;
-        attr.ints = (0..names.len() as i64).collect();
-        attr.strings.clear();
-        labels.insert(label_output, names);
-    }
-    Ok(labels)
 }
 
 fn onnx_dtype_name(elem_type: i32) -> String {
@@ -831,15 +860,9 @@ impl<'a> Cells<'a> {
         })
     }
 
-    /// Appends value `ix` (for a label output with string classes, the class named by the
-    /// index); `{}` on floats is the shortest text that parses back to the same value.
-    fn format(&self, ix: usize, labels: Option<&[String]>, out: &mut String) {
-        if let (Some(labels), Cells::I64(v)) = (labels, self) {
-            if let Some(label) = usize::try_from(v[ix]).ok().and_then(|i| labels.get(i)) {
-                out.push_str(label);
-                return;
-            }
-        }
+    /// Appends value `ix`; `{}` on floats is the shortest text that parses back to the same
+    /// value.
+    fn format(&self, ix: usize, out: &mut String) {
         let _ = match self {
             Cells::F32(v) => write!(out, "{}", v[ix]),
             Cells::F64(v) => write!(out, "{}", v[ix]),

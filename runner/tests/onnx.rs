@@ -241,8 +241,19 @@ fn unknown_operator_is_named_with_its_node_and_domain() {
 }
 
 #[test]
-fn zipmap_is_refused_by_name() {
-    let e = load_err("iris_logreg_zipmap.onnx");
+fn zipmap_classifier_gives_the_columns_and_values_of_its_zipmap_false_twin() {
+    let model = load("iris_logreg_zipmap.onnx");
+    assert_eq!(
+        model.info().output_columns,
+        load("iris_logreg.onnx").info().output_columns
+    );
+    let (out, _) = predict(&model, "iris.csv", 64);
+    assert_matches(&out, &expected("iris_logreg.expected.csv"), &[1]);
+}
+
+#[test]
+fn a_zipmap_whose_maps_are_read_is_refused_by_name() {
+    let e = load_err("bad_zipmap_consumed.onnx");
     assert!(
         matches!(&e, OnnxError::UnsupportedOperator { op, .. } if op == "ZipMap"),
         "{e:?}"
@@ -252,6 +263,7 @@ fn zipmap_is_refused_by_name() {
             .starts_with("unsupported operator `ZipMap` (node `"),
         "{e}"
     );
+    assert!(e.is_user_error());
 }
 
 #[test]
