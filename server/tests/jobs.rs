@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::fleet::{bundle, fixture, json, Agent, User};
+use common::fleet::{assert_same_predictions, bundle, fixture, json, Agent, User};
 use common::{DbKind, TestServer};
 use serde_json::Value;
 
@@ -18,21 +18,6 @@ mod balancer {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite() {
         super::the_balancer_picks_spreads_and_respects_constraints(super::DbKind::Sqlite).await
-    }
-}
-
-/// Compares two predictions CSVs: same header, same labels, numbers within 1e-5 (1e-4 relative).
-fn assert_same_predictions(got: &str, expected: &str) {
-    let (got, expected): (Vec<_>, Vec<_>) = (got.lines().collect(), expected.lines().collect());
-    assert_eq!(got.len(), expected.len(), "row count");
-    assert_eq!(got[0], expected[0], "header");
-    for (g, e) in got.iter().zip(&expected).skip(1) {
-        for (a, b) in g.split(',').zip(e.split(',')) {
-            match (a.parse::<f64>(), b.parse::<f64>()) {
-                (Ok(x), Ok(y)) => assert!((x - y).abs() <= 1e-5_f64.max(1e-4 * y.abs()), "{g} vs {e}"),
-                _ => assert_eq!(a, b, "{g} vs {e}"),
-            }
-        }
     }
 }
 

@@ -211,3 +211,20 @@ pub fn bundle(manifest: &str, files: &[(&str, &str)]) -> Vec<u8> {
     }
     zip.finish().unwrap().into_inner()
 }
+
+/// Compares two predictions CSVs: same header, same labels and row ids, numbers within 1e-5
+/// (1e-4 relative for large values), NaN equal to NaN.
+pub fn assert_same_predictions(got: &str, expected: &str) {
+    let (got, expected): (Vec<_>, Vec<_>) = (got.lines().collect(), expected.lines().collect());
+    assert_eq!(got.len(), expected.len(), "row count");
+    assert_eq!(got[0], expected[0], "header");
+    for (g, e) in got.iter().zip(&expected).skip(1) {
+        for (a, b) in g.split(',').zip(e.split(',')) {
+            match (a.parse::<f64>(), b.parse::<f64>()) {
+                (Ok(x), Ok(y)) if x.is_nan() && y.is_nan() => {}
+                (Ok(x), Ok(y)) => assert!((x - y).abs() <= 1e-5_f64.max(1e-4 * y.abs()), "{g} vs {e}"),
+                _ => assert_eq!(a, b, "{g} vs {e}"),
+            }
+        }
+    }
+}
