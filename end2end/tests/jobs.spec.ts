@@ -1,5 +1,5 @@
 import { test, expect, Page } from '@playwright/test';
-import { spawn, ChildProcess } from 'node:child_process';
+import { spawn, execFileSync, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,31 +10,39 @@ async function hydrated(page: Page) {
   await expect(page.locator('body[data-hydrated="true"]')).toBeAttached({ timeout: 20_000 });
 }
 
-let agent: ChildProcess | undefined;
-test.afterEach(() => { agent?.kill('SIGKILL'); });
+const agents = new Map<string, ChildProcess>();
+test.afterEach(() => { for (const a of agents.values()) a.kill('SIGKILL'); agents.clear(); });
 
-test('a user uploads a model, runs it, watches it succeed live and downloads the predictions', async ({ page, baseURL }) => {
-  // A fresh account.
-  const email = `ml-${Date.now()}@e2e.example.org`;
+/** A fresh account, signed in. */
+async function signUp(page: Page, prefix: string) {
   await page.goto('/register');
   await hydrated(page);
-  await page.fill('#field-email', email);
+  await page.fill('#field-email', `${prefix}-${Date.now()}@e2e.example.org`);
   await page.fill('#field-password', 'a long enough password');
   await page.getByRole('button', { name: 'Create account' }).click();
   await expect(page).toHaveURL(/\/home$/);
+}
 
-  // A node of their own, with a real agent.
+/** A node of the user's own, added in the web app, with a real agent running the shown command. */
+async function startAgent(page: Page, baseURL: string, name: string) {
   await page.goto('/nodes');
   await hydrated(page);
-  await page.fill('#node-name', 'e2e-worker');
+  await page.fill('#node-name', name);
   await page.getByRole('button', { name: 'Add node' }).click();
   const command = await page.getByTestId('agent-command').textContent();
   const token = /--token (\S+)/.exec(command ?? '')?.[1];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aiedge-e2e-agent-'));
-  agent = spawn(process.env.AIEDGE_AGENT_BIN!, [
-    'run', '--server', baseURL!, '--token', token!, '--name', 'e2e-worker',
+  // Scripts run as another user when the agent is root: it must be able to pass through.
+  fs.chmodSync(dir, 0o711);
+  agents.set(name, spawn(process.env.AIEDGE_AGENT_BIN!, [
+    'run', '--server', baseURL, '--token', token!, '--name', name,
     '--work-dir', path.join(dir, 'work'), '--heartbeat-interval', '500ms', '--benchmark-interval', '1h',
-  ], { stdio: 'ignore' });
+  ], { stdio: 'ignore' }));
+}
+
+test('a user uploads a model, runs it, watches it succeed live and downloads the predictions', async ({ page, baseURL }) => {
+  await signUp(page, 'ml');
+  await startAgent(page, baseURL!, 'e2e-worker');
 
   // Upload the model: the page shows its inputs and outputs.
   await page.goto('/apps');
@@ -79,4 +87,50 @@ test('a user uploads a model, runs it, watches it succeed live and downloads the
   // The jobs list shows it too.
   await page.goto('/jobs');
   await expect(page.getByTestId('jobs')).toContainText('succeeded');
+});
+
+test('when the node running a job dies, the job page shows it move to another node, live', async ({ page, baseURL }) => {
+  await signUp(page, 'failover');
+  await startAgent(page, baseURL!, 'box-a');
+  await startAgent(page, baseURL!, 'box-b');
+  await expect(page.locator('tr[data-node="box-a"][data-status="active"]')).toBeVisible({ timeout: 20_000 });
+  await expect(page.locator('tr[data-node="box-b"][data-status="active"]')).toBeVisible({ timeout: 20_000 });
+
+  // A script that takes a few seconds, so it can be caught running.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aiedge-e2e-bundle-'));
+  const bundle = path.join(dir, 'slow.zip');
+  const manifest = 'entry = "python3 slow.py"\nruntime = "python3"\noutput = "out.csv"\n';
+  const script = "import os, time\ntime.sleep(4)\nopen(os.environ['AIEDGE_OUTPUT'], 'w').write('row,done\\n0,1\\n')\n";
+  execFileSync('python3', ['-c', `import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.writestr("aiedge.toml", sys.argv[2]); z.writestr("slow.py", sys.argv[3])`, bundle, manifest, script]);
+  await page.goto('/apps');
+  await hydrated(page);
+  await page.fill('#app-name', 'slow');
+  await page.setInputFiles('#app-file', bundle);
+  await page.getByRole('button', { name: 'Upload' }).click();
+  await expect(page).toHaveURL(/\/apps\/[0-9a-f-]+$/);
+  await hydrated(page);
+  const input = path.join(dir, 'in.csv');
+  fs.writeFileSync(input, 'x\n1\n');
+  await page.setInputFiles('#job-input', input);
+  await page.getByRole('button', { name: 'Run' }).click();
+  await expect(page).toHaveURL(/\/jobs\/[0-9a-f-]+$/);
+  await hydrated(page);
+  await page.evaluate(() => { (window as any).__noReload = true; });
+
+  // Kill the agent that runs it: after the dead-node timeout (3 s here) the job runs elsewhere.
+  await expect(page.getByTestId('job-status')).toHaveText('running', { timeout: 20_000 });
+  const first = (await page.getByTestId('attempts').locator('tbody tr').first().locator('td').nth(1).textContent())!.trim();
+  agents.get(first)!.kill('SIGKILL');
+  await expect(page.getByTestId('job-status')).toHaveText('succeeded', { timeout: 30_000 });
+  expect(await page.evaluate(() => (window as any).__noReload)).toBe(true);
+  const rows = page.getByTestId('attempts').locator('tbody tr');
+  await expect(rows).toHaveCount(2);
+  await expect(rows.nth(0)).toContainText(first);
+  await expect(rows.nth(0)).toContainText('lost');
+  await expect(rows.nth(0)).toContainText('node dead');
+  await expect(rows.nth(1)).toContainText(first === 'box-a' ? 'box-b' : 'box-a');
+  await expect(rows.nth(1)).toContainText('succeeded');
+  await page.screenshot({ path: 'test-results/job-failover.png', fullPage: true });
 });

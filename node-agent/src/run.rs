@@ -64,7 +64,17 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
 
     // The first benchmark takes a second; run it while we register and gather facts.
     let first_bench = tokio::spawn(bench::run_blocking(bench::DEFAULT_DURATION, cancel.clone()));
-    let facts = facts::gather(args.max_jobs, !args.no_scripts).await;
+    // A node whose scripts would fail at setup must not be offered scripts (every attempt sent
+    // here would be lost to it); it says so, and still runs models.
+    let scripts = !args.no_scripts
+        && match runner::sandbox::check_reachable_below(&args.work_dir) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(%why, "script jobs disabled on this node");
+                false
+            }
+        };
+    let facts = facts::gather(args.max_jobs, scripts).await;
 
     let state = match obtain_state(&args, &state_file, &facts, &cancel).await {
         Ok(Some(state)) => state,
@@ -114,7 +124,7 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
                 max_jobs: args.max_jobs,
                 work_dir: args.work_dir.clone(),
                 launcher: std::env::current_exe().context("locating the agent binary")?,
-                accepts_scripts: !args.no_scripts,
+                accepts_scripts: scripts,
                 instance: instance.clone(),
             },
             running.clone(),

@@ -229,6 +229,27 @@ impl fmt::Display for Isolation {
     }
 }
 
+/// Whether scripts whose job directories live under `dir` can reach them: when the caller is
+/// root they run as uid [`SANDBOX_UID`], which must be able to pass through every directory
+/// above `dir` (`dir` itself is the caller's to open up). `Err` names the first one that blocks.
+pub fn check_reachable_below(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for ancestor in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor).map_err(|e| format!("{}: {e}", ancestor.display()))?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(format!(
+                "`{}` is not searchable by others, so uid {SANDBOX_UID} cannot reach the job directories (chmod o+x it, or use another --work-dir)",
+                ancestor.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Probes what [`child_main`] will be able to enforce here. It does not restrict the caller.
 pub fn isolation() -> Isolation {
     Isolation {

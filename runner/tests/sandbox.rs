@@ -391,3 +391,21 @@ async fn escaped_process_does_not_hang_the_run() {
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     assert!(log_of(&job).contains("a process left its group"), "{}", log_of(&job));
 }
+
+#[test]
+fn a_work_dir_the_sandbox_user_cannot_reach_is_found_before_any_job() {
+    let closed = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let work = closed.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let verdict = runner::sandbox::check_reachable_below(&work);
+    if nix::unistd::geteuid().is_root() {
+        let why = verdict.unwrap_err();
+        assert!(why.contains(&closed.path().display().to_string()) && why.contains("chmod o+x"), "{why}");
+    } else {
+        // Not root: scripts run as this user, who can reach it.
+        assert_eq!(verdict, Ok(()));
+    }
+    std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    assert_eq!(runner::sandbox::check_reachable_below(&work), Ok(()));
+}
