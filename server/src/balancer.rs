@@ -24,6 +24,9 @@ pub struct NodeState {
     pub score: Option<f64>,
     /// At or above the critical temperature at the latest heartbeat.
     pub overheated: bool,
+    /// The performance factor of the score (benchmark and free RAM): orders nodes whose score is
+    /// 0 for want of free CPU, which would otherwise all tie.
+    pub perf: f64,
     pub max_jobs: u32,
     pub accepts_scripts: bool,
     pub runtimes: Vec<String>,
@@ -52,7 +55,7 @@ fn excluded(node: &NodeState, need: &Need) -> Option<String> {
     }
     if need.kind == AppKind::Script {
         if !node.accepts_scripts {
-            return Some("owner does not allow script jobs".into());
+            return Some("the node does not run script jobs".into());
         }
         if let Some(runtime) = &need.runtime {
             if !node.runtimes.iter().any(|r| r == runtime) {
@@ -92,10 +95,16 @@ pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>)
         .iter()
         .enumerate()
         .filter(|(_, c)| c.excluded.is_none())
-        // A node not tried before; then the highest effective score; on a tie the lowest id
-        // (reversed, since max_by keeps the last max).
-        .max_by(|(_, a), (_, b)| {
-            b.tried.cmp(&a.tried).then_with(|| a.effective.total_cmp(&b.effective)).then_with(|| b.node_id.cmp(&a.node_id))
+        // A node not tried before; then the highest effective score; then (busy nodes all
+        // score 0) the higher performance shared the same way; then the lowest id (reversed,
+        // since max_by keeps the last max).
+        .max_by(|(i, a), (j, b)| {
+            let perf = |k: usize, c: &Candidate| nodes[k].perf / (1.0 + f64::from(c.in_flight));
+            b.tried
+                .cmp(&a.tried)
+                .then_with(|| a.effective.total_cmp(&b.effective))
+                .then_with(|| perf(*i, a).total_cmp(&perf(*j, b)))
+                .then_with(|| b.node_id.cmp(&a.node_id))
         })
         .map(|(i, _)| i);
     (best, candidates)
@@ -113,6 +122,7 @@ mod tests {
             admin_state: "enabled".into(),
             score: Some(score),
             overheated: false,
+            perf: 0.2,
             max_jobs: 4,
             accepts_scripts: true,
             runtimes: vec!["python3".into()],
@@ -151,8 +161,9 @@ mod tests {
             nodes[i].in_flight += 1;
             picks.push(nodes[i].id.clone());
         }
-        // fast 3 | slow 2 vs fast 1.5 | fast 1.5 vs slow 1 | tie 1 vs 1: lowest id | slow 1 vs 0.75.
-        assert_eq!(picks, ["fast", "slow", "fast", "fast", "slow"]);
+        // fast 3 | slow 2 vs fast 1.5 | fast 1.5 vs slow 1 | tie 1 vs 1: the equal performance
+        // factors shared among fewer jobs on slow | fast 1 vs slow 0.67.
+        assert_eq!(picks, ["fast", "slow", "fast", "slow", "fast"]);
     }
 
     #[test]
@@ -220,6 +231,15 @@ mod tests {
         full.in_flight = 4;
         let need = Need { tried: vec!["a".into()], ..onnx() };
         assert_eq!(winner(&need, &[node("a", 9.0), full]).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn busy_nodes_are_ordered_by_performance() {
+        let mut slow = node("a-slow", 0.0);
+        slow.perf = 0.1;
+        let mut fast = node("b-fast", 0.0);
+        fast.perf = 9.0;
+        assert_eq!(winner(&onnx(), &[slow, fast]).as_deref(), Some("b-fast"));
     }
 
     #[test]

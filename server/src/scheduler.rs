@@ -126,9 +126,10 @@ async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
         .map(|r| {
             let facts: Option<shared::wire::NodeFacts> = r.facts.as_deref().and_then(|f| serde_json::from_str(f).ok());
             let metrics: Option<shared::wire::NodeMetrics> = r.metrics.as_deref().and_then(|m| serde_json::from_str(m).ok());
-            let overheated = metrics.is_some_and(|m| shared::score::score(&m, &state.settings.thermal).thermal <= 0.0);
+            let score = metrics.map(|m| shared::score::score(&m, &state.settings.thermal));
             NodeState {
-                overheated,
+                overheated: score.is_some_and(|s| s.thermal <= 0.0),
+                perf: score.map_or(0.0, |s| s.perf),
                 in_flight: in_flight.get(&r.id).copied().unwrap_or(0),
                 max_jobs: facts.as_ref().map_or(1, |f| f.max_jobs.max(1)),
                 accepts_scripts: facts.as_ref().is_some_and(|f| f.accepts_scripts),
