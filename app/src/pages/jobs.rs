@@ -202,7 +202,8 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
                 </table>
             </section>
         })}
-        {move || live.get().and_then(|d| d.log_tail).map(|log| view! {
+        // A script that printed nothing has an empty log: no empty box.
+        {move || live.get().and_then(|d| d.log_tail).filter(|log| !log.trim().is_empty()).map(|log| view! {
             <section class="card">
                 <h2>"Log"</h2>
                 <pre class="log" data-testid="log">{log}</pre>
