@@ -14,6 +14,8 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::binary::InferenceBinOp;
 use tract_onnx::tract_hir::tract_core::ops::math;
 
+use super::ml_ops::{expansion_rules, op_named, typed_op_like_input};
+
 /// Replaces tract-onnx's builders for the four arithmetic operators.
 pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Add", |_, _| Ok((RowBinary::op(Kind::Add), vec![])));
@@ -72,14 +74,7 @@ impl Expansion for RowBinary {
         format!("{:?}", self.kind).into()
     }
 
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        self.tract.rules(s, inputs, outputs)
-    }
+    expansion_rules!(from tract);
 
     fn wire(
         &self,
@@ -177,13 +172,7 @@ struct RowVar {
     row_first: bool,
 }
 
-impl Op for RowVar {
-    fn name(&self) -> StaticName {
-        format!("RowVar{:?}", self.kind).into()
-    }
-
-    op_as_typed_op!();
-}
+op_named!(RowVar, |op| format!("RowVar{:?}", op.kind));
 
 impl EvalOp for RowVar {
     op_out_of_plan!();
@@ -203,13 +192,7 @@ impl EvalOp for RowVar {
     }
 }
 
-impl TypedOp for RowVar {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(inputs[0].without_value()))
-    }
-
-    as_op!();
-}
+typed_op_like_input!(RowVar);
 
 /// `v <op> row` (or `row <op> v`) for each `row.len()`-long piece `v` of `values`.
 fn apply_rows(kind: Kind, row_first: bool, values: &mut [f32], row: &[f32]) {
@@ -251,13 +234,7 @@ impl PartialEq for RowConst {
 
 impl Eq for RowConst {}
 
-impl Op for RowConst {
-    fn name(&self) -> StaticName {
-        format!("Row{:?}", self.kind).into()
-    }
-
-    op_as_typed_op!();
-}
+op_named!(RowConst, |op| format!("Row{:?}", op.kind));
 
 impl EvalOp for RowConst {
     op_out_of_plan!();
@@ -276,13 +253,7 @@ impl EvalOp for RowConst {
     }
 }
 
-impl TypedOp for RowConst {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(inputs[0].without_value()))
-    }
-
-    as_op!();
-}
+typed_op_like_input!(RowConst);
 
 #[cfg(test)]
 mod tests {

@@ -8,13 +8,14 @@
 //! of its speed. Anything else (groups, dilations, `SAME_*` padding, computed weights, big
 //! kernels) stays tract's.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::{tensor_proto::DataType, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 
 use super::dense::Dense;
+use super::ml_ops::{is_float_initializer, op_named, rules_with_weights, stock_op};
 
 /// Above this many weights, tract's im2col and matrix kernels win.
 const MAX_WEIGHTS: usize = 64 * 64 * 9;
@@ -22,11 +23,6 @@ const MAX_WEIGHTS: usize = 64 * 64 * 9;
 /// Replaces tract-onnx's `Conv` builder.
 pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Conv", conv);
-}
-
-fn stock() -> &'static OnnxOpRegister {
-    static STOCK: OnceLock<OnnxOpRegister> = OnceLock::new();
-    STOCK.get_or_init(|| tract_onnx::onnx().op_register)
 }
 
 fn conv(
@@ -47,11 +43,7 @@ fn conv(
     });
     let bias_ok = match node.input.get(2).filter(|b| !b.is_empty()) {
         None => true,
-        Some(b) => ctx.model.graph.as_ref().is_some_and(|g| {
-            g.initializer
-                .iter()
-                .any(|t| &t.name == b && t.data_type == DataType::Float as i32)
-        }),
+        Some(b) => is_float_initializer(ctx, b),
     };
     let fits = group == 1
         && dilations.iter().all(|&d| d == 1)
@@ -68,11 +60,7 @@ fn conv(
                 && w.dims.iter().product::<i64>() as usize <= MAX_WEIGHTS
         });
     if !fits {
-        let builder = stock()
-            .0
-            .get("Conv")
-            .ok_or_else(|| anyhow!("tract-onnx has no Conv"))?;
-        return builder(ctx, node);
+        return stock_op("Conv", ctx, node);
     }
     let valid = auto_pad.as_deref() == Some("VALID");
     let pad = |i: usize| {
@@ -115,15 +103,7 @@ impl Expansion for DirectConv {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        if inputs.len() < 2 || inputs.len() > 3 {
-            bail!("Conv takes 2 or 3 inputs, got {}", inputs.len());
-        }
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].rank, 4)?;
-        s.equals(&inputs[1].rank, 4)?;
-        s.equals(&outputs[0].rank, 4)?;
-        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+        rules_with_weights(s, inputs, outputs, "Conv", 4)?;
         s.equals(&outputs[0].shape[1], &inputs[1].shape[0])?;
         for axis in 0..2 {
             let (begin, end, stride) = (self.pads[axis], self.pads[axis + 2], self.strides[axis]);
@@ -298,13 +278,7 @@ impl ConvOp {
     }
 }
 
-impl Op for ConvOp {
-    fn name(&self) -> StaticName {
-        "DirectConv".into()
-    }
-
-    op_as_typed_op!();
-}
+op_named!(ConvOp, "DirectConv");
 
 impl EvalOp for ConvOp {
     op_out_of_plan!();

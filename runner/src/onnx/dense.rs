@@ -7,12 +7,16 @@
 //! row's outputs are built feature by feature, a vectorised update of all `m` outputs at once.
 //! Bigger layers (more than [`MAX_WEIGHTS`] weights) and everything else stay tract's.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
-use tract_onnx::pb::{tensor_proto::DataType, NodeProto};
+use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::matmul::MatMulInference;
+
+use super::ml_ops::{
+    expansion_rules, is_float_initializer, op_named, rules_with_weights, stock_op,
+};
 
 /// Above this many weights, tract's tiled kernels win.
 const MAX_WEIGHTS: usize = 64 * 64;
@@ -23,12 +27,6 @@ pub fn register(reg: &mut OnnxOpRegister) {
         Ok((expand(DenseMatMul(MatMulInference::default())), vec![]))
     });
     reg.insert("Gemm", gemm);
-}
-
-/// tract-onnx's own operator register, for the cases this module leaves to it.
-fn stock() -> &'static OnnxOpRegister {
-    static STOCK: OnceLock<OnnxOpRegister> = OnceLock::new();
-    STOCK.get_or_init(|| tract_onnx::onnx().op_register)
 }
 
 fn gemm(
@@ -51,25 +49,14 @@ fn gemm(
     let (trans_a, trans_b) = (attr_i("transA"), attr_i("transB"));
     // This layer only when B (and C, if any) are float constants of the graph: then the layer is
     // known at load time. (In a subgraph, or with computed weights, tract's Gemm.)
-    let is_float_initializer = |name: &String| {
-        ctx.model.graph.as_ref().is_some_and(|g| {
-            g.initializer
-                .iter()
-                .any(|t| &t.name == name && t.data_type == DataType::Float as i32)
-        })
-    };
     let constant_inputs = node
         .input
         .iter()
         .skip(1)
         .filter(|n| !n.is_empty())
-        .all(is_float_initializer);
+        .all(|n| is_float_initializer(ctx, n));
     if trans_a || !constant_inputs || node.input.len() < 2 {
-        let builder = stock()
-            .0
-            .get("Gemm")
-            .ok_or_else(|| anyhow!("tract-onnx has no Gemm"))?;
-        return builder(ctx, node);
+        return stock_op("Gemm", ctx, node);
     }
     Ok((
         expand(DenseGemm {
@@ -91,14 +78,7 @@ impl Expansion for DenseMatMul {
         "MatMul".into()
     }
 
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        self.0.rules(s, inputs, outputs)
-    }
+    expansion_rules!(from 0);
 
     fn wire(
         &self,
@@ -136,15 +116,7 @@ impl Expansion for DenseGemm {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        if inputs.len() < 2 || inputs.len() > 3 {
-            bail!("Gemm takes 2 or 3 inputs, got {}", inputs.len());
-        }
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].rank, 2)?;
-        s.equals(&inputs[1].rank, 2)?;
-        s.equals(&outputs[0].rank, 2)?;
-        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+        rules_with_weights(s, inputs, outputs, "Gemm", 2)?;
         let m = if self.trans_b { 0 } else { 1 };
         s.equals(&outputs[0].shape[1], &inputs[1].shape[m])?;
         Ok(())
@@ -297,13 +269,7 @@ impl PartialEq for Dense {
 
 impl Eq for Dense {}
 
-impl Op for Dense {
-    fn name(&self) -> StaticName {
-        "Dense".into()
-    }
-
-    op_as_typed_op!();
-}
+op_named!(Dense, "Dense");
 
 impl EvalOp for Dense {
     op_out_of_plan!();

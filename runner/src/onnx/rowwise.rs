@@ -18,6 +18,8 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::activations::Clip;
 use tract_onnx::tract_hir::ops::nn::{LayerSoftmax, Reduce, Reducer, Softmax};
 
+use super::ml_ops::{expansion_rules, op_named, rules_like_input, typed_op_like_input};
+
 /// Replaces tract-onnx's `Softmax` and `ArgMax` builders.
 pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Softmax", softmax);
@@ -166,13 +168,7 @@ impl RowTopK {
     }
 }
 
-impl Op for RowTopK {
-    fn name(&self) -> StaticName {
-        "RowTopK".into()
-    }
-
-    op_as_typed_op!();
-}
+op_named!(RowTopK, "RowTopK");
 
 impl EvalOp for RowTopK {
     op_out_of_plan!();
@@ -225,18 +221,7 @@ impl Expansion for Relu {
         "Relu".into()
     }
 
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)?;
-        Ok(())
-    }
+    expansion_rules!(like_input);
 
     fn wire(
         &self,
@@ -256,13 +241,7 @@ impl Expansion for Relu {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RowRelu;
 
-impl Op for RowRelu {
-    fn name(&self) -> StaticName {
-        "RowRelu".into()
-    }
-
-    op_as_typed_op!();
-}
+op_named!(RowRelu, "RowRelu");
 
 impl EvalOp for RowRelu {
     op_out_of_plan!();
@@ -277,13 +256,7 @@ impl EvalOp for RowRelu {
     }
 }
 
-impl TypedOp for RowRelu {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(inputs[0].without_value()))
-    }
-
-    as_op!();
-}
+typed_op_like_input!(RowRelu);
 
 fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
@@ -342,12 +315,8 @@ impl Expansion for TrailingSoftmax {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        s.equals(&outputs[0].rank, &inputs[0].rank)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)?;
-        Ok(())
+        rules_like_input(s, inputs, outputs)?;
+        s.equals(&outputs[0].rank, &inputs[0].rank)
     }
 
     fn wire(
@@ -376,13 +345,7 @@ struct RowSoftmax {
     from_axis: usize,
 }
 
-impl Op for RowSoftmax {
-    fn name(&self) -> StaticName {
-        "RowSoftmax".into()
-    }
-
-    op_as_typed_op!();
-}
+op_named!(RowSoftmax, "RowSoftmax");
 
 impl EvalOp for RowSoftmax {
     op_out_of_plan!();
@@ -399,13 +362,7 @@ impl EvalOp for RowSoftmax {
     }
 }
 
-impl TypedOp for RowSoftmax {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(inputs[0].without_value()))
-    }
-
-    as_op!();
-}
+typed_op_like_input!(RowSoftmax);
 
 #[derive(Debug, Clone)]
 struct TrailingArgMax {
@@ -421,14 +378,7 @@ impl Expansion for TrailingArgMax {
         "ArgMax".into()
     }
 
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        self.tract.rules(s, inputs, outputs)
-    }
+    expansion_rules!(from tract);
 
     fn wire(
         &self,
@@ -460,13 +410,7 @@ struct RowArgMax {
     take_last: bool,
 }
 
-impl Op for RowArgMax {
-    fn name(&self) -> StaticName {
-        "RowArgMax".into()
-    }
-
-    op_as_typed_op!();
-}
+op_named!(RowArgMax, "RowArgMax");
 
 impl EvalOp for RowArgMax {
     op_out_of_plan!();

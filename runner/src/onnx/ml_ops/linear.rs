@@ -174,16 +174,7 @@ impl Kernel for Classifier {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![
-            OutputSpec {
-                datum_type: self.labels.datum_type(),
-                width: Width::Rank1,
-            },
-            OutputSpec {
-                datum_type: DatumType::F32,
-                width: Width::Fixed(self.width()),
-            },
-        ]
+        self.labels.outputs(self.width())
     }
 
     fn check_features(&self, features: usize) -> Result<(), String> {
@@ -255,10 +246,7 @@ impl Kernel for Regressor {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec {
-            datum_type: DatumType::F32,
-            width: Width::Fixed(self.linear.targets()),
-        }]
+        vec![OutputSpec::f32(Width::Fixed(self.linear.targets()))]
     }
 
     fn check_features(&self, features: usize) -> Result<(), String> {
@@ -303,10 +291,7 @@ impl Kernel for Normalizer {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec {
-            datum_type: DatumType::F32,
-            width: Width::SameAsInput,
-        }]
+        vec![OutputSpec::f32(Width::SameAsInput)]
     }
 
     fn check_features(&self, _: usize) -> Result<(), String> {
@@ -332,6 +317,7 @@ impl Kernel for Normalizer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::values;
     use super::*;
 
     #[test]
@@ -352,34 +338,15 @@ mod tests {
             post_transform: PostTransform::None,
         };
         let out = k.run(&[2.0, 1.0, 0.0, 3.0], 2, 2).unwrap();
-        assert_eq!(
-            out[0]
-                .try_as_plain_ram()
-                .unwrap()
-                .as_slice::<String>()
-                .unwrap(),
-            ["yes", "no"]
-        );
-        assert_eq!(
-            out[1]
-                .try_as_plain_ram()
-                .unwrap()
-                .as_slice::<f32>()
-                .unwrap(),
-            [0.0, 1.0, 4.0, -3.0]
-        );
+        assert_eq!(values::<String>(&out[0]), ["yes", "no"]);
+        assert_eq!(values::<f32>(&out[1]), [0.0, 1.0, 4.0, -3.0]);
     }
 
     #[test]
     fn normalizer_l1_l2_max() {
         let run = |n| {
             let out = Normalizer(n).run(&[1.0, 3.0, 0.0, 0.0], 2, 2).unwrap();
-            out[0]
-                .try_as_plain_ram()
-                .unwrap()
-                .as_slice::<f32>()
-                .unwrap()
-                .to_vec()
+            values::<f32>(&out[0])
         };
         assert_eq!(run(Norm::L1), [0.25, 0.75, 0.0, 0.0]);
         assert_eq!(run(Norm::Max), [1.0 / 3.0, 1.0, 0.0, 0.0]);

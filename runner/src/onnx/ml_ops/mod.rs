@@ -21,10 +21,10 @@ pub mod svm;
 pub mod trees;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use tract_onnx::model::OnnxOpRegister;
-use tract_onnx::pb::{AttributeProto, NodeProto};
+use tract_onnx::model::{OnnxOpRegister, ParsingContext};
+use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::cast::cast;
 
@@ -113,6 +113,134 @@ impl Expansion for ArrayFeatureExtractor {
     }
 }
 
+// Glue shared by the tract ops of `onnx/` (dense, conv, binary, rowwise and the kernels here):
+// the same rules and trait boilerplate were spelled out op by op. It sits in this module, which
+// the others already use, so that `onnx.rs` keeps its list of modules.
+
+/// Builds `node` with tract-onnx's own `op` builder: the replacements (`dense`, `conv`) leave it
+/// the nodes their fast path does not cover.
+pub(crate) fn stock_op(op: &str, ctx: &ParsingContext, node: &NodeProto) -> Built {
+    static STOCK: OnceLock<OnnxOpRegister> = OnceLock::new();
+    let builder = STOCK
+        .get_or_init(|| tract_onnx::onnx().op_register)
+        .0
+        .get(op)
+        .ok_or_else(|| anyhow!("tract-onnx has no {op}"))?;
+    builder(ctx, node)
+}
+
+/// Whether `name` is a float constant (an initializer) of the model's graph.
+pub(crate) fn is_float_initializer(ctx: &ParsingContext, name: &str) -> bool {
+    ctx.model.graph.as_ref().is_some_and(|g| {
+        g.initializer
+            .iter()
+            .any(|t| t.name == name && t.data_type == DataType::Float as i32)
+    })
+}
+
+/// Rules of an op with one input and one output of the same datum type and shape.
+pub(crate) fn rules_like_input<'r, 'p: 'r>(
+    s: &mut Solver<'r>,
+    inputs: &'p [TensorProxy],
+    outputs: &'p [TensorProxy],
+) -> InferenceResult {
+    check_input_arity(inputs, 1)?;
+    check_output_arity(outputs, 1)?;
+    s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+    s.equals(&outputs[0].shape, &inputs[0].shape)?;
+    Ok(())
+}
+
+/// Rules shared by the layers with weights (`Gemm`, `Conv`): x, w and an optional bias in, one
+/// output of x's type with x's first (batch) dimension; x, w and the output of rank `rank`.
+pub(crate) fn rules_with_weights<'r, 'p: 'r>(
+    s: &mut Solver<'r>,
+    inputs: &'p [TensorProxy],
+    outputs: &'p [TensorProxy],
+    op: &str,
+    rank: i64,
+) -> InferenceResult {
+    if inputs.len() < 2 || inputs.len() > 3 {
+        bail!("{op} takes 2 or 3 inputs, got {}", inputs.len());
+    }
+    check_output_arity(outputs, 1)?;
+    s.equals(&inputs[0].rank, rank)?;
+    s.equals(&inputs[1].rank, rank)?;
+    s.equals(&outputs[0].rank, rank)?;
+    s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+    s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+    Ok(())
+}
+
+/// `Expansion::rules` in one line: `expansion_rules!(like_input)` for [`rules_like_input`], or
+/// `expansion_rules!(from field)` to take the rules of the tract op in `self.field`.
+macro_rules! expansion_rules {
+    (like_input) => {
+        fn rules<'r, 'p: 'r, 's: 'r>(
+            &'s self,
+            s: &mut Solver<'r>,
+            inputs: &'p [TensorProxy],
+            outputs: &'p [TensorProxy],
+        ) -> InferenceResult {
+            $crate::onnx::ml_ops::rules_like_input(s, inputs, outputs)
+        }
+    };
+    (from $field:tt) => {
+        fn rules<'r, 'p: 'r, 's: 'r>(
+            &'s self,
+            s: &mut Solver<'r>,
+            inputs: &'p [TensorProxy],
+            outputs: &'p [TensorProxy],
+        ) -> InferenceResult {
+            self.$field.rules(s, inputs, outputs)
+        }
+    };
+}
+pub(crate) use expansion_rules;
+
+/// `impl Op` with only a name: `op_named!(Type, "Name")`, or `op_named!(Type, |op| expr)` for
+/// a name computed from the op (`self` cannot cross into a macro argument).
+macro_rules! op_named {
+    ($ty:ty, |$op:ident| $name:expr) => {
+        impl Op for $ty {
+            fn name(&self) -> StaticName {
+                let $op = self;
+                $name.into()
+            }
+
+            op_as_typed_op!();
+        }
+    };
+    ($ty:ty, $name:expr) => {
+        $crate::onnx::ml_ops::op_named!($ty, |_op| $name);
+    };
+}
+pub(crate) use op_named;
+
+/// `impl TypedOp` for an op whose one output has its input's type and shape.
+macro_rules! typed_op_like_input {
+    ($ty:ty) => {
+        impl TypedOp for $ty {
+            fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+                Ok(tvec!(inputs[0].without_value()))
+            }
+
+            as_op!();
+        }
+    };
+}
+pub(crate) use typed_op_like_input;
+
+/// A test's copy of an output tensor's values.
+#[cfg(test)]
+fn values<T: Datum>(t: &Tensor) -> Vec<T> {
+    t.try_as_plain_ram()
+        .unwrap()
+        .as_slice::<T>()
+        .unwrap()
+        .to_vec()
+}
+
 type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
 /// Parses a node into a kernel; a refusal names the node and says why.
@@ -144,6 +272,16 @@ pub enum Width {
 pub struct OutputSpec {
     pub datum_type: DatumType,
     pub width: Width,
+}
+
+impl OutputSpec {
+    /// An f32 output (scores, values).
+    fn f32(width: Width) -> OutputSpec {
+        OutputSpec {
+            datum_type: DatumType::F32,
+            width,
+        }
+    }
 }
 
 /// What an ONNX-ML operator computes: `rows` rows of `stride` f32 values (row-major) in, one
@@ -188,6 +326,17 @@ impl ClassLabels {
             ClassLabels::Ints(_) => DatumType::I64,
             ClassLabels::Strings(_) => DatumType::String,
         }
+    }
+
+    /// A classifier's outputs: a label per row, then `scores` f32 scores per row.
+    fn outputs(&self, scores: usize) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec {
+                datum_type: self.datum_type(),
+                width: Width::Rank1,
+            },
+            OutputSpec::f32(Width::Fixed(scores)),
+        ]
     }
 
     /// The `[N]` label tensor for class indices.
@@ -344,13 +493,7 @@ impl PartialEq for MlOp {
 
 impl Eq for MlOp {}
 
-impl Op for MlOp {
-    fn name(&self) -> StaticName {
-        self.0.name().into()
-    }
-
-    op_as_typed_op!();
-}
+op_named!(MlOp, |op| op.0.name());
 
 impl EvalOp for MlOp {
     op_out_of_plan!();
@@ -468,16 +611,7 @@ mod trees_op {
         }
 
         fn outputs(&self) -> Vec<OutputSpec> {
-            vec![
-                OutputSpec {
-                    datum_type: self.labels.datum_type(),
-                    width: Width::Rank1,
-                },
-                OutputSpec {
-                    datum_type: DatumType::F32,
-                    width: Width::Fixed(self.labels.len()),
-                },
-            ]
+            self.labels.outputs(self.labels.len())
         }
 
         fn check_features(&self, features: usize) -> Result<(), String> {
@@ -513,10 +647,7 @@ mod trees_op {
         }
 
         fn outputs(&self) -> Vec<OutputSpec> {
-            vec![OutputSpec {
-                datum_type: DatumType::F32,
-                width: Width::Fixed(self.ensemble.n_targets()),
-            }]
+            vec![OutputSpec::f32(Width::Fixed(self.ensemble.n_targets()))]
         }
 
         fn check_features(&self, features: usize) -> Result<(), String> {

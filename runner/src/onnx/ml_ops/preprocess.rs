@@ -22,10 +22,7 @@ fn per_feature(values: &[f32], name: &str, features: usize) -> Result<(), String
 }
 
 fn same_as_input() -> Vec<OutputSpec> {
-    vec![OutputSpec {
-        datum_type: DatumType::F32,
-        width: Width::SameAsInput,
-    }]
+    vec![OutputSpec::f32(Width::SameAsInput)]
 }
 
 #[derive(Debug)]
@@ -128,16 +125,12 @@ impl Kernel for Imputer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::values;
     use super::*;
 
     fn run(k: &dyn Kernel, x: &[f32], stride: usize) -> Vec<f32> {
         let out = k.run(x, x.len() / stride, stride).unwrap();
-        out[0]
-            .try_as_plain_ram()
-            .unwrap()
-            .as_slice::<f32>()
-            .unwrap()
-            .to_vec()
+        values(&out[0])
     }
 
     #[test]

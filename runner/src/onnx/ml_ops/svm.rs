@@ -332,16 +332,7 @@ impl Kernel for Classifier {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![
-            OutputSpec {
-                datum_type: self.labels.datum_type(),
-                width: Width::Rank1,
-            },
-            OutputSpec {
-                datum_type: DatumType::F32,
-                width: Width::Fixed(self.width()),
-            },
-        ]
+        self.labels.outputs(self.width())
     }
 
     fn check_features(&self, features: usize) -> Result<(), String> {
@@ -422,10 +413,7 @@ impl Kernel for Regressor {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec {
-            datum_type: DatumType::F32,
-            width: Width::Fixed(1),
-        }]
+        vec![OutputSpec::f32(Width::Fixed(1))]
     }
 
     fn check_features(&self, features: usize) -> Result<(), String> {
