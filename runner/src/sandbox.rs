@@ -239,7 +239,10 @@ pub fn check_reachable_below(dir: &Path) -> Result<(), String> {
     }
     let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for ancestor in dir.ancestors().skip(1) {
-        let mode = std::fs::metadata(ancestor).map_err(|e| format!("{}: {e}", ancestor.display()))?.permissions().mode();
+        let mode = std::fs::metadata(ancestor)
+            .map_err(|e| format!("{}: {e}", ancestor.display()))?
+            .permissions()
+            .mode();
         if mode & 0o001 == 0 {
             return Err(format!(
                 "`{}` is not searchable by others, so uid {SANDBOX_UID} cannot reach the job directories (chmod o+x it, or use another --work-dir)",
@@ -769,7 +772,8 @@ fn sandbox_and_exec(args: Vec<OsString>) -> Result<Infallible, String> {
         drop_privileges(&spec.workdir)?;
     }
     // After the uid change, which clears it; it survives the exec.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("cannot tie the job to the agent: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("cannot tie the job to the agent: {e}"))?;
     if nix::unistd::getppid() != parent {
         return Err("the agent exited before the job started".into());
     }

@@ -386,10 +386,16 @@ async fn escaped_process_does_not_hang_the_run() {
     let elapsed = started.elapsed();
     let pid = std::fs::read_to_string(job.workdir.join("pid.txt")).unwrap();
     // Clean up the escaped `sleep` before asserting anything.
-    let _ = std::process::Command::new("kill").args(["-9", pid.trim()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status();
     assert_eq!(outcome, Outcome::Exited(0));
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
-    assert!(log_of(&job).contains("a process left its group"), "{}", log_of(&job));
+    assert!(
+        log_of(&job).contains("a process left its group"),
+        "{}",
+        log_of(&job)
+    );
 }
 
 #[test]
@@ -401,7 +407,10 @@ fn a_work_dir_the_sandbox_user_cannot_reach_is_found_before_any_job() {
     let verdict = runner::sandbox::check_reachable_below(&work);
     if nix::unistd::geteuid().is_root() {
         let why = verdict.unwrap_err();
-        assert!(why.contains(&closed.path().display().to_string()) && why.contains("chmod o+x"), "{why}");
+        assert!(
+            why.contains(&closed.path().display().to_string()) && why.contains("chmod o+x"),
+            "{why}"
+        );
     } else {
         // Not root: scripts run as this user, who can reach it.
         assert_eq!(verdict, Ok(()));
