@@ -685,17 +685,6 @@ pub async fn tried_nodes(db: &Db) -> Result<std::collections::HashMap<String, Ve
     Ok(map)
 }
 
-/// Attempts each node failed or lost since `since_ms`, for the admin's "keeps failing" column.
-pub async fn failures_by_node(db: &Db, since_ms: i64) -> Result<std::collections::HashMap<String, u32>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "select node_id, count(*) from job_attempts where outcome in ('failed', 'lost') and finished_at >= $1 and node_id is not null group by node_id",
-    )
-    .bind(since_ms)
-    .fetch_all(&db.pool)
-    .await?;
-    Ok(rows.into_iter().map(|(n, c)| (n, u32::try_from(c).unwrap_or(u32::MAX))).collect())
-}
-
 /// How much of the end of a log the job page shows.
 const LOG_TAIL_BYTES: usize = 16 * 1024;
 

@@ -90,8 +90,10 @@ impl NodeRow {
 /// How far back a node's failed and lost attempts are counted.
 pub const RECENT_FAILURES_MS: i64 = 24 * 3600 * 1000;
 
-/// The node query; `since` is the start of the failure window (a number, inlined).
-fn select_since(since: i64) -> String {
+/// The node query, with the failures of the last [`RECENT_FAILURES_MS`] (the window's start is
+/// a number, inlined).
+fn select() -> String {
+    let since = now_ms() - RECENT_FAILURES_MS;
     format!(
         "select n.id, n.name, u.email as owner_email, n.status, n.admin_state, n.facts, n.metrics,
          n.score, n.last_heartbeat_at, n.created_at,
@@ -205,7 +207,7 @@ pub async fn redeem(db: &Db, token: &str, facts: &NodeFacts) -> Result<String, R
 }
 
 pub async fn get(db: &Db, id: &str, policy: &shared::score::ThermalPolicy) -> Result<Option<NodeView>, sqlx::Error> {
-    let row = sqlx::query_as::<_, NodeRow>(&format!("{} where n.id = $1", select_since(now_ms() - RECENT_FAILURES_MS)))
+    let row = sqlx::query_as::<_, NodeRow>(&format!("{} where n.id = $1", select()))
         .bind(id)
         .fetch_optional(&db.pool)
         .await?;
@@ -217,13 +219,13 @@ pub async fn get(db: &Db, id: &str, policy: &shared::score::ThermalPolicy) -> Re
 pub async fn list(db: &Db, owner_id: Option<&str>, policy: &shared::score::ThermalPolicy) -> Result<Vec<NodeView>, sqlx::Error> {
     let rows = match owner_id {
         Some(owner) => {
-            sqlx::query_as::<_, NodeRow>(&format!("{} where n.owner_id = $1 and n.admin_state <> 'removed' order by n.name", select_since(now_ms() - RECENT_FAILURES_MS)))
+            sqlx::query_as::<_, NodeRow>(&format!("{} where n.owner_id = $1 and n.admin_state <> 'removed' order by n.name", select()))
                 .bind(owner)
                 .fetch_all(&db.pool)
                 .await?
         }
         None => {
-            sqlx::query_as::<_, NodeRow>(&format!("{} where n.admin_state <> 'removed' order by u.email, n.name", select_since(now_ms() - RECENT_FAILURES_MS)))
+            sqlx::query_as::<_, NodeRow>(&format!("{} where n.admin_state <> 'removed' order by u.email, n.name", select()))
                 .fetch_all(&db.pool)
                 .await?
         }
