@@ -282,7 +282,7 @@ pub fn spawn(state: AppState, broker: Broker, fleet: Fleet, settings: LivenessSe
                 _ = cancel.cancelled() => { fleet.flush(&state).await; return; }
             }
             if fleet.sweep(&state, settings.timeout).await > 0 {
-                dispatcher.wake();
+                dispatcher.node_lost();
             }
             if last_flush.elapsed() >= Duration::from_millis(900) {
                 fleet.flush(&state).await;

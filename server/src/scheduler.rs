@@ -8,13 +8,15 @@
 //! that is nacked, returned (no queue) or lost with the connection puts the job back in the queue.
 //! Confirms of one round are awaited together, so a burst costs one round trip, not one per job.
 //!
-//! Each round first ends the attempts that can no longer finish (see
-//! [`jobs::lost_attempts`]: dead or removed node, restarted agent, never started): their jobs
-//! go back to the queue, up to their attempt limit, and are dispatched in the same round,
-//! preferring nodes they have not been on.
+//! Once a second, and at once when a node dies, a round first ends the attempts that can no
+//! longer finish (see [`jobs::lost_attempts`]: dead or removed node, restarted agent, never
+//! started): their jobs go back to the queue, up to their attempt limit, and are dispatched in
+//! the same round, preferring nodes they have not been on. Rounds woken by submissions and
+//! finishes skip that query: nothing can have been lost by them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
@@ -39,6 +41,8 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 #[derive(Clone, Default)]
 pub struct Dispatcher {
     wake: Arc<Notify>,
+    /// Set when a node died: the next round looks for lost attempts whatever the time.
+    recover_due: Arc<AtomicBool>,
 }
 
 impl Dispatcher {
@@ -46,12 +50,19 @@ impl Dispatcher {
     pub fn wake(&self) {
         self.wake.notify_one();
     }
+
+    /// A node died: asks for a round that moves its jobs on.
+    pub fn node_lost(&self) {
+        self.recover_due.store(true, Ordering::SeqCst);
+        self.wake();
+    }
 }
 
 /// Runs rounds until `cancel` fires.
 pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, start_timeout: Duration, cancel: CancellationToken) {
     tokio::spawn(async move {
         let mut link: Option<Link> = None;
+        let mut last_recovery: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = dispatcher.wake.notified() => {}
@@ -59,8 +70,12 @@ pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, start_time
                 _ = cancel.cancelled() => return,
             }
             // Recovery needs only the database: it goes on while the broker is away.
-            if let Err(e) = recover(&state, start_timeout).await {
-                tracing::warn!(error = %e, "recovering lost attempts failed");
+            let due = dispatcher.recover_due.swap(false, Ordering::SeqCst);
+            if due || last_recovery.is_none_or(|at| at.elapsed() >= IDLE_TICK) {
+                last_recovery = Some(Instant::now());
+                if let Err(e) = recover(&state, start_timeout).await {
+                    tracing::warn!(error = %e, "recovering lost attempts failed");
+                }
             }
             if link.as_ref().is_none_or(|l| !l.channel.status().connected()) {
                 link = Link::open(&broker).await;
