@@ -58,6 +58,9 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import SVC, SVR, LinearSVC
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+# The same CSV number format as the fixtures (this directory is on sys.path when run as a script).
+from make_fixtures import fmt
+
 
 def _bools_as_ints(make_attribute):
     """skl2onnx 1.20 writes HistGradientBoosting's `nodes_missing_value_tracks_true` with some
@@ -89,17 +92,12 @@ def versions() -> str:
 
 
 def stamp() -> str:
-    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    # make_fixtures.py too: its fmt() writes the zoo's numbers.
+    sources = Path(__file__).read_bytes() + (Path(__file__).parent / "make_fixtures.py").read_bytes()
+    digest = hashlib.sha256(sources).hexdigest()[:16]
     return f"make_zoo.py {digest}; {versions()}\n"
 
 
-def fmt(value) -> str:
-    """Shortest text that round-trips the float32 (or the integer, or the string)."""
-    if isinstance(value, (np.floating, float)):
-        return str(np.float32(value))
-    if isinstance(value, (bytes, np.bytes_)):
-        return value.decode()
-    return str(value)
 
 
 def write_csv(path: Path, header, rows) -> None:

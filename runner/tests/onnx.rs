@@ -2,8 +2,11 @@
 //! via skl2onnx, an onnx.helper CNN), onnxruntime's outputs as the reference, and broken files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::records;
 use runner::onnx::{check_csv, Model, OnnxError, TensorInfo, BATCH_ROW_MULTIPLE};
 
 fn fixture(name: &str) -> PathBuf {
@@ -37,15 +40,6 @@ fn predict(model: &Model, csv: &str, batch_rows: usize) -> (String, Vec<u64>) {
         "the return value is the last progress"
     );
     (String::from_utf8(out).unwrap(), calls)
-}
-
-fn records(text: &str) -> Vec<Vec<String>> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_reader(text.as_bytes())
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_string).collect())
-        .collect()
 }
 
 fn expected(name: &str) -> Vec<Vec<String>> {

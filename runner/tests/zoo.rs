@@ -5,8 +5,11 @@
 //! missing zoo fails the test, it never passes silently. All failures are reported at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::records;
 use runner::onnx::Model;
 
 fn zoo_dir() -> PathBuf {
@@ -53,15 +56,6 @@ fn manifest(dir: &Path) -> Vec<Entry> {
         "the zoo manifest lists no models; run scripts/zoo.sh"
     );
     entries
-}
-
-fn records(text: &str) -> Vec<Vec<String>> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_reader(text.as_bytes())
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_string).collect())
-        .collect()
 }
 
 /// Runs one model; `Err` says what differs from onnxruntime.
