@@ -178,7 +178,7 @@ pub enum BundleError {
 }
 
 fn human_bytes(n: u64) -> String {
-    if n % MIB == 0 {
+    if n.is_multiple_of(MIB) {
         format!("{} MiB", n / MIB)
     } else {
         format!("{n} bytes")

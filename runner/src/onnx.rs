@@ -42,6 +42,7 @@ mod binary;
 mod conv;
 mod dense;
 mod graph;
+mod layer;
 mod ml_ops;
 mod rowwise;
 
@@ -404,11 +405,13 @@ impl Model {
 }
 
 /// The plan runs on at most this many rows at a time (a multiple of [`BATCH_ROW_MULTIPLE`]);
-/// bigger batches go through in pieces. Why: every run allocates its intermediate tensors,
-/// and past a few hundred KB each the allocator maps fresh pages from the kernel for every run
-/// (page faults took 15-30% of the profile of a PCA pipeline on 20 000-row batches); 1024 rows
-/// also keep a run's tensors in cache.
-const PLAN_ROWS: usize = 1024;
+/// bigger batches go through in pieces. Why: every run allocates its intermediate tensors, and
+/// once a run's allocations pass glibc's trim threshold (128 KiB) the heap is handed back to
+/// the kernel at the end of each run and faulted in again by the next: page faults took 15-30 %
+/// of the profile of a PCA pipeline on 20 000-row batches, and with 1024-row pieces a 32-wide
+/// MLP still ran at half the speed it has with 256 (`scripts/onnx_bench.sh`). 256 rows also keep
+/// a run's tensors in L1/L2, and a run's fixed cost (about a microsecond) stays small per row.
+const PLAN_ROWS: usize = 256;
 
 /// Batches run a multiple of this many rows. IMPORTANT: tract's SIMD kernels handle a row's
 /// values differently depending on their offset from the tensor's (vector-aligned) start (seen

@@ -178,7 +178,7 @@ fn tiny_cnn_takes_its_image_as_a_flat_row() {
 /// Progress calls for `rows` rows in batches of `batch` rows.
 fn batches(rows: u64, batch: u64) -> Vec<u64> {
     let mut calls: Vec<u64> = (batch..=rows).step_by(batch as usize).collect();
-    if rows % batch != 0 {
+    if !rows.is_multiple_of(batch) {
         calls.push(rows);
     }
     calls

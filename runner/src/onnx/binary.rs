@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::binary::InferenceBinOp;
+use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_hir::tract_core::ops::math;
 
 use super::ml_ops::{expansion_rules, op_named, typed_op_like_input};
@@ -25,7 +26,7 @@ pub fn register(reg: &mut OnnxOpRegister) {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Add,
     Sub,
     Mul,
@@ -209,6 +210,63 @@ fn apply_rows(kind: Kind, row_first: bool, values: &mut [f32], row: &[f32]) {
                 .for_each(|(v, c)| *v = kind.apply(*v, *c));
         }
     }
+}
+
+/// A node that combines a variable with a constant row, for a neighbour to fold it in.
+pub(crate) struct RowConstant {
+    pub kind: Kind,
+    /// One value per column of the variable.
+    pub row: Vec<f32>,
+    /// `row <op> x` rather than `x <op> row`.
+    pub const_first: bool,
+    /// The variable.
+    pub input: OutletId,
+}
+
+/// `node` as a [`RowConstant`], when it is this module's `RowConst` or tract's binary op with a
+/// constant row (`columns` values, or one) on one side and the variable's shape on the output.
+pub(crate) fn row_constant(
+    model: &TypedModel,
+    node: &TypedNode,
+    columns: usize,
+) -> TractResult<Option<RowConstant>> {
+    if let Some(op) = node.op_as::<RowConst>() {
+        return Ok((op.row.len() == columns).then(|| RowConstant {
+            kind: op.kind,
+            row: op.row.to_vec(),
+            const_first: op.const_first,
+            input: node.inputs[0],
+        }));
+    }
+    let Some(bin) = node.op_as::<TypedBinOp>() else {
+        return Ok(None);
+    };
+    let kind = match bin.0.name() {
+        "Add" => Kind::Add,
+        "Sub" => Kind::Sub,
+        "Mul" => Kind::Mul,
+        "Div" => Kind::Div,
+        _ => return Ok(None),
+    };
+    let output = model.outlet_fact(OutletId::new(node.id, 0))?;
+    for (var, konst, const_first) in [(0, 1, false), (1, 0, true)] {
+        let (var, konst) = (node.inputs[var], node.inputs[konst]);
+        let var_fact = model.outlet_fact(var)?;
+        if var_fact.shape != output.shape {
+            continue; // the constant broadcasts the variable to a new shape
+        }
+        if let Some(row) = per_column_constant(var_fact, model.outlet_fact(konst)?) {
+            if row.len() == columns {
+                return Ok(Some(RowConstant {
+                    kind,
+                    row,
+                    const_first,
+                    input: var,
+                }));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// `x <op> row` (or `row <op> x`), `row` repeated along every leading axis.

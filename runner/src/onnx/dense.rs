@@ -3,9 +3,10 @@
 //!
 //! Why: tract's matrix product packs both operands into tiles for its SIMD kernels on every
 //! run; for the few-dozen-wide layers of tabular models, packing, tiling and the separate bias
-//! addition cost more than the arithmetic. Here the weights are laid out once, at load, and each
-//! row's outputs are built feature by feature, a vectorised update of all `m` outputs at once.
-//! Bigger layers (more than [`MAX_WEIGHTS`] weights) and everything else stay tract's.
+//! addition cost more than the arithmetic. Here the weights are packed once, at load, for
+//! [`Layer`]'s kernel, and the layer absorbs the bias `Add`, the `Relu` after it and a constant
+//! shift before it. Bigger layers (more than [`MAX_WEIGHTS`] weights) and everything else stay
+//! tract's.
 
 use std::sync::Arc;
 
@@ -14,8 +15,12 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::matmul::MatMulInference;
 
+use super::binary::{row_constant, Kind};
+use super::layer::{Activation, InputStep, Layer};
+use super::rowwise::RowRelu;
+
 use super::ml_ops::{
-    expansion_rules, is_float_initializer, op_named, rules_with_weights, stock_op,
+    expansion_rules, is_float_initializer, op_named, rules_with_weights, stock_op, MlOp,
 };
 
 /// Above this many weights, tract's tiled kernels win.
@@ -171,66 +176,22 @@ fn a_columns(a: &TypedFact) -> Option<usize> {
     a.shape[1].as_i64().and_then(|k| usize::try_from(k).ok())
 }
 
-/// `out[r] = bias + x[r] · W`, W `[k, m]` row-major.
-#[derive(Debug, Clone)]
+/// `out = act(x · W + bias)` over `[rows, k]` f32, the arithmetic in [`Layer`].
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Dense {
-    weights: Arc<Vec<f32>>,
-    /// W transposed, `[m, k]`: the outputs past the last whole block of 8 are dot products.
-    transposed: Arc<Vec<f32>>,
-    bias: Arc<Vec<f32>>,
-    m: usize,
+    layer: Arc<Layer>,
 }
 
+impl Eq for Dense {}
+
 impl Dense {
-    pub(crate) fn new(weights: Vec<f32>, bias: Vec<f32>, m: usize) -> Dense {
-        let k = weights.len() / m.max(1);
-        let mut transposed = vec![0f32; weights.len()];
-        for i in 0..k {
-            for j in 0..m {
-                transposed[j * k + i] = weights[i * m + j];
-            }
-        }
-        Dense {
-            weights: Arc::new(weights),
-            transposed: Arc::new(transposed),
-            bias: Arc::new(bias),
-            m,
-        }
+    fn new(weights: Vec<f32>, bias: Vec<f32>, m: usize) -> Dense {
+        Dense::of(Layer::new(&weights, &bias, m))
     }
 
-    /// One row: blocks of 16, then 8, outputs accumulate in registers feature by feature; the
-    /// rest are dot products with the transposed weights.
-    #[inline]
-    pub(crate) fn row(&self, x: &[f32], out: &mut [f32]) {
-        let (k, m) = (x.len(), self.m);
-        let mut j = 0;
-        while j + 16 <= m {
-            let mut acc = [0f32; 16];
-            acc.copy_from_slice(&self.bias[j..j + 16]);
-            for (&v, w) in x.iter().zip(self.weights.chunks_exact(m)) {
-                let w = &w[j..j + 16];
-                for t in 0..16 {
-                    acc[t] += v * w[t];
-                }
-            }
-            out[j..j + 16].copy_from_slice(&acc);
-            j += 16;
-        }
-        while j + 8 <= m {
-            let mut acc = [0f32; 8];
-            acc.copy_from_slice(&self.bias[j..j + 8]);
-            for (&v, w) in x.iter().zip(self.weights.chunks_exact(m)) {
-                let w = &w[j..j + 8];
-                for t in 0..8 {
-                    acc[t] += v * w[t];
-                }
-            }
-            out[j..j + 8].copy_from_slice(&acc);
-            j += 8;
-        }
-        for (j, o) in out.iter_mut().enumerate().skip(j) {
-            *o = self.bias[j]
-                + crate::onnx::ml_ops::linear::dot(x, &self.transposed[j * k..(j + 1) * k]);
+    fn of(layer: Layer) -> Dense {
+        Dense {
+            layer: Arc::new(layer),
         }
     }
 
@@ -258,16 +219,101 @@ impl Dense {
         }
         Some(w)
     }
-}
 
-impl PartialEq for Dense {
-    /// Same layer only when it shares the weights (they are the model's).
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.weights, &other.weights) && Arc::ptr_eq(&self.bias, &other.bias)
+    /// This layer with its neighbours folded in, when one of them is a constant bias added to
+    /// its output, a ReLU of its output, or before it a `Scaler` or a constant subtracted from
+    /// its input (PCA's centring). skl2onnx writes a scaled MLP as `Scaler` + `MatMul` + `Add` +
+    /// `Relu` and PCA as `Sub` + `MatMul`: four passes over the batch become one.
+    fn fused(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+        let output = OutletId::new(node.id, 0);
+        let output_is_final = model.outputs.contains(&output);
+        if let (false, Some(succ)) = (output_is_final, model.single_succ(node.id)?) {
+            if let Some(layer) = self.absorb_successor(model, succ, output)? {
+                let patch = TypedModelPatch::fuse_with_next(model, node, Dense::of(layer))?;
+                return Ok(Some(patch));
+            }
+        }
+        if let Some((x, layer)) = self.absorb_predecessor(model, node)? {
+            let mut patch =
+                TypedModelPatch::replace_single_op(model, node, &[x], Dense::of(layer))?;
+            patch.obliterate(node.inputs[0].node)?;
+            return Ok(Some(patch));
+        }
+        Ok(None)
+    }
+
+    /// The layer with the node before it folded in, and that node's input, when that node
+    /// is a `Scaler` or adds, subtracts or multiplies by a constant row, and feeds nothing
+    /// else. Repeated, it takes a MinMaxScaler's `Mul` and `Add` both.
+    fn absorb_predecessor(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<(OutletId, Layer)>> {
+        /// Enough for every scaler skl2onnx writes; a bound, so a long chain stays separate.
+        const MAX_STEPS: usize = 4;
+        let input = node.inputs[0];
+        let prec = model.node(input.node);
+        let alone = prec.outputs.len() == 1 && prec.outputs[0].successors.len() == 1;
+        let layer = (*self.layer).clone();
+        if model.outputs.contains(&input) || !alone || layer.input_steps() + 2 > MAX_STEPS {
+            return Ok(None);
+        }
+        let k = layer.inputs();
+        let (x, layer) = if let Some(scaler) = prec.op_as::<MlOp>() {
+            let Some((offset, scale)) = scaler.input_affine(k) else {
+                return Ok(None);
+            };
+            let layer = layer
+                .with_input_step_before(InputStep::Mul(scale))
+                .with_input_step_before(InputStep::Sub(offset));
+            (prec.inputs[0], layer)
+        } else if let Some(c) = row_constant(model, prec, k)? {
+            let step = match (c.kind, c.const_first) {
+                (Kind::Sub, false) => InputStep::Sub(c.row),
+                // `x + c` as `x - (-c)`: the same value.
+                (Kind::Add, _) => InputStep::Sub(c.row.iter().map(|v| -v).collect()),
+                (Kind::Mul, _) => InputStep::Mul(c.row),
+                _ => return Ok(None),
+            };
+            (c.input, layer.with_input_step_before(step))
+        } else {
+            return Ok(None);
+        };
+        if model.outlet_fact(x)?.shape != model.outlet_fact(input)?.shape {
+            return Ok(None); // the constant broadcast the input to a new shape
+        }
+        Ok(Some((x, layer)))
+    }
+
+    /// The layer with `succ` (which reads `output`) folded in, if it can be.
+    fn absorb_successor(
+        &self,
+        model: &TypedModel,
+        succ: &TypedNode,
+        output: OutletId,
+    ) -> TractResult<Option<Layer>> {
+        let layer = (*self.layer).clone();
+        if succ.op_is::<RowRelu>() && layer.activation() == Activation::Identity {
+            return Ok(Some(layer.with_activation(Activation::Relu)));
+        }
+        // `out + c` or `out - c`, with `c` one value per output, after no activation.
+        let Some(c) = row_constant(model, succ, layer.outputs())? else {
+            return Ok(None);
+        };
+        let sign = match (c.kind, c.const_first) {
+            (Kind::Add, _) => 1.0,
+            (Kind::Sub, false) => -1.0,
+            _ => return Ok(None),
+        };
+        if layer.activation() != Activation::Identity || c.input != output {
+            return Ok(None);
+        }
+        let c = c.row;
+        let delta: Vec<f32> = c.iter().map(|v| sign * v).collect();
+        Ok(Some(layer.with_bias_added(&delta)))
     }
 }
-
-impl Eq for Dense {}
 
 op_named!(Dense, "Dense");
 
@@ -279,21 +325,23 @@ impl EvalOp for Dense {
         let &[rows, k] = x.shape() else {
             bail!("Dense expects [rows, k], got {:?}", x.shape());
         };
-        if k * self.m != self.weights.len() {
-            bail!("Dense: {k} columns for {} weights", self.weights.len());
+        if k != self.layer.inputs() {
+            bail!(
+                "Dense: {k} columns for a layer of {} inputs",
+                self.layer.inputs()
+            );
         }
         let plain = x.try_as_plain_ram()?;
         let values = plain.as_slice::<f32>()?;
-        let m = self.m;
-        let mut out = vec![0f32; rows * m];
-        for (row, o) in values.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(m)) {
-            self.row(row, o);
-        }
-        Ok(tvec!(tract_ndarray::Array2::from_shape_vec(
-            (rows, m),
-            out
-        )?
-        .into_tvalue()))
+        let m = self.layer.outputs();
+        // Written in place: tract copies a `Vec` or an ndarray into a new tensor.
+        let mut out = Tensor::zero::<f32>(&[rows, m])?;
+        self.layer.forward(
+            values,
+            rows,
+            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+        );
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 
@@ -301,8 +349,16 @@ impl TypedOp for Dense {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         Ok(tvec!(f32::fact([
             inputs[0].shape[0].clone(),
-            self.m.to_dim()
+            self.layer.outputs().to_dim()
         ])))
+    }
+
+    fn declutter(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<TypedModelPatch>> {
+        self.fused(model, node)
     }
 
     as_op!();
@@ -311,24 +367,6 @@ impl TypedOp for Dense {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rows_match_a_plain_matrix_product_for_every_width() {
-        for k in [1, 3, 8] {
-            for m in [1, 3, 8, 11, 16, 19, 24, 35] {
-                let w: Vec<f32> = (0..k * m).map(|i| (i % 7) as f32 - 3.0).collect();
-                let bias: Vec<f32> = (0..m).map(|j| j as f32 * 0.5).collect();
-                let x: Vec<f32> = (0..k).map(|i| 1.0 + i as f32).collect();
-                let dense = Dense::new(w.clone(), bias.clone(), m);
-                let mut out = vec![0f32; m];
-                dense.row(&x, &mut out);
-                for j in 0..m {
-                    let want = bias[j] + (0..k).map(|i| x[i] * w[i * m + j]).sum::<f32>();
-                    assert_eq!(out[j], want, "k {k}, m {m}, output {j}");
-                }
-            }
-        }
-    }
 
     #[test]
     fn transposed_b_is_laid_out_as_k_by_m() {

@@ -92,7 +92,7 @@ fn tensor_labels(t: &pb::TensorProto) -> Option<Vec<String>> {
         DataType::Int64 => {
             if !t.int64_data.is_empty() {
                 Some(t.int64_data.iter().map(i64::to_string).collect())
-            } else if !t.raw_data.is_empty() && t.raw_data.len() % 8 == 0 {
+            } else if !t.raw_data.is_empty() && t.raw_data.len().is_multiple_of(8) {
                 Some(
                     t.raw_data
                         .chunks_exact(8)

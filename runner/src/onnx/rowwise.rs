@@ -239,7 +239,7 @@ impl Expansion for Relu {
 
 /// `max(x, 0)` over an f32 tensor (NaN stays NaN, as in onnxruntime).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RowRelu;
+pub(crate) struct RowRelu;
 
 op_named!(RowRelu, "RowRelu");
 

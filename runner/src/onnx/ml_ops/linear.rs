@@ -4,50 +4,26 @@
 //!
 //! tract implements these by expansion into generic tensor ops (a matrix product sized for big
 //! matrices, then per-row softmax, argmax and label lookup), which was 7 to 10 times slower than
-//! onnxruntime on tabular rows of 4 to 64 features. Here each is one pass over the rows with
-//! dot products the compiler vectorises. Semantics are onnxruntime's (`linearclassifier.cc`,
+//! onnxruntime on tabular rows of 4 to 64 features. Here the scores are one pass of a dense
+//! layer's kernel ([`Layer`]) over the rows. Semantics are onnxruntime's (`linearclassifier.cc`,
 //! `linearregressor.cc`, `normalizer.cc`), including string labels.
 
 use std::sync::Arc;
 
 use super::trees::PostTransform;
 use super::{matrix, Attrs, ClassLabels, Kernel, OutputSpec, Width};
+use crate::onnx::layer::Layer;
 use tract_onnx::tract_hir::internal::*;
 
-/// `x · w`, with four partial sums (one SSE register) so the loop vectorises; the order of the
-/// additions differs from a sequential sum in the last bits, as any BLAS's does.
-#[inline]
-pub(crate) fn dot(x: &[f32], w: &[f32]) -> f32 {
-    let n = x.len().min(w.len());
-    let (x, w) = (&x[..n], &w[..n]);
-    let split = n - n % 4;
-    let mut acc = [0f32; 4];
-    for (a, b) in x[..split].chunks_exact(4).zip(w[..split].chunks_exact(4)) {
-        for k in 0..4 {
-            acc[k] += a[k] * b[k];
-        }
-    }
-    let mut sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for (a, b) in x[split..].iter().zip(&w[split..]) {
-        sum += a * b;
-    }
-    sum
-}
-
-/// Coefficients `[targets, features]` and intercepts `[targets]`.
+/// Coefficients `[targets, features]` and intercepts `[targets]`, as a dense layer.
 #[derive(Debug)]
 struct Linear {
-    coefficients: Vec<f32>,
-    /// The coefficients transposed, `[features, targets]`: with several targets, a row's scores
-    /// are built feature by feature, a vectorised update of all targets at once.
-    transposed: Vec<f32>,
-    intercepts: Vec<f32>,
-    features: usize,
+    layer: Layer,
 }
 
 impl Linear {
     fn new(coefficients: &[f32], intercepts: &[f32], targets: usize) -> Result<Linear, String> {
-        if targets == 0 || coefficients.is_empty() || coefficients.len() % targets != 0 {
+        if targets == 0 || coefficients.is_empty() || !coefficients.len().is_multiple_of(targets) {
             return Err(format!(
                 "{} coefficients do not make {targets} rows",
                 coefficients.len()
@@ -64,61 +40,51 @@ impl Linear {
             ));
         };
         let features = coefficients.len() / targets;
-        let mut transposed = vec![0f32; coefficients.len()];
+        let mut weights = vec![0f32; coefficients.len()];
         for t in 0..targets {
             for f in 0..features {
-                transposed[f * targets + t] = coefficients[t * features + f];
+                weights[f * targets + t] = coefficients[t * features + f];
             }
         }
         Ok(Linear {
-            coefficients: coefficients.to_vec(),
-            transposed,
-            intercepts,
-            features,
+            layer: Layer::new(&weights, &intercepts, targets),
         })
     }
 
     fn targets(&self) -> usize {
-        self.intercepts.len()
+        self.layer.outputs()
     }
 
-    /// Scores `[rows, targets]`.
+    /// Scores `[rows, targets]` of the first `features` values of each `stride`-long row.
     fn scores(&self, x: &[f32], rows: usize, stride: usize) -> Vec<f32> {
-        let t = self.targets();
-        if t < 4 {
-            let mut out = Vec::with_capacity(rows * t);
-            for row in x.chunks_exact(stride).take(rows) {
-                let row = &row[..self.features];
-                for (w, b) in self
-                    .coefficients
-                    .chunks_exact(self.features)
-                    .zip(&self.intercepts)
-                {
-                    out.push(dot(row, w) + b);
-                }
-            }
-            return out;
-        }
-        let mut out = vec![0f32; rows * t];
-        for (row, scores) in x.chunks_exact(stride).zip(out.chunks_exact_mut(t)) {
-            scores.copy_from_slice(&self.intercepts);
-            for (&v, w) in row[..self.features]
-                .iter()
-                .zip(self.transposed.chunks_exact(t))
-            {
-                scores.iter_mut().zip(w).for_each(|(s, w)| *s += v * w);
-            }
-        }
+        let mut out = vec![0f32; rows * self.targets()];
+        self.scores_into(x, rows, stride, &mut out);
         out
     }
 
+    /// [`Linear::scores`] into `out`.
+    fn scores_into(&self, x: &[f32], rows: usize, stride: usize, out: &mut [f32]) {
+        let features = self.layer.inputs();
+        if stride == features {
+            self.layer.forward(x, rows, out);
+        } else {
+            let packed: Vec<f32> = x
+                .chunks_exact(stride)
+                .take(rows)
+                .flat_map(|row| &row[..features])
+                .copied()
+                .collect();
+            self.layer.forward(&packed, rows, out);
+        }
+    }
+
     fn check_features(&self, features: usize) -> Result<(), String> {
-        if features == self.features {
+        if features == self.layer.inputs() {
             Ok(())
         } else {
             Err(format!(
                 "it has {} coefficients per target but rows have {features} values",
-                self.features
+                self.layer.inputs()
             ))
         }
     }
@@ -255,12 +221,16 @@ impl Kernel for Regressor {
 
     fn run(&self, x: &[f32], rows: usize, stride: usize) -> TractResult<TVec<Tensor>> {
         let t = self.linear.targets();
-        let mut scores = self.linear.scores(x, rows, stride);
+        // Written in place: tract would copy a `Vec` into a new tensor.
+        let mut out = Tensor::zero::<f32>(&[rows, t])?;
+        let mut view = out.try_as_plain_ram_mut()?;
+        let scores = view.as_slice_mut::<f32>()?;
+        self.linear.scores_into(x, rows, stride, scores);
         // As onnxruntime: a single target gets no post transform (only PROBIT, refused here).
         if t > 1 {
-            self.post_transform.apply_rows(&mut scores, t);
+            self.post_transform.apply_rows(scores, t);
         }
-        Ok(tvec!(matrix(scores, rows, t)?))
+        Ok(tvec!(out))
     }
 }
 
@@ -319,16 +289,6 @@ impl Kernel for Normalizer {
 mod tests {
     use super::super::values;
     use super::*;
-
-    #[test]
-    fn dot_handles_every_length() {
-        for n in 0..20 {
-            let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
-            let w: Vec<f32> = (0..n).map(|i| 1.0 + i as f32).collect();
-            let expected: f32 = x.iter().zip(&w).map(|(a, b)| a * b).sum();
-            assert_eq!(dot(&x, &w), expected, "{n}");
-        }
-    }
 
     #[test]
     fn binary_with_one_score_column_gives_two_columns() {

@@ -292,6 +292,11 @@ pub trait Kernel: fmt::Debug + Send + Sync + 'static {
     /// Refuses an input with `features` values per row (checked once, when the model loads).
     fn check_features(&self, features: usize) -> Result<(), String>;
     fn run(&self, x: &[f32], rows: usize, stride: usize) -> TractResult<TVec<Tensor>>;
+    /// For a kernel that computes `(x - offset) * scale` per feature (the `Scaler`): offset and
+    /// scale for `features` features, so a dense layer after it can do it on the fly.
+    fn input_affine(&self, _features: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+        None
+    }
 }
 
 /// A classifier's class labels, which are its label output's values.
@@ -482,7 +487,14 @@ impl Expansion for MlExpansion {
 
 /// The runnable op around a kernel.
 #[derive(Debug, Clone)]
-struct MlOp(Arc<dyn Kernel>);
+pub(crate) struct MlOp(Arc<dyn Kernel>);
+
+impl MlOp {
+    /// See [`Kernel::input_affine`].
+    pub(crate) fn input_affine(&self, features: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+        self.0.input_affine(features)
+    }
+}
 
 impl PartialEq for MlOp {
     /// Two nodes are the same op only if they share the kernel (kernels hold whole models).

@@ -65,6 +65,14 @@ impl Kernel for Scaler {
         }
         Ok(tvec!(matrix(out, rows, stride)?))
     }
+
+    fn input_affine(&self, features: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+        self.check_features(features).ok()?;
+        Some((
+            expand(&self.offset, features),
+            expand(&self.scale, features),
+        ))
+    }
 }
 
 /// One value per feature (a single value repeated).

@@ -121,7 +121,7 @@ pub(super) fn classifier(a: &Attrs) -> Result<Arc<dyn Kernel>, String> {
                 counts.len()
             ));
         }
-        if support_vectors.is_empty() || support_vectors.len() % vectors != 0 {
+        if support_vectors.is_empty() || !support_vectors.len().is_multiple_of(vectors) {
             return Err("`support_vectors` does not hold whole vectors".into());
         }
         features = support_vectors.len() / vectors;
@@ -134,7 +134,7 @@ pub(super) fn classifier(a: &Attrs) -> Result<Arc<dyn Kernel>, String> {
     } else {
         // liblinear mode: one coefficient row per class, a linear kernel.
         kernel = KernelType::Linear;
-        if coefficients.len() % classes != 0 {
+        if !coefficients.len().is_multiple_of(classes) {
             return Err("`coefficients` is not one row per class".into());
         }
         features = coefficients.len() / classes;
@@ -386,7 +386,7 @@ pub(super) fn regressor(a: &Attrs) -> Result<Arc<dyn Kernel>, String> {
         .map_err(|_| "`n_supports` is negative")?;
     let mut kernel = KernelType::parse(a)?;
     let features = if vectors > 0 {
-        if support_vectors.len() % vectors != 0 || coefficients.len() != vectors {
+        if !support_vectors.len().is_multiple_of(vectors) || coefficients.len() != vectors {
             return Err("`support_vectors`/`coefficients` do not match `n_supports`".into());
         }
         support_vectors.len() / vectors
