@@ -106,6 +106,27 @@ impl NodeApi {
     }
 
     /// `PUT path` with the file at `src` as the body, streamed; the JSON answer.
+    /// The body of `path` in memory when the server says it is at most `max` bytes; `None`
+    /// (and nothing read) when it is bigger or does not say.
+    pub async fn download_small(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, CallError> {
+        let resp = self.signed(reqwest::Method::GET, path, EMPTY_SHA256).send().await;
+        let resp = Self::check(resp).await?;
+        match resp.content_length() {
+            Some(len) if len <= max => {
+                let bytes = resp.bytes().await.map_err(|e| CallError::Transient(e.to_string()))?;
+                Ok(Some(bytes.to_vec()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Like [`NodeApi::upload`], from memory.
+    pub async fn upload_bytes<R: DeserializeOwned>(&self, path: &str, bytes: Vec<u8>) -> Result<R, CallError> {
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let resp = self.signed(reqwest::Method::PUT, path, &sha).header(HDR_BODY_SHA256, &sha).body(bytes).send().await;
+        Self::check(resp).await?.json().await.map_err(|e| CallError::Transient(e.to_string()))
+    }
+
     pub async fn upload<R: DeserializeOwned>(&self, path: &str, src: &Path) -> Result<R, CallError> {
         let sha = sha256_file(src).await?;
         let file = tokio::fs::File::open(src).await?;

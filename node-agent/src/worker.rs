@@ -7,12 +7,13 @@
 //! 2. asks the server to `start` the attempt and acks the message once the server knows it is
 //!    running (not when it ends: the broker times out consumers that sit on a message for 30
 //!    minutes, and jobs may run longer); a job the server says no to is acked and dropped;
-//! 3. fetches the application (cached by SHA-256, checked after download) and the input;
+//! 3. fetches the application (cached by SHA-256, checked after download) and the input (an
+//!    ONNX job's input of up to 1 MiB into memory, anything else into the job's directory);
 //! 4. runs it: an ONNX model in process with tract, in batches; a script bundle sandboxed
 //!    (see `runner::sandbox`), its output captured to a capped log;
 //! 5. reports progress about once a second (the answer may say "stop": cancelled, or the
-//!    attempt was given away), uploads the result and the log, and reports the outcome,
-//!    retrying every call until the server answers (a server restart loses nothing).
+//!    attempt was given away), uploads the result (and a script's log), and reports the
+//!    outcome, retrying every call until the server answers (a server restart loses nothing).
 //!
 //! A message delivered again while its attempt runs here (a redelivery after a broker
 //! reconnect) is dropped. Stopping gracefully ([`Worker::drain`]) takes no new messages (the
@@ -46,6 +47,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 const MODEL_CACHE: usize = 4;
 /// Log kept per job.
 const LOG_CAP_BYTES: u64 = 1 << 20;
+/// An ONNX job's input up to this size is fetched into memory and its result uploaded from
+/// memory, without files.
+const IN_MEMORY_MAX: u64 = 1 << 20;
 /// How long the report of a handed-back job may take once the agent is stopping.
 const HAND_BACK_REPORT: Duration = Duration::from_secs(5);
 
@@ -281,11 +285,19 @@ impl Worker {
     }
 
     async fn execute_in(self: &Arc<Self>, dir: &Path, m: &JobMessage) -> anyhow::Result<Option<Outcome>> {
-        tokio::fs::create_dir_all(dir).await?;
         let q = format!("?attempt={}", m.attempt);
         let Some(app) = self.fetch_application(m, &q).await? else { return Ok(None) };
-        let input = dir.join("input.csv");
         let input_path = format!("{JOBS_PATH}/{}/input{q}", m.job_id);
+        if m.kind == AppKind::Onnx {
+            // A small input (most interactive jobs) never touches the disk: creating and
+            // deleting a job's files was most of the agent's work per job (ext4 inode churn).
+            let Some(got) = retry(self.abort.cancelled(), || self.api.download_small(&input_path, IN_MEMORY_MAX)).await else { return Ok(None) };
+            if let Some(input) = got? {
+                return self.run_model_in_memory(&app, m, input, &q).await;
+            }
+        }
+        tokio::fs::create_dir_all(dir).await?;
+        let input = dir.join("input.csv");
         let Some(got) = retry(self.abort.cancelled(), || self.api.download(&input_path, &input)).await else { return Ok(None) };
         got?;
 
@@ -297,7 +309,7 @@ impl Worker {
         let output = dir.join("predictions.csv");
         let started = Instant::now();
         let ran = match m.kind {
-            AppKind::Onnx => self.run_model(&app, &m.app_sha256, &input, &output, &log, rows.clone()).await,
+            AppKind::Onnx => self.run_model(&app, &m.app_sha256, &input, &output, rows.clone()).await,
             AppKind::Script => self.run_script(&app, dir, &input, &output, &log, &stop).await,
         };
         let stopped = stop.is_cancelled();
@@ -382,23 +394,64 @@ impl Worker {
         Ok(model)
     }
 
-    async fn run_model(&self, app: &Path, sha: &str, input: &Path, output: &Path, log: &Path, rows: Arc<AtomicU64>) -> Result<u64, (String, bool)> {
+    /// Runs a model from file to file. An ONNX job has no log: its error, rows and times are
+    /// on the job itself.
+    async fn run_model(&self, app: &Path, sha: &str, input: &Path, output: &Path, rows: Arc<AtomicU64>) -> Result<u64, (String, bool)> {
         let model = self.model(app, sha).await?;
         let (input, output) = (input.to_path_buf(), output.to_path_buf());
-        let started = Instant::now();
-        let done = tokio::task::spawn_blocking(move || -> Result<u64, runner::onnx::OnnxError> {
+        tokio::task::spawn_blocking(move || -> Result<u64, runner::onnx::OnnxError> {
             let reader = std::io::BufReader::new(std::fs::File::open(&input)?);
             let writer = std::io::BufWriter::new(std::fs::File::create(&output)?);
             model.predict_csv(reader, writer, BATCH_ROWS, &mut |n| rows.store(n, Ordering::Relaxed))
         })
         .await
-        .map_err(|e| (e.to_string(), false))?;
-        let note = match &done {
-            Ok(n) => format!("ONNX model {sha}: {n} rows in {} ms\n", started.elapsed().as_millis()),
-            Err(e) => format!("ONNX model {sha}: {e}\n"),
+        .map_err(|e| (e.to_string(), false))?
+        .map_err(|e| (e.to_string(), e.is_user_error()))
+    }
+
+    /// An ONNX job whose input is in memory: runs it and uploads the result from memory.
+    async fn run_model_in_memory(self: &Arc<Self>, app: &Path, m: &JobMessage, input: Vec<u8>, q: &str) -> anyhow::Result<Option<Outcome>> {
+        let rows = Arc::new(AtomicU64::new(0));
+        let stop = self.abort.child_token();
+        let reporter = tokio::spawn(report_progress(self.api.clone(), m.clone(), rows.clone(), stop.clone()));
+        let ran = match self.model(app, &m.app_sha256).await {
+            Ok(model) => {
+                let counter = rows.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut output = Vec::with_capacity(input.len() * 2);
+                    model
+                        .predict_csv(&input[..], &mut output, BATCH_ROWS, &mut |n| counter.store(n, Ordering::Relaxed))
+                        .map(|rows| (rows, output))
+                        .map_err(|e| (e.to_string(), e.is_user_error()))
+                })
+                .await
+                .map_err(|e| (e.to_string(), false))
+                .and_then(|r| r)
+            }
+            Err(e) => Err(e),
         };
-        let _ = tokio::fs::write(log, note).await;
-        done.map_err(|e| (e.to_string(), e.is_user_error()))
+        let stopped = stop.is_cancelled();
+        stop.cancel();
+        let _ = reporter.await;
+        if stopped {
+            tracing::info!(job_id = %m.job_id, "job stopped");
+            return Ok(None);
+        }
+        match ran {
+            Ok((rows, output)) => {
+                let result_path = format!("{JOBS_PATH}/{}/result{q}", m.job_id);
+                let Some(uploaded) = retry(self.abort.cancelled(), || self.api.upload_bytes::<Proceed>(&result_path, output.clone())).await else {
+                    return Ok(None);
+                };
+                let uploaded = uploaded?;
+                if !uploaded.proceed {
+                    tracing::warn!(job_id = %m.job_id, reason = uploaded.reason.as_deref().unwrap_or(""), "result refused");
+                    return Ok(None);
+                }
+                Ok(Some(Outcome::Succeeded { rows }))
+            }
+            Err((error, user_error)) => Ok(Some(Outcome::Failed { error, user_error })),
+        }
     }
 
     async fn run_script(&self, bundle: &Path, dir: &Path, input: &Path, output: &Path, log: &Path, stop: &CancellationToken) -> Result<u64, (String, bool)> {
