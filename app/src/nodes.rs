@@ -100,7 +100,8 @@ pub async fn node_history(scope: String) -> Result<std::collections::HashMap<Str
         Some(user.id)
     };
     let state = backend::state()?;
-    backend::nodes::history(&state.db, owner.as_deref(), 10 * 60 * 1000, crate::live::HISTORY_POINTS)
+    let scope = owner.as_deref().map_or(backend::nodes::Scope::All, backend::nodes::Scope::Owner);
+    backend::nodes::history(&state.db, scope, backend::now_ms(), 10 * 60 * 1000, crate::live::HISTORY_POINTS)
         .await
         .map_err(backend::internal)
 }
