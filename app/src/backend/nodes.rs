@@ -17,8 +17,9 @@ use sqlx::FromRow;
 
 use super::db::Backend;
 use super::{now_ms, AppState, Db};
+use crate::auth::UserView;
 use crate::live::Sample;
-use crate::nodes::{NewNode, NodeView};
+use crate::nodes::{NewNode, NodeDetail, NodeEvent, NodeView};
 
 /// How long a registration token stays valid.
 pub const TOKEN_TTL_MS: i64 = 30 * 60 * 1000;
@@ -358,6 +359,8 @@ pub const FULL_RATE_MS: i64 = 60 * 60 * 1000;
 /// How long the per-minute history is kept.
 pub const MINUTE_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 const MINUTE_MS: i64 = 60_000;
+/// The newest transitions a node's page lists.
+pub const EVENTS_SHOWN: i64 = 50;
 
 /// What one [`roll_up`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -543,4 +546,36 @@ fn thin(points: &[Point], since: i64, span: i64) -> Vec<Sample> {
         i = j;
     }
     out
+}
+
+/// A node's page for `viewer`: `None` when the node does not exist or belongs to someone else
+/// and the viewer is not an admin (the two look the same).
+pub async fn detail(state: &AppState, id: &str, viewer: &UserView, window_ms: i64) -> Result<Option<NodeDetail>, sqlx::Error> {
+    let owner: Option<(String,)> = sqlx::query_as("select owner_id from nodes where id = $1").bind(id).fetch_optional(&state.db.pool).await?;
+    let Some((owner_id,)) = owner else { return Ok(None) };
+    if owner_id != viewer.id && !viewer.is_admin() {
+        return Ok(None);
+    }
+    let Some(node) = get(&state.db, id, &state.settings.thermal).await? else { return Ok(None) };
+    let events: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "select at, from_status, to_status, reason from node_events where node_id = $1 order by at desc, id desc limit $2",
+    )
+    .bind(id)
+    .bind(EVENTS_SHOWN)
+    .fetch_all(&state.db.pool)
+    .await?;
+    let (events_total,): (i64,) =
+        sqlx::query_as("select count(*) from node_events where node_id = $1").bind(id).fetch_one(&state.db.pool).await?;
+    let mut history = history(&state.db, Scope::Node(id), now_ms(), window_ms, crate::live::HISTORY_POINTS).await?;
+    Ok(Some(NodeDetail {
+        mine: owner_id == viewer.id,
+        node,
+        events: events
+            .into_iter()
+            .map(|(at_ms, from_status, to_status, reason)| NodeEvent { at_ms, from_status, to_status, reason })
+            .collect(),
+        events_total: u64::try_from(events_total).unwrap_or(0),
+        history: history.remove(id).unwrap_or_default(),
+        window_ms,
+    }))
 }
