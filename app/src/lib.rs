@@ -76,6 +76,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("home") view=pages::Home ssr=SsrMode::Async />
                     <Route path=path!("admin") view=pages::Admin ssr=SsrMode::Async />
                     <Route path=path!("nodes") view=pages::Nodes ssr=SsrMode::Async />
+                    <Route path=path!("nodes/:id") view=pages::NodePage ssr=SsrMode::Async />
                     <Route path=path!("apps") view=pages::Apps ssr=SsrMode::Async />
                     <Route path=path!("apps/:id") view=pages::AppPage ssr=SsrMode::Async />
                     <Route path=path!("jobs") view=pages::Jobs ssr=SsrMode::Async />

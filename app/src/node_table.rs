@@ -92,7 +92,7 @@ pub fn NodeTable(
                             view! {
                                 <tr data-node=n.name.clone() data-status=status.clone()>
                                     <td>
-                                        <strong>{n.name.clone()}</strong>
+                                        <strong><a href=format!("/nodes/{}", n.id) data-testid="node-link">{n.name.clone()}</a></strong>
                                         <div class="muted small">{n.facts.as_ref().map(|f| format!("{} · {} · {} cores", f.hostname, f.arch, f.cpu_cores))}</div>
                                     </td>
                                     {admin.then(|| view! { <td>{n.owner_email.clone()}</td> })}

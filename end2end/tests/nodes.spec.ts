@@ -55,4 +55,35 @@ test('an owner adds a node, and an admin watches it go from active to dead live'
   agent.kill('SIGKILL');
   await expect(row.getByTestId('node-status')).toHaveText('dead', { timeout: 15_000 });
   expect(await page.evaluate(() => (window as any).__noReload)).toBe(true);
+
+  // The node's page, from its row: facts, charts, and the death at the top of the timeline.
+  await row.getByTestId('node-link').click();
+  await expect(page).toHaveURL(/\/nodes\/[0-9a-f-]+$/);
+  await expect(page.getByRole('heading', { level: 1 })).toContainText(name);
+  await expect(page.getByTestId('node-status')).toHaveText('dead');
+  await expect(page.getByTestId('node-facts')).toContainText('cores');
+  await expect(page.getByTestId('node-charts').locator('figure')).toHaveCount(4);
+  const transitions = page.getByTestId('transitions').locator('li');
+  await expect(transitions.first()).toHaveAttribute('data-to', 'dead');
+  await expect(transitions.first()).toContainText('no heartbeat for 3 s');
+  await expect(transitions.nth(1)).toHaveAttribute('data-from', 'waiting');
+
+  // Back to life, live on this page: a new agent process with the same state file.
+  await page.evaluate(() => { (window as any).__noReload = true; });
+  agent = spawn(process.env.AIEDGE_AGENT_BIN!, [
+    'run', '--server', baseURL!,
+    '--state-file', path.join(dir, 'state.json'), '--work-dir', path.join(dir, 'work'),
+    '--heartbeat-interval', '500ms', '--benchmark-interval', '1h',
+  ], { stdio: 'ignore' });
+  await expect(transitions.first()).toHaveAttribute('data-to', 'active', { timeout: 20_000 });
+  await expect(transitions.first()).toContainText('heartbeats resumed');
+  await expect(page.getByTestId('node-status')).toHaveText('active');
+  expect(await page.evaluate(() => (window as any).__noReload)).toBe(true);
+
+  // Another window, by link: the 24-hour charts.
+  await page.getByRole('link', { name: '24 h' }).click();
+  await expect(page).toHaveURL(/window=24h$/);
+  await expect(page.getByRole('link', { name: '24 h' })).toHaveAttribute('aria-current', 'page');
+  await expect(page.getByTestId('node-charts').locator('figure')).toHaveCount(4);
+  await page.screenshot({ path: 'test-results/node-page.png', fullPage: true });
 });

@@ -1,6 +1,7 @@
 //! Live feeds for the browser, as server-sent events. `GET /live/nodes` streams the nodes the
-//! caller may see (their own; `?scope=all` for admins: every node) whenever they change;
-//! `GET /live/jobs` does the same for jobs, or for one job's page.
+//! caller may see (their own; `?scope=all` for admins: every node) whenever they change, or
+//! with `?node=ID&window=1h` that node's page; `GET /live/jobs` does the same for jobs, or for
+//! one job's page.
 //!
 //! The feed reads the database every half second and sends only when something changed.
 //! Heartbeats are flushed about once a second and status changes are written at once, so a
@@ -26,6 +27,12 @@ const POLL: Duration = Duration::from_millis(500);
 pub struct LiveQuery {
     #[serde(default)]
     scope: Option<String>,
+    /// One node's page instead of a list.
+    #[serde(default)]
+    node: Option<String>,
+    /// The page's chart window (see `app::nodes::WINDOWS`).
+    #[serde(default)]
+    window: Option<String>,
 }
 
 pub async fn nodes_feed(
@@ -34,6 +41,22 @@ pub async fn nodes_feed(
     Query(query): Query<LiveQuery>,
 ) -> Result<Sse<KeepAliveStream<Events>>, StatusCode> {
     let user = user.ok_or(StatusCode::UNAUTHORIZED)?;
+    if let Some(id) = query.node {
+        let window = query.window.as_deref().unwrap_or(app::nodes::DEFAULT_WINDOW);
+        let window_ms = app::nodes::window_ms(window).ok_or(StatusCode::BAD_REQUEST)?;
+        // The same check as the page's: someone else's node is not found.
+        let first = nodes::detail(&state, &id, &user, window_ms).await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        if first.is_none() {
+            return Err(StatusCode::NOT_FOUND);
+        }
+        return Ok(feed("node", move || {
+            let (state, id, user) = (state.clone(), id.clone(), user.clone());
+            async move {
+                let detail = nodes::detail(&state, &id, &user, window_ms).await?;
+                Ok::<_, sqlx::Error>(serde_json::to_string(&detail).unwrap_or_default())
+            }
+        }));
+    }
     let owner = match query.scope.as_deref() {
         Some("all") if user.is_admin() => None,
         Some("all") => return Err(StatusCode::FORBIDDEN),

@@ -166,6 +166,7 @@ async fn agents_register_beat_die_and_come_back(db: DbKind) {
             .unwrap();
     let path: Vec<String> = events.iter().map(|(f, t, _)| format!("{f}->{t}")).collect();
     assert_eq!(path, ["waiting->active", "active->dead", "dead->active"], "{events:?}");
+    node_page_shows_transitions(&server, &owner, &st, &a_id).await;
 
     // A used token is refused, clearly.
     let fresh = tempfile::tempdir().unwrap();
@@ -190,6 +191,70 @@ async fn agents_register_beat_die_and_come_back(db: DbKind) {
     let theirs: Value = other.http.get(other.url("/api/nodes/mine")).send().await.unwrap().json().await.unwrap();
     assert_eq!(theirs, Value::Array(vec![]));
     server.stop().await;
+}
+
+/// The node's page, through the server function it loads with: its transitions newest first
+/// with their reasons, and its charts' history, for the owner and admins; 404 for anyone else,
+/// from the function, the page and its live feed.
+async fn node_page_shows_transitions(server: &TestServer, owner: &common::Client, st: &app::backend::AppState, id: &str) {
+    let detail_url = |window: &str| format!("/api/nodes/detail?id={id}&window={window}");
+    let res = owner.http.get(owner.url(&detail_url("15m"))).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let d: Value = res.json().await.unwrap();
+    assert_eq!(d["mine"], true);
+    assert_eq!(d["node"]["status"], "active", "{d}");
+    let events = d["events"].as_array().unwrap();
+    let path: Vec<String> = events.iter().map(|e| format!("{}->{}", e["from_status"].as_str().unwrap(), e["to_status"].as_str().unwrap())).collect();
+    assert_eq!(path, ["dead->active", "active->dead", "waiting->active"], "newest first: {d}");
+    assert_eq!(events[0]["reason"], "heartbeats resumed");
+    let died = events[1]["reason"].as_str().unwrap();
+    assert!(died.starts_with("no heartbeat for "), "{died}");
+    let at: Vec<i64> = events.iter().map(|e| e["at_ms"].as_i64().unwrap()).collect();
+    assert!(at.windows(2).all(|w| w[0] >= w[1]), "{at:?}");
+    assert_eq!(d["events_total"], 3);
+    assert!(!d["history"].as_array().unwrap().is_empty(), "heartbeats charted: {d}");
+    assert_eq!(d["window_ms"], 15 * 60 * 1000);
+
+    // The page carries the timeline in its HTML, before any script runs.
+    let res = owner.get(&format!("/nodes/{id}")).await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"data-testid="transitions""#) && html.contains(died), "{html}");
+    // The live feed starts with the same page data.
+    let mut feed = owner.http.get(owner.url(&format!("/live/nodes?node={id}&window=1h"))).send().await.unwrap();
+    assert_eq!(feed.status(), 200);
+    let mut first = String::new();
+    while !first.contains("\n\n") {
+        first.push_str(&String::from_utf8_lossy(&feed.chunk().await.unwrap().expect("feed open")));
+    }
+    assert!(first.starts_with("event: node") && first.contains(died), "{first}");
+    drop(feed);
+    assert_eq!(owner.http.get(owner.url(&detail_url("1y"))).send().await.unwrap().status(), 400);
+
+    // An admin sees it too (not as the owner).
+    server::admin_cli::create_admin(&st.db, "root@example.org", PASSWORD).await.unwrap();
+    let admin = server.client();
+    admin.login("root@example.org", PASSWORD).await;
+    let res = admin.http.get(admin.url(&detail_url("24h"))).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["mine"], false);
+
+    // Anyone else: not found, exactly like a node that does not exist.
+    let stranger = server.client();
+    stranger.register("stranger@example.org", PASSWORD).await;
+    for url in [detail_url("1h"), "/api/nodes/detail?id=no-such-node&window=1h".to_string()] {
+        let res = stranger.http.get(stranger.url(&url)).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{url}");
+        assert!(!res.text().await.unwrap().contains(id));
+    }
+    let res = stranger.get(&format!("/nodes/{id}")).await;
+    assert_eq!(res.status(), 404);
+    assert!(!res.text().await.unwrap().contains(died));
+    let res = stranger.http.get(stranger.url(&format!("/live/nodes?node={id}"))).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    // And without signing in, nothing.
+    let res = reqwest::get(server.url(&detail_url("1h"))).await.unwrap();
+    assert_eq!(res.status(), 401);
 }
 
 async fn publish(channel: &lapin::Channel, exchange: &str, node_id: Option<&str>, signature: Option<&str>, body: &[u8]) {

@@ -1,6 +1,11 @@
 //! Nodes in the database: adding them with a one-time token, redeeming the token, their
 //! status transitions and metrics.
 //!
+//! History is bounded: `node_samples` holds every flushed sample for [`FULL_RATE_MS`], then
+//! [`roll_up`] moves whole minutes into `node_samples_minute` (averages per node per minute),
+//! kept for [`MINUTE_RETENTION_MS`]. [`history`] reads both and thins them to the points a
+//! chart draws.
+//!
 //! Node keys are never stored: a node's key is `HMAC-SHA256(server secret, node id)`, so the
 //! server can check any node's messages from the id alone, and a copy of the database holds no
 //! credentials. Revoking a node marks it removed; its key stops being accepted.
@@ -10,8 +15,11 @@ use shared::score::Score;
 use shared::wire::{NodeFacts, NodeMetrics};
 use sqlx::FromRow;
 
+use super::db::Backend;
 use super::{now_ms, AppState, Db};
-use crate::nodes::{NewNode, NodeView};
+use crate::auth::UserView;
+use crate::live::Sample;
+use crate::nodes::{NewNode, NodeDetail, NodeEvent, NodeView};
 
 /// How long a registration token stays valid.
 pub const TOKEN_TTL_MS: i64 = 30 * 60 * 1000;
@@ -301,20 +309,29 @@ pub async fn save_latest(db: &Db, batch: &[Latest]) -> Result<(), sqlx::Error> {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
-            r#"insert into node_samples (node_id, at, free_cpu_pct, free_mem_pct, free_ram_gib, events_per_sec, temperature_c, score)
-               values ($1, $2, $3, $4, $5, $6, $7, $8)"#,
-        )
-        .bind(&l.node_id)
-        .bind(l.at)
-        .bind(l.metrics.free_cpu_pct)
-        .bind(l.metrics.free_mem_pct)
-        .bind(l.metrics.free_ram_gib)
-        .bind(l.metrics.events_per_sec)
-        .bind(l.metrics.temperature_c)
-        .bind(l.score.total)
-        .execute(&mut *tx)
-        .await?;
+        // IMPORTANT: an unknown temperature is a `null` in the SQL, never a bound `None`. sqlx's
+        // `any` driver (0.8.6) sends a `None` f64 to PostgreSQL as a float4 null, the connection
+        // caches the statement with that type, and the next known temperature on it fails with
+        // "incorrect binary data format".
+        let sql = if l.metrics.temperature_c.is_some() {
+            r#"insert into node_samples (node_id, at, free_cpu_pct, free_mem_pct, free_ram_gib, events_per_sec, score, temperature_c)
+               values ($1, $2, $3, $4, $5, $6, $7, $8)"#
+        } else {
+            r#"insert into node_samples (node_id, at, free_cpu_pct, free_mem_pct, free_ram_gib, events_per_sec, score, temperature_c)
+               values ($1, $2, $3, $4, $5, $6, $7, null)"#
+        };
+        let mut insert = sqlx::query(sql)
+            .bind(&l.node_id)
+            .bind(l.at)
+            .bind(l.metrics.free_cpu_pct)
+            .bind(l.metrics.free_mem_pct)
+            .bind(l.metrics.free_ram_gib)
+            .bind(l.metrics.events_per_sec)
+            .bind(l.score.total);
+        if let Some(t) = l.metrics.temperature_c {
+            insert = insert.bind(t);
+        }
+        insert.execute(&mut *tx).await?;
     }
     tx.commit().await
 }
@@ -323,12 +340,6 @@ pub async fn save_latest(db: &Db, batch: &[Latest]) -> Result<(), sqlx::Error> {
 pub async fn set_agent_instance(db: &Db, id: &str, instance: &str) -> Result<(), sqlx::Error> {
     sqlx::query("update nodes set agent_instance = $1 where id = $2").bind(instance).bind(id).execute(&db.pool).await?;
     Ok(())
-}
-
-/// Drops history older than `keep_ms`.
-pub async fn prune_samples(db: &Db, keep_ms: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("delete from node_samples where at < $1").bind(now_ms() - keep_ms).execute(&db.pool).await?;
-    Ok(done.rows_affected())
 }
 
 /// Sets a node's admin state; removal is final. Returns false when the node does not exist or
@@ -342,29 +353,229 @@ pub async fn set_admin_state(db: &Db, id: &str, state: &str) -> Result<bool, sql
     Ok(done.rows_affected() == 1)
 }
 
-/// The last `window_ms` of samples per node (of one owner, or all), thinned to `max_points`.
+/// How long history is kept at full rate (one sample per node per flush) before [`roll_up`]
+/// averages it into minutes.
+pub const FULL_RATE_MS: i64 = 60 * 60 * 1000;
+/// How long the per-minute history is kept.
+pub const MINUTE_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+const MINUTE_MS: i64 = 60_000;
+/// The newest transitions a node's page lists.
+pub const EVENTS_SHOWN: i64 = 50;
+
+/// What one [`roll_up`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RollUp {
+    /// Per-minute rows written (new, or merged with a late sample).
+    pub minutes: u64,
+    /// Full-rate samples moved into them.
+    pub samples: u64,
+    /// Per-minute rows dropped for age.
+    pub pruned: u64,
+}
+
+/// Averages the full-rate samples of every whole minute that ended more than `full_rate_ms`
+/// before `now` into one row per node and minute, deletes those samples, and drops minutes
+/// older than `retention_ms`.
+///
+/// IMPORTANT: all in one transaction, so a crash leaves either the samples or their average,
+/// never both (counted twice) or neither (lost). Running it again finds nothing left to move;
+/// a sample that lands late in a rolled-up minute is merged in, weighted by sample counts.
+pub async fn roll_up(db: &Db, now: i64, full_rate_ms: i64, retention_ms: i64) -> Result<RollUp, sqlx::Error> {
+    // Only whole minutes: the one the cutoff falls in still gets samples at full rate.
+    let cutoff = (now - full_rate_ms).div_euclid(MINUTE_MS) * MINUTE_MS;
+    let mut tx = db.pool.begin().await?;
+    if db.backend == Backend::Postgres {
+        // Two servers rolling up at once would both average the same samples before either
+        // deletes them; this lock makes the second wait, then find them gone. Readers are not
+        // blocked. SQLite has a single writer already.
+        sqlx::query("lock table node_samples_minute in share row exclusive mode").execute(&mut *tx).await?;
+    }
+    // `m` is the row already there, `excluded` the new average: merge them weighted by how
+    // many samples each stands for (temperatures by how many had one).
+    let minutes = sqlx::query(
+        r#"insert into node_samples_minute as m
+             (node_id, minute, samples, free_cpu_pct, free_mem_pct, free_ram_gib, events_per_sec, score, temperature_c, temperature_samples)
+           select node_id, (at / 60000) * 60000, count(*), avg(free_cpu_pct), avg(free_mem_pct), avg(free_ram_gib),
+                  avg(events_per_sec), avg(score), avg(temperature_c), count(temperature_c)
+           from node_samples
+           where at < $1
+           group by node_id, (at / 60000) * 60000
+           on conflict (node_id, minute) do update set
+             samples = m.samples + excluded.samples,
+             free_cpu_pct = (m.free_cpu_pct * m.samples + excluded.free_cpu_pct * excluded.samples) / (m.samples + excluded.samples),
+             free_mem_pct = (m.free_mem_pct * m.samples + excluded.free_mem_pct * excluded.samples) / (m.samples + excluded.samples),
+             free_ram_gib = (m.free_ram_gib * m.samples + excluded.free_ram_gib * excluded.samples) / (m.samples + excluded.samples),
+             events_per_sec = (m.events_per_sec * m.samples + excluded.events_per_sec * excluded.samples) / (m.samples + excluded.samples),
+             score = (m.score * m.samples + excluded.score * excluded.samples) / (m.samples + excluded.samples),
+             temperature_c = case
+               when excluded.temperature_samples = 0 then m.temperature_c
+               when m.temperature_samples = 0 then excluded.temperature_c
+               else (m.temperature_c * m.temperature_samples + excluded.temperature_c * excluded.temperature_samples)
+                    / (m.temperature_samples + excluded.temperature_samples)
+             end,
+             temperature_samples = m.temperature_samples + excluded.temperature_samples"#,
+    )
+    .bind(cutoff)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let samples = sqlx::query("delete from node_samples where at < $1").bind(cutoff).execute(&mut *tx).await?.rows_affected();
+    let pruned = sqlx::query("delete from node_samples_minute where minute < $1")
+        .bind(now - retention_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(RollUp { minutes, samples, pruned })
+}
+
+/// Whose history [`history`] reads.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope<'a> {
+    /// Every node that is not removed (the admin's resource view).
+    All,
+    /// One owner's nodes that are not removed ("My nodes").
+    Owner(&'a str),
+    /// One node, removed or not (its page).
+    Node(&'a str),
+}
+
+/// A history point before thinning: a full-rate sample (weight 1) or a minute's average
+/// (weight = its sample count).
+struct Point {
+    at: i64,
+    weight: f64,
+    free_cpu_pct: f64,
+    free_mem_pct: f64,
+    score: f64,
+    temperature_c: Option<f64>,
+    temperature_weight: f64,
+}
+
+/// The `window_ms` before `now` of each node's history in `scope`: per-minute averages for the
+/// part older than [`FULL_RATE_MS`], full-rate samples after, averaged into at most
+/// `max_points` equal spans of time so a day draws as evenly as ten minutes.
 pub async fn history(
     db: &Db,
-    owner_id: Option<&str>,
+    scope: Scope<'_>,
+    now: i64,
     window_ms: i64,
     max_points: usize,
-) -> Result<std::collections::HashMap<String, Vec<crate::live::Sample>>, sqlx::Error> {
-    let since = now_ms() - window_ms;
-    let sql = r#"select s.node_id, s.at, s.free_cpu_pct, s.free_mem_pct, s.temperature_c, s.score
-        from node_samples s join nodes n on n.id = s.node_id
-        where s.at >= $1 and ($2 = '' or n.owner_id = $2) and n.admin_state <> 'removed'
-        order by s.node_id, s.at"#;
-    let rows: Vec<(String, i64, f64, f64, Option<f64>, f64)> =
-        sqlx::query_as(sql).bind(since).bind(owner_id.unwrap_or("")).fetch_all(&db.pool).await?;
-    let mut out: std::collections::HashMap<String, Vec<crate::live::Sample>> = Default::default();
-    for (node_id, at_ms, free_cpu_pct, free_mem_pct, temperature_c, score) in rows {
-        out.entry(node_id).or_default().push(crate::live::Sample { at_ms, free_cpu_pct, free_mem_pct, temperature_c, score });
+) -> Result<std::collections::HashMap<String, Vec<Sample>>, sqlx::Error> {
+    let since = now - window_ms;
+    let (filter, arg) = match scope {
+        Scope::All => ("n.admin_state <> 'removed'", None),
+        Scope::Owner(owner) => ("n.owner_id = $2 and n.admin_state <> 'removed'", Some(owner)),
+        Scope::Node(id) => ("n.id = $2", Some(id)),
+    };
+    let mut points: std::collections::HashMap<String, Vec<Point>> = Default::default();
+
+    let sql = format!(
+        "select s.node_id, s.at, s.free_cpu_pct, s.free_mem_pct, s.temperature_c, s.score
+         from node_samples s join nodes n on n.id = s.node_id where s.at >= $1 and {filter}"
+    );
+    let mut query = sqlx::query_as::<_, (String, i64, f64, f64, Option<f64>, f64)>(&sql).bind(since);
+    if let Some(arg) = arg {
+        query = query.bind(arg);
     }
-    for points in out.values_mut() {
-        if points.len() > max_points {
-            let step = points.len().div_ceil(max_points);
-            *points = points.iter().step_by(step).copied().collect();
+    for (node_id, at, free_cpu_pct, free_mem_pct, temperature_c, score) in query.fetch_all(&db.pool).await? {
+        let temperature_weight = if temperature_c.is_some() { 1.0 } else { 0.0 };
+        points.entry(node_id).or_default().push(Point { at, weight: 1.0, free_cpu_pct, free_mem_pct, score, temperature_c, temperature_weight });
+    }
+
+    // Minutes exist only for history older than the full-rate hour; short windows skip the query.
+    if window_ms > FULL_RATE_MS {
+        let sql = format!(
+            "select s.node_id, s.minute, s.samples, s.free_cpu_pct, s.free_mem_pct, s.temperature_c, s.temperature_samples, s.score
+             from node_samples_minute s join nodes n on n.id = s.node_id where s.minute >= $1 and {filter}"
+        );
+        let mut query = sqlx::query_as::<_, (String, i64, i64, f64, f64, Option<f64>, i64, f64)>(&sql).bind(since);
+        if let Some(arg) = arg {
+            query = query.bind(arg);
+        }
+        for (node_id, at, samples, free_cpu_pct, free_mem_pct, temperature_c, temperature_samples, score) in query.fetch_all(&db.pool).await? {
+            points.entry(node_id).or_default().push(Point {
+                at,
+                weight: samples as f64,
+                free_cpu_pct,
+                free_mem_pct,
+                score,
+                temperature_c,
+                temperature_weight: temperature_samples as f64,
+            });
         }
     }
-    Ok(out)
+
+    let span = (window_ms / max_points.max(1) as i64).max(1);
+    Ok(points.into_iter().map(|(id, mut p)| {
+        p.sort_by_key(|p| p.at);
+        (id, thin(&p, since, span))
+    }).collect())
+}
+
+/// Averages time-sorted `points` over spans of `span` ms from `since`, weighted by how many
+/// samples each stands for; each average is dated by its newest point.
+fn thin(points: &[Point], since: i64, span: i64) -> Vec<Sample> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < points.len() {
+        let bucket = (points[i].at - since).div_euclid(span);
+        let mut j = i;
+        let (mut w, mut cpu, mut mem, mut score, mut tw, mut temp) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        while j < points.len() && (points[j].at - since).div_euclid(span) == bucket {
+            let p = &points[j];
+            w += p.weight;
+            cpu += p.free_cpu_pct * p.weight;
+            mem += p.free_mem_pct * p.weight;
+            score += p.score * p.weight;
+            if let Some(t) = p.temperature_c {
+                tw += p.temperature_weight;
+                temp += t * p.temperature_weight;
+            }
+            j += 1;
+        }
+        if w > 0.0 {
+            out.push(Sample {
+                at_ms: points[j - 1].at,
+                free_cpu_pct: cpu / w,
+                free_mem_pct: mem / w,
+                temperature_c: (tw > 0.0).then(|| temp / tw),
+                score: score / w,
+            });
+        }
+        i = j;
+    }
+    out
+}
+
+/// A node's page for `viewer`: `None` when the node does not exist or belongs to someone else
+/// and the viewer is not an admin (the two look the same).
+pub async fn detail(state: &AppState, id: &str, viewer: &UserView, window_ms: i64) -> Result<Option<NodeDetail>, sqlx::Error> {
+    let owner: Option<(String,)> = sqlx::query_as("select owner_id from nodes where id = $1").bind(id).fetch_optional(&state.db.pool).await?;
+    let Some((owner_id,)) = owner else { return Ok(None) };
+    if owner_id != viewer.id && !viewer.is_admin() {
+        return Ok(None);
+    }
+    let Some(node) = get(&state.db, id, &state.settings.thermal).await? else { return Ok(None) };
+    let events: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "select at, from_status, to_status, reason from node_events where node_id = $1 order by at desc, id desc limit $2",
+    )
+    .bind(id)
+    .bind(EVENTS_SHOWN)
+    .fetch_all(&state.db.pool)
+    .await?;
+    let (events_total,): (i64,) =
+        sqlx::query_as("select count(*) from node_events where node_id = $1").bind(id).fetch_one(&state.db.pool).await?;
+    let mut history = history(&state.db, Scope::Node(id), now_ms(), window_ms, crate::live::HISTORY_POINTS).await?;
+    Ok(Some(NodeDetail {
+        mine: owner_id == viewer.id,
+        node,
+        events: events
+            .into_iter()
+            .map(|(at_ms, from_status, to_status, reason)| NodeEvent { at_ms, from_status, to_status, reason })
+            .collect(),
+        events_total: u64::try_from(events_total).unwrap_or(0),
+        history: history.remove(id).unwrap_or_default(),
+        window_ms,
+    }))
 }

@@ -36,6 +36,52 @@ pub fn postgres_admin_url() -> String {
     std::env::var("AIEDGE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// Creates a fresh, empty PostgreSQL database and returns its name.
+async fn create_pg_database() -> String {
+    let name = format!("aiedge_t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_admin_url()))
+        .await
+        .expect("PostgreSQL reachable for tests (is it running?)");
+    conn.execute(format!("create database {name}").as_str()).await.expect("create test database");
+    name
+}
+
+async fn drop_pg_database(name: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_admin_url())).await {
+        let _ = conn.execute(format!("drop database if exists {name} with (force)").as_str()).await;
+    }
+}
+
+/// A fresh, migrated database alone (no server), for tests of the storage layer: a SQLite
+/// file in a temp dir, or a new PostgreSQL database that `close` drops.
+pub struct TestDb {
+    pub db: app::backend::Db,
+    _dir: tempfile::TempDir,
+    pg_database: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(kind: DbKind) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (url, pg_database) = match kind {
+            DbKind::Sqlite => (format!("sqlite://{}/test.db", dir.path().display()), None),
+            DbKind::Postgres => {
+                let name = create_pg_database().await;
+                (format!("{}/{name}", postgres_admin_url()), Some(name))
+            }
+        };
+        let db = app::backend::Db::connect(&url).await.expect("connect and migrate the test database");
+        Self { db, _dir: dir, pg_database }
+    }
+
+    pub async fn close(self) {
+        self.db.pool.close().await;
+        if let Some(name) = self.pg_database {
+            drop_pg_database(&name).await;
+        }
+    }
+}
+
 pub struct TestServer {
     pub base: String,
     pub config: Config,
@@ -68,11 +114,7 @@ impl TestServer {
         config.amqp_namespace = format!("aiedge-test-{}", uuid::Uuid::new_v4().simple());
         let mut pg_database = None;
         if let DbKind::Postgres = kind {
-            let name = format!("aiedge_t_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_admin_url()))
-                .await
-                .expect("PostgreSQL reachable for tests (is it running?)");
-            conn.execute(format!("create database {name}").as_str()).await.expect("create test database");
+            let name = create_pg_database().await;
             config.database_url = Some(format!("{}/{name}", postgres_admin_url()));
             pg_database = Some(name);
         }
@@ -143,9 +185,7 @@ impl TestServer {
         let result = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
         assert!(matches!(result, Ok(Ok(Ok(())))), "server did not stop cleanly: {result:?}");
         if let Some(name) = self.pg_database {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_admin_url())).await {
-                let _ = conn.execute(format!("drop database if exists {name} with (force)").as_str()).await;
-            }
+            drop_pg_database(&name).await;
         }
     }
 }
