@@ -50,6 +50,11 @@ test('an owner adds a node, and an admin watches it go from active to dead live'
   const row = page.locator(`tr[data-node="${name}"]`);
   await expect(row.getByTestId('node-status')).toHaveText('active', { timeout: 20_000 });
   await expect(row).toContainText('cores');
+  // Live updates rebuild the whole row, its charts and admin buttons too (a release build once
+  // lost them after the first update).
+  await expect(row.locator('svg.spark')).toHaveCount(4);
+  await expect(row.getByRole('button', { name: 'Disable' })).toBeVisible();
+  await expect(row.getByTestId('node-status')).toHaveText('active');
 
   await page.screenshot({ path: 'test-results/admin-live-active.png', fullPage: true });
   agent.kill('SIGKILL');
