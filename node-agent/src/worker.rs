@@ -312,11 +312,7 @@ impl Worker {
             AppKind::Onnx => self.run_model(&app, &m.app_sha256, &input, &output, rows.clone()).await,
             AppKind::Script => self.run_script(&app, dir, &input, &output, &log, &stop).await,
         };
-        let stopped = stop.is_cancelled();
-        stop.cancel();
-        let _ = reporter.await;
-        if stopped {
-            tracing::info!(job_id = %m.job_id, "job stopped");
+        if end_reporter(stop, reporter, m).await {
             return Ok(None);
         }
         let job = &m.job_id;
@@ -327,12 +323,8 @@ impl Worker {
         let outcome = match ran {
             Ok(rows) => {
                 let result_path = format!("{JOBS_PATH}/{job}/result{q}");
-                let Some(uploaded) = retry(self.abort.cancelled(), || self.api.upload::<Proceed>(&result_path, &output)).await else {
-                    return Ok(None);
-                };
-                let uploaded = uploaded?;
-                if !uploaded.proceed {
-                    tracing::warn!(job_id = %job, reason = uploaded.reason.as_deref().unwrap_or(""), "result refused");
+                let uploaded = retry(self.abort.cancelled(), || self.api.upload::<Proceed>(&result_path, &output)).await;
+                if !result_accepted(uploaded, m)? {
                     return Ok(None);
                 }
                 tracing::debug!(job_id = %job, rows, took_ms = started.elapsed().as_millis() as u64, "job ran");
@@ -430,25 +422,14 @@ impl Worker {
             }
             Err(e) => Err(e),
         };
-        let stopped = stop.is_cancelled();
-        stop.cancel();
-        let _ = reporter.await;
-        if stopped {
-            tracing::info!(job_id = %m.job_id, "job stopped");
+        if end_reporter(stop, reporter, m).await {
             return Ok(None);
         }
         match ran {
             Ok((rows, output)) => {
                 let result_path = format!("{JOBS_PATH}/{}/result{q}", m.job_id);
-                let Some(uploaded) = retry(self.abort.cancelled(), || self.api.upload_bytes::<Proceed>(&result_path, output.clone())).await else {
-                    return Ok(None);
-                };
-                let uploaded = uploaded?;
-                if !uploaded.proceed {
-                    tracing::warn!(job_id = %m.job_id, reason = uploaded.reason.as_deref().unwrap_or(""), "result refused");
-                    return Ok(None);
-                }
-                Ok(Some(Outcome::Succeeded { rows }))
+                let uploaded = retry(self.abort.cancelled(), || self.api.upload_bytes::<Proceed>(&result_path, output.clone())).await;
+                Ok(result_accepted(uploaded, m)?.then_some(Outcome::Succeeded { rows }))
             }
             Err((error, user_error)) => Ok(Some(Outcome::Failed { error, user_error })),
         }
@@ -505,6 +486,28 @@ impl Worker {
 }
 
 /// Data rows of a CSV (lines after the header).
+/// Stops a job's progress reports; `true` when the server said stop while it ran.
+async fn end_reporter(stop: CancellationToken, reporter: tokio::task::JoinHandle<()>, m: &JobMessage) -> bool {
+    let stopped = stop.is_cancelled();
+    stop.cancel();
+    let _ = reporter.await;
+    if stopped {
+        tracing::info!(job_id = %m.job_id, "job stopped");
+    }
+    stopped
+}
+
+/// Whether the server kept the uploaded result (`false` also when the agent is handing its jobs
+/// back, or when the attempt is no longer this node's).
+fn result_accepted(uploaded: Option<Result<Proceed, CallError>>, m: &JobMessage) -> Result<bool, CallError> {
+    let Some(uploaded) = uploaded else { return Ok(false) };
+    let uploaded = uploaded?;
+    if !uploaded.proceed {
+        tracing::warn!(job_id = %m.job_id, reason = uploaded.reason.as_deref().unwrap_or(""), "result refused");
+    }
+    Ok(uploaded.proceed)
+}
+
 async fn count_rows(path: &Path) -> u64 {
     let Ok(bytes) = tokio::fs::read(path).await else { return 0 };
     let lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64;
