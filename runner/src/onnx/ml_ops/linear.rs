@@ -55,27 +55,12 @@ impl Linear {
         self.layer.outputs()
     }
 
-    /// Scores `[rows, targets]` of the first `features` values of each `stride`-long row.
-    fn scores(&self, x: &[f32], rows: usize, stride: usize) -> Vec<f32> {
+    /// Scores `[rows, targets]` of `rows` rows of `features` values (the op has checked the
+    /// rows' width against [`Linear::check_features`]).
+    fn scores(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let mut out = vec![0f32; rows * self.targets()];
-        self.scores_into(x, rows, stride, &mut out);
+        self.layer.forward(x, rows, &mut out);
         out
-    }
-
-    /// [`Linear::scores`] into `out`.
-    fn scores_into(&self, x: &[f32], rows: usize, stride: usize, out: &mut [f32]) {
-        let features = self.layer.inputs();
-        if stride == features {
-            self.layer.forward(x, rows, out);
-        } else {
-            let packed: Vec<f32> = x
-                .chunks_exact(stride)
-                .take(rows)
-                .flat_map(|row| &row[..features])
-                .copied()
-                .collect();
-            self.layer.forward(&packed, rows, out);
-        }
     }
 
     fn check_features(&self, features: usize) -> Result<(), String> {
@@ -147,9 +132,9 @@ impl Kernel for Classifier {
         self.linear.check_features(features)
     }
 
-    fn run(&self, x: &[f32], rows: usize, stride: usize) -> TractResult<TVec<Tensor>> {
+    fn run(&self, x: &[f32], rows: usize, _stride: usize) -> TractResult<TVec<Tensor>> {
         let t = self.linear.targets();
-        let mut scores = self.linear.scores(x, rows, stride);
+        let mut scores = self.linear.scores(x, rows);
         let labels: Vec<usize> = if t == 1 {
             // Index 1 ("positive") above zero; with other than two labels, onnxruntime writes
             // 1 or 0 whatever the labels, which index 1 and 0 give too.
@@ -219,13 +204,13 @@ impl Kernel for Regressor {
         self.linear.check_features(features)
     }
 
-    fn run(&self, x: &[f32], rows: usize, stride: usize) -> TractResult<TVec<Tensor>> {
+    fn run(&self, x: &[f32], rows: usize, _stride: usize) -> TractResult<TVec<Tensor>> {
         let t = self.linear.targets();
         // Written in place: tract would copy a `Vec` into a new tensor.
         let mut out = Tensor::zero::<f32>(&[rows, t])?;
         let mut view = out.try_as_plain_ram_mut()?;
         let scores = view.as_slice_mut::<f32>()?;
-        self.linear.scores_into(x, rows, stride, scores);
+        self.linear.layer.forward(x, rows, scores);
         // As onnxruntime: a single target gets no post transform (only PROBIT, refused here).
         if t > 1 {
             self.post_transform.apply_rows(scores, t);
