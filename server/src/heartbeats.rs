@@ -5,8 +5,8 @@
 //!   each message's signature against the key of the node it claims to be from, scores the
 //!   node, and keeps its latest state in memory ([`Fleet`]).
 //! - A flusher writes the latest state of the nodes that changed, once a second, in one
-//!   transaction, plus one history sample each. Once a minute, samples older than an hour are
-//!   averaged into one row per node per minute, kept for a week ([`nodes::roll_up`]).
+//!   transaction, plus one history sample each. (The server's housekeeping averages samples
+//!   older than an hour into one row per node per minute, kept for a week: [`nodes::roll_up`].)
 //! - A sweeper marks a node dead when its heartbeats stop for the timeout, and the consumer
 //!   marks it active again when they resume. Every transition is recorded.
 //! - A heartbeat that says the agent is draining (it got SIGTERM) makes the node `stopping`:
@@ -267,7 +267,6 @@ fn cached_is_stale(live: &LiveNode) -> bool {
 /// A node death wakes `dispatcher`, so its jobs move on at once.
 pub fn spawn(state: AppState, broker: Broker, fleet: Fleet, settings: LivenessSettings, dispatcher: Dispatcher, cancel: CancellationToken) {
     tokio::spawn(consume(state.clone(), broker, fleet.clone(), settings.clone(), cancel.clone()));
-    tokio::spawn(roll_up_history(state.clone(), cancel.clone()));
     tokio::spawn(async move {
         // A death is noticed within this of the timeout; a sweep is a walk over a small map.
         let tick_every = (settings.timeout / 20).clamp(Duration::from_millis(50), Duration::from_millis(500));
@@ -289,24 +288,6 @@ pub fn spawn(state: AppState, broker: Broker, fleet: Fleet, settings: LivenessSe
             }
         }
     });
-}
-
-/// Once a minute, averages history older than an hour into minutes and drops week-old minutes.
-/// Its own task: a big roll-up must not delay the sweeper's death notices.
-async fn roll_up_history(state: AppState, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = cancel.cancelled() => return,
-        }
-        match nodes::roll_up(&state.db, now_ms(), nodes::FULL_RATE_MS, nodes::MINUTE_RETENTION_MS).await {
-            Ok(done) => tracing::debug!(minutes = done.minutes, samples = done.samples, pruned = done.pruned, "node history rolled up"),
-            // Nothing is lost: the samples wait for the next try.
-            Err(e) => tracing::warn!(error = %e, "rolling up node history failed"),
-        }
-    }
 }
 
 async fn consume(state: AppState, broker: Broker, fleet: Fleet, settings: LivenessSettings, cancel: CancellationToken) {

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use app::backend::{self, rate_limit::LimitConfig, sessions::DbSessionStore, AppState, Db, Limits, Settings};
+use app::backend::{self, nodes, rate_limit::LimitConfig, sessions::DbSessionStore, AppState, Db, Limits, Settings};
 use app::{shell, App};
 use axum::routing::{get, post};
 use axum::{middleware, Extension, Router};
@@ -200,7 +200,9 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
     Ok(())
 }
 
-/// Periodic chores: expired sessions out of the database, idle keys out of the rate limiters.
+/// Periodic chores: expired sessions out of the database, idle keys out of the rate limiters,
+/// node history older than an hour averaged into minutes (and week-old minutes dropped). Its
+/// own task, so a big roll-up never delays the heartbeat sweeper's death notices.
 fn spawn_housekeeping(state: AppState, cancel: CancellationToken) {
     tokio::spawn(async move {
         let store = DbSessionStore::new(state.db.clone());
@@ -217,6 +219,12 @@ fn spawn_housekeeping(state: AppState, cancel: CancellationToken) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(deleted = n, "expired sessions removed"),
                 Err(e) => tracing::warn!(error = %e, "session cleanup failed"),
+            }
+            let now = backend::now_ms();
+            match nodes::roll_up(&state.db, now, nodes::FULL_RATE_MS, nodes::MINUTE_RETENTION_MS).await {
+                Ok(done) => tracing::debug!(minutes = done.minutes, samples = done.samples, pruned = done.pruned, "node history rolled up"),
+                // Nothing is lost: the samples wait for the next try.
+                Err(e) => tracing::warn!(error = %e, "rolling up node history failed"),
             }
         }
     });
