@@ -3,6 +3,7 @@ import { spawn, execFileSync, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ADMIN } from '../playwright.config';
 
 const fixtures = path.resolve(__dirname, '../../runner/fixtures');
 
@@ -13,13 +14,24 @@ async function hydrated(page: Page) {
 const agents = new Map<string, ChildProcess>();
 test.afterEach(() => { for (const a of agents.values()) a.kill('SIGKILL'); agents.clear(); });
 
-/** A fresh account, signed in. */
+/** A fresh account, signed in; returns its email. */
 async function signUp(page: Page, prefix: string) {
+  const email = `${prefix}-${Date.now()}@e2e.example.org`;
   await page.goto('/register');
   await hydrated(page);
-  await page.fill('#field-email', `${prefix}-${Date.now()}@e2e.example.org`);
+  await page.fill('#field-email', email);
   await page.fill('#field-password', 'a long enough password');
   await page.getByRole('button', { name: 'Create account' }).click();
+  await expect(page).toHaveURL(/\/home$/);
+  return email;
+}
+
+async function logIn(page: Page, email: string, password: string) {
+  await page.goto('/login');
+  await hydrated(page);
+  await page.fill('#field-email', email);
+  await page.fill('#field-password', password);
+  await page.getByRole('button', { name: 'Log in' }).click();
   await expect(page).toHaveURL(/\/home$/);
 }
 
@@ -40,8 +52,8 @@ async function startAgent(page: Page, baseURL: string, name: string) {
   ], { stdio: 'ignore' }));
 }
 
-test('a user uploads a model, runs it, watches it succeed live and downloads the predictions', async ({ page, baseURL }) => {
-  await signUp(page, 'ml');
+test('a user uploads a model, runs it, watches it succeed live and downloads the predictions', async ({ page, baseURL, browser }) => {
+  const email = await signUp(page, 'ml');
   await startAgent(page, baseURL!, 'e2e-worker');
 
   // Upload the model: the page shows its inputs and outputs.
@@ -59,6 +71,7 @@ test('a user uploads a model, runs it, watches it succeed live and downloads the
   await page.setInputFiles('#job-input', path.join(fixtures, 'iris.csv'));
   await page.getByRole('button', { name: 'Run' }).click();
   await expect(page).toHaveURL(/\/jobs\/[0-9a-f-]+$/);
+  const jobId = page.url().split('/').pop()!;
   await hydrated(page);
   await page.evaluate(() => { (window as any).__noReload = true; });
   await expect(page.getByTestId('job-status')).toHaveText('succeeded', { timeout: 30_000 });
@@ -87,6 +100,25 @@ test('a user uploads a model, runs it, watches it succeed live and downloads the
   // The jobs list shows it too.
   await page.goto('/jobs');
   await expect(page.getByTestId('jobs')).toContainText('succeeded');
+  // Everyone's jobs are for admins only.
+  await page.goto('/jobs?scope=all');
+  await expect(page.getByTestId('forbidden')).toBeVisible();
+  await expect(page.getByTestId('jobs')).toHaveCount(0);
+
+  // An admin, from the dashboard, sees everyone's jobs with their owners and a count per status.
+  const adminContext = await browser.newContext({ baseURL });
+  const admin = await adminContext.newPage();
+  await logIn(admin, ADMIN.email, ADMIN.password);
+  await admin.goto('/admin');
+  await admin.getByTestId('all-jobs').click();
+  await expect(admin).toHaveURL(/\/jobs\?scope=all$/);
+  await expect(admin.getByRole('heading', { level: 1 })).toHaveText('All jobs');
+  const row = admin.locator(`tr[data-job="${jobId}"]`);
+  await expect(row.getByTestId('job-owner')).toHaveText(email);
+  await expect(row.getByTestId('job-status')).toHaveText('succeeded');
+  await expect(admin.getByTestId('status-summary').locator('li[data-status="succeeded"] strong')).not.toHaveText('0');
+  await admin.screenshot({ path: 'test-results/admin-jobs.png', fullPage: true });
+  await adminContext.close();
 });
 
 test('when the node running a job dies, the job page shows it move to another node, live', async ({ page, baseURL }) => {

@@ -24,6 +24,7 @@ pub fn Admin() -> impl IntoView {
                                 <div class="stat"><span class="value" data-testid="user-count">{o.users.len()}</span><span class="label">"accounts"</span></div>
                                 <div class="stat"><span class="value">{o.admins}</span><span class="label">"admins"</span></div>
                             </div>
+                            <p><a href="/jobs?scope=all" data-testid="all-jobs">"Everyone's jobs →"</a></p>
                         </section>
                         <section class="card">
                             <h2>"Resources"</h2>

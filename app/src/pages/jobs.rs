@@ -1,6 +1,6 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::jobs::{list_jobs, load_job, CancelJob, JobDetail, JobView};
 use crate::live::{clock, live_json};
@@ -24,25 +24,37 @@ fn duration(job: &JobView, now: i64) -> String {
     }
 }
 
-/// "Jobs": every job of the user (admins: `?scope=all`), live.
+/// Statuses in the order a job goes through them, for the summary.
+const STATUSES: [&str; 6] = ["queued", "dispatched", "running", "succeeded", "failed", "cancelled"];
+
+/// "Jobs": every job of the user, live; for admins, `?scope=all` shows everyone's, with their
+/// owners and a count per status.
 #[component]
 pub fn Jobs() -> impl IntoView {
-    let jobs = Resource::new(|| (), |_| list_jobs("mine".into()));
+    let query = use_query_map();
+    let scope = move || if query.read().get("scope").as_deref() == Some("all") { "all" } else { "mine" };
+    let jobs = Resource::new(scope, |scope| list_jobs(scope.into()));
     let now = clock();
     view! {
         <Title text="Jobs" />
         <section class="card">
-            <h1>"Jobs"</h1>
+            <h1>{move || if scope() == "all" { "All jobs" } else { "Jobs" }}</h1>
             <p class="muted">"Run a job from an " <a href="/apps">"application"</a> "'s page. Status updates here as it happens."</p>
             <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
                 {move || Suspend::new(async move {
+                    let everyone = scope() == "all";
                     match jobs.await {
                         Ok(list) => {
-                            let live = live_json("/live/jobs?scope=mine".into(), "jobs", list);
+                            let live = live_json(format!("/live/jobs?scope={}", scope()), "jobs", list);
                             view! {
+                                {everyone.then(|| view! { <StatusSummary live /> })}
                                 <Show when=move || !live.read().is_empty() fallback=|| view! { <p class="muted">"No jobs yet."</p> }>
                                     <table class="table" data-testid="jobs">
-                                        <thead><tr><th>"Job"</th><th>"Application"</th><th>"Status"</th><th>"Node"</th><th>"Rows"</th><th>"Submitted"</th><th>"Took"</th></tr></thead>
+                                        <thead><tr>
+                                            <th>"Job"</th><th>"Application"</th>
+                                            {everyone.then(|| view! { <th>"Owner"</th> })}
+                                            <th>"Status"</th><th>"Node"</th><th>"Rows"</th><th>"Submitted"</th><th>"Took"</th>
+                                        </tr></thead>
                                         <tbody>
                                             <For each=move || live.get() key=|j| (j.id.clone(), j.status.clone(), j.progress_rows) let:job>
                                                 {
@@ -53,6 +65,7 @@ pub fn Jobs() -> impl IntoView {
                                                         <tr data-job=job.id.clone()>
                                                             <td><a href=format!("/jobs/{}", job.id)><code>{job.id.chars().take(8).collect::<String>()}</code></a></td>
                                                             <td>{job.app_name.clone()}</td>
+                                                            {everyone.then(|| view! { <td data-testid="job-owner">{job.owner_email.clone()}</td> })}
                                                             <td><StatusBadge status=status /></td>
                                                             <td>{job.node_name.clone().unwrap_or_default()}</td>
                                                             <td>{job.result_rows.or(job.input_rows).map(|r| r.to_string()).unwrap_or_default()}</td>
@@ -67,11 +80,44 @@ pub fn Jobs() -> impl IntoView {
                                 </Show>
                             }.into_any()
                         }
+                        Err(_) if everyone => view! {
+                            <p data-testid="forbidden">"Everyone's jobs are for administrators. " <a href="/jobs">"Your jobs"</a></p>
+                        }.into_any(),
                         Err(_) => view! { <p>"Could not load your jobs."</p> }.into_any(),
                     }
                 })}
             </Suspense>
         </section>
+    }
+}
+
+/// How many of the listed jobs are in each status, live, as a bar of coloured segments.
+#[component]
+fn StatusSummary(live: ReadSignal<Vec<JobView>>) -> impl IntoView {
+    let counts = move || {
+        let list = live.read();
+        STATUSES.map(|s| (s, list.iter().filter(|j| j.status == s).count()))
+    };
+    view! {
+        <div class="status-summary" data-testid="status-summary">
+            <div class="status-bar">
+                {move || {
+                    let counts = counts();
+                    let total = counts.iter().map(|(_, n)| n).sum::<usize>().max(1);
+                    counts
+                        .into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(s, n)| view! { <span class=format!("segment status-{s}") style=format!("width: {:.2}%", n as f64 * 100.0 / total as f64) title=format!("{n} {s}") /> })
+                        .collect_view()
+                }}
+            </div>
+            <ul class="status-counts">
+                {move || counts().into_iter().map(|(s, n)| view! {
+                    <li data-status=s><span class=format!("badge status-{s}")>{s}</span> " " <strong>{n}</strong></li>
+                }).collect_view()}
+            </ul>
+            <p class="muted">"Counts of the 200 most recent jobs."</p>
+        </div>
     }
 }
 
