@@ -239,6 +239,7 @@ pub async fn cancel_job(id: String) -> Result<bool, ServerFnError> {
     let state = backend::state()?;
     match backend::jobs::cancel(&state.db, &id, &user).await.map_err(backend::internal)? {
         backend::jobs::CancelOutcome::Cancelled => {
+            state.job_ends.announce(&id);
             leptos_axum::redirect(&format!("/jobs/{id}"));
             Ok(true)
         }

@@ -6,14 +6,18 @@
 //!    rejected without requeue and logged, never run);
 //! 2. asks the server to `start` the attempt and acks the message once the server knows it is
 //!    running (not when it ends: the broker times out consumers that sit on a message for 30
-//!    minutes, and jobs may run longer); a job the server says no to is acked and dropped;
-//! 3. fetches the application (cached by SHA-256, checked after download) and the input (an
-//!    ONNX job's input of up to 1 MiB into memory, anything else into the job's directory);
+//!    minutes, and jobs may run longer); a job the server says no to is acked and dropped.
+//!    Except a quick job: an ONNX job whose input came in the message and whose model is
+//!    loaded runs at once and is acked after its only report, `finish` (see `shared::jobs`);
+//! 3. fetches the application (cached by SHA-256, checked after download) and the input unless
+//!    it came in the message (an ONNX job's input of up to 1 MiB into memory, anything else
+//!    into the job's directory);
 //! 4. runs it: an ONNX model in process with tract, in batches; a script bundle sandboxed
 //!    (see `runner::sandbox`), its output captured to a capped log;
 //! 5. reports progress about once a second (the answer may say "stop": cancelled, or the
-//!    attempt was given away), uploads the result (and a script's log), and reports the
-//!    outcome, retrying every call until the server answers (a server restart loses nothing).
+//!    attempt was given away), uploads the result (and a script's log; a result of up to
+//!    `INLINE_MAX` bytes goes with the report instead), and reports the outcome, retrying
+//!    every call until the server answers (a server restart loses nothing).
 //!
 //! A message delivered again while its attempt runs here (a redelivery after a broker
 //! reconnect) is dropped. Stopping gracefully ([`Worker::drain`]) takes no new messages (the
@@ -32,7 +36,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
-use shared::jobs::{AppKind, AttemptReport, FinishReport, JobMessage, Outcome, Proceed, JOBS_PATH};
+use shared::jobs::{AppKind, AttemptReport, FinishReport, JobMessage, Outcome, Proceed, INLINE_MAX, JOBS_PATH};
 use shared::wire::{HDR_NODE_ID, HDR_SIGNATURE};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -230,76 +234,168 @@ impl Worker {
             let _ = delivery.ack(BasicAckOptions::default()).await;
             return;
         };
-        let path = format!("{JOBS_PATH}/{job}/start");
-        let report = AttemptReport { attempt: message.attempt, rows_done: 0, instance: Some(self.config.instance.clone()) };
-        let verdict: Proceed = match retry(self.abort.cancelled(), || self.api.post(&path, &report)).await {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                tracing::warn!(job_id = %job, error = %e, "start refused; dropping the message");
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-                return;
-            }
-            // Stopping: the message goes back to the queue with the channel.
-            None => return,
-        };
-        // The server knows now: the message has done its work. From here the attempt's lease
-        // is this node's heartbeats, not the unacked message.
-        let _ = delivery.ack(BasicAckOptions::default()).await;
-        if !verdict.proceed {
-            tracing::info!(job_id = %job, attempt = message.attempt, reason = verdict.reason.as_deref().unwrap_or(""), "server says not to run this job");
+        if let Some(model) = self.quick_model(&message) {
+            return self.run_unstarted(delivery, message, model).await;
+        }
+        if !self.start(&delivery, &message).await {
             return;
         }
         tracing::info!(job_id = %job, attempt = message.attempt, kind = message.kind.as_str(), "job started");
         self.running.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.execute(&message).await;
+        let ended = self.execute(&message).await;
         self.running.fetch_sub(1, Ordering::Relaxed);
-        let Some(outcome) = outcome else { return };
-        let finish = FinishReport { attempt: message.attempt, outcome: outcome.clone() };
+        if let Some(ended) = ended {
+            self.report(&message, ended, None).await;
+        }
+    }
+
+    /// Asks the server to start the attempt, and acks the message once it knows (not when the
+    /// job ends: the broker times out consumers that sit on a message for 30 minutes, and jobs
+    /// may run longer). False: do not run it (refused, or the agent is stopping, in which case
+    /// the message goes back to the queue with the channel).
+    async fn start(&self, delivery: &Delivery, m: &JobMessage) -> bool {
+        let path = format!("{JOBS_PATH}/{}/start", m.job_id);
+        let report = AttemptReport { attempt: m.attempt, rows_done: 0, instance: Some(self.config.instance.clone()) };
+        let verdict: Proceed = match retry(self.abort.cancelled(), || self.api.post(&path, &report)).await {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                tracing::warn!(job_id = %m.job_id, error = %e, "start refused; dropping the message");
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                return false;
+            }
+            None => return false,
+        };
+        // From here the attempt's lease is this node's heartbeats, not the unacked message.
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        if !verdict.proceed {
+            tracing::info!(job_id = %m.job_id, attempt = m.attempt, reason = verdict.reason.as_deref().unwrap_or(""), "server says not to run this job");
+        }
+        verdict.proceed
+    }
+
+    /// The model of an ONNX job that can run at once, without `start`: its input came in the
+    /// message and the model is loaded. Such a job takes milliseconds, so it is reported once,
+    /// when done (see `shared::jobs`).
+    fn quick_model(&self, m: &JobMessage) -> Option<Arc<runner::onnx::Model>> {
+        if m.kind != AppKind::Onnx || m.input_csv.is_none() {
+            return None;
+        }
+        self.models.lock().ok()?.get(&m.app_sha256).cloned()
+    }
+
+    /// Runs a quick job, reports it, and only then acks its message: an agent that dies
+    /// meanwhile gets the message again.
+    async fn run_unstarted(self: &Arc<Self>, delivery: Delivery, m: JobMessage, model: Arc<runner::onnx::Model>) {
+        let input = m.input_csv.clone().unwrap_or_default().into_bytes();
+        let started = Instant::now();
+        self.running.fetch_add(1, Ordering::Relaxed);
+        let ran = predict_in_memory(model, input, Arc::new(AtomicU64::new(0))).await;
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        let mut unstarted = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        let ended = match ran {
+            Ok((rows, output)) if output.len() <= INLINE_MAX => match String::from_utf8(output) {
+                Ok(csv) => Ended { outcome: Outcome::Succeeded { rows }, result_csv: Some(csv) },
+                Err(_) => Ended::failed("the model wrote a result that is not UTF-8".into(), false),
+            },
+            Ok((rows, output)) => {
+                // Too large to ride along: the long way, started (and acked), then uploaded.
+                if !self.start(&delivery, &m).await {
+                    return;
+                }
+                unstarted = None;
+                match self.upload_result(&m, output).await {
+                    Ok(true) => Ended { outcome: Outcome::Succeeded { rows }, result_csv: None },
+                    Ok(false) => return,
+                    Err(e) => Ended::failed(format!("{e:#}"), false),
+                }
+            }
+            Err((error, user_error)) => Ended::failed(error, user_error),
+        };
+        // Acked once the server has answered; an agent stopping before that leaves the message
+        // to be delivered again.
+        if self.report(&m, ended, unstarted).await && unstarted.is_some() {
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    }
+
+    /// Reports how the attempt ended (`ran_ms`: it was never started); retried until the
+    /// server answers. True once it has answered, whatever it said.
+    async fn report(&self, m: &JobMessage, ended: Ended, ran_ms: Option<u64>) -> bool {
+        let job = &m.job_id;
+        let finish = FinishReport {
+            attempt: m.attempt,
+            outcome: ended.outcome,
+            result_csv: ended.result_csv,
+            instance: ran_ms.map(|_| self.config.instance.clone()),
+            ran_ms,
+        };
         let path = format!("{JOBS_PATH}/{job}/finish");
         // Retried until the server answers; once the agent is handing jobs back, only briefly.
         let give_up = async {
             self.abort.cancelled().await;
             tokio::time::sleep(HAND_BACK_REPORT).await;
         };
+        let outcome = &finish.outcome;
         match retry(give_up, || self.api.post::<_, Proceed>(&path, &finish)).await {
             Some(Ok(v)) if v.proceed => tracing::info!(job_id = %job, outcome = ?outcome, "job finished"),
             Some(Ok(v)) => tracing::warn!(job_id = %job, reason = v.reason.as_deref().unwrap_or(""), "outcome refused"),
             Some(Err(e)) => tracing::warn!(job_id = %job, error = %e, "finish refused"),
-            None => tracing::warn!(job_id = %job, "stopped before the outcome was reported"),
+            None => {
+                tracing::warn!(job_id = %job, "stopped before the outcome was reported");
+                return false;
+            }
         }
+        true
+    }
+
+    /// Uploads a result held in memory; false when refused (see [`result_accepted`]).
+    async fn upload_result(&self, m: &JobMessage, output: Vec<u8>) -> Result<bool, CallError> {
+        let result_path = format!("{JOBS_PATH}/{}/result?attempt={}", m.job_id, m.attempt);
+        let uploaded = retry(self.abort.cancelled(), || self.api.upload_bytes::<Proceed>(&result_path, output.clone())).await;
+        result_accepted(uploaded, m)
     }
 
     /// Fetches, runs and uploads; `None` when the server said stop (cancelled, given away).
-    async fn execute(self: &Arc<Self>, m: &JobMessage) -> Option<Outcome> {
+    async fn execute(self: &Arc<Self>, m: &JobMessage) -> Option<Ended> {
         let dir = self.jobs_dir.join(format!("{}-{}", m.job_id, m.attempt));
         let result = self.execute_in(&dir, m).await;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         if self.abort.is_cancelled() {
             // Whatever it got to, the job goes to another node: not the job's fault.
-            return Some(Outcome::Failed { error: "the agent stopped before the job finished; handed back".into(), user_error: false });
+            return Some(Ended::failed("the agent stopped before the job finished; handed back".into(), false));
         }
         match result {
-            Ok(outcome) => outcome,
-            Err(e) => Some(Outcome::Failed { error: format!("{e:#}"), user_error: false }),
+            Ok(ended) => ended,
+            Err(e) => Some(Ended::failed(format!("{e:#}"), false)),
         }
     }
 
-    async fn execute_in(self: &Arc<Self>, dir: &Path, m: &JobMessage) -> anyhow::Result<Option<Outcome>> {
+    async fn execute_in(self: &Arc<Self>, dir: &Path, m: &JobMessage) -> anyhow::Result<Option<Ended>> {
         let q = format!("?attempt={}", m.attempt);
         let Some(app) = self.fetch_application(m, &q).await? else { return Ok(None) };
         let input_path = format!("{JOBS_PATH}/{}/input{q}", m.job_id);
         if m.kind == AppKind::Onnx {
             // A small input (most interactive jobs) never touches the disk: creating and
             // deleting a job's files was most of the agent's work per job (ext4 inode churn).
-            let Some(got) = retry(self.abort.cancelled(), || self.api.download_small(&input_path, IN_MEMORY_MAX)).await else { return Ok(None) };
-            if let Some(input) = got? {
-                return self.run_model_in_memory(&app, m, input, &q).await;
+            let input = match &m.input_csv {
+                Some(csv) => Some(csv.clone().into_bytes()),
+                None => {
+                    let Some(got) = retry(self.abort.cancelled(), || self.api.download_small(&input_path, IN_MEMORY_MAX)).await else { return Ok(None) };
+                    got?
+                }
+            };
+            if let Some(input) = input {
+                return self.run_model_in_memory(&app, m, input).await;
             }
         }
         tokio::fs::create_dir_all(dir).await?;
         let input = dir.join("input.csv");
-        let Some(got) = retry(self.abort.cancelled(), || self.api.download(&input_path, &input)).await else { return Ok(None) };
-        got?;
+        if let Some(csv) = &m.input_csv {
+            tokio::fs::write(&input, csv).await?;
+        } else {
+            let Some(got) = retry(self.abort.cancelled(), || self.api.download(&input_path, &input)).await else { return Ok(None) };
+            got?;
+        }
 
         // Progress reports run beside the job; "stop" from the server cancels it.
         let rows = Arc::new(AtomicU64::new(0));
@@ -320,19 +416,24 @@ impl Worker {
             let log_path = format!("{JOBS_PATH}/{job}/log{q}");
             let _ = retry(self.abort.cancelled(), || self.api.upload::<Proceed>(&log_path, &log)).await;
         }
-        let outcome = match ran {
+        let ended = match ran {
             Ok(rows) => {
-                let result_path = format!("{JOBS_PATH}/{job}/result{q}");
-                let uploaded = retry(self.abort.cancelled(), || self.api.upload::<Proceed>(&result_path, &output)).await;
-                if !result_accepted(uploaded, m)? {
-                    return Ok(None);
-                }
                 tracing::debug!(job_id = %job, rows, took_ms = started.elapsed().as_millis() as u64, "job ran");
-                Outcome::Succeeded { rows }
+                // A small result goes with the report; a larger one is uploaded first.
+                let small = tokio::fs::metadata(&output).await.is_ok_and(|meta| meta.len() <= INLINE_MAX as u64);
+                let inline = if small { String::from_utf8(tokio::fs::read(&output).await?).ok() } else { None };
+                if inline.is_none() {
+                    let result_path = format!("{JOBS_PATH}/{job}/result{q}");
+                    let uploaded = retry(self.abort.cancelled(), || self.api.upload::<Proceed>(&result_path, &output)).await;
+                    if !result_accepted(uploaded, m)? {
+                        return Ok(None);
+                    }
+                }
+                Ended { outcome: Outcome::Succeeded { rows }, result_csv: inline }
             }
-            Err((error, user_error)) => Outcome::Failed { error, user_error },
+            Err((error, user_error)) => Ended::failed(error, user_error),
         };
-        Ok(Some(outcome))
+        Ok(Some(ended))
     }
 
     /// The application file, from the cache when its hash is known, else downloaded and
@@ -401,37 +502,26 @@ impl Worker {
         .map_err(|e| (e.to_string(), e.is_user_error()))
     }
 
-    /// An ONNX job whose input is in memory: runs it and uploads the result from memory.
-    async fn run_model_in_memory(self: &Arc<Self>, app: &Path, m: &JobMessage, input: Vec<u8>, q: &str) -> anyhow::Result<Option<Outcome>> {
+    /// An ONNX job whose input is in memory: runs it, and sends a small result with the report
+    /// or uploads a larger one from memory.
+    async fn run_model_in_memory(self: &Arc<Self>, app: &Path, m: &JobMessage, input: Vec<u8>) -> anyhow::Result<Option<Ended>> {
         let rows = Arc::new(AtomicU64::new(0));
         let stop = self.abort.child_token();
         let reporter = tokio::spawn(report_progress(self.api.clone(), m.clone(), rows.clone(), stop.clone()));
         let ran = match self.model(app, &m.app_sha256).await {
-            Ok(model) => {
-                let counter = rows.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut output = Vec::with_capacity(input.len() * 2);
-                    model
-                        .predict_csv(&input[..], &mut output, BATCH_ROWS, &mut |n| counter.store(n, Ordering::Relaxed))
-                        .map(|rows| (rows, output))
-                        .map_err(|e| (e.to_string(), e.is_user_error()))
-                })
-                .await
-                .map_err(|e| (e.to_string(), false))
-                .and_then(|r| r)
-            }
+            Ok(model) => predict_in_memory(model, input, rows).await,
             Err(e) => Err(e),
         };
         if end_reporter(stop, reporter, m).await {
             return Ok(None);
         }
         match ran {
-            Ok((rows, output)) => {
-                let result_path = format!("{JOBS_PATH}/{}/result{q}", m.job_id);
-                let uploaded = retry(self.abort.cancelled(), || self.api.upload_bytes::<Proceed>(&result_path, output.clone())).await;
-                Ok(result_accepted(uploaded, m)?.then_some(Outcome::Succeeded { rows }))
-            }
-            Err((error, user_error)) => Ok(Some(Outcome::Failed { error, user_error })),
+            Ok((rows, output)) if output.len() <= INLINE_MAX => match String::from_utf8(output) {
+                Ok(csv) => Ok(Some(Ended { outcome: Outcome::Succeeded { rows }, result_csv: Some(csv) })),
+                Err(_) => Ok(Some(Ended::failed("the model wrote a result that is not UTF-8".into(), false))),
+            },
+            Ok((rows, output)) => Ok(self.upload_result(m, output).await?.then_some(Ended { outcome: Outcome::Succeeded { rows }, result_csv: None })),
+            Err((error, user_error)) => Ok(Some(Ended::failed(error, user_error))),
         }
     }
 
@@ -485,7 +575,32 @@ impl Worker {
     }
 }
 
-/// Data rows of a CSV (lines after the header).
+/// How an attempt ended, as reported: the outcome, and a small result that goes with it.
+struct Ended {
+    outcome: Outcome,
+    result_csv: Option<String>,
+}
+
+impl Ended {
+    fn failed(error: String, user_error: bool) -> Self {
+        Self { outcome: Outcome::Failed { error, user_error }, result_csv: None }
+    }
+}
+
+/// Runs a model over a CSV held in memory, off the async threads; counts rows into `rows`.
+async fn predict_in_memory(model: Arc<runner::onnx::Model>, input: Vec<u8>, rows: Arc<AtomicU64>) -> Result<(u64, Vec<u8>), (String, bool)> {
+    tokio::task::spawn_blocking(move || {
+        let mut output = Vec::with_capacity(input.len() * 2);
+        model
+            .predict_csv(&input[..], &mut output, BATCH_ROWS, &mut |n| rows.store(n, Ordering::Relaxed))
+            .map(|n| (n, output))
+            .map_err(|e| (e.to_string(), e.is_user_error()))
+    })
+    .await
+    .map_err(|e| (e.to_string(), false))
+    .and_then(|r| r)
+}
+
 /// Stops a job's progress reports; `true` when the server said stop while it ran.
 async fn end_reporter(stop: CancellationToken, reporter: tokio::task::JoinHandle<()>, m: &JobMessage) -> bool {
     let stopped = stop.is_cancelled();
@@ -508,6 +623,7 @@ fn result_accepted(uploaded: Option<Result<Proceed, CallError>>, m: &JobMessage)
     Ok(uploaded.proceed)
 }
 
+/// Data rows of a CSV (lines after the header).
 async fn count_rows(path: &Path) -> u64 {
     let Ok(bytes) = tokio::fs::read(path).await else { return 0 };
     let lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64;

@@ -9,9 +9,10 @@
 //! API token, enrols the nodes and starts real `node-agent` processes (`--max-jobs 4`), uploads
 //! `runner/fixtures/iris_logreg.onnx` and warms every agent up (model downloaded and loaded).
 //! Then, through the JSON API with the bearer token, exactly as a script would:
-//! 1. overhead: `--sequential` jobs one at a time, each with a 1-row input CSV, polling
-//!    `/api/v1/jobs/{id}` every `--poll-us` until it is `succeeded`; the client's wall time
-//!    (before the submit call → succeeded seen) and the server's own timestamps per stage;
+//! 1. overhead: `--sequential` jobs one at a time, each with a 1-row input CSV, waiting with
+//!    `GET /api/v1/jobs/{id}?wait=30` (or polling every `--poll-us`) until it is `succeeded`;
+//!    the client's wall time (before the submit call → succeeded seen) and the server's own
+//!    timestamps per stage;
 //! 2. throughput: `--jobs` jobs from `--concurrency` concurrent submitters; jobs/s = jobs /
 //!    (first submit → last `finished_at`).
 //! 3. the runner alone (no server): `runner::onnx::Model::predict_csv` rows/s.
@@ -56,8 +57,9 @@ struct Args {
     /// Jobs in the sequential (overhead) phase.
     #[arg(long, default_value_t = 200)]
     sequential: usize,
-    /// Poll interval for a job's status in the overhead phase, in microseconds.
-    #[arg(long, default_value_t = 500)]
+    /// Poll a job's status at this interval, in microseconds, in the overhead phase, instead of
+    /// waiting for its end with `?wait=` (0, the default).
+    #[arg(long, default_value_t = 0)]
     poll_us: u64,
     /// Each agent's `--max-jobs`.
     #[arg(long, default_value_t = 4)]
@@ -313,17 +315,23 @@ impl Setup {
     }
 
     async fn job(&self, id: &str) -> anyhow::Result<Value> {
-        let res = self.http.get(self.url(&format!("/api/v1/jobs/{id}"))).bearer_auth(&self.token).send().await?;
+        self.job_query(id, "").await
+    }
+
+    async fn job_query(&self, id: &str, query: &str) -> anyhow::Result<Value> {
+        let res = self.http.get(self.url(&format!("/api/v1/jobs/{id}{query}"))).bearer_auth(&self.token).send().await?;
         let status = res.status();
         anyhow::ensure!(status.is_success(), "job {id}: {status}");
         Ok(res.json().await?)
     }
 
-    /// Polls until the job is finished; returns it and when it was seen so.
+    /// Waits until the job is finished (`poll` zero: the API's `?wait=`, else polling every
+    /// `poll`); returns it and when it was seen so.
     async fn wait_job(&self, id: &str, poll: Duration) -> anyhow::Result<(Value, Instant, f64)> {
         let start = Instant::now();
+        let query = if poll.is_zero() { "?wait=30" } else { "" };
         loop {
-            let job = self.job(id).await?;
+            let job = self.job_query(id, query).await?;
             if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or_default()) {
                 return Ok((job, Instant::now(), epoch_ms()));
             }
@@ -748,11 +756,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
-        "jobs_bench: {cores} cores, database {}, agents --max-jobs {}, {} sequential jobs (poll every {} µs), {} jobs from {} submitters{}",
+        "jobs_bench: {cores} cores, database {}, agents --max-jobs {}, {} sequential jobs ({}), {} jobs from {} submitters{}",
         if args.postgres { "PostgreSQL" } else { "SQLite" },
         args.max_jobs,
         args.sequential,
-        args.poll_us,
+        if args.poll_us == 0 { "waiting with ?wait=".to_string() } else { format!("polling every {} µs", args.poll_us) },
         args.jobs,
         args.concurrency,
         if args.closed_loop { ", closed loop (diagnostic)" } else { "" }

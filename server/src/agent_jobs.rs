@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use shared::jobs::{AttemptReport, FinishReport, Outcome, Proceed, HDR_BODY_SHA256, HDR_NODE, HDR_REQUEST_SIGNATURE, HDR_TIME};
 use shared::wire::HELLO_MAX_SKEW_MS;
 
-use app::backend::jobs::{self, Attachment, Finish, Verdict};
+use app::backend::jobs::{self, Attachment, Finish, Unstarted, Verdict};
 use app::backend::{artifacts, nodes, now_ms, AppState};
 
 use crate::api::{send_artifact, ApiError, UploadLimits};
@@ -135,8 +135,8 @@ async fn upload(state: &AppState, id: &str, q: AttemptQuery, method: Method, uri
     let node = verify(state, &method, &uri, &headers, &declared).await?;
     live_attempt(state, id, &node, q.attempt).await?;
     let stream = body.into_data_stream().map(|r| r.map_err(|e| e.to_string()));
-    let staged = artifacts::stage(state.artifacts.staging_dir(), Box::pin(stream), limit).await?;
-    if staged.sha256 != declared {
+    let received = artifacts::receive(state.artifacts.staging_dir(), Box::pin(stream), limit).await?;
+    if received.sha256() != declared {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "body_mismatch", "the body does not match its declared SHA-256"));
     }
     let name = match what {
@@ -144,11 +144,23 @@ async fn upload(state: &AppState, id: &str, q: AttemptQuery, method: Method, uri
         Attachment::Log => "log.txt",
     };
     let key = format!("jobs/{id}/attempt-{}/{name}", q.attempt);
-    state.artifacts.commit(staged, &key).await.map_err(ApiError::internal)?;
-    if jobs::attach(&state.db, id, &node, attempt_of(q.attempt), what, &key).await? {
+    let attached = match received {
+        // Small text goes into the database with the job's row: no file at all.
+        artifacts::Received::Inline { text, .. } => {
+            jobs::attach(&state.db, id, &node, attempt_of(q.attempt), what, &artifacts::inline_key(&key), Some(&text)).await?
+        }
+        artifacts::Received::Staged(staged) => {
+            state.artifacts.commit(staged, &key).await.map_err(ApiError::internal)?;
+            let attached = jobs::attach(&state.db, id, &node, attempt_of(q.attempt), what, &key, None).await?;
+            if !attached {
+                let _ = state.artifacts.delete(&key).await;
+            }
+            attached
+        }
+    };
+    if attached {
         Ok(Json(Proceed { proceed: true, reason: None }))
     } else {
-        let _ = state.artifacts.delete(&key).await;
         Ok(Json(Proceed { proceed: false, reason: Some("this attempt is no longer the job's".into()) }))
     }
 }
@@ -198,8 +210,19 @@ pub async fn finish(
 ) -> ApiResult<Json<Proceed>> {
     let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
     let report: FinishReport = parse(&body)?;
+    if report.result_csv.as_ref().is_some_and(|r| r.len() > shared::jobs::INLINE_MAX) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("an inline result is at most {} bytes; upload larger ones", shared::jobs::INLINE_MAX),
+        ));
+    }
     let how = match &report.outcome {
-        Outcome::Succeeded { rows } => Finish::Succeeded { rows: *rows },
+        Outcome::Succeeded { rows } => Finish::Succeeded {
+            rows: *rows,
+            result: report.result_csv.as_deref(),
+            unstarted: report.ran_ms.map(|ran_ms| Unstarted { instance: report.instance.as_deref(), ran_ms }),
+        },
         // The application's own failure fails the job now; the node's trouble moves it on.
         Outcome::Failed { error, user_error } => Finish::Failed { error: error.as_str(), retry: !user_error },
     };
@@ -207,6 +230,7 @@ pub async fn finish(
     match &verdict {
         Verdict::Proceed => {
             tracing::info!(job_id = %id, node_id = %node, attempt = report.attempt, outcome = ?report.outcome, "job finished");
+            state.job_ends.announce(&id);
             // A slot is free again, or the job is back in the queue.
             dispatcher.wake();
         }

@@ -7,6 +7,7 @@
 //! The OpenAPI document is served at `/api/v1/openapi.json` (see [`ApiDoc`]).
 
 use std::path::Path;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Multipart, Path as UrlPath, State};
@@ -16,6 +17,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::jobs::AppKind;
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::{OpenApi, ToSchema};
 
 use app::auth::UserView;
@@ -131,9 +133,14 @@ async fn text_field(field: axum::extract::multipart::Field<'_>) -> ApiResult<Str
     Ok(text)
 }
 
+/// A file field's name as given, cleaned for display.
+fn field_filename(field: &axum::extract::multipart::Field<'_>) -> String {
+    field.file_name().unwrap_or("upload").chars().filter(|c| !c.is_control()).take(128).collect()
+}
+
 /// Streams a file field to the staging area.
 async fn file_field(state: &AppState, field: axum::extract::multipart::Field<'_>, limits: UploadLimits) -> ApiResult<(Staged, String)> {
-    let filename = field.file_name().unwrap_or("upload").chars().filter(|c| !c.is_control()).take(128).collect::<String>();
+    let filename = field_filename(&field);
     let staged = artifacts::stage(state.artifacts.staging_dir(), field, limits.max_bytes).await?;
     Ok((staged, filename))
 }
@@ -197,6 +204,13 @@ async fn check_input(path: &Path, features: Option<u64>) -> ApiResult<Option<u64
     .await
     .map_err(ApiError::internal)?
     .map_err(|e| ApiError::bad("invalid_csv", e.to_string()))?;
+    Ok(Some(rows))
+}
+
+/// [`check_input`] for an input held in memory (at most `INLINE_MAX` bytes: checked in place).
+fn check_csv(text: &[u8], features: Option<u64>) -> ApiResult<Option<u64>> {
+    let Some(features) = features else { return Ok(None) };
+    let (_, rows) = runner::onnx::check_csv(text, Some(features as usize)).map_err(|e| ApiError::bad("invalid_csv", e.to_string()))?;
     Ok(Some(rows))
 }
 
@@ -388,9 +402,10 @@ async fn submit_job_inner(
         match field.name().unwrap_or_default() {
             "application" => application = Some(text_field(field).await?),
             "input" => {
-                let (staged, filename) = file_field(state, field, limits).await?;
-                if staged.size > 0 || !filename.is_empty() && filename != "upload" {
-                    input = Some((staged, filename));
+                let filename = field_filename(&field);
+                let received = artifacts::receive(state.artifacts.staging_dir(), field, limits.max_bytes).await?;
+                if received.size() > 0 || !filename.is_empty() && filename != "upload" {
+                    input = Some((received, filename));
                 }
             }
             other => return Err(ApiError::bad("bad_field", format!("unknown field `{other}`"))),
@@ -399,25 +414,34 @@ async fn submit_job_inner(
     let application = application.ok_or_else(|| ApiError::bad("missing_application", "name the application (`application`: id or name)"))?;
     let app = apps::find(&state.db, &user.id, application.trim()).await?.ok_or_else(|| ApiError::not_found("application"))?;
     let job_id_hint = uuid::Uuid::new_v4().to_string();
-    let (input_key, input_name, rows) = match input {
-        Some((staged, filename)) => {
-            if staged.size == 0 {
+    let (input_key, input_name, rows, inline) = match input {
+        Some((received, filename)) => {
+            if received.size() == 0 {
                 return Err(ApiError::bad("invalid_csv", "the input CSV is empty"));
             }
-            let rows = check_input(staged.path(), app.features).await?;
             let key = format!("inputs/{job_id_hint}.csv");
-            state.artifacts.commit(staged, &key).await.map_err(ApiError::internal)?;
-            (key, filename, rows)
+            match received {
+                // Small inputs (most interactive jobs) are stored with the job's row.
+                artifacts::Received::Inline { text, .. } => {
+                    let rows = check_csv(text.as_bytes(), app.features)?;
+                    (artifacts::inline_key(&key), filename, rows, Some(text))
+                }
+                artifacts::Received::Staged(staged) => {
+                    let rows = check_input(staged.path(), app.features).await?;
+                    state.artifacts.commit(staged, &key).await.map_err(ApiError::internal)?;
+                    (key, filename, rows, None)
+                }
+            }
         }
         None => {
             let key = app
                 .default_input_key
                 .clone()
                 .ok_or_else(|| ApiError::bad("missing_input", "this application has no default input: attach a CSV as `input`"))?;
-            (key, "default input".to_string(), app.view.default_input_rows)
+            (key, "default input".to_string(), app.view.default_input_rows, None)
         }
     };
-    let id = jobs::create(&state.db, &user.id, &app.view.id, &input_key, &input_name, rows, state.settings.max_attempts).await?;
+    let id = jobs::create(&state.db, &user.id, &app.view.id, &input_key, &input_name, rows, state.settings.max_attempts, inline.as_deref()).await?;
     tracing::info!(job_id = %id, app_id = %app.view.id, user = %user.id, "job submitted");
     let view = jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?;
     Ok((StatusCode::CREATED, view))
@@ -451,18 +475,59 @@ pub async fn list_jobs(
     Ok(Json(jobs::list(&state.db, Some(&user.id), q.limit.unwrap_or(100).clamp(1, 1000)).await?))
 }
 
-/// `GET /api/v1/jobs/{id}`: status and timestamps.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)), security(("token" = [])))]
+/// Query of `GET /api/v1/jobs/{id}`.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct WaitQuery {
+    /// Wait up to this many seconds (at most 60) for the job to end (succeeded, failed or
+    /// cancelled) before answering; the answer comes as soon as it ends. Default 0: at once.
+    wait: Option<f64>,
+}
+
+/// Longest `?wait=`.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// A waiting request looks at the job at least this often, announced or not.
+const WAIT_RECHECK: Duration = Duration::from_secs(1);
+
+/// `GET /api/v1/jobs/{id}`: status and timestamps; with `?wait=S`, once the job has ended or
+/// after S seconds, whichever comes first (no polling loop needed in scripts).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path), WaitQuery),
+    responses((status = 200, body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
 pub async fn get_job(
     State(state): State<AppState>,
     Extension(session): Extension<CurrentUser>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
+    axum::extract::Query(q): axum::extract::Query<WaitQuery>,
 ) -> ApiResult<Json<JobView>> {
     let user = caller(&state, &headers, &session).await?;
     visible_job(&state, &user, &id).await?;
-    Ok(Json(jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?))
+    let wait = Duration::try_from_secs_f64(q.wait.unwrap_or(0.0)).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_wait", "wait is a number of seconds, 0 to 60"))?;
+    let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+    // Subscribed before the first look, so an end between the look and the wait is not missed.
+    let mut ends = state.job_ends.subscribe();
+    loop {
+        let job = jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+        let now = tokio::time::Instant::now();
+        if jobs::is_final(&job.status) || now >= deadline {
+            return Ok(Json(job));
+        }
+        let look_again = deadline.min(now + WAIT_RECHECK);
+        loop {
+            tokio::select! {
+                ended = ends.recv() => match ended {
+                    Ok(ended) if *ended == *id => break,
+                    Ok(_) => {}
+                    // Missed some: look now.
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => {
+                        tokio::time::sleep_until(look_again).await;
+                        break;
+                    }
+                },
+                () = tokio::time::sleep_until(look_again) => break,
+            }
+        }
+    }
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`.
@@ -477,7 +542,10 @@ pub async fn cancel_job(
 ) -> ApiResult<Json<JobView>> {
     let user = caller(&state, &headers, &session).await?;
     match jobs::cancel(&state.db, &id, &user).await? {
-        jobs::CancelOutcome::Cancelled => dispatcher.wake(),
+        jobs::CancelOutcome::Cancelled => {
+            state.job_ends.announce(&id);
+            dispatcher.wake();
+        }
         jobs::CancelOutcome::AlreadyDone => {
             return Err(ApiError::new(StatusCode::CONFLICT, "already_finished", "the job has already finished"))
         }
@@ -488,7 +556,7 @@ pub async fn cancel_job(
 
 /// Streams an artifact as a download.
 pub async fn send_artifact(state: &AppState, key: &str, content_type: &str, filename: Option<&str>) -> ApiResult<Response> {
-    let artifact = state.artifacts.open(key).await.map_err(|e| {
+    let artifact = artifacts::open(&state.db, state.artifacts.as_ref(), key).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             ApiError::not_found("file")
         } else {

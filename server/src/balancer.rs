@@ -73,6 +73,12 @@ fn excluded(node: &NodeState, need: &Need) -> Option<String> {
     }
 }
 
+/// Whether the node could take some job now (an ONNX job, the kind that needs least): the
+/// dispatcher stops reading the queue when no node can.
+pub fn has_room(node: &NodeState) -> bool {
+    excluded(node, &Need { kind: AppKind::Onnx, runtime: None, tried: Vec::new() }).is_none()
+}
+
 /// Every node as a candidate with its effective score, and the index of the winner, if any.
 pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>) {
     let candidates: Vec<Candidate> = nodes

@@ -105,6 +105,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             backend::artifacts::LocalStore::new(&config.data_dir)
                 .with_context(|| format!("artifact store in {}", config.data_dir.display()))?,
         ),
+        job_ends: Default::default(),
     })
 }
 

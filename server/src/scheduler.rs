@@ -7,6 +7,7 @@
 //! (persistent, mandatory), and only count it dispatched once the broker confirms it. A publish
 //! that is nacked, returned (no queue) or lost with the connection puts the job back in the queue.
 //! Confirms of one round are awaited together, so a burst costs one round trip, not one per job.
+//! An input small enough to be kept in the database goes in the message itself.
 //!
 //! Once a second, and at once when a node dies, a round first ends the attempts that can no
 //! longer finish (see [`jobs::lost_attempts`]: dead or removed node, restarted agent, never
@@ -14,6 +15,7 @@
 //! the same round, preferring nodes they have not been on. Rounds woken by submissions and
 //! finishes skip that query: nothing can have been lost by them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,8 +34,10 @@ use app::backend::{jobs, now_ms, AppState};
 use crate::balancer::{self, Need, NodeState};
 use crate::broker::Broker;
 
-/// Jobs looked at per round.
+/// Jobs looked at per round, at most.
 const ROUND_LIMIT: i64 = 1000;
+/// Queued jobs read at a time.
+const PAGE: i64 = 64;
 /// A round runs at least this often.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -127,15 +131,18 @@ struct NodeRow {
     score: Option<f64>,
     facts: Option<String>,
     metrics: Option<String>,
+    /// Jobs dispatched to or running on the node.
+    in_flight: i64,
 }
 
 async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
     let rows: Vec<NodeRow> = sqlx::query_as(
-        "select id, name, status, admin_state, score, facts, metrics from nodes where status = 'active' and admin_state <> 'removed' order by id",
+        "select n.id, n.name, n.status, n.admin_state, n.score, n.facts, n.metrics,
+                (select count(*) from jobs j where j.node_id = n.id and j.status in ('dispatched', 'running')) as in_flight
+         from nodes n where n.status = 'active' and n.admin_state <> 'removed' order by n.id",
     )
     .fetch_all(&state.db.pool)
     .await?;
-    let in_flight = jobs::in_flight_by_node(&state.db).await?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -145,7 +152,7 @@ async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
             NodeState {
                 overheated: score.is_some_and(|s| s.thermal <= 0.0),
                 perf: score.map_or(0.0, |s| s.perf),
-                in_flight: in_flight.get(&r.id).copied().unwrap_or(0),
+                in_flight: u32::try_from(r.in_flight).unwrap_or(u32::MAX),
                 max_jobs: facts.as_ref().map_or(1, |f| f.max_jobs.max(1)),
                 accepts_scripts: facts.as_ref().is_some_and(|f| f.accepts_scripts),
                 runtimes: facts.map(|f| f.runtimes.into_iter().map(|r| r.name).collect()).unwrap_or_default(),
@@ -164,62 +171,125 @@ async fn recover(state: &AppState, start_timeout: Duration) -> Result<(), sqlx::
     let timeout_ms = i64::try_from(start_timeout.as_millis()).unwrap_or(i64::MAX);
     for lost in jobs::lost_attempts(&state.db, timeout_ms).await? {
         let after = jobs::end_attempt(&state.db, &lost.job_id, &lost.node_id, lost.attempt, "lost", &lost.reason, true).await?;
+        if after == jobs::AfterFailure::Failed {
+            state.job_ends.announce(&lost.job_id);
+        }
         tracing::warn!(job_id = %lost.job_id, node_id = %lost.node_id, attempt = lost.attempt, reason = %lost.reason, ?after, "attempt lost");
     }
     Ok(())
 }
 
-/// One round; returns how many jobs went out.
-async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usize, RoundError> {
-    let queued = jobs::queued(&state.db, ROUND_LIMIT).await?;
-    if queued.is_empty() {
-        return Ok(0);
-    }
-    let mut nodes = nodes(state).await?;
-    let mut tried = jobs::tried_nodes(&state.db).await?;
-    let mut pending = Vec::new();
-    for job in queued {
+/// A job on its way: its publish awaits the broker's confirm.
+type Published = (String, i32, String, Option<lapin::publisher_confirm::PublisherConfirm>);
+
+/// A job the balancer placed, not yet reserved.
+struct Placed {
+    job: jobs::QueuedJob,
+    kind: AppKind,
+    node: usize,
+    decision: Decision,
+}
+
+/// Places each job of `page` on a node (counting it in that node's jobs in flight), oldest
+/// first, while some node has room.
+fn place(page: Vec<jobs::QueuedJob>, nodes: &mut [NodeState], tried: &mut HashMap<String, Vec<String>>) -> Vec<Placed> {
+    let mut placed = Vec::new();
+    for job in page {
+        if !nodes.iter().any(balancer::has_room) {
+            break;
+        }
         let Some(kind) = AppKind::parse(&job.app_kind) else { continue };
         let need = Need { kind, runtime: job.app_runtime.clone(), tried: tried.remove(&job.id).unwrap_or_default() };
-        let (Some(i), candidates) = balancer::pick(&need, &nodes) else { continue };
-        let node_id = nodes[i].id.clone();
-        let attempt = job.attempt + 1;
-        let decision = Decision { at_ms: now_ms(), attempt: attempt as u32, chosen: node_id.clone(), candidates };
-        if !jobs::mark_dispatched(&state.db, &job.id, job.attempt, &node_id, &nodes[i].name, &decision).await? {
-            continue; // cancelled meanwhile
-        }
+        let (Some(i), candidates) = balancer::pick(&need, nodes) else { continue };
         nodes[i].in_flight += 1;
-        if link.declared.insert(node_id.clone()) {
-            broker.declare_node_queue(&node_id).await?;
+        let decision = Decision { at_ms: now_ms(), attempt: (job.attempt + 1) as u32, chosen: nodes[i].id.clone(), candidates };
+        placed.push(Placed { job, kind, node: i, decision });
+    }
+    placed
+}
+
+/// Publishes a reserved job's signed message to its node's queue.
+async fn publish(state: &AppState, broker: &Broker, link: &mut Link, p: Placed, node_id: String) -> Result<Published, RoundError> {
+    if link.declared.insert(node_id.clone()) {
+        broker.declare_node_queue(&node_id).await?;
+    }
+    let attempt = p.job.attempt + 1;
+    let message = JobMessage {
+        job_id: p.job.id.clone(),
+        attempt: attempt as u32,
+        node_id: node_id.clone(),
+        kind: p.kind,
+        app_sha256: p.job.app_sha256,
+        app_size: u64::try_from(p.job.app_size).unwrap_or(0),
+        issued_at_ms: now_ms(),
+        // A small input rides in the message: the agent need not fetch it.
+        input_csv: p.job.input_inline,
+    };
+    let body = serde_json::to_vec(&message).unwrap_or_default();
+    let mut headers = FieldTable::default();
+    headers.insert(HDR_NODE_ID.into(), AMQPValue::LongString(node_id.clone().into()));
+    headers.insert(HDR_SIGNATURE.into(), AMQPValue::LongString(shared::wire::sign(&state.node_keys.key_for(&node_id), &body).into()));
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(format!("{}#{attempt}", p.job.id)))
+        .with_headers(headers);
+    let published = link
+        .channel
+        .basic_publish(&broker.topology.jobs_exchange(), &node_id, BasicPublishOptions { mandatory: true, ..Default::default() }, &body, props)
+        .await;
+    Ok(match published {
+        Ok(confirm) => (p.job.id, attempt, node_id, Some(confirm)),
+        Err(e) => {
+            tracing::warn!(error = %e, job_id = %p.job.id, "publish failed");
+            (p.job.id, attempt, node_id, None)
         }
-        let message = JobMessage {
-            job_id: job.id.clone(),
-            attempt: attempt as u32,
-            node_id: node_id.clone(),
-            kind,
-            app_sha256: job.app_sha256.clone(),
-            app_size: u64::try_from(job.app_size).unwrap_or(0),
-            issued_at_ms: now_ms(),
-        };
-        let body = serde_json::to_vec(&message).unwrap_or_default();
-        let mut headers = FieldTable::default();
-        headers.insert(HDR_NODE_ID.into(), AMQPValue::LongString(node_id.clone().into()));
-        headers.insert(HDR_SIGNATURE.into(), AMQPValue::LongString(shared::wire::sign(&state.node_keys.key_for(&node_id), &body).into()));
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_message_id(ShortString::from(format!("{}#{attempt}", job.id)))
-            .with_headers(headers);
-        let published = link
-            .channel
-            .basic_publish(&broker.topology.jobs_exchange(), &node_id, BasicPublishOptions { mandatory: true, ..Default::default() }, &body, props)
-            .await;
-        match published {
-            Ok(confirm) => pending.push((job.id, attempt, node_id, Some(confirm))),
-            Err(e) => {
-                tracing::warn!(error = %e, job_id = %job.id, "publish failed");
-                pending.push((job.id, attempt, node_id, None));
+    })
+}
+
+/// One round; returns how many jobs went out.
+async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usize, RoundError> {
+    let mut pending = Vec::new();
+    let mut fleet: Option<Vec<NodeState>> = None;
+    let mut after: Option<(i64, String)> = None;
+    let mut looked = 0;
+    // Page through the queue, oldest first, while some node has room: a long backlog costs a
+    // page per round, not the whole queue. A page's reservations are one transaction.
+    while looked < ROUND_LIMIT {
+        let page = jobs::queued(&state.db, after.as_ref().map(|(at, id)| (*at, id.as_str())), PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at, last.id.clone()));
+        looked += page.len() as i64;
+        let full_page = page.len() as i64 == PAGE;
+        if fleet.is_none() {
+            fleet = Some(nodes(state).await?);
+        }
+        let Some(nodes) = fleet.as_mut() else { break };
+        // Only jobs that ran before have nodes to avoid.
+        let mut tried = if page.iter().any(|j| j.attempt > 0) { jobs::tried_nodes(&state.db).await? } else { HashMap::new() };
+        let placed = place(page, nodes, &mut tried);
+        let reservations: Vec<jobs::Reservation> = placed
+            .iter()
+            .map(|p| jobs::Reservation {
+                id: &p.job.id,
+                expected_attempt: p.job.attempt,
+                node_id: &nodes[p.node].id,
+                node_name: &nodes[p.node].name,
+                decision: &p.decision,
+            })
+            .collect();
+        let reserved = if reservations.is_empty() { Vec::new() } else { jobs::mark_dispatched(&state.db, &reservations).await? };
+        drop(reservations);
+        for (p, ok) in placed.into_iter().zip(reserved) {
+            if !ok {
+                nodes[p.node].in_flight -= 1; // cancelled meanwhile
+                continue;
             }
+            let node_id = nodes[p.node].id.clone();
+            pending.push(publish(state, broker, link, p, node_id).await?);
+        }
+        if !full_page || !nodes.iter().any(balancer::has_room) {
+            break;
         }
     }
     let mut sent = 0;

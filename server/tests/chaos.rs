@@ -410,6 +410,7 @@ async fn garbage_and_forged_messages_are_dead_lettered_and_change_nothing() {
             app_sha256: "0".repeat(64),
             app_size: 1,
             issued_at_ms: now_ms(),
+            input_csv: None,
         })
         .unwrap()
     };

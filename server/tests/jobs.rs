@@ -12,7 +12,12 @@ use common::fleet::{assert_same_predictions, bundle, fixture, json, Agent, User}
 use common::{DbKind, TestServer};
 use serde_json::Value;
 
-on_both_databases!(models_and_scripts_run_on_a_node, bad_uploads_are_refused_and_change_nothing, only_owners_and_their_nodes_get_at_jobs);
+on_both_databases!(
+    models_and_scripts_run_on_a_node,
+    bad_uploads_are_refused_and_change_nothing,
+    only_owners_and_their_nodes_get_at_jobs,
+    small_jobs_take_the_short_way
+);
 
 mod balancer {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,5 +322,136 @@ async fn the_balancer_picks_spreads_and_respects_constraints(db: DbKind) {
     admin_state(&slow, "enabled").await;
     let j = user.wait_job(waiting["id"].as_str().unwrap()).await;
     assert_eq!((j["status"].as_str(), j["node_id"].as_str()), (Some("succeeded"), Some(slow.as_str())));
+    server.stop().await;
+}
+
+/// The first `n` data rows of a CSV, with its header.
+fn head_rows(csv: &str, n: usize) -> String {
+    csv.lines().take(n + 1).map(|l| format!("{l}\n")).collect()
+}
+
+/// A finish report for `job`'s attempt, signed as `node` with `key`, the way an agent sends it.
+async fn signed_finish(server: &TestServer, node: &str, key: &str, job: &str, report: &Value) -> reqwest::Response {
+    use sha2::Digest;
+    let path = format!("{}/{job}/finish", shared::jobs::JOBS_PATH);
+    let body = serde_json::to_vec(report).unwrap();
+    let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let sha = hex::encode(sha2::Sha256::digest(&body));
+    let sig = shared::jobs::request_signature(key, "POST", &path, time, &sha);
+    reqwest::Client::new()
+        .post(server.url(&path))
+        .header(shared::jobs::HDR_NODE, node)
+        .header(shared::jobs::HDR_TIME, time.to_string())
+        .header(shared::jobs::HDR_REQUEST_SIGNATURE, sig)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Small inputs and results live in the database and ride in the job message and the finish
+/// report; an agent with the model loaded reports such a job only once, when it is done. Large
+/// ones still go through files. `?wait=` answers when the job ends, or when the wait is up.
+async fn small_jobs_take_the_short_way(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let user = User::new(&server, "quick@example.org").await;
+    let (node_id, token) = user.add_node("box-q").await;
+    let agent = Agent::start(&server, &token, "box-q", &[]);
+    user.wait_node_active(&node_id).await;
+    let iris = std::fs::read_to_string(fixture("iris.csv")).unwrap();
+    let expected = std::fs::read_to_string(fixture("iris_logreg.expected.csv")).unwrap();
+    json(user.upload("iris", "iris.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), None).await, 201).await;
+    let state = server::build_state(&server.config).await.unwrap();
+    let events = |id: String| {
+        let pool = state.db.pool.clone();
+        async move {
+            let rows: Vec<(String, i64)> = sqlx::query_as("select status, at from job_events where job_id = $1 order by at, id").bind(id).fetch_all(&pool).await.unwrap();
+            rows
+        }
+    };
+
+    // The first job loads the model (started, then run); the second finds it loaded and is
+    // reported once, when done. Both look the same from outside: a full timeline and the result.
+    for n in [3, 5] {
+        let job = json(user.submit("iris", Some(head_rows(&iris, n).into_bytes())).await, 201).await;
+        let id = job["id"].as_str().unwrap();
+        let done = json(user.get(&format!("/api/v1/jobs/{id}?wait=30")).await, 200).await;
+        assert_eq!(done["status"], "succeeded", "the wait ended before the job: {done}");
+        assert_eq!(done["result_rows"], n);
+        let csv = user.get(&format!("/api/v1/jobs/{id}/result")).await.text().await.unwrap();
+        assert_same_predictions(&csv, &head_rows(&expected, n));
+        let timeline = events(id.to_string()).await;
+        let statuses: Vec<&str> = timeline.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(statuses, ["queued", "dispatched", "running", "succeeded"], "{timeline:?}");
+        assert!(timeline.windows(2).all(|w| w[0].1 <= w[1].1), "{timeline:?}");
+        assert!(done["started_at_ms"].as_i64().unwrap() >= done["dispatched_at_ms"].as_i64().unwrap() - 5, "{done}");
+    }
+    // Nothing of them touched the disk: inputs and results are in the database.
+    let artifacts = server.data_dir.path().join("artifacts");
+    for dir in ["inputs", "jobs"] {
+        let entries = std::fs::read_dir(artifacts.join(dir)).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(entries, 0, "{dir}");
+    }
+    let (inline,): (i64,) = sqlx::query_as("select count(*) from inline_artifacts").fetch_one(&state.db.pool).await.unwrap();
+    assert_eq!(inline, 4);
+
+    // An input over 64 KiB is a file, and so is its result; the job runs the same.
+    let body: String = iris.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    let big = format!("{}\n{}", iris.lines().next().unwrap(), body.repeat(30));
+    assert!(big.len() > shared::jobs::INLINE_MAX);
+    let job = json(user.submit("iris", Some(big.into_bytes())).await, 201).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = json(user.get(&format!("/api/v1/jobs/{id}?wait=30")).await, 200).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result_rows"], 4500);
+    let csv = user.get(&format!("/api/v1/jobs/{id}/result")).await.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 4501);
+    assert_eq!(std::fs::read_dir(artifacts.join("inputs")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(artifacts.join("jobs")).unwrap().count(), 1);
+
+    // With the agent paused, a job waits in the node's queue: `?wait=` answers when the wait is
+    // up, with the job as it is.
+    agent.signal(nix::sys::signal::Signal::SIGSTOP);
+    let job = json(user.submit("iris", Some(head_rows(&iris, 2).into_bytes())).await, 201).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let waited = json(user.get(&format!("/api/v1/jobs/{id}?wait=0.5")).await, 200).await;
+    assert!(["queued", "dispatched"].contains(&waited["status"].as_str().unwrap()), "{waited}");
+    let dispatched = user.wait_job_until(&id, Duration::from_secs(5), |j| j["status"] == "dispatched").await;
+    let attempt = dispatched["attempt"].as_u64().unwrap();
+    let key = agent.key();
+    let report = |attempt: u64, result: String| serde_json::json!({"attempt": attempt, "outcome": "succeeded", "rows": 1, "result_csv": result, "ran_ms": 3, "instance": "test"});
+
+    // Fencing holds for a report that skips `start`: another attempt's, or a result over the
+    // inline limit, changes nothing.
+    let res = json(signed_finish(&server, &node_id, &key, &id, &report(attempt + 1, "row,label\n0,1\n".into())).await, 200).await;
+    assert_eq!(res["proceed"], false, "{res}");
+    let res = signed_finish(&server, &node_id, &key, &id, &report(attempt, "x".repeat(shared::jobs::INLINE_MAX + 1))).await;
+    assert_eq!(res.status(), 413);
+    assert_eq!(user.job(&id).await["status"], "dispatched");
+    // The live attempt's report: started and finished in one step, and the same report again
+    // (its answer lost) is accepted without storing anything twice.
+    for _ in 0..2 {
+        let res = json(signed_finish(&server, &node_id, &key, &id, &report(attempt, "row,label\n0,1\n".into())).await, 200).await;
+        assert_eq!(res["proceed"], true, "{res}");
+    }
+    let done = user.job(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let statuses: Vec<String> = events(id.clone()).await.into_iter().map(|(s, _)| s).collect();
+    assert_eq!(statuses, ["queued", "dispatched", "running", "succeeded"]);
+    assert_eq!(user.get(&format!("/api/v1/jobs/{id}/result")).await.text().await.unwrap(), "row,label\n0,1\n");
+    let (inline,): (i64,) = sqlx::query_as("select count(*) from inline_artifacts").fetch_one(&state.db.pool).await.unwrap();
+    assert_eq!(inline, 6);
+
+    // Resumed, the agent runs the queued message, is told the job is already done, and goes on
+    // with new work.
+    agent.signal(nix::sys::signal::Signal::SIGCONT);
+    let next = json(user.submit("iris", Some(head_rows(&iris, 1).into_bytes())).await, 201).await;
+    let next = json(user.get(&format!("/api/v1/jobs/{}?wait=30", next["id"].as_str().unwrap())).await, 200).await;
+    assert_eq!(next["status"], "succeeded", "{next}");
+    assert_eq!(user.get(&format!("/api/v1/jobs/{id}/result")).await.text().await.unwrap(), "row,label\n0,1\n");
+    // A wait for a finished job answers at once; a bad wait is a clear error.
+    assert_eq!(json(user.get(&format!("/api/v1/jobs/{id}?wait=30")).await, 200).await["status"], "succeeded");
+    assert_eq!(json(user.get(&format!("/api/v1/jobs/{id}?wait=-1")).await, 400).await["error"]["code"], "bad_wait");
     server.stop().await;
 }

@@ -9,6 +9,14 @@
 //! (fencing): `start` (may I run attempt N?), the artifact downloads, `progress` (carry on, or
 //! stop: cancelled), the result and log uploads, and `finish` (accepted, or refused because the
 //! attempt was given away). Each request is signed with [`request_signature`].
+//!
+//! Small jobs take a shorter way: an input CSV of up to [`INLINE_MAX`] bytes rides in the
+//! message ([`JobMessage::input_csv`]) and a result that small in the finish report
+//! ([`FinishReport::result_csv`]). An ONNX job whose input came inline and whose model is
+//! already loaded runs at once and reports only `finish` (with [`FinishReport::ran_ms`]): the
+//! server records it as started and finished in one step, and the message is acked after that
+//! answer, so an agent that dies meanwhile gets the message again. That is one HTTP call per
+//! job instead of four.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +32,8 @@ pub const HDR_TIME: &str = "x-aiedge-time";
 pub const HDR_BODY_SHA256: &str = "x-aiedge-body-sha256";
 /// HTTP header with the request signature, see [`request_signature`].
 pub const HDR_REQUEST_SIGNATURE: &str = "x-aiedge-signature";
+/// Largest input or result carried inline (in the job message, in the finish report), in bytes.
+pub const INLINE_MAX: usize = 64 * 1024;
 /// SHA-256 of the empty body, for requests without one.
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -67,6 +77,10 @@ pub struct JobMessage {
     pub app_sha256: String,
     pub app_size: u64,
     pub issued_at_ms: i64,
+    /// The input CSV itself when it is at most [`INLINE_MAX`] bytes; otherwise the agent
+    /// downloads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_csv: Option<String>,
 }
 
 /// Body of `POST {JOBS_PATH}/{id}/start` and of `progress`.
@@ -106,6 +120,16 @@ pub struct FinishReport {
     pub attempt: u32,
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// A success's predictions CSV of at most [`INLINE_MAX`] bytes, instead of an upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_csv: Option<String>,
+    /// Set when the attempt was run without a `start` call: how long it ran, in milliseconds
+    /// (the server dates its start from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_ms: Option<u64>,
+    /// The agent process's instance id, with `ran_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// One node as the balancer saw it when it chose.
@@ -163,6 +187,7 @@ mod tests {
             app_sha256: "ab".into(),
             app_size: 3,
             issued_at_ms: 5,
+            input_csv: Some("a,b\n1,2\n".into()),
         };
         let json = serde_json::to_string(&m).unwrap();
         assert!(json.contains(r#""kind":"script""#));
@@ -171,10 +196,18 @@ mod tests {
 
     #[test]
     fn finish_report_is_flat() {
-        let r = FinishReport { attempt: 1, outcome: Outcome::Failed { error: "boom".into(), user_error: true } };
+        let r = FinishReport {
+            attempt: 1,
+            outcome: Outcome::Failed { error: "boom".into(), user_error: true },
+            result_csv: None,
+            ran_ms: None,
+            instance: None,
+        };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["outcome"], "failed");
         assert_eq!(v["error"], "boom");
+        // An older agent's report (no inline fields) still reads.
+        assert_eq!(v.as_object().unwrap().len(), 4);
         assert_eq!(serde_json::from_value::<FinishReport>(v).unwrap(), r);
     }
 

@@ -59,7 +59,7 @@ pub async fn create(db: &Db, user_id: &str, name: &str) -> Result<NewToken, sqlx
         .bind(hash(&secret))
         .bind(&token.prefix)
         .bind(token.created_at_ms)
-        .execute(&db.pool)
+        .execute(&db.writer)
         .await?;
     Ok(NewToken { token, secret })
 }
@@ -80,7 +80,7 @@ pub async fn revoke(db: &Db, user_id: &str, id: &str) -> Result<bool, sqlx::Erro
         .bind(now_ms())
         .bind(id)
         .bind(user_id)
-        .execute(&db.pool)
+        .execute(&db.writer)
         .await?;
     Ok(done.rows_affected() > 0)
 }
@@ -98,7 +98,7 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Option<UserView>, sqlx
     let Some((id, user_id, last_used)) = row else { return Ok(None) };
     let now = now_ms();
     if last_used.is_none_or(|t| now - t > LAST_USED_RESOLUTION_MS) {
-        sqlx::query("update api_tokens set last_used_at = $1 where id = $2").bind(now).bind(&id).execute(&db.pool).await?;
+        sqlx::query("update api_tokens set last_used_at = $1 where id = $2").bind(now).bind(&id).execute(&db.writer).await?;
     }
     users::find_by_id(db, &user_id).await
 }

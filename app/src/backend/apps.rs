@@ -104,7 +104,7 @@ pub async fn create(db: &Db, app: NewApp) -> Result<AppView, CreateError> {
     .bind(app.default_input.as_ref().map(|(k, _)| k.clone()))
     .bind(app.default_input.as_ref().map(|(_, rows)| *rows as i64))
     .bind(now_ms())
-    .execute(&db.pool)
+    .execute(&db.writer)
     .await;
     match result {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(CreateError::NameTaken),
@@ -150,7 +150,7 @@ pub async fn delete(db: &Db, id: &str, owner_id: &str) -> Result<bool, sqlx::Err
         .bind(now_ms())
         .bind(id)
         .bind(owner_id)
-        .execute(&db.pool)
+        .execute(&db.writer)
         .await?;
     Ok(done.rows_affected() > 0)
 }

@@ -4,6 +4,11 @@
 //! Uploads are streamed into a [`Staged`] file first (hashed and size-checked on the way, never
 //! whole in memory), validated there, and only then committed under their key, so a refused
 //! upload leaves nothing behind.
+//!
+//! Job inputs and results of at most [`INLINE_MAX`] bytes of text (most interactive jobs) are
+//! [`Received::Inline`] instead: they never touch the disk and are stored in the database
+//! (`inline_artifacts`) in the transaction of the job row that refers to them, under a key that
+//! starts with [`INLINE_PREFIX`]. [`open`] reads either kind.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -12,6 +17,47 @@ use std::pin::Pin;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWriteExt};
+
+pub use shared::jobs::INLINE_MAX;
+
+use super::Db;
+
+/// Keys of the artifacts kept in the database.
+pub const INLINE_PREFIX: &str = "inline:";
+
+/// The database key for what the store would keep under `key`.
+pub fn inline_key(key: &str) -> String {
+    format!("{INLINE_PREFIX}{key}")
+}
+
+/// Stores a small artifact under `key` (an [`inline_key`]), in the caller's transaction.
+pub async fn put_inline(conn: &mut sqlx::AnyConnection, key: &str, content: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("insert into inline_artifacts (key, content, created_at) values ($1, $2, $3)")
+        .bind(key)
+        .bind(content)
+        .bind(super::now_ms())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The content of an inline artifact.
+pub async fn inline_content(db: &Db, key: &str) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as("select content from inline_artifacts where key = $1").bind(key).fetch_optional(&db.pool).await?;
+    Ok(row.map(|(c,)| c))
+}
+
+/// Opens an artifact, from the database or the store.
+pub async fn open(db: &Db, store: &dyn ArtifactStore, key: &str) -> io::Result<Artifact> {
+    if !key.starts_with(INLINE_PREFIX) {
+        return store.open(key).await;
+    }
+    let content = inline_content(db, key)
+        .await
+        .map_err(io::Error::other)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no artifact {key}")))?;
+    Ok(Artifact { len: content.len() as u64, reader: Box::pin(io::Cursor::new(content.into_bytes())) })
+}
 
 /// A readable artifact and its length.
 pub struct Artifact {
@@ -125,6 +171,56 @@ pub enum StageError {
     Io(#[from] io::Error),
 }
 
+/// An upload as received: small text kept in memory, anything else staged on disk.
+pub enum Received {
+    Inline { text: String, sha256: String },
+    Staged(Staged),
+}
+
+impl Received {
+    pub fn size(&self) -> u64 {
+        match self {
+            Received::Inline { text, .. } => text.len() as u64,
+            Received::Staged(s) => s.size,
+        }
+    }
+
+    pub fn sha256(&self) -> &str {
+        match self {
+            Received::Inline { sha256, .. } => sha256,
+            Received::Staged(s) => &s.sha256,
+        }
+    }
+}
+
+/// Receives `body`: in memory while it is at most [`INLINE_MAX`] bytes of UTF-8, otherwise
+/// [`stage`]d in `dir` (what came so far first). Refuses more than `limit` bytes.
+pub async fn receive<S, E>(dir: &Path, mut body: S, limit: u64) -> Result<Received, StageError>
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut head = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| StageError::Body(e.to_string()))?;
+        if head.len() + chunk.len() > INLINE_MAX {
+            let rest = futures_util::stream::iter([Ok(bytes::Bytes::from(head)), Ok(chunk)]).chain(body);
+            return Ok(Received::Staged(stage(dir, rest, limit).await?));
+        }
+        head.extend_from_slice(&chunk);
+    }
+    if head.len() as u64 > limit {
+        return Err(StageError::TooLarge { limit });
+    }
+    match String::from_utf8(head) {
+        Ok(text) => Ok(Received::Inline { sha256: hex::encode(Sha256::digest(text.as_bytes())), text }),
+        Err(e) => {
+            let whole = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(e.into_bytes()))]);
+            Ok(Received::Staged(stage(dir, whole, limit).await?))
+        }
+    }
+}
+
 /// Streams `body` into a new file in `dir`, hashing it, refusing more than `limit` bytes.
 pub async fn stage<S, E>(dir: &Path, mut body: S, limit: u64) -> Result<Staged, StageError>
 where
@@ -185,6 +281,38 @@ mod tests {
         let err = stage(store.staging_dir(), chunks(&[b"12345", b"67890"]), 8).await.err().unwrap();
         assert!(matches!(err, StageError::TooLarge { limit: 8 }));
         assert_eq!(std::fs::read_dir(store.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn small_text_stays_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let got = receive(store.staging_dir(), chunks(&[b"hello ", b"world"]), 100).await.unwrap();
+        match got {
+            Received::Inline { text, sha256 } => {
+                assert_eq!(text, "hello world");
+                assert_eq!(sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+            }
+            Received::Staged(_) => panic!("staged"),
+        }
+        assert_eq!(std::fs::read_dir(store.staging_dir()).unwrap().count(), 0);
+        // Over the limit, even when small.
+        assert!(matches!(receive(store.staging_dir(), chunks(&[b"12345", b"67890"]), 8).await, Err(StageError::TooLarge { limit: 8 })));
+    }
+
+    #[tokio::test]
+    async fn large_or_binary_uploads_are_staged_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let big: &'static [u8] = Box::leak(vec![b'x'; INLINE_MAX].into_boxed_slice());
+        let got = receive(store.staging_dir(), chunks(&[b"head,", big, b"tail"]), 1 << 20).await.unwrap();
+        let Received::Staged(staged) = got else { panic!("kept in memory") };
+        assert_eq!(staged.size, (INLINE_MAX + 9) as u64);
+        let on_disk = std::fs::read(staged.path()).unwrap();
+        assert!(on_disk.starts_with(b"head,x") && on_disk.ends_with(b"xtail"));
+        assert_eq!(staged.sha256, hex::encode(Sha256::digest(&on_disk)));
+        let got = receive(store.staging_dir(), chunks(&[b"\xff\xfe"]), 100).await.unwrap();
+        assert!(matches!(got, Received::Staged(ref s) if s.size == 2));
     }
 
     #[tokio::test]

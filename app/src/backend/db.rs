@@ -43,10 +43,16 @@ pub enum DbError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
-/// A pool of connections to one database, of either kind.
+/// Pools of connections to one database, of either kind.
 #[derive(Clone, Debug)]
 pub struct Db {
+    /// For reads.
     pub pool: AnyPool,
+    /// For writes. On SQLite, one connection: writers take turns here, in order, instead of
+    /// colliding on the file lock, where SQLite's busy handler sleeps a millisecond or more per
+    /// retry (under load most of a job's time went to those sleeps). On PostgreSQL the same
+    /// pool as `pool`: its row locks let writers work side by side.
+    pub writer: AnyPool,
     pub backend: Backend,
 }
 
@@ -63,23 +69,29 @@ impl Db {
             }
             _ => url.to_string(),
         };
-        let options = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers work while a writer commits; a busy writer waits
-                        // rather than failing at once.
-                        conn.execute("pragma journal_mode = wal; pragma synchronous = normal; pragma busy_timeout = 5000; pragma foreign_keys = on;")
-                            .await?;
-                    }
-                    Ok(())
+        let options = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(5))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            // WAL lets readers work while a writer commits; a busy writer waits
+                            // rather than failing at once.
+                            conn.execute("pragma journal_mode = wal; pragma synchronous = normal; pragma busy_timeout = 5000; pragma foreign_keys = on;")
+                                .await?;
+                        }
+                        Ok(())
+                    })
                 })
-            });
-        let pool = options.connect(&url).await.map_err(DbError::Connect)?;
+        };
+        let pool = options(if backend == Backend::Sqlite { 8 } else { 16 }).connect(&url).await.map_err(DbError::Connect)?;
         MIGRATOR.run(&pool).await.map_err(DbError::Migrate)?;
-        Ok(Self { pool, backend })
+        let writer = match backend {
+            Backend::Sqlite => options(1).connect(&url).await.map_err(DbError::Connect)?,
+            Backend::Postgres => pool.clone(),
+        };
+        Ok(Self { pool, writer, backend })
     }
 
     /// True when a trivial query succeeds: the health check.

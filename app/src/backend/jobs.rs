@@ -74,6 +74,34 @@ const SELECT: &str = r#"select j.id, j.app_id, a.name as app_name, a.kind as app
     from jobs j join applications a on a.id = j.app_id join users u on u.id = j.owner_id
     left join nodes n on n.id = j.node_id"#;
 
+/// Announces jobs that reached an end state (succeeded, failed, cancelled), by id, so that
+/// API callers waiting for one (`GET /api/v1/jobs/{id}?wait=…`) answer at once. Waiters also
+/// look again every second, so an end that is not announced is still seen.
+#[derive(Clone)]
+pub struct JobEnds(tokio::sync::broadcast::Sender<std::sync::Arc<str>>);
+
+impl Default for JobEnds {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(1024).0)
+    }
+}
+
+impl JobEnds {
+    pub fn announce(&self, id: &str) {
+        // No receiver is fine: nobody is waiting.
+        let _ = self.0.send(id.into());
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<str>> {
+        self.0.subscribe()
+    }
+}
+
+/// True for the statuses a job does not leave.
+pub fn is_final(status: &str) -> bool {
+    matches!(status, "succeeded" | "failed" | "cancelled")
+}
+
 /// A job as the server's own machinery needs it (keys included; never sent to a browser).
 #[derive(Clone, Debug, FromRow)]
 pub struct JobRecord {
@@ -100,6 +128,12 @@ const RECORD: &str = r#"select j.id, j.owner_id, j.app_id, j.status, j.node_id, 
     a.sha256 as app_sha256, a.size_bytes as app_size, a.runtime as app_runtime
     from jobs j join applications a on a.id = j.app_id"#;
 
+/// A timeline event's id. Time-ordered (UUID v7, in creation order within this process), so
+/// events of the same millisecond keep their order on a page sorted by (time, id).
+fn event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 async fn event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job_id: &str,
@@ -110,7 +144,7 @@ async fn event(
     message: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("insert into job_events (id, job_id, at, status, attempt, node_id, message) values ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(event_id())
         .bind(job_id)
         .bind(at)
         .bind(status)
@@ -122,7 +156,8 @@ async fn event(
     Ok(())
 }
 
-/// Records a new job, queued.
+/// Records a new job, queued. `inline_input`: the input's content, stored under `input_key`
+/// (an inline key) in the same transaction.
 pub async fn create(
     db: &Db,
     owner_id: &str,
@@ -131,10 +166,14 @@ pub async fn create(
     input_name: &str,
     input_rows: Option<u64>,
     max_attempts: u32,
+    inline_input: Option<&str>,
 ) -> Result<String, sqlx::Error> {
     let id = uuid::Uuid::new_v4().to_string();
     let now = now_ms();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.writer.begin().await?;
+    if let Some(content) = inline_input {
+        super::artifacts::put_inline(&mut tx, input_key, content).await?;
+    }
     sqlx::query("insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, created_at, max_attempts) values ($1, $2, $3, 'queued', $4, $5, $6, $7, $8)")
         .bind(&id)
         .bind(owner_id)
@@ -216,70 +255,85 @@ pub struct QueuedJob {
     pub app_runtime: Option<String>,
     pub app_sha256: String,
     pub app_size: i64,
+    pub input_key: String,
+    /// The input itself when it is kept in the database (see `artifacts::INLINE_MAX`).
+    pub input_inline: Option<String>,
+    pub created_at: i64,
 }
 
-/// Queued jobs, oldest first.
-pub async fn queued(db: &Db, limit: i64) -> Result<Vec<QueuedJob>, sqlx::Error> {
+/// Queued jobs, oldest first, after `after` (the (created_at, id) of the last one seen).
+pub async fn queued(db: &Db, after: Option<(i64, &str)>, limit: i64) -> Result<Vec<QueuedJob>, sqlx::Error> {
+    let (at, id) = after.unwrap_or((i64::MIN, ""));
     sqlx::query_as(
-        "select j.id, j.attempt, a.kind as app_kind, a.runtime as app_runtime, a.sha256 as app_sha256, a.size_bytes as app_size
-         from jobs j join applications a on a.id = j.app_id where j.status = 'queued' order by j.created_at, j.id limit $1",
+        "select j.id, j.attempt, a.kind as app_kind, a.runtime as app_runtime, a.sha256 as app_sha256, a.size_bytes as app_size,
+                j.input_key, i.content as input_inline, j.created_at
+         from jobs j join applications a on a.id = j.app_id left join inline_artifacts i on i.key = j.input_key
+         where j.status = 'queued' and (j.created_at > $1 or (j.created_at = $1 and j.id > $2))
+         order by j.created_at, j.id limit $3",
     )
+    .bind(at)
+    .bind(id)
     .bind(limit)
     .fetch_all(&db.pool)
     .await
 }
 
-/// Jobs each node holds (dispatched or running).
-pub async fn in_flight_by_node(db: &Db) -> Result<std::collections::HashMap<String, u32>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "select node_id, count(*) from jobs where status in ('dispatched', 'running') and node_id is not null group by node_id",
-    )
-    .fetch_all(&db.pool)
-    .await?;
-    Ok(rows.into_iter().map(|(n, c)| (n, u32::try_from(c).unwrap_or(u32::MAX))).collect())
+/// A queued job's next attempt, reserved for a node (see [`mark_dispatched`]).
+pub struct Reservation<'a> {
+    pub id: &'a str,
+    /// The attempt number the job has now; the reservation is for the next.
+    pub expected_attempt: i32,
+    pub node_id: &'a str,
+    pub node_name: &'a str,
+    pub decision: &'a Decision,
 }
 
-/// Reserves the next attempt of a queued job for `node_id` before it is published: the job
-/// becomes `dispatched` and the attempt gets its row. False when the job is no longer queued
-/// (cancelled meanwhile).
-pub async fn mark_dispatched(db: &Db, id: &str, expected_attempt: i32, node_id: &str, node_name: &str, decision: &Decision) -> Result<bool, sqlx::Error> {
+/// Reserves the next attempt of queued jobs before they are published, all in one transaction:
+/// each job becomes `dispatched` and its attempt gets its row. False for a job that is no
+/// longer queued (cancelled meanwhile).
+pub async fn mark_dispatched(db: &Db, reservations: &[Reservation<'_>]) -> Result<Vec<bool>, sqlx::Error> {
     let now = now_ms();
-    let attempt = expected_attempt + 1;
-    let decision_json = serde_json::to_string(decision).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let mut tx = db.pool.begin().await?;
-    let done = sqlx::query(
-        "update jobs set status = 'dispatched', node_id = $1, attempt = $2, decision = $3, dispatched_at = $4, started_at = null
-         where id = $5 and status = 'queued' and attempt = $6",
-    )
-    .bind(node_id)
-    .bind(attempt)
-    .bind(decision_json)
-    .bind(now)
-    .bind(id)
-    .bind(expected_attempt)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
-    }
-    sqlx::query("insert into job_attempts (job_id, attempt, node_id, node_name, dispatched_at, outcome) values ($1, $2, $3, $4, $5, 'dispatched')")
-        .bind(id)
+    let mut reserved = Vec::with_capacity(reservations.len());
+    let mut tx = db.writer.begin().await?;
+    for r in reservations {
+        let attempt = r.expected_attempt + 1;
+        let decision_json = serde_json::to_string(r.decision).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let done = sqlx::query(
+            "update jobs set status = 'dispatched', node_id = $1, attempt = $2, decision = $3, dispatched_at = $4, started_at = null
+             where id = $5 and status = 'queued' and attempt = $6",
+        )
+        .bind(r.node_id)
         .bind(attempt)
-        .bind(node_id)
-        .bind(node_name)
+        .bind(decision_json)
         .bind(now)
+        .bind(r.id)
+        .bind(r.expected_attempt)
         .execute(&mut *tx)
         .await?;
-    event(&mut tx, id, now, "dispatched", attempt, Some(node_id), &format!("sent to {node_name}'s queue")).await?;
+        if done.rows_affected() == 0 {
+            reserved.push(false);
+            continue;
+        }
+        sqlx::query("insert into job_attempts (job_id, attempt, node_id, node_name, dispatched_at, outcome) values ($1, $2, $3, $4, $5, 'dispatched')")
+            .bind(r.id)
+            .bind(attempt)
+            .bind(r.node_id)
+            .bind(r.node_name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        event(&mut tx, r.id, now, "dispatched", attempt, Some(r.node_id), &format!("sent to {}'s queue", r.node_name)).await?;
+        reserved.push(true);
+    }
     tx.commit().await?;
-    Ok(true)
+    Ok(reserved)
 }
 
 /// Puts a dispatched job back in the queue when its message could not be published; the
 /// attempt never happened, so its number is given back.
 pub async fn undo_dispatch(db: &Db, id: &str, attempt: i32, why: &str) -> Result<bool, sqlx::Error> {
     let now = now_ms();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.writer.begin().await?;
     let done = sqlx::query("update jobs set status = 'queued', node_id = null, attempt = $1 where id = $2 and status = 'dispatched' and attempt = $3")
         .bind(attempt - 1)
         .bind(id)
@@ -319,49 +373,62 @@ async fn current(db: &Db, id: &str) -> Result<Option<(String, Option<String>, i3
 
 /// The agent process `instance` starts attempt `attempt`: dispatched → running.
 pub async fn start(db: &Db, id: &str, node_id: &str, attempt: i32, instance: Option<&str>) -> Result<Verdict, sqlx::Error> {
-    let now = now_ms();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.writer.begin().await?;
+    if start_in(&mut tx, id, node_id, attempt, instance, now_ms()).await? {
+        tx.commit().await?;
+        return Ok(Verdict::Proceed);
+    }
+    drop(tx);
+    let now_state = current(db, id).await?;
+    // A repeated start of the same attempt by the same process (its first answer was lost)
+    // is fine; from another process it is a redelivery to a restarted agent, which must not
+    // run the attempt a second time (the restart is noticed and the job moves on).
+    if let Some((status, node, att)) = &now_state {
+        if status == "running" && node.as_deref() == Some(node_id) && *att == attempt {
+            let (started_by,): (Option<String>,) = sqlx::query_as("select agent_instance from job_attempts where job_id = $1 and attempt = $2")
+                .bind(id)
+                .bind(attempt)
+                .fetch_optional(&db.pool)
+                .await?
+                .unwrap_or((None,));
+            return Ok(if started_by.as_deref() == instance {
+                Verdict::Proceed
+            } else {
+                Verdict::Stop("this attempt was started by an earlier agent process".into())
+            });
+        }
+    }
+    Ok(stop_reason(now_state, node_id, attempt))
+}
+
+/// dispatched → running at `at`, in `tx`; false when the attempt is not dispatched to `node_id`.
+async fn start_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    node_id: &str,
+    attempt: i32,
+    instance: Option<&str>,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("update jobs set status = 'running', started_at = $1 where id = $2 and status = 'dispatched' and node_id = $3 and attempt = $4")
-        .bind(now)
+        .bind(at)
         .bind(id)
         .bind(node_id)
         .bind(attempt)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     if done.rows_affected() == 0 {
-        drop(tx);
-        let now_state = current(db, id).await?;
-        // A repeated start of the same attempt by the same process (its first answer was lost)
-        // is fine; from another process it is a redelivery to a restarted agent, which must not
-        // run the attempt a second time (the restart is noticed and the job moves on).
-        if let Some((status, node, att)) = &now_state {
-            if status == "running" && node.as_deref() == Some(node_id) && *att == attempt {
-                let (started_by,): (Option<String>,) =
-                    sqlx::query_as("select agent_instance from job_attempts where job_id = $1 and attempt = $2")
-                        .bind(id)
-                        .bind(attempt)
-                        .fetch_optional(&db.pool)
-                        .await?
-                        .unwrap_or((None,));
-                return Ok(if started_by.as_deref() == instance {
-                    Verdict::Proceed
-                } else {
-                    Verdict::Stop("this attempt was started by an earlier agent process".into())
-                });
-            }
-        }
-        return Ok(stop_reason(now_state, node_id, attempt));
+        return Ok(false);
     }
     sqlx::query("update job_attempts set outcome = 'running', started_at = $1, agent_instance = $2 where job_id = $3 and attempt = $4")
-        .bind(now)
+        .bind(at)
         .bind(instance)
         .bind(id)
         .bind(attempt)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    event(&mut tx, id, now, "running", attempt, Some(node_id), "started on the node").await?;
-    tx.commit().await?;
-    Ok(Verdict::Proceed)
+    event(tx, id, at, "running", attempt, Some(node_id), "started on the node").await?;
+    Ok(true)
 }
 
 /// Whether attempt `attempt` on `node_id` is the job's live attempt (dispatched or running).
@@ -384,7 +451,7 @@ pub async fn progress(db: &Db, id: &str, node_id: &str, attempt: i32, rows_done:
         .bind(id)
         .bind(node_id)
         .bind(attempt)
-        .execute(&db.pool)
+        .execute(&db.writer)
         .await?;
     if done.rows_affected() > 0 {
         return Ok(Verdict::Proceed);
@@ -392,12 +459,14 @@ pub async fn progress(db: &Db, id: &str, node_id: &str, attempt: i32, rows_done:
     Ok(stop_reason(current(db, id).await?, node_id, attempt))
 }
 
-/// Attaches an uploaded result or log to the live attempt. False: not the live attempt.
-pub async fn attach(db: &Db, id: &str, node_id: &str, attempt: i32, what: Attachment, key: &str) -> Result<bool, sqlx::Error> {
+/// Attaches an uploaded result or log to the live attempt; `inline`: its content, stored under
+/// `key` (an inline key) in the same transaction. False: not the live attempt.
+pub async fn attach(db: &Db, id: &str, node_id: &str, attempt: i32, what: Attachment, key: &str, inline: Option<&str>) -> Result<bool, sqlx::Error> {
     let column = match what {
         Attachment::Result => "result_key",
         Attachment::Log => "log_key",
     };
+    let mut tx = db.writer.begin().await?;
     let done = sqlx::query(&format!(
         "update jobs set {column} = $1 where id = $2 and status = 'running' and node_id = $3 and attempt = $4"
     ))
@@ -405,9 +474,18 @@ pub async fn attach(db: &Db, id: &str, node_id: &str, attempt: i32, what: Attach
     .bind(id)
     .bind(node_id)
     .bind(attempt)
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected() > 0)
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if let Some(content) = inline {
+        // The same upload again (its first answer was lost) replaces the first.
+        sqlx::query("delete from inline_artifacts where key = $1").bind(key).execute(&mut *tx).await?;
+        super::artifacts::put_inline(&mut tx, key, content).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -418,10 +496,19 @@ pub enum Attachment {
 
 /// How a finished attempt ends.
 pub enum Finish<'a> {
-    Succeeded { rows: u64 },
+    /// `result`: the predictions CSV itself (else it was uploaded before). `unstarted`: the
+    /// agent ran the attempt without a `start` call (see `shared::jobs`).
+    Succeeded { rows: u64, result: Option<&'a str>, unstarted: Option<Unstarted<'a>> },
     /// `retry`: the cause may not follow the job to another node (the agent's own trouble), so
     /// the job goes back to the balancer while it has attempts left.
     Failed { error: &'a str, retry: bool },
+}
+
+/// An attempt reported only once it had run: which agent process ran it, for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct Unstarted<'a> {
+    pub instance: Option<&'a str>,
+    pub ran_ms: u64,
 }
 
 /// What became of a job when one of its attempts ended without success.
@@ -441,7 +528,7 @@ pub enum AfterFailure {
 /// own reports, cancels and the other sweeps.
 pub async fn end_attempt(db: &Db, id: &str, node_id: &str, attempt: i32, outcome: &str, reason: &str, retry: bool) -> Result<AfterFailure, sqlx::Error> {
     let now = now_ms();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.writer.begin().await?;
     let row: Option<(i32, String)> = sqlx::query_as(
         "select j.max_attempts, coalesce(n.name, '') from jobs j left join nodes n on n.id = j.node_id
          where j.id = $1 and j.status in ('dispatched', 'running') and j.node_id = $2 and j.attempt = $3",
@@ -508,8 +595,8 @@ async fn summary(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str, max_attemp
 /// The live attempt finished: running → succeeded, or a failure (see [`end_attempt`]).
 /// A success needs its result uploaded.
 pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<'_>) -> Result<Verdict, sqlx::Error> {
-    let rows = match how {
-        Finish::Succeeded { rows } => rows,
+    let (rows, result, unstarted) = match how {
+        Finish::Succeeded { rows, result, unstarted } => (rows, result, unstarted),
         Finish::Failed { error, retry } => {
             return match end_attempt(db, id, node_id, attempt, "failed", error, retry).await? {
                 AfterFailure::Requeued | AfterFailure::Failed => Ok(Verdict::Proceed),
@@ -533,19 +620,30 @@ pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<
         }
     };
     let now = now_ms();
-    let mut tx = db.pool.begin().await?;
-    let done = sqlx::query(
-        "update jobs set status = 'succeeded', result_rows = $1, progress_rows = $1, finished_at = $2, error = null
-         where id = $3 and status = 'running' and node_id = $4 and attempt = $5 and result_key is not null",
-    )
-    .bind(rows as i64)
-    .bind(now)
-    .bind(id)
-    .bind(node_id)
-    .bind(attempt)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() == 0 {
+    let mut tx = db.writer.begin().await?;
+    let result_key = result.map(|_| super::artifacts::inline_key(&format!("jobs/{id}/attempt-{attempt}/result.csv")));
+    // With the result inline it becomes the job's; otherwise one must have been uploaded.
+    let (set_result, need_result) = if result_key.is_some() { (", result_key = $6", "") } else { ("", " and result_key is not null") };
+    // Reported only once done: dispatched → succeeded in one step, its start dated back by the
+    // run time the agent measured. Otherwise the attempt was started: running → succeeded.
+    let (from, set_started, started) = match unstarted {
+        Some(u) => ("dispatched", ", started_at = $7", Some(now - i64::try_from(u.ran_ms).unwrap_or(0).min(now))),
+        None => ("running", "", None),
+    };
+    let sql = format!(
+        "update jobs set status = 'succeeded', result_rows = $1, progress_rows = $1, finished_at = $2, error = null{set_result}{set_started}
+         where id = $3 and status = '{from}' and node_id = $4 and attempt = $5{need_result}"
+    );
+    let mut update = sqlx::query(&sql).bind(rows as i64).bind(now).bind(id).bind(node_id).bind(attempt);
+    // An unstarted attempt always has its result inline (there was no running state to upload
+    // in), so $6 is bound whenever $7 is.
+    match (&result_key, started) {
+        (Some(key), Some(at)) => update = update.bind(key).bind(at),
+        (Some(key), None) => update = update.bind(key),
+        (None, Some(_)) => return Ok(Verdict::Stop("a job reported only when done must carry its result".into())),
+        (None, None) => {}
+    }
+    if update.execute(&mut *tx).await?.rows_affected() == 0 {
         drop(tx);
         let now_state = current(db, id).await?;
         if let Some((s, node, att)) = &now_state {
@@ -553,19 +651,55 @@ pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<
             if s == "succeeded" && node.as_deref() == Some(node_id) && *att == attempt {
                 return Ok(Verdict::Proceed);
             }
-            if s == "running" && node.as_deref() == Some(node_id) && *att == attempt {
+            if s == "running" && node.as_deref() == Some(node_id) && *att == attempt && unstarted.is_none() {
                 return Ok(Verdict::Stop("upload the result before reporting success".into()));
             }
         }
         return Ok(stop_reason(now_state, node_id, attempt));
     }
-    sqlx::query("update job_attempts set outcome = 'succeeded', finished_at = $1 where job_id = $2 and attempt = $3")
-        .bind(now)
-        .bind(id)
-        .bind(attempt)
-        .execute(&mut *tx)
-        .await?;
-    event(&mut tx, id, now, "succeeded", attempt, Some(node_id), &format!("finished: {rows} rows")).await?;
+    if let (Some(key), Some(content)) = (&result_key, result) {
+        super::artifacts::put_inline(&mut tx, key, content).await?;
+    }
+    let finished = format!("finished: {rows} rows");
+    match (started, unstarted) {
+        (Some(started), Some(u)) => {
+            sqlx::query(
+                "update job_attempts set outcome = 'succeeded', started_at = $1, finished_at = $2, agent_instance = $3
+                 where job_id = $4 and attempt = $5",
+            )
+            .bind(started)
+            .bind(now)
+            .bind(u.instance)
+            .bind(id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+            // Both steps of the timeline in one statement.
+            sqlx::query(
+                "insert into job_events (id, job_id, at, status, attempt, node_id, message)
+                 values ($1, $2, $3, 'running', $4, $5, 'started on the node'), ($6, $2, $7, 'succeeded', $4, $5, $8)",
+            )
+            .bind(event_id())
+            .bind(id)
+            .bind(started)
+            .bind(attempt)
+            .bind(node_id)
+            .bind(event_id())
+            .bind(now)
+            .bind(&finished)
+            .execute(&mut *tx)
+            .await?;
+        }
+        _ => {
+            sqlx::query("update job_attempts set outcome = 'succeeded', finished_at = $1 where job_id = $2 and attempt = $3")
+                .bind(now)
+                .bind(id)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?;
+            event(&mut tx, id, now, "succeeded", attempt, Some(node_id), &finished).await?;
+        }
+    }
     tx.commit().await?;
     Ok(Verdict::Proceed)
 }
@@ -584,7 +718,7 @@ pub async fn cancel(db: &Db, id: &str, by: &UserView) -> Result<CancelOutcome, s
         _ => return Ok(CancelOutcome::NotFound),
     }
     let now = now_ms();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.writer.begin().await?;
     let done = sqlx::query(
         "update jobs set status = 'cancelled', finished_at = $1 where id = $2 and status in ('queued', 'dispatched', 'running')",
     )
@@ -673,8 +807,8 @@ pub async fn attempts(db: &Db, id: &str) -> Result<Vec<AttemptView>, sqlx::Error
 /// For each queued job that has run before, the nodes its earlier attempts were on.
 pub async fn tried_nodes(db: &Db) -> Result<std::collections::HashMap<String, Vec<String>>, sqlx::Error> {
     let rows: Vec<(String, String)> = sqlx::query_as(
-        "select a.job_id, a.node_id from job_attempts a join jobs j on j.id = a.job_id
-         where j.status = 'queued' and a.node_id is not null",
+        "select a.job_id, a.node_id from jobs j join job_attempts a on a.job_id = j.id
+         where j.status = 'queued' and j.attempt > 0 and a.node_id is not null",
     )
     .fetch_all(&db.pool)
     .await?;
@@ -695,7 +829,7 @@ pub async fn detail_with_log(state: &super::AppState, id: &str) -> Result<Option
     if detail.job.has_log {
         let key: Option<(Option<String>,)> = sqlx::query_as("select log_key from jobs where id = $1").bind(id).fetch_optional(&state.db.pool).await?;
         if let Some((Some(key),)) = key {
-            if let Ok(mut artifact) = state.artifacts.open(&key).await {
+            if let Ok(mut artifact) = super::artifacts::open(&state.db, state.artifacts.as_ref(), &key).await {
                 let mut bytes = Vec::new();
                 // Logs are capped by the agent, so reading one whole is bounded.
                 if artifact.reader.read_to_end(&mut bytes).await.is_ok() {

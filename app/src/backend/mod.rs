@@ -62,6 +62,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub node_keys: nodes::NodeKeys,
     pub artifacts: Arc<dyn artifacts::ArtifactStore>,
+    pub job_ends: jobs::JobEnds,
 }
 
 /// The user the request was made by, resolved once per request by

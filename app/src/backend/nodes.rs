@@ -125,7 +125,7 @@ pub async fn add(state: &AppState, owner_id: &str, name: &str) -> Result<NewNode
     let token = new_token();
     let expires_at_ms = now + TOKEN_TTL_MS;
     let internal = |e: sqlx::Error| AddError::Internal(e.to_string());
-    let mut tx = state.db.pool.begin().await.map_err(internal)?;
+    let mut tx = state.db.writer.begin().await.map_err(internal)?;
     let inserted = sqlx::query("insert into nodes (id, owner_id, name, created_at) values ($1, $2, $3, $4)")
         .bind(&id)
         .bind(owner_id)
@@ -191,7 +191,7 @@ pub async fn redeem(db: &Db, token: &str, facts: &NodeFacts) -> Result<String, R
     let done = sqlx::query("update node_tokens set used_at = $1 where token_hash = $2 and used_at is null")
         .bind(now)
         .bind(&hash)
-        .execute(&db.pool)
+        .execute(&db.writer)
         .await
         .map_err(internal)?;
     if done.rows_affected() != 1 {
@@ -208,7 +208,7 @@ pub async fn redeem(db: &Db, token: &str, facts: &NodeFacts) -> Result<String, R
     sqlx::query("update nodes set facts = $1 where id = $2")
         .bind(serde_json::to_string(facts).unwrap_or_default())
         .bind(&node_id)
-        .execute(&db.pool)
+        .execute(&db.writer)
         .await
         .map_err(internal)?;
     Ok(node_id)
@@ -258,7 +258,7 @@ pub async fn auth_info(db: &Db, id: &str) -> Result<Option<NodeAuth>, sqlx::Erro
 
 /// Records a status transition with its reason, unless the node is no longer in `from`.
 pub async fn transition(db: &Db, id: &str, from: &str, to: &str, reason: &str, at: i64) -> Result<bool, sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.writer.begin().await?;
     let done = sqlx::query("update nodes set status = $1 where id = $2 and status = $3")
         .bind(to)
         .bind(id)
@@ -292,7 +292,7 @@ pub struct Latest {
 /// Writes the latest metrics of many nodes and appends one history sample each, in one
 /// transaction: one commit per flush instead of one per heartbeat.
 pub async fn save_latest(db: &Db, batch: &[Latest]) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.writer.begin().await?;
     for l in batch {
         let metrics = serde_json::to_string(&l.metrics).unwrap_or_default();
         sqlx::query("update nodes set metrics = $1, score = $2, last_heartbeat_at = $3 where id = $4")
@@ -338,7 +338,7 @@ pub async fn save_latest(db: &Db, batch: &[Latest]) -> Result<(), sqlx::Error> {
 
 /// Records the agent process now heartbeating for a node (it changes when the agent restarts).
 pub async fn set_agent_instance(db: &Db, id: &str, instance: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("update nodes set agent_instance = $1 where id = $2").bind(instance).bind(id).execute(&db.pool).await?;
+    sqlx::query("update nodes set agent_instance = $1 where id = $2").bind(instance).bind(id).execute(&db.writer).await?;
     Ok(())
 }
 
@@ -348,7 +348,7 @@ pub async fn set_admin_state(db: &Db, id: &str, state: &str) -> Result<bool, sql
     let done = sqlx::query("update nodes set admin_state = $1 where id = $2 and admin_state <> 'removed'")
         .bind(state)
         .bind(id)
-        .execute(&db.pool)
+        .execute(&db.writer)
         .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -383,7 +383,7 @@ pub struct RollUp {
 pub async fn roll_up(db: &Db, now: i64, full_rate_ms: i64, retention_ms: i64) -> Result<RollUp, sqlx::Error> {
     // Only whole minutes: the one the cutoff falls in still gets samples at full rate.
     let cutoff = (now - full_rate_ms).div_euclid(MINUTE_MS) * MINUTE_MS;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.writer.begin().await?;
     if db.backend == Backend::Postgres {
         // Two servers rolling up at once would both average the same samples before either
         // deletes them; this lock makes the second wait, then find them gone. Readers are not

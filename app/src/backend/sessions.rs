@@ -39,7 +39,7 @@ impl DbSessionStore {
     pub async fn delete_expired(&self) -> Result<u64, sqlx::Error> {
         let done = sqlx::query("delete from sessions where expires_at <= $1")
             .bind(super::now_ms())
-            .execute(&self.db.pool)
+            .execute(&self.db.writer)
             .await?;
         Ok(done.rows_affected())
     }
@@ -75,7 +75,7 @@ impl SessionStore for DbSessionStore {
             .bind(user_id(record))
             .bind(&data)
             .bind(expiry_ms(record))
-            .execute(&self.db.pool)
+            .execute(&self.db.writer)
             .await
             .map_err(backend_err)?;
             if done.rows_affected() == 1 {
@@ -96,7 +96,7 @@ impl SessionStore for DbSessionStore {
         .bind(user_id(record))
         .bind(data)
         .bind(expiry_ms(record))
-        .execute(&self.db.pool)
+        .execute(&self.db.writer)
         .await
         .map_err(backend_err)?;
         Ok(())
@@ -120,7 +120,7 @@ impl SessionStore for DbSessionStore {
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         sqlx::query("delete from sessions where id = $1")
             .bind(key(id))
-            .execute(&self.db.pool)
+            .execute(&self.db.writer)
             .await
             .map_err(backend_err)?;
         Ok(())
@@ -131,7 +131,7 @@ impl SessionStore for DbSessionStore {
 pub async fn delete_for_user(db: &Db, user_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("delete from sessions where user_id = $1")
         .bind(user_id)
-        .execute(&db.pool)
+        .execute(&db.writer)
         .await?;
     Ok(())
 }

@@ -71,7 +71,7 @@ pub async fn create(
     .bind(&row.role)
     .bind(&row.password_hash)
     .bind(row.created_at)
-    .execute(&db.pool)
+    .execute(&db.writer)
     .await;
     match inserted {
         Ok(_) => {
@@ -141,7 +141,7 @@ pub async fn set_role_and_password(db: &Db, id: &str, role: Role, password: &str
         .bind(role.as_str())
         .bind(phc)
         .bind(id)
-        .execute(&db.pool)
+        .execute(&db.writer)
         .await
         .map_err(|e| RegisterError::Internal(e.to_string()))?;
     // Every session of the account ends, so an old password's sessions don't outlive it.
