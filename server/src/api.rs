@@ -441,9 +441,20 @@ async fn submit_job_inner(
             (key, "default input".to_string(), app.view.default_input_rows, None)
         }
     };
-    let id = jobs::create(&state.db, &user.id, &app.view.id, &input_key, &input_name, rows, state.settings.max_attempts, inline.as_deref()).await?;
-    tracing::info!(job_id = %id, app_id = %app.view.id, user = %user.id, "job submitted");
-    let view = jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+    let view = jobs::create(
+        &state.db,
+        jobs::NewJob {
+            owner: &user,
+            app: &app.view,
+            input_key: &input_key,
+            input_name: &input_name,
+            input_rows: rows,
+            max_attempts: state.settings.max_attempts,
+            inline_input: inline.as_deref(),
+        },
+    )
+    .await?;
+    tracing::info!(job_id = %view.id, app_id = %app.view.id, user = %user.id, "job submitted");
     Ok((StatusCode::CREATED, view))
 }
 
@@ -508,7 +519,7 @@ pub async fn get_job(
     loop {
         let job = jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?;
         let now = tokio::time::Instant::now();
-        if jobs::is_final(&job.status) || now >= deadline {
+        if job.is_terminal() || now >= deadline {
             return Ok(Json(job));
         }
         let look_again = deadline.min(now + WAIT_RECHECK);

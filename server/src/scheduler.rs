@@ -6,7 +6,7 @@
 //! in the database (queued → dispatched, with the decision), publish the signed message
 //! (persistent, mandatory), and only count it dispatched once the broker confirms it. A publish
 //! that is nacked, returned (no queue) or lost with the connection puts the job back in the queue.
-//! Confirms of one round are awaited together, so a burst costs one round trip, not one per job.
+//! Confirms are awaited beside the next rounds, so placing jobs never waits for the broker's disk.
 //! An input small enough to be kept in the database goes in the message itself.
 //!
 //! Once a second, and at once when a node dies, a round first ends the attempts that can no
@@ -292,35 +292,38 @@ async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usi
             break;
         }
     }
-    let mut sent = 0;
-    let mut broken = None;
+    let sent = pending.len();
+    if sent > 0 {
+        // The broker's confirms are awaited beside the next rounds, not before them: a
+        // persistent message is confirmed once it is on disk, and the dispatcher must not wait
+        // for that to place the next jobs.
+        tokio::spawn(settle(state.clone(), pending));
+    }
+    Ok(sent)
+}
+
+/// Awaits the confirms of one round's messages; a job whose message did not make it goes back
+/// to the queue (a lost connection is noticed by the next round, which opens a new channel).
+async fn settle(state: AppState, pending: Vec<Published>) {
     for (job_id, attempt, node_id, confirm) in pending {
         let outcome = match confirm {
             None => Err("publish failed".to_string()),
             Some(confirm) => match confirm.await {
-                Ok(Confirmation::Ack(None)) => Ok(()),
+                Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Ok(()),
                 Ok(Confirmation::Ack(Some(_returned))) => Err("the node's queue does not exist".into()),
                 Ok(Confirmation::Nack(_)) => Err("the broker refused the message".into()),
-                Ok(Confirmation::NotRequested) => Ok(()),
-                Err(e) => {
-                    broken = Some(e.clone());
-                    Err(format!("broker connection lost: {e}"))
-                }
+                Err(e) => Err(format!("broker connection lost: {e}")),
             },
         };
         match outcome {
-            Ok(()) => {
-                sent += 1;
-                tracing::info!(job_id, node_id, attempt, "job dispatched");
-            }
+            Ok(()) => tracing::info!(job_id, node_id, attempt, "job dispatched"),
             Err(why) => {
                 tracing::warn!(job_id, node_id, attempt, why, "dispatch failed; job back in the queue");
-                jobs::undo_dispatch(&state.db, &job_id, attempt, &format!("back in the queue: {why}")).await?;
+                if let Err(e) = jobs::undo_dispatch(&state.db, &job_id, attempt, &format!("back in the queue: {why}")).await {
+                    // The attempt stays dispatched; the start timeout moves it on.
+                    tracing::warn!(job_id, error = %e, "cannot put the job back in the queue");
+                }
             }
         }
     }
-    if let Some(e) = broken {
-        return Err(e.into());
-    }
-    Ok(sent)
 }

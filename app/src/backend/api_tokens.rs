@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 use sqlx::FromRow;
 
-use super::{now_ms, users, Db};
+use super::{now_ms, Db};
 use crate::auth::UserView;
 use crate::jobs::{NewToken, TokenView};
 
@@ -85,20 +85,40 @@ pub async fn revoke(db: &Db, user_id: &str, id: &str) -> Result<bool, sqlx::Erro
     Ok(done.rows_affected() > 0)
 }
 
+/// A live token and its user, read together.
+#[derive(FromRow)]
+struct TokenUser {
+    token_id: String,
+    last_used_at: Option<i64>,
+    id: String,
+    email: String,
+    name: String,
+    role: String,
+    created_at: i64,
+}
+
 /// The user a live token belongs to.
 pub async fn authenticate(db: &Db, token: &str) -> Result<Option<UserView>, sqlx::Error> {
     if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
         return Ok(None);
     }
-    let row: Option<(String, String, Option<i64>)> =
-        sqlx::query_as("select id, user_id, last_used_at from api_tokens where token_hash = $1 and revoked_at is null")
-            .bind(hash(token))
-            .fetch_optional(&db.pool)
-            .await?;
-    let Some((id, user_id, last_used)) = row else { return Ok(None) };
+    let row: Option<TokenUser> = sqlx::query_as(
+        "select t.id as token_id, t.last_used_at, u.id, u.email, u.name, u.role, u.created_at
+         from api_tokens t join users u on u.id = t.user_id where t.token_hash = $1 and t.revoked_at is null",
+    )
+    .bind(hash(token))
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
     let now = now_ms();
-    if last_used.is_none_or(|t| now - t > LAST_USED_RESOLUTION_MS) {
-        sqlx::query("update api_tokens set last_used_at = $1 where id = $2").bind(now).bind(&id).execute(&db.writer).await?;
+    if row.last_used_at.is_none_or(|t| now - t > LAST_USED_RESOLUTION_MS) {
+        sqlx::query("update api_tokens set last_used_at = $1 where id = $2").bind(now).bind(&row.token_id).execute(&db.writer).await?;
     }
-    users::find_by_id(db, &user_id).await
+    Ok(Some(UserView {
+        id: row.id,
+        email: row.email,
+        name: row.name,
+        role: crate::auth::Role::parse(&row.role).unwrap_or(crate::auth::Role::User),
+        created_at_ms: row.created_at,
+    }))
 }

@@ -97,11 +97,6 @@ impl JobEnds {
     }
 }
 
-/// True for the statuses a job does not leave.
-pub fn is_final(status: &str) -> bool {
-    matches!(status, "succeeded" | "failed" | "cancelled")
-}
-
 /// A job as the server's own machinery needs it (keys included; never sent to a browser).
 #[derive(Clone, Debug, FromRow)]
 pub struct JobRecord {
@@ -156,38 +151,63 @@ async fn event(
     Ok(())
 }
 
-/// Records a new job, queued. `inline_input`: the input's content, stored under `input_key`
-/// (an inline key) in the same transaction.
-pub async fn create(
-    db: &Db,
-    owner_id: &str,
-    app_id: &str,
-    input_key: &str,
-    input_name: &str,
-    input_rows: Option<u64>,
-    max_attempts: u32,
-    inline_input: Option<&str>,
-) -> Result<String, sqlx::Error> {
+/// A job to record, see [`create`].
+pub struct NewJob<'a> {
+    pub owner: &'a UserView,
+    pub app: &'a crate::jobs::AppView,
+    pub input_key: &'a str,
+    pub input_name: &'a str,
+    pub input_rows: Option<u64>,
+    pub max_attempts: u32,
+    /// The input's content, stored under `input_key` (an inline key) in the same transaction.
+    pub inline_input: Option<&'a str>,
+}
+
+/// Records a new job, queued; returns it as its owner sees it.
+pub async fn create(db: &Db, new: NewJob<'_>) -> Result<JobView, sqlx::Error> {
     let id = uuid::Uuid::new_v4().to_string();
     let now = now_ms();
+    let max_attempts = i32::try_from(new.max_attempts.max(1)).unwrap_or(i32::MAX);
     let mut tx = db.writer.begin().await?;
-    if let Some(content) = inline_input {
-        super::artifacts::put_inline(&mut tx, input_key, content).await?;
+    if let Some(content) = new.inline_input {
+        super::artifacts::put_inline(&mut tx, new.input_key, content).await?;
     }
     sqlx::query("insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, created_at, max_attempts) values ($1, $2, $3, 'queued', $4, $5, $6, $7, $8)")
         .bind(&id)
-        .bind(owner_id)
-        .bind(app_id)
-        .bind(input_key)
-        .bind(input_name)
-        .bind(input_rows.map(|r| r as i64))
+        .bind(&new.owner.id)
+        .bind(&new.app.id)
+        .bind(new.input_key)
+        .bind(new.input_name)
+        .bind(new.input_rows.map(|r| r as i64))
         .bind(now)
-        .bind(i32::try_from(max_attempts.max(1)).unwrap_or(i32::MAX))
+        .bind(max_attempts)
         .execute(&mut *tx)
         .await?;
     event(&mut tx, &id, now, "queued", 0, None, "submitted").await?;
     tx.commit().await?;
-    Ok(id)
+    Ok(JobView {
+        id,
+        app_id: new.app.id.clone(),
+        app_name: new.app.name.clone(),
+        app_kind: new.app.kind.clone(),
+        owner_email: new.owner.email.clone(),
+        status: "queued".into(),
+        input_name: new.input_name.to_string(),
+        input_rows: new.input_rows,
+        node_id: None,
+        node_name: None,
+        attempt: 0,
+        max_attempts: max_attempts as u32,
+        error: None,
+        result_rows: None,
+        progress_rows: None,
+        has_result: false,
+        has_log: false,
+        created_at_ms: now,
+        dispatched_at_ms: None,
+        started_at_ms: None,
+        finished_at_ms: None,
+    })
 }
 
 pub async fn view(db: &Db, id: &str) -> Result<Option<JobView>, sqlx::Error> {
