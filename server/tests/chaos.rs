@@ -226,7 +226,12 @@ async fn a_restarted_agents_lost_attempt_is_noticed_at_once() {
     c.running(&job, 2, Duration::from_secs(15)).await;
     let attempts = c.attempts(&job).await;
     assert_eq!((attempts[0].2.as_str(), attempts[0].3.as_deref()), ("lost", Some("agent restarted")), "{attempts:?}");
-    // The killed agent's script died with it: only attempt 2's runs.
+    // The killed agent's script dies with it (its parent-death signal, delivered at once but
+    // acted on when the process is next scheduled): soon only attempt 2's runs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while scripts_running("sleep.py") > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(scripts_running("sleep.py"), 1);
     let res = c.user.http.post(c.user.url(&format!("/api/v1/jobs/{job}/cancel"))).bearer_auth(&c.user.token).send().await.unwrap();
     assert_eq!(res.status(), 200);
