@@ -1,11 +1,7 @@
-import { test, expect, Page } from '@playwright/test';
+import { test, expect } from '@playwright/test';
+import { hydrated } from './session';
 
 const PASSWORD = 'correct horse battery';
-
-/** Clicks before hydration are lost; wait until the WASM has taken over the page. */
-async function hydrated(page: Page) {
-  await expect(page.locator('body[data-hydrated="true"]')).toBeAttached({ timeout: 20_000 });
-}
 
 test('register, log out, log in with a wrong then the right password, and stay out of admin', async ({ page }) => {
   const email = `pw-${Date.now()}@example.org`;

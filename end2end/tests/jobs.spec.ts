@@ -4,12 +4,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ADMIN } from '../playwright.config';
+import { hydrated, logIn } from './session';
 
 const fixtures = path.resolve(__dirname, '../../runner/fixtures');
-
-async function hydrated(page: Page) {
-  await expect(page.locator('body[data-hydrated="true"]')).toBeAttached({ timeout: 20_000 });
-}
 
 const agents = new Map<string, ChildProcess>();
 test.afterEach(() => { for (const a of agents.values()) a.kill('SIGKILL'); agents.clear(); });
@@ -24,15 +21,6 @@ async function signUp(page: Page, prefix: string) {
   await page.getByRole('button', { name: 'Create account' }).click();
   await expect(page).toHaveURL(/\/home$/);
   return email;
-}
-
-async function logIn(page: Page, email: string, password: string) {
-  await page.goto('/login');
-  await hydrated(page);
-  await page.fill('#field-email', email);
-  await page.fill('#field-password', password);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await expect(page).toHaveURL(/\/home$/);
 }
 
 /** A node of the user's own, added in the web app, with a real agent running the shown command. */

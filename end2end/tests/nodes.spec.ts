@@ -4,19 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ADMIN } from '../playwright.config';
-
-async function hydrated(page: Page) {
-  await expect(page.locator('body[data-hydrated="true"]')).toBeAttached({ timeout: 20_000 });
-}
-
-async function logIn(page: Page, email: string, password: string) {
-  await page.goto('/login');
-  await hydrated(page);
-  await page.fill('#field-email', email);
-  await page.fill('#field-password', password);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await expect(page).toHaveURL(/\/home$/);
-}
+import { hydrated, logIn } from './session';
 
 let agent: ChildProcess | undefined;
 test.afterEach(() => { agent?.kill('SIGKILL'); });
