@@ -293,10 +293,7 @@ impl Worker {
         self.running.fetch_sub(1, Ordering::Relaxed);
         let mut unstarted = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         let ended = match ran {
-            Ok((rows, output)) if output.len() <= INLINE_MAX => match String::from_utf8(output) {
-                Ok(csv) => Ended { outcome: Outcome::Succeeded { rows }, result_csv: Some(csv) },
-                Err(_) => Ended::failed("the model wrote a result that is not UTF-8".into(), false),
-            },
+            Ok((rows, output)) if output.len() <= INLINE_MAX => Ended::with_result(rows, output),
             Ok((rows, output)) => {
                 // Too large to ride along: the long way, started (and acked), then uploaded.
                 if !self.start(&delivery, &m).await {
@@ -516,10 +513,7 @@ impl Worker {
             return Ok(None);
         }
         match ran {
-            Ok((rows, output)) if output.len() <= INLINE_MAX => match String::from_utf8(output) {
-                Ok(csv) => Ok(Some(Ended { outcome: Outcome::Succeeded { rows }, result_csv: Some(csv) })),
-                Err(_) => Ok(Some(Ended::failed("the model wrote a result that is not UTF-8".into(), false))),
-            },
+            Ok((rows, output)) if output.len() <= INLINE_MAX => Ok(Some(Ended::with_result(rows, output))),
             Ok((rows, output)) => Ok(self.upload_result(m, output).await?.then_some(Ended { outcome: Outcome::Succeeded { rows }, result_csv: None })),
             Err((error, user_error)) => Ok(Some(Ended::failed(error, user_error))),
         }
@@ -584,6 +578,14 @@ struct Ended {
 impl Ended {
     fn failed(error: String, user_error: bool) -> Self {
         Self { outcome: Outcome::Failed { error, user_error }, result_csv: None }
+    }
+
+    /// A success whose result (at most `INLINE_MAX` bytes) goes with the report.
+    fn with_result(rows: u64, output: Vec<u8>) -> Self {
+        match String::from_utf8(output) {
+            Ok(csv) => Self { outcome: Outcome::Succeeded { rows }, result_csv: Some(csv) },
+            Err(_) => Self::failed("the model wrote a result that is not UTF-8".into(), false),
+        }
     }
 }
 

@@ -428,11 +428,9 @@ struct Result1 {
     /// started, started → finished, finished → seen.
     stages: [Vec<f64>; 5],
     seq_failed: Vec<String>,
-    /// Diagnostics, ms: a status GET, a (tiny) result download, and the model run as the agent
-    /// logged it.
+    /// Diagnostics, ms: a status GET and a (tiny) result download.
     probe_status: Vec<f64>,
     probe_result: Vec<f64>,
-    agent_run: Vec<f64>,
     // Throughput.
     jobs: usize,
     tput_elapsed_s: f64,
@@ -508,8 +506,7 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
         }
     }
 
-    // Diagnostics on the last sequential jobs: plain API round trips, and the agent's own
-    // account of the model run (its job log: "ONNX model …: 1 rows in N ms").
+    // Diagnostics on the last sequential jobs: plain API round trips.
     let recent: Vec<Value> = setup
         .http
         .get(setup.url("/api/v1/jobs?limit=20"))
@@ -527,10 +524,6 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
         let res = setup.http.get(setup.url(&format!("/api/v1/jobs/{id}/result"))).bearer_auth(&setup.token).send().await?;
         res.bytes().await?;
         r.probe_result.push(t.elapsed().as_secs_f64() * 1000.0);
-        let log = setup.http.get(setup.url(&format!("/api/v1/jobs/{id}/log"))).bearer_auth(&setup.token).send().await?.text().await?;
-        if let Some(ms) = log.split(" rows in ").nth(1).and_then(|t| t.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok()) {
-            r.agent_run.push(ms);
-        }
     }
 
     // 2. Throughput: M jobs from C submitters, then wait for all of them.
@@ -822,13 +815,12 @@ async fn main() -> anyhow::Result<()> {
         }
         println!();
         for r in &results {
-            let (a, b, c) = (sorted(r.probe_status.clone()), sorted(r.probe_result.clone()), sorted(r.agent_run.clone()));
+            let (a, b) = (sorted(r.probe_status.clone()), sorted(r.probe_result.clone()));
             println!(
-                "Diagnostics, {} agent(s), p50 ms: GET /api/v1/jobs/{{id}} {:.1}, GET …/result (1-row CSV) {:.1}, model run as the agent logged it {:.0}",
+                "Diagnostics, {} agent(s), p50 ms: GET /api/v1/jobs/{{id}} {:.1}, GET …/result (1-row CSV) {:.1}",
                 r.agents,
                 pct(&a, 50.0),
-                pct(&b, 50.0),
-                pct(&c, 50.0)
+                pct(&b, 50.0)
             );
         }
         println!();
