@@ -217,24 +217,31 @@ pub async fn finish(
             format!("an inline result is at most {} bytes; upload larger ones", shared::jobs::INLINE_MAX),
         ));
     }
-    let how = match &report.outcome {
-        Outcome::Succeeded { rows } => Finish::Succeeded {
-            rows: *rows,
-            result: report.result_csv.as_deref(),
-            unstarted: report.ran_ms.map(|ran_ms| Unstarted { instance: report.instance.as_deref(), ran_ms }),
-        },
-        // The application's own failure fails the job now; the node's trouble moves it on.
-        Outcome::Failed { error, user_error } => Finish::Failed { error: error.as_str(), retry: !user_error },
-    };
-    let verdict = jobs::finish(&state.db, &id, &node, attempt_of(report.attempt), how).await?;
+    let (attempt, outcome) = (report.attempt, report.outcome.clone());
+    let (db, id_, node_) = (state.db.clone(), id.clone(), node.clone());
+    let verdict = state
+        .db
+        .exec(async move {
+            let how = match &report.outcome {
+                Outcome::Succeeded { rows } => Finish::Succeeded {
+                    rows: *rows,
+                    result: report.result_csv.as_deref(),
+                    unstarted: report.ran_ms.map(|ran_ms| Unstarted { instance: report.instance.as_deref(), ran_ms }),
+                },
+                // The application's own failure fails the job now; the node's trouble moves it on.
+                Outcome::Failed { error, user_error } => Finish::Failed { error: error.as_str(), retry: !user_error },
+            };
+            jobs::finish(&db, &id_, &node_, attempt_of(report.attempt), how).await
+        })
+        .await?;
     match &verdict {
         Verdict::Proceed => {
-            tracing::info!(job_id = %id, node_id = %node, attempt = report.attempt, outcome = ?report.outcome, "job finished");
+            tracing::info!(job_id = %id, node_id = %node, attempt, ?outcome, "job finished");
             state.job_ends.announce(&id);
             // A slot is free again, or the job is back in the queue.
             dispatcher.wake();
         }
-        Verdict::Stop(reason) => tracing::warn!(job_id = %id, node_id = %node, attempt = report.attempt, reason, "finish refused"),
+        Verdict::Stop(reason) => tracing::warn!(job_id = %id, node_id = %node, attempt, reason, "finish refused"),
     }
     Ok(answer(verdict))
 }

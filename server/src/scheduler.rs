@@ -64,7 +64,8 @@ impl Dispatcher {
 
 /// Runs rounds until `cancel` fires.
 pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, start_timeout: Duration, cancel: CancellationToken) {
-    tokio::spawn(async move {
+    // On the database thread (SQLite): a round is mostly queries, each answered at once there.
+    state.db.clone().spawn(async move {
         let mut link: Option<Link> = None;
         let mut last_recovery: Option<Instant> = None;
         loop {
@@ -250,7 +251,12 @@ async fn publish(state: &AppState, broker: &Broker, link: &mut Link, p: Placed, 
 /// One round; returns how many jobs went out.
 async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usize, RoundError> {
     let mut pending = Vec::new();
-    let mut fleet: Option<Vec<NodeState>> = None;
+    // The fleet first: while every node is full (the usual case under a backlog, where each
+    // submission wakes a round) the queue is not read at all.
+    let mut fleet = nodes(state).await?;
+    if !fleet.iter().any(balancer::has_room) {
+        return Ok(0);
+    }
     let mut after: Option<(i64, String)> = None;
     let mut looked = 0;
     // Page through the queue, oldest first, while some node has room: a long backlog costs a
@@ -261,10 +267,7 @@ async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usi
         after = Some((last.created_at, last.id.clone()));
         looked += page.len() as i64;
         let full_page = page.len() as i64 == PAGE;
-        if fleet.is_none() {
-            fleet = Some(nodes(state).await?);
-        }
-        let Some(nodes) = fleet.as_mut() else { break };
+        let nodes = &mut fleet;
         // Only jobs that ran before have nodes to avoid.
         let mut tried = if page.iter().any(|j| j.attempt > 0) { jobs::tried_nodes(&state.db).await? } else { HashMap::new() };
         let placed = place(page, nodes, &mut tried);

@@ -4,6 +4,8 @@
 //! Queries are checked at run time (`query_as` + `FromRow`) rather than by the compile-time
 //! macros, which would need a live database of each kind at build time.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
@@ -41,6 +43,8 @@ pub enum DbError {
     Connect(#[source] sqlx::Error),
     #[error("cannot apply the database migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot start the database thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Pools of connections to one database, of either kind.
@@ -54,6 +58,43 @@ pub struct Db {
     /// pool as `pool`: its row locks let writers work side by side.
     pub writer: AnyPool,
     pub backend: Backend,
+    /// SQLite only: the thread the job path's database work runs on (see [`Lane`]).
+    lane: Option<Lane>,
+}
+
+/// A thread of its own for the job path's database work, on SQLite.
+///
+/// sqlx runs each SQLite connection on a thread of its own, which wakes the waiting task when a
+/// statement is done. Tokio puts tasks woken from outside its workers in a shared queue that a
+/// busy worker looks at only every so often, so under load a transaction waited that long after
+/// each of its statements, holding the one writer connection all the while and making every
+/// other write wait too. On this thread nothing else competes: each answer is taken up at once.
+/// The thread ends when the last clone of its `Db` is dropped.
+#[derive(Clone, Debug)]
+struct Lane {
+    handle: tokio::runtime::Handle,
+    _stop: Arc<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Lane {
+    fn start() -> std::io::Result<Self> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, handle) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("aiedge-db".into()).spawn(move || {
+            // Built and dropped here: a runtime may not be dropped inside another.
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => {
+                    let _ = ready.send(Ok(runtime.handle().clone()));
+                    let _ = runtime.block_on(stopped);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            }
+        })?;
+        let handle = handle.recv().map_err(std::io::Error::other)??;
+        Ok(Self { handle, _stop: Arc::new(stop) })
+    }
 }
 
 impl Db {
@@ -73,6 +114,9 @@ impl Db {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(5))
+                // A pooled connection is pinged before each use by default: a round trip per
+                // transaction, which a SQLite file (no network between) does not need.
+                .test_before_acquire(backend == Backend::Postgres)
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {
@@ -87,11 +131,33 @@ impl Db {
         };
         let pool = options(if backend == Backend::Sqlite { 8 } else { 16 }).connect(&url).await.map_err(DbError::Connect)?;
         MIGRATOR.run(&pool).await.map_err(DbError::Migrate)?;
-        let writer = match backend {
-            Backend::Sqlite => options(1).connect(&url).await.map_err(DbError::Connect)?,
-            Backend::Postgres => pool.clone(),
+        let (writer, lane) = match backend {
+            Backend::Sqlite => (options(1).connect(&url).await.map_err(DbError::Connect)?, Some(Lane::start().map_err(DbError::Thread)?)),
+            // PostgreSQL's connections are sockets of this runtime, woken by its own workers.
+            Backend::Postgres => (pool.clone(), None),
         };
-        Ok(Self { pool, writer, backend })
+        Ok(Self { pool, writer, backend, lane })
+    }
+
+    /// Runs `work` on the database thread (SQLite, see [`Lane`]) or right here (PostgreSQL).
+    /// For the job path's transactions that a request waits for (an agent's finish report);
+    /// the job intake and the dispatcher run there as tasks of their own (see [`Db::spawn`]).
+    pub async fn exec<T: Send + 'static>(&self, work: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static) -> Result<T, sqlx::Error> {
+        let Some(lane) = &self.lane else { return work.await };
+        match lane.handle.spawn(work).await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(sqlx::Error::Io(std::io::Error::other(e))),
+        }
+    }
+
+    /// Spawns a long-lived task that mostly talks to the database (the dispatcher) on the
+    /// database thread (SQLite) or on this runtime (PostgreSQL).
+    pub fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        match &self.lane {
+            Some(lane) => drop(lane.handle.spawn(work)),
+            None => drop(tokio::spawn(work)),
+        }
     }
 
     /// True when a trivial query succeeds: the health check.
