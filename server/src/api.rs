@@ -442,7 +442,7 @@ async fn submit_job_inner(
         }
     };
     let view = jobs::create(
-        &state.db,
+        &state.intake,
         jobs::NewJob {
             owner: &user,
             app: &app.view,

@@ -87,7 +87,6 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         .build();
     Ok(AppState {
         leptos_options,
-        db,
         limits: Arc::new(Limits::new(LimitConfig {
             login_per_ip: config.login_per_ip_per_min,
             login_per_account: config.login_per_account_per_min,
@@ -106,6 +105,8 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
                 .with_context(|| format!("artifact store in {}", config.data_dir.display()))?,
         ),
         job_ends: Default::default(),
+        intake: backend::jobs::Intake::start(&db),
+        db,
     })
 }
 

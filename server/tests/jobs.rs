@@ -16,7 +16,8 @@ on_both_databases!(
     models_and_scripts_run_on_a_node,
     bad_uploads_are_refused_and_change_nothing,
     only_owners_and_their_nodes_get_at_jobs,
-    small_jobs_take_the_short_way
+    small_jobs_take_the_short_way,
+    a_burst_of_submissions_is_recorded_whole
 );
 
 mod balancer {
@@ -453,5 +454,80 @@ async fn small_jobs_take_the_short_way(db: DbKind) {
     // A wait for a finished job answers at once; a bad wait is a clear error.
     assert_eq!(json(user.get(&format!("/api/v1/jobs/{id}?wait=30")).await, 200).await["status"], "succeeded");
     assert_eq!(json(user.get(&format!("/api/v1/jobs/{id}?wait=-1")).await, 400).await["error"]["code"], "bad_wait");
+    server.stop().await;
+}
+
+/// Submissions are recorded in groups (`jobs::Intake`, one multi-row insert per table): in a
+/// burst each job keeps its own input and its own first timeline event, and a submission that
+/// cannot be recorded fails alone while the rest of its group is recorded.
+async fn a_burst_of_submissions_is_recorded_whole(db: DbKind) {
+    use app::backend::{jobs, Db};
+
+    let server = TestServer::start(db).await;
+    let user = User::new(&server, "burst@example.org").await;
+    json(user.upload("iris", "iris.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), None).await, 201).await;
+    // No node: every job stays queued. Each input is different, so a mix-up would show.
+    let inputs: Vec<String> = (0..48).map(|i| format!("a,b,c,d\n5.1,3.5,1.4,{i}\n")).collect();
+    let answers = futures_util::future::join_all(inputs.iter().map(|csv| user.submit("iris", Some(csv.clone().into_bytes())))).await;
+    let mut submitted = std::collections::HashMap::new();
+    for (res, csv) in answers.into_iter().zip(&inputs) {
+        let job = json(res, 201).await;
+        assert_eq!((job["status"].as_str(), job["input_rows"].as_u64()), (Some("queued"), Some(1)), "{job}");
+        submitted.insert(job["id"].as_str().unwrap().to_string(), csv.clone());
+    }
+    let db = Db::connect(&server.config.database_url()).await.unwrap();
+    let recorded: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+        "select j.id, j.status, i.content, (select count(*) from job_events e where e.job_id = j.id and e.status = 'queued') from jobs j
+         left join inline_artifacts i on i.key = j.input_key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded.len(), submitted.len());
+    for (id, status, content, queued_events) in &recorded {
+        assert_eq!((status.as_str(), content.as_ref(), *queued_events), ("queued", submitted.get(id), 1), "job {id}");
+    }
+
+    // One bad submission (its owner does not exist) in a group of good ones. The group forms
+    // while this intake's writer connection is held (on SQLite; PostgreSQL's writers do not
+    // queue, so there the group may not form, and the outcome must be the same).
+    let intake = jobs::Intake::start(&db);
+    let owner = app::backend::users::find_by_email(&db, "burst@example.org").await.unwrap().unwrap();
+    let iris = app::backend::apps::find(&db, &owner.id, "iris").await.unwrap().unwrap().view;
+    let held = db.writer.acquire().await.unwrap();
+    let tries: Vec<_> = (0..10)
+        .map(|i| {
+            let (intake, mut owner, iris) = (intake.clone(), owner.clone(), iris.clone());
+            if i == 5 {
+                owner.id = "nobody".into();
+            }
+            tokio::spawn(async move {
+                let key = format!("inline:inputs/direct-{i}.csv");
+                let new = jobs::NewJob {
+                    owner: &owner,
+                    app: &iris,
+                    input_key: &key,
+                    input_name: "direct.csv",
+                    input_rows: Some(1),
+                    max_attempts: 1,
+                    inline_input: Some("a,b,c,d\n1,2,3,4\n"),
+                };
+                jobs::create(&intake, new).await.map(|job| job.id)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+    for (i, done) in futures_util::future::join_all(tries).await.into_iter().enumerate() {
+        let done = done.unwrap();
+        assert_eq!(done.is_err(), i == 5, "submission {i}: {done:?}");
+    }
+    let (jobs_now, inputs_now, events_now): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from jobs), (select count(*) from inline_artifacts), (select count(*) from job_events)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((jobs_now, inputs_now, events_now), (48 + 9, 48 + 9, 48 + 9));
     server.stop().await;
 }

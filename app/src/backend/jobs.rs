@@ -163,51 +163,164 @@ pub struct NewJob<'a> {
     pub inline_input: Option<&'a str>,
 }
 
-/// Records a new job, queued; returns it as its owner sees it.
-pub async fn create(db: &Db, new: NewJob<'_>) -> Result<JobView, sqlx::Error> {
-    let id = uuid::Uuid::new_v4().to_string();
-    let now = now_ms();
-    let max_attempts = i32::try_from(new.max_attempts.max(1)).unwrap_or(i32::MAX);
-    let mut tx = db.writer.begin().await?;
-    if let Some(content) = new.inline_input {
-        super::artifacts::put_inline(&mut tx, new.input_key, content).await?;
-    }
-    sqlx::query("insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, created_at, max_attempts) values ($1, $2, $3, 'queued', $4, $5, $6, $7, $8)")
-        .bind(&id)
-        .bind(&new.owner.id)
-        .bind(&new.app.id)
-        .bind(new.input_key)
-        .bind(new.input_name)
-        .bind(new.input_rows.map(|r| r as i64))
-        .bind(now)
-        .bind(max_attempts)
-        .execute(&mut *tx)
-        .await?;
-    event(&mut tx, &id, now, "queued", 0, None, "submitted").await?;
-    tx.commit().await?;
-    Ok(JobView {
-        id,
+/// Records a new job, queued, through the [`Intake`]; returns it as its owner sees it.
+pub async fn create(intake: &Intake, new: NewJob<'_>) -> Result<JobView, sqlx::Error> {
+    let row = QueuedRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        owner_id: new.owner.id.clone(),
+        app_id: new.app.id.clone(),
+        input_key: new.input_key.to_string(),
+        input_name: new.input_name.to_string(),
+        input_rows: new.input_rows.map(|r| r as i64),
+        created_at: now_ms(),
+        max_attempts: i32::try_from(new.max_attempts.max(1)).unwrap_or(i32::MAX),
+        inline_input: new.inline_input.map(str::to_string),
+    };
+    let view = JobView {
+        id: row.id.clone(),
         app_id: new.app.id.clone(),
         app_name: new.app.name.clone(),
         app_kind: new.app.kind.clone(),
         owner_email: new.owner.email.clone(),
         status: "queued".into(),
-        input_name: new.input_name.to_string(),
+        input_name: row.input_name.clone(),
         input_rows: new.input_rows,
         node_id: None,
         node_name: None,
         attempt: 0,
-        max_attempts: max_attempts as u32,
+        max_attempts: row.max_attempts as u32,
         error: None,
         result_rows: None,
         progress_rows: None,
         has_result: false,
         has_log: false,
-        created_at_ms: now,
+        created_at_ms: row.created_at,
         dispatched_at_ms: None,
         started_at_ms: None,
         finished_at_ms: None,
-    })
+    };
+    intake.record(row).await?;
+    Ok(view)
+}
+
+/// A new job's row, owned, on its way through the [`Intake`].
+struct QueuedRow {
+    id: String,
+    owner_id: String,
+    app_id: String,
+    input_key: String,
+    input_name: String,
+    input_rows: Option<i64>,
+    created_at: i64,
+    max_attempts: i32,
+    inline_input: Option<String>,
+}
+
+type IntakeRequest = (QueuedRow, tokio::sync::oneshot::Sender<Result<(), sqlx::Error>>);
+
+/// Records submitted jobs in groups (group commit).
+///
+/// A submission on its own is a transaction of five statements (begin, input, job, timeline
+/// event, commit), and on SQLite every write takes its turn on one connection, a round trip to
+/// its thread per statement. Under load submissions arrive many at a time: the intake takes all
+/// that are waiting (up to [`INTAKE_GROUP`]) and records them in one transaction with one
+/// multi-row insert per table. A lone submission costs what it did before. A group that fails
+/// is recorded again one by one, so one bad submission fails alone.
+#[derive(Clone)]
+pub struct Intake(tokio::sync::mpsc::Sender<IntakeRequest>);
+
+/// Submissions recorded together, at most.
+const INTAKE_GROUP: usize = 64;
+
+impl Intake {
+    /// Starts the intake's task (on the database thread, see [`Db::spawn`]); it ends when the
+    /// last clone of the intake is dropped.
+    pub fn start(db: &Db) -> Self {
+        let (sender, mut requests) = tokio::sync::mpsc::channel::<IntakeRequest>(1024);
+        let writer = db.clone();
+        db.spawn(async move {
+            let mut group = Vec::with_capacity(INTAKE_GROUP);
+            while requests.recv_many(&mut group, INTAKE_GROUP).await > 0 {
+                let rows: Vec<&QueuedRow> = group.iter().map(|(row, _)| row).collect();
+                let together = insert_queued(&writer, &rows).await;
+                drop(rows);
+                match together {
+                    Ok(()) => group.drain(..).for_each(|(_, reply)| drop(reply.send(Ok(())))),
+                    Err(e) if group.len() == 1 => {
+                        if let Some((_, reply)) = group.pop() {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, submissions = group.len(), "recording a group of jobs failed; recording them one by one");
+                        for (row, reply) in group.drain(..) {
+                            let _ = reply.send(insert_queued(&writer, &[&row]).await);
+                        }
+                    }
+                }
+            }
+        });
+        Self(sender)
+    }
+
+    async fn record(&self, row: QueuedRow) -> Result<(), sqlx::Error> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || sqlx::Error::Io(std::io::Error::other("the job intake has stopped"));
+        self.0.send((row, reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// `head` followed by `rows` tuples of `columns` numbered placeholders: `($1, $2), ($3, $4)`.
+fn values(head: &str, rows: usize, columns: usize) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect();
+    format!("{head} {}", tuples.join(", "))
+}
+
+/// Inserts queued jobs, their inline inputs and their first timeline events in one transaction.
+async fn insert_queued(db: &Db, rows: &[&QueuedRow]) -> Result<(), sqlx::Error> {
+    let mut tx = db.writer.begin().await?;
+    let inline: Vec<(&str, &str, i64)> =
+        rows.iter().filter_map(|r| r.inline_input.as_deref().map(|content| (r.input_key.as_str(), content, r.created_at))).collect();
+    if !inline.is_empty() {
+        let sql = values("insert into inline_artifacts (key, content, created_at) values", inline.len(), 3);
+        let mut insert = sqlx::query(&sql);
+        for (key, content, at) in inline {
+            insert = insert.bind(key).bind(content).bind(at);
+        }
+        insert.execute(&mut *tx).await?;
+    }
+    let sql = values(
+        "insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, created_at, max_attempts) values",
+        rows.len(),
+        9,
+    );
+    let mut insert = sqlx::query(&sql);
+    for r in rows {
+        insert = insert
+            .bind(&r.id)
+            .bind(&r.owner_id)
+            .bind(&r.app_id)
+            .bind("queued")
+            .bind(&r.input_key)
+            .bind(&r.input_name)
+            .bind(r.input_rows)
+            .bind(r.created_at)
+            .bind(r.max_attempts);
+    }
+    insert.execute(&mut *tx).await?;
+    let sql = values("insert into job_events (id, job_id, at, status, attempt, node_id, message) values", rows.len(), 7);
+    let mut insert = sqlx::query(&sql);
+    for r in rows {
+        insert = insert.bind(event_id()).bind(&r.id).bind(r.created_at).bind("queued").bind(0).bind(None::<&str>).bind("submitted");
+    }
+    insert.execute(&mut *tx).await?;
+    tx.commit().await
 }
 
 pub async fn view(db: &Db, id: &str) -> Result<Option<JobView>, sqlx::Error> {
@@ -288,7 +401,7 @@ pub async fn queued(db: &Db, after: Option<(i64, &str)>, limit: i64) -> Result<V
         "select j.id, j.attempt, a.kind as app_kind, a.runtime as app_runtime, a.sha256 as app_sha256, a.size_bytes as app_size,
                 j.input_key, i.content as input_inline, j.created_at
          from jobs j join applications a on a.id = j.app_id left join inline_artifacts i on i.key = j.input_key
-         where j.status = 'queued' and (j.created_at > $1 or (j.created_at = $1 and j.id > $2))
+         where j.status = 'queued' and (j.created_at, j.id) > ($1, $2)
          order by j.created_at, j.id limit $3",
     )
     .bind(at)

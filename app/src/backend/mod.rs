@@ -63,6 +63,8 @@ pub struct AppState {
     pub node_keys: nodes::NodeKeys,
     pub artifacts: Arc<dyn artifacts::ArtifactStore>,
     pub job_ends: jobs::JobEnds,
+    /// Where new jobs are recorded (see [`jobs::Intake`]).
+    pub intake: jobs::Intake,
 }
 
 /// The user the request was made by, resolved once per request by
