@@ -253,8 +253,8 @@ async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usi
     let mut pending = Vec::new();
     // The fleet first: while every node is full (the usual case under a backlog, where each
     // submission wakes a round) the queue is not read at all.
-    let mut fleet = nodes(state).await?;
-    if !fleet.iter().any(balancer::has_room) {
+    let mut nodes = nodes(state).await?;
+    if !nodes.iter().any(balancer::has_room) {
         return Ok(0);
     }
     let mut after: Option<(i64, String)> = None;
@@ -267,10 +267,9 @@ async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usi
         after = Some((last.created_at, last.id.clone()));
         looked += page.len() as i64;
         let full_page = page.len() as i64 == PAGE;
-        let nodes = &mut fleet;
         // Only jobs that ran before have nodes to avoid.
         let mut tried = if page.iter().any(|j| j.attempt > 0) { jobs::tried_nodes(&state.db).await? } else { HashMap::new() };
-        let placed = place(page, nodes, &mut tried);
+        let placed = place(page, &mut nodes, &mut tried);
         let reservations: Vec<jobs::Reservation> = placed
             .iter()
             .map(|p| jobs::Reservation {

@@ -242,9 +242,7 @@ impl Intake {
             let mut group = Vec::with_capacity(INTAKE_GROUP);
             while requests.recv_many(&mut group, INTAKE_GROUP).await > 0 {
                 let rows: Vec<&QueuedRow> = group.iter().map(|(row, _)| row).collect();
-                let together = insert_queued(&writer, &rows).await;
-                drop(rows);
-                match together {
+                match insert_queued(&writer, &rows).await {
                     Ok(()) => group.drain(..).for_each(|(_, reply)| drop(reply.send(Ok(())))),
                     Err(e) if group.len() == 1 => {
                         if let Some((_, reply)) = group.pop() {
