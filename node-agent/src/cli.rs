@@ -102,6 +102,13 @@ pub struct RunArgs {
     #[arg(long, env = "AIEDGE_MAX_JOBS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_jobs: u32,
 
+    /// Jobs this node takes beyond --max-jobs, to start the moment a slot frees instead of
+    /// waiting for the server's next dispatch [default: --max-jobs; 0 turns it off]. The
+    /// server only sends them while this node's jobs come and go within a second, and a job
+    /// that finds no slot within 3 s goes back to the server's queue.
+    #[arg(long, env = "AIEDGE_QUEUE_AHEAD")]
+    pub queue_ahead: Option<u32>,
+
     /// Time between heartbeats, e.g. "2s" or "500ms" [default: what the server asked for at
     /// registration, else 2s].
     #[arg(long, env = "AIEDGE_HEARTBEAT_INTERVAL", value_parser = parse_heartbeat_interval)]
@@ -130,6 +137,13 @@ pub struct RunArgs {
     pub amqp_url: Option<String>,
 }
 
+impl RunArgs {
+    /// `--queue-ahead`, or its default.
+    pub fn queue_ahead(&self) -> u32 {
+        self.queue_ahead.unwrap_or(self.max_jobs)
+    }
+}
+
 impl std::fmt::Debug for RunArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunArgs")
@@ -139,6 +153,7 @@ impl std::fmt::Debug for RunArgs {
             .field("state_file", &self.state_file)
             .field("work_dir", &self.work_dir)
             .field("max_jobs", &self.max_jobs)
+            .field("queue_ahead", &self.queue_ahead)
             .field("no_scripts", &self.no_scripts)
             .field("drain_timeout", &self.drain_timeout)
             .field("fixed_events_per_sec", &self.fixed_events_per_sec)
@@ -231,6 +246,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(args.max_jobs, 1);
+        assert_eq!(args.queue_ahead(), 1, "as many held ahead as run");
         assert_eq!(args.work_dir, PathBuf::from("agent-work"));
         assert_eq!(args.benchmark_interval, Duration::from_secs(300));
         assert_eq!(args.heartbeat_interval, None);

@@ -14,7 +14,7 @@ use tokio::process::Command;
 const TOOL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Collects the facts; never fails (unknown values become "unknown" or empty lists).
-pub async fn gather(max_jobs: u32, accepts_scripts: bool) -> NodeFacts {
+pub async fn gather(max_jobs: u32, queue_ahead: u32, accepts_scripts: bool) -> NodeFacts {
     let machine = tokio::task::spawn_blocking(|| {
         let system = System::new_with_specifics(
             RefreshKind::nothing()
@@ -47,6 +47,7 @@ pub async fn gather(max_jobs: u32, accepts_scripts: bool) -> NodeFacts {
         accelerators,
         runtimes: python.into_iter().collect(),
         max_jobs,
+        queue_ahead,
         accepts_scripts,
     }
 }
@@ -150,7 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn gathers_plausible_facts() {
-        let facts = gather(1, true).await;
+        let facts = gather(1, 0, true).await;
         assert!(facts.cpu_cores >= 1);
         assert!(facts.total_memory_bytes > 0);
         assert_eq!(facts.arch, std::env::consts::ARCH);

@@ -101,7 +101,7 @@ async fn probe(args: cli::ProbeArgs) -> anyhow::Result<()> {
         warn_c: args.warn_temp,
         critical_c: args.critical_temp,
     };
-    let facts = facts::gather(1, true).await;
+    let facts = facts::gather(1, 0, true).await;
 
     let sampler = metrics::Sampler::shared().await?;
     // CPU usage is a difference between two samples; give it a meaningful window.

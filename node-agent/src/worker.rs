@@ -1,9 +1,11 @@
 //! Runs the jobs the server sends to this node.
 //!
-//! The worker consumes the node's durable queue with a prefetch of `--max-jobs` and, for each
-//! message:
+//! The worker consumes the node's durable queue with a prefetch of `--max-jobs` plus
+//! `--queue-ahead` and, for each message:
 //! 1. checks the server's signature and that the job is for this node (a bad message is
-//!    rejected without requeue and logged, never run);
+//!    rejected without requeue and logged, never run), then waits for one of the `--max-jobs`
+//!    slots: a job held ahead starts the moment one frees, and one that finds none within
+//!    `RETURN_AFTER_MS` goes back to the server's queue (`return`) and is acked;
 //! 2. asks the server to `start` the attempt and acks the message once the server knows it is
 //!    running (not when it ends: the broker times out consumers that sit on a message for 30
 //!    minutes, and jobs may run longer); a job the server says no to is acked and dropped.
@@ -36,9 +38,9 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
-use shared::jobs::{AppKind, AttemptReport, FinishReport, JobMessage, Outcome, Proceed, INLINE_MAX, JOBS_PATH};
+use shared::jobs::{AppKind, AttemptReport, FinishReport, JobMessage, Outcome, Proceed, INLINE_MAX, JOBS_PATH, RETURN_AFTER_MS};
 use shared::wire::{HDR_NODE_ID, HDR_SIGNATURE};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{CallError, NodeApi};
@@ -65,6 +67,8 @@ pub struct WorkerConfig {
     pub amqp_url: String,
     pub queue: String,
     pub max_jobs: u32,
+    /// Messages taken beyond `max_jobs`, each waiting for a slot.
+    pub queue_ahead: u32,
     pub work_dir: PathBuf,
     /// The binary whose `__sandbox` subcommand starts script jobs (this one).
     pub launcher: PathBuf,
@@ -170,11 +174,12 @@ impl Worker {
             .with_connection_name(concat!("node-agent-jobs/", env!("CARGO_PKG_VERSION")).into());
         let conn = tokio::time::timeout(Duration::from_secs(10), Connection::connect(&self.config.amqp_url, props)).await??;
         let channel = conn.create_channel().await?;
-        channel.basic_qos(u16::try_from(self.config.max_jobs).unwrap_or(u16::MAX), BasicQosOptions::default()).await?;
+        let prefetch = self.config.max_jobs.saturating_add(self.config.queue_ahead);
+        channel.basic_qos(u16::try_from(prefetch).unwrap_or(u16::MAX), BasicQosOptions::default()).await?;
         let mut consumer = channel
             .basic_consume(&self.config.queue, "node-agent", BasicConsumeOptions::default(), FieldTable::default())
             .await?;
-        tracing::info!(queue = %self.config.queue, max_jobs = self.config.max_jobs, "waiting for jobs");
+        tracing::info!(queue = %self.config.queue, max_jobs = self.config.max_jobs, queue_ahead = self.config.queue_ahead, "waiting for jobs");
         loop {
             let next = tokio::select! {
                 () = async { tokio::select! { () = cancel.cancelled() => {}, () = self.taking.cancelled() => {} } } => {
@@ -186,13 +191,10 @@ impl Worker {
                 next = consumer.next() => next,
             };
             let Some(delivery) = next else { anyhow::bail!("the broker closed the job consumer") };
-            let delivery = delivery?;
-            let permit = self.slots.clone().acquire_owned().await?;
-            let worker = self.clone();
-            tokio::spawn(async move {
-                worker.handle(delivery).await;
-                drop(permit);
-            });
+            // A free slot goes to the message now, so jobs start in the order they came; the
+            // others wait for theirs in `handle` (the prefetch bounds how many wait).
+            let slot = self.slots.clone().try_acquire_owned().ok();
+            tokio::spawn(self.clone().handle(delivery?, slot));
         }
     }
 
@@ -218,7 +220,7 @@ impl Worker {
         Ok(message)
     }
 
-    async fn handle(self: Arc<Self>, delivery: Delivery) {
+    async fn handle(self: Arc<Self>, delivery: Delivery, slot: Option<OwnedSemaphorePermit>) {
         let message = match self.verify(&delivery) {
             Ok(m) => m,
             Err(why) => {
@@ -234,6 +236,12 @@ impl Worker {
             let _ = delivery.ack(BasicAckOptions::default()).await;
             return;
         };
+        let Some(_slot) = (match slot {
+            Some(slot) => Some(slot),
+            None => self.wait_for_slot(&delivery, &message).await,
+        }) else {
+            return;
+        };
         if let Some(model) = self.quick_model(&message) {
             return self.run_unstarted(delivery, message, model).await;
         }
@@ -247,6 +255,41 @@ impl Worker {
         if let Some(ended) = ended {
             self.report(&message, ended, None).await;
         }
+    }
+
+    /// A job slot for a message that came while all were taken, as soon as one frees within
+    /// `RETURN_AFTER_MS`. `None` when the agent stops taking jobs meanwhile (the message goes back to the queue
+    /// with the channel), or when no slot came free and the job went back to the server.
+    async fn wait_for_slot(&self, delivery: &Delivery, m: &JobMessage) -> Option<OwnedSemaphorePermit> {
+        let wait = tokio::time::timeout(Duration::from_millis(RETURN_AFTER_MS), self.slots.clone().acquire_owned());
+        let got = tokio::select! {
+            got = wait => got,
+            () = self.taking.cancelled() => return None,
+            () = self.abort.cancelled() => return None,
+        };
+        match got {
+            Ok(Ok(slot)) if !self.taking.is_cancelled() => Some(slot),
+            Ok(_) => None,
+            Err(_waited) => {
+                self.give_back(delivery, m).await;
+                None
+            }
+        }
+    }
+
+    /// Hands a job that found no slot back to the server's queue (not counted as an attempt:
+    /// it never started) and acks its message, whatever the answer.
+    async fn give_back(&self, delivery: &Delivery, m: &JobMessage) {
+        let path = format!("{JOBS_PATH}/{}/return", m.job_id);
+        let report = AttemptReport { attempt: m.attempt, rows_done: 0, instance: None };
+        match retry(self.abort.cancelled(), || self.api.post::<_, Proceed>(&path, &report)).await {
+            // Stopping: the message goes back to the queue with the channel.
+            None => return,
+            Some(Ok(v)) if v.proceed => tracing::info!(job_id = %m.job_id, attempt = m.attempt, "no slot came free in time; job returned to the server"),
+            Some(Ok(v)) => tracing::info!(job_id = %m.job_id, reason = v.reason.as_deref().unwrap_or(""), "job no longer waiting here; dropped"),
+            Some(Err(e)) => tracing::warn!(job_id = %m.job_id, error = %e, "return refused; dropping the message"),
+        }
+        let _ = delivery.ack(BasicAckOptions::default()).await;
     }
 
     /// Asks the server to start the attempt, and acks the message once it knows (not when the

@@ -82,6 +82,28 @@ pub async fn start(State(state): State<AppState>, UrlPath(id): UrlPath<String>, 
     Ok(answer(verdict))
 }
 
+/// `POST …/{id}/return`: the node held attempt N ahead of its slots and none came free in time
+/// (see `shared::jobs`); dispatched → queued, the attempt not counted.
+pub async fn give_back(
+    State(state): State<AppState>,
+    Extension(dispatcher): Extension<Dispatcher>,
+    UrlPath(id): UrlPath<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Proceed>> {
+    let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
+    let report: AttemptReport = parse(&body)?;
+    let why = format!("no slot came free on the node within {} s; back in the queue", shared::jobs::RETURN_AFTER_MS / 1000);
+    if jobs::undo_dispatch(&state.db, &id, &node, attempt_of(report.attempt), &why).await? {
+        tracing::info!(job_id = %id, node_id = %node, attempt = report.attempt, "job returned by the node; back in the queue");
+        dispatcher.wake();
+        return Ok(answer(Verdict::Proceed));
+    }
+    Ok(answer(Verdict::Stop("the attempt is no longer waiting on this node".into())))
+}
+
 /// `POST …/{id}/progress`: rows done; the answer says whether to carry on.
 pub async fn progress(State(state): State<AppState>, UrlPath(id): UrlPath<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Proceed>> {
     let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
@@ -253,6 +275,7 @@ pub fn router(limits: UploadLimits, log_limit: LogLimit) -> axum::Router<AppStat
     axum::Router::new()
         .route(&format!("{base}/{{id}}/start"), post(start))
         .route(&format!("{base}/{{id}}/progress"), post(progress))
+        .route(&format!("{base}/{{id}}/return"), post(give_back))
         .route(&format!("{base}/{{id}}/application"), get(application))
         .route(&format!("{base}/{{id}}/input"), get(input))
         .route(&format!("{base}/{{id}}/result"), put(result))

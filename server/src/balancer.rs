@@ -1,10 +1,12 @@
 //! The load balancer's choice, as one pure function: which node runs a job.
 //!
-//! Eligible: active, enabled (not disabled, draining or removed), not overheated, a free job
-//! slot, and able to run the job (a script job needs its runtime on the node, and the owner's
+//! Eligible: active, enabled (not disabled, draining or removed), not overheated, room for a
+//! job (a free slot, or a place in the few jobs a fast node holds ahead, see
+//! [`NodeState::ahead`]), and able to run the job (a script job needs its runtime on the node, and the owner's
 //! consent to scripts). A busy node (score 0: no free CPU at its last heartbeat) stays eligible
 //! and comes last: its slots are the capacity its owner lent, and a fleet that is busy for a
 //! while must not starve the queue.
+//! A node with a free slot comes before one that would only hold the job ahead.
 //! Among those the highest *effective* score wins: the node's score shared among the jobs it
 //! already holds, `score / (1 + in_flight)`, so a burst spreads out before the next heartbeats
 //! tell the truth. A job that failed or was lost on some nodes prefers the others (they are
@@ -28,10 +30,19 @@ pub struct NodeState {
     /// 0 for want of free CPU, which would otherwise all tie.
     pub perf: f64,
     pub max_jobs: u32,
+    /// Jobs it may hold now beyond `max_jobs`, started by the agent the moment a slot frees: its
+    /// `--queue-ahead` while its jobs come and go quickly, else 0 (see the scheduler).
+    pub ahead: u32,
     pub accepts_scripts: bool,
     pub runtimes: Vec<String>,
     /// Jobs sent to it and not finished.
     pub in_flight: u32,
+}
+
+impl NodeState {
+    fn free_slot(&self) -> bool {
+        self.in_flight < self.max_jobs
+    }
 }
 
 /// What a job needs from a node.
@@ -50,8 +61,12 @@ fn excluded(node: &NodeState, need: &Need) -> Option<String> {
     if node.admin_state != "enabled" {
         return Some(format!("node is {}", node.admin_state));
     }
-    if node.in_flight >= node.max_jobs {
-        return Some(format!("no free slot ({} of {} busy)", node.in_flight, node.max_jobs));
+    if node.in_flight >= node.max_jobs.saturating_add(node.ahead) {
+        return Some(if node.ahead == 0 {
+            format!("no free slot ({} of {} busy)", node.in_flight, node.max_jobs)
+        } else {
+            format!("no free slot ({} of {} busy, {} held ahead)", node.max_jobs, node.max_jobs, node.ahead)
+        });
     }
     if need.kind == AppKind::Script {
         if !node.accepts_scripts {
@@ -91,6 +106,7 @@ pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>)
                 score,
                 in_flight: n.in_flight,
                 max_jobs: n.max_jobs,
+                ahead: n.ahead,
                 effective: score / (1.0 + f64::from(n.in_flight)),
                 excluded: excluded(n, need),
                 tried: need.tried.contains(&n.id),
@@ -101,13 +117,14 @@ pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>)
         .iter()
         .enumerate()
         .filter(|(_, c)| c.excluded.is_none())
-        // A node not tried before; then the highest effective score; then (busy nodes all
-        // score 0) the higher performance shared the same way; then the lowest id (reversed,
-        // since max_by keeps the last max).
+        // A node not tried before; then one with a free slot (over holding the job ahead); then
+        // the highest effective score; then (busy nodes all score 0) the higher performance
+        // shared the same way; then the lowest id (reversed, since max_by keeps the last max).
         .max_by(|(i, a), (j, b)| {
             let perf = |k: usize, c: &Candidate| nodes[k].perf / (1.0 + f64::from(c.in_flight));
             b.tried
                 .cmp(&a.tried)
+                .then_with(|| nodes[*i].free_slot().cmp(&nodes[*j].free_slot()))
                 .then_with(|| a.effective.total_cmp(&b.effective))
                 .then_with(|| perf(*i, a).total_cmp(&perf(*j, b)))
                 .then_with(|| b.node_id.cmp(&a.node_id))
@@ -130,6 +147,7 @@ mod tests {
             overheated: false,
             perf: 0.2,
             max_jobs: 4,
+            ahead: 0,
             accepts_scripts: true,
             runtimes: vec!["python3".into()],
             in_flight: 0,
@@ -255,5 +273,28 @@ mod tests {
         let (best, cands) = pick(&onnx(), std::slice::from_ref(&busy));
         assert_eq!(best, Some(0));
         assert_eq!(cands[0].excluded, None);
+    }
+
+    #[test]
+    fn free_slots_fill_before_any_node_holds_jobs_ahead() {
+        let mut strong = node("strong", 9.0);
+        strong.max_jobs = 1;
+        strong.ahead = 2;
+        let mut weak = node("weak", 0.1);
+        weak.max_jobs = 1;
+        weak.ahead = 2;
+        let mut nodes = vec![strong, weak];
+        let mut picks = Vec::new();
+        while let (Some(i), _) = pick(&onnx(), &nodes) {
+            nodes[i].in_flight += 1;
+            picks.push(nodes[i].id.clone());
+        }
+        // Both slots first (the weak node's free slot beats holding a job on the strong one),
+        // then the strong node's held places, shared by score as usual, then nothing.
+        assert_eq!(picks[..2], ["strong", "weak"]);
+        assert_eq!(picks.len(), 6);
+        let (_, cands) = pick(&onnx(), &nodes);
+        assert_eq!(cands[0].excluded.as_deref(), Some("no free slot (1 of 1 busy, 2 held ahead)"));
+        assert_eq!(cands[0].ahead, 2);
     }
 }

@@ -40,6 +40,11 @@ const ROUND_LIMIT: i64 = 1000;
 const PAGE: i64 = 64;
 /// A round runs at least this often.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// A node holds jobs ahead of its slots only while its oldest job in flight is younger than
+/// this: its jobs come and go quickly, so a held one soon starts. A node busy with long work
+/// gets no more than its slots, and the queue waits on the server for whichever node frees
+/// first.
+const AHEAD_WHILE_OLDEST_UNDER_MS: i64 = 1_000;
 
 /// Wakes the dispatcher; cheap to clone into handlers.
 #[derive(Clone, Default)]
@@ -134,19 +139,24 @@ struct NodeRow {
     metrics: Option<String>,
     /// Jobs dispatched to or running on the node.
     in_flight: i64,
+    /// When the oldest of them was dispatched.
+    oldest_in_flight: Option<i64>,
 }
 
 async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
     let rows: Vec<NodeRow> = sqlx::query_as(
         "select n.id, n.name, n.status, n.admin_state, n.score, n.facts, n.metrics,
-                (select count(*) from jobs j where j.node_id = n.id and j.status in ('dispatched', 'running')) as in_flight
+                (select count(*) from jobs j where j.node_id = n.id and j.status in ('dispatched', 'running')) as in_flight,
+                (select min(j.dispatched_at) from jobs j where j.node_id = n.id and j.status in ('dispatched', 'running')) as oldest_in_flight
          from nodes n where n.status = 'active' and n.admin_state <> 'removed' order by n.id",
     )
     .fetch_all(&state.db.pool)
     .await?;
+    let now = now_ms();
     Ok(rows
         .into_iter()
         .map(|r| {
+            let quick = r.oldest_in_flight.is_none_or(|at| now - at < AHEAD_WHILE_OLDEST_UNDER_MS);
             let facts: Option<shared::wire::NodeFacts> = r.facts.as_deref().and_then(|f| serde_json::from_str(f).ok());
             let metrics: Option<shared::wire::NodeMetrics> = r.metrics.as_deref().and_then(|m| serde_json::from_str(m).ok());
             let score = metrics.map(|m| shared::score::score(&m, &state.settings.thermal));
@@ -155,6 +165,7 @@ async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
                 perf: score.map_or(0.0, |s| s.perf),
                 in_flight: u32::try_from(r.in_flight).unwrap_or(u32::MAX),
                 max_jobs: facts.as_ref().map_or(1, |f| f.max_jobs.max(1)),
+                ahead: facts.as_ref().filter(|_| quick).map_or(0, |f| f.queue_ahead),
                 accepts_scripts: facts.as_ref().is_some_and(|f| f.accepts_scripts),
                 runtimes: facts.map(|f| f.runtimes.into_iter().map(|r| r.name).collect()).unwrap_or_default(),
                 id: r.id,
@@ -321,7 +332,7 @@ async fn settle(state: AppState, pending: Vec<Published>) {
             Ok(()) => tracing::info!(job_id, node_id, attempt, "job dispatched"),
             Err(why) => {
                 tracing::warn!(job_id, node_id, attempt, why, "dispatch failed; job back in the queue");
-                if let Err(e) = jobs::undo_dispatch(&state.db, &job_id, attempt, &format!("back in the queue: {why}")).await {
+                if let Err(e) = jobs::undo_dispatch(&state.db, &job_id, &node_id, attempt, &format!("back in the queue: {why}")).await {
                     // The attempt stays dispatched; the start timeout moves it on.
                     tracing::warn!(job_id, error = %e, "cannot put the job back in the queue");
                 }

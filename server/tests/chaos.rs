@@ -337,6 +337,50 @@ async fn a_burst_rides_out_an_agent_dying_and_another_joining() {
     c.stop().await;
 }
 
+/// A job held on a node ahead of its busy slots goes back to the server's queue when no slot
+/// frees within 3 s: the attempt is not counted, the node (its slots now taken by long jobs)
+/// is sent no more than it runs, and the job runs once a slot frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_held_ahead_of_long_jobs_goes_back_and_runs_later() {
+    let _serial = SERIAL.lock().await;
+    // Two slots (the harness's --max-jobs 2) and one place ahead.
+    let mut c = Chaos::with_agent_args(&["ahead-a"], &["--queue-ahead", "1"], |_| {}).await;
+    let node = c.agents[0].0.clone();
+    let long = [c.submit(8.0).await, c.submit(8.0).await];
+    let held = c.submit(0.1).await;
+    // While the long jobs are young, the node takes the third one too, beyond its slots.
+    let j = c.user.wait_job_until(&held, Duration::from_secs(5), |j| j["status"] != "queued").await;
+    assert_eq!((j["status"].as_str(), j["node_id"].as_str()), (Some("dispatched"), Some(node.as_str())), "{j}");
+    for id in &long {
+        c.running(id, 1, Duration::from_secs(10)).await;
+    }
+    // No slot frees: the agent gives it back after 3 s.
+    let back = Instant::now();
+    let j = c.user.wait_job_until(&held, Duration::from_secs(8), |j| j["status"] == "queued").await;
+    assert_eq!(j["attempt"], 0, "a returned job's attempt is given back: {j}");
+    // The node's oldest job is now seconds old: it gets no job beyond its slots, so the
+    // returned one waits on the server (the long jobs run for 8 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let j = c.user.job(&held).await;
+    assert_eq!(j["status"], "queued", "held again on a node whose slots are all busy: {j}");
+    let jobs = c.all_done(Duration::from_secs(30)).await;
+    assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
+    println!("returned to the queue {} ms after it was seen held", back.elapsed().as_millis());
+    let attempts = c.attempts(&held).await;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!((attempts[0].0, attempts[0].2.as_str()), (1, "succeeded"));
+    let events: Vec<(String, String)> = sqlx::query_as("select status, message from job_events where job_id = $1 order by at, id")
+        .bind(&held)
+        .fetch_all(&c.state.db.pool)
+        .await
+        .unwrap();
+    let returned: Vec<_> = events.iter().filter(|(_, m)| m.contains("no slot came free on the node within 3 s")).collect();
+    assert_eq!(returned.len(), 1, "{events:?}");
+    assert_eq!(returned[0].0, "queued");
+    assert!(c.agent(&node).log().contains("job returned to the server"), "{}", c.agent(&node).log());
+    c.stop().await;
+}
+
 /// A job fails at once on its own error; one that keeps losing its node fails after the
 /// attempt limit, listing every attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,12 @@
 //! server records it as started and finished in one step, and the message is acked after that
 //! answer, so an agent that dies meanwhile gets the message again. That is one HTTP call per
 //! job instead of four.
+//!
+//! A node whose jobs come and go quickly also holds a few beyond its slots
+//! ([`NodeFacts::queue_ahead`](crate::wire::NodeFacts::queue_ahead)), so a freed slot starts the
+//! next job without waiting for the server's next dispatch. A held job that has not found a slot
+//! within [`RETURN_AFTER_MS`] goes back to the server's queue (`return`), not counted as an
+//! attempt, so a job never sits long behind another node's slow work.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +40,8 @@ pub const HDR_BODY_SHA256: &str = "x-aiedge-body-sha256";
 pub const HDR_REQUEST_SIGNATURE: &str = "x-aiedge-signature";
 /// Largest input or result carried inline (in the job message, in the finish report), in bytes.
 pub const INLINE_MAX: usize = 64 * 1024;
+/// How long a job held beyond the node's slots waits for one before the agent returns it.
+pub const RETURN_AFTER_MS: u64 = 3_000;
 /// SHA-256 of the empty body, for requests without one.
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -142,6 +150,9 @@ pub struct Candidate {
     /// Jobs already sent to the node and not finished, including this round's.
     pub in_flight: u32,
     pub max_jobs: u32,
+    /// Jobs the node may hold beyond `max_jobs` now (see the balancer): 0 when it holds none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ahead: u32,
     /// What the pick compares: the score shared among the jobs in flight, `score / (1 + in_flight)`.
     pub effective: f64,
     /// Why the node could not take the job; `None` when it was eligible.
@@ -160,6 +171,10 @@ pub struct Decision {
     pub attempt: u32,
     pub chosen: String,
     pub candidates: Vec<Candidate>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The text a request signature covers: method, path (with query), time, body hash, one per line.

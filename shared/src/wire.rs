@@ -58,6 +58,10 @@ pub struct NodeFacts {
     /// Jobs the node runs at the same time (`--max-jobs`); older agents did not say: 1.
     #[serde(default = "one")]
     pub max_jobs: u32,
+    /// Jobs the node takes beyond `max_jobs`, to start the moment a slot frees (`--queue-ahead`);
+    /// older agents did not: 0.
+    #[serde(default)]
+    pub queue_ahead: u32,
     /// The owner allows script jobs on this node (`--no-scripts` turns them off).
     #[serde(default = "yes")]
     pub accepts_scripts: bool,
@@ -216,6 +220,7 @@ mod tests {
                 version: "3.11.7".into(),
             }],
             max_jobs: 2,
+            queue_ahead: 2,
             accepts_scripts: true,
         }
     }

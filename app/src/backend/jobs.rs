@@ -460,17 +460,21 @@ pub async fn mark_dispatched(db: &Db, reservations: &[Reservation<'_>]) -> Resul
     Ok(reserved)
 }
 
-/// Puts a dispatched job back in the queue when its message could not be published; the
-/// attempt never happened, so its number is given back.
-pub async fn undo_dispatch(db: &Db, id: &str, attempt: i32, why: &str) -> Result<bool, sqlx::Error> {
+/// Puts a job dispatched to `node_id` and not started back in the queue: its message could not
+/// be published, or the node held it ahead and found no slot in time. The attempt never
+/// happened, so its number is given back. False when the attempt is no longer in that state.
+pub async fn undo_dispatch(db: &Db, id: &str, node_id: &str, attempt: i32, why: &str) -> Result<bool, sqlx::Error> {
     let now = now_ms();
     let mut tx = db.writer.begin().await?;
-    let done = sqlx::query("update jobs set status = 'queued', node_id = null, attempt = $1 where id = $2 and status = 'dispatched' and attempt = $3")
-        .bind(attempt - 1)
-        .bind(id)
-        .bind(attempt)
-        .execute(&mut *tx)
-        .await?;
+    let done = sqlx::query(
+        "update jobs set status = 'queued', node_id = null, attempt = $1 where id = $2 and status = 'dispatched' and attempt = $3 and node_id = $4",
+    )
+    .bind(attempt - 1)
+    .bind(id)
+    .bind(attempt)
+    .bind(node_id)
+    .execute(&mut *tx)
+    .await?;
     if done.rows_affected() == 0 {
         return Ok(false);
     }

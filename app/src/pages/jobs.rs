@@ -238,7 +238,7 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
                                 <tr class:chosen=chosen>
                                     <td>{c.node_name.clone()}</td>
                                     <td>{format!("{:.3}", c.score)}</td>
-                                    <td>{format!("{} / {}", c.in_flight, c.max_jobs)}</td>
+                                    <td>{if c.ahead == 0 { format!("{} / {}", c.in_flight, c.max_jobs) } else { format!("{} / {} (+{} ahead)", c.in_flight, c.max_jobs, c.ahead) }}</td>
                                     <td>{format!("{:.3}", c.effective)}</td>
                                     <td>{if chosen { "chosen".to_string() } else { c.excluded.clone().unwrap_or_else(|| if c.tried { "an earlier attempt ran here".into() } else { "lower score".into() }) }}</td>
                                 </tr>

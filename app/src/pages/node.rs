@@ -134,10 +134,11 @@ fn facts(d: &NodeDetail) -> AnyView {
     });
     let agent = n.facts.as_ref().map(|f| {
         format!(
-            "{} · up to {} job{} at once · {}",
+            "{} · up to {} job{} at once{} · {}",
             f.agent_version,
             f.max_jobs,
             if f.max_jobs == 1 { "" } else { "s" },
+            if f.queue_ahead == 0 { String::new() } else { format!(", {} more held ahead", f.queue_ahead) },
             if f.accepts_scripts {
                 "runs scripts"
             } else {
