@@ -240,22 +240,35 @@ pub async fn finish(
         ));
     }
     let (attempt, outcome) = (report.attempt, report.outcome.clone());
-    let (db, id_, node_) = (state.db.clone(), id.clone(), node.clone());
-    let verdict = state
-        .db
-        .exec(async move {
-            let how = match &report.outcome {
-                Outcome::Succeeded { rows } => Finish::Succeeded {
-                    rows: *rows,
-                    result: report.result_csv.as_deref(),
-                    unstarted: report.ran_ms.map(|ran_ms| Unstarted { instance: report.instance.as_deref(), ran_ms }),
-                },
-                // The application's own failure fails the job now; the node's trouble moves it on.
-                Outcome::Failed { error, user_error } => Finish::Failed { error: error.as_str(), retry: !user_error },
-            };
-            jobs::finish(&db, &id_, &node_, attempt_of(report.attempt), how).await
-        })
-        .await?;
+    let verdict = match (report.outcome, report.result_csv) {
+        // The usual report of a small job: written in groups with the others arriving now.
+        (Outcome::Succeeded { rows }, Some(result)) => {
+            let unstarted = report.ran_ms.map(|ran_ms| (report.instance, ran_ms));
+            let success = jobs::InlineSuccess { id: id.clone(), node_id: node.clone(), attempt: attempt_of(attempt), rows, result, unstarted };
+            state.finishes.write(success).await?
+        }
+        (outcome, _) => {
+            let (db, id_, node_) = (state.db.clone(), id.clone(), node.clone());
+            let unstarted = report.ran_ms.map(|ran_ms| (report.instance, ran_ms));
+            state
+                .db
+                .exec(async move {
+                    let how = match &outcome {
+                        // Its result was uploaded before (reported only once done, it is refused:
+                        // such a report must carry its result).
+                        Outcome::Succeeded { rows } => Finish::Succeeded {
+                            rows: *rows,
+                            result: None,
+                            unstarted: unstarted.as_ref().map(|(instance, ran_ms)| Unstarted { instance: instance.as_deref(), ran_ms: *ran_ms }),
+                        },
+                        // The application's own failure fails the job now; the node's trouble moves it on.
+                        Outcome::Failed { error, user_error } => Finish::Failed { error: error.as_str(), retry: !user_error },
+                    };
+                    jobs::finish(&db, &id_, &node_, attempt_of(attempt), how).await
+                })
+                .await?
+        }
+    };
     match &verdict {
         Verdict::Proceed => {
             tracing::info!(job_id = %id, node_id = %node, attempt, ?outcome, "job finished");

@@ -106,6 +106,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         ),
         job_ends: Default::default(),
         intake: backend::jobs::Intake::start(&db),
+        finishes: backend::jobs::Finishes::start(&db),
         db,
     })
 }

@@ -17,7 +17,8 @@ on_both_databases!(
     bad_uploads_are_refused_and_change_nothing,
     only_owners_and_their_nodes_get_at_jobs,
     small_jobs_take_the_short_way,
-    a_burst_of_submissions_is_recorded_whole
+    a_burst_of_submissions_is_recorded_whole,
+    finish_reports_are_recorded_in_groups
 );
 
 mod balancer {
@@ -529,5 +530,86 @@ async fn a_burst_of_submissions_is_recorded_whole(db: DbKind) {
     .await
     .unwrap();
     assert_eq!((jobs_now, inputs_now, events_now), (48 + 9, 48 + 9, 48 + 9));
+    server.stop().await;
+}
+
+/// Successes that carry their results are recorded in groups (`jobs::Finishes`): each report
+/// keeps its own fencing inside the group (a wrong attempt is refused, the same report twice is
+/// accepted and stored once), and a report that cannot be written fails alone while the rest
+/// of its group is recorded.
+async fn finish_reports_are_recorded_in_groups(db: DbKind) {
+    use app::backend::jobs::{self, InlineSuccess, Verdict};
+
+    let server = TestServer::start(db).await;
+    let user = User::new(&server, "finishes@example.org").await;
+    let (node_id, token) = user.add_node("box-f").await;
+    let agent = Agent::start(&server, &token, "box-f", &["--max-jobs", "4", "--queue-ahead", "0"]);
+    user.wait_node_active(&node_id).await;
+    json(user.upload("iris", "iris.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), None).await, 201).await;
+    // The agent paused: four jobs wait dispatched to its node, and this test reports for it.
+    agent.signal(nix::sys::signal::Signal::SIGSTOP);
+    let mut jobs_ = Vec::new();
+    for i in 0..4 {
+        let job = json(user.submit("iris", Some(format!("a,b,c,d\n5.1,3.5,1.4,{i}\n").into_bytes())).await, 201).await;
+        let id = job["id"].as_str().unwrap().to_string();
+        let job = user.wait_job_until(&id, Duration::from_secs(10), |j| j["status"] == "dispatched").await;
+        jobs_.push((id, job["attempt"].as_i64().unwrap() as i32));
+    }
+    let state = server::build_state(&server.config).await.unwrap();
+    // The last job's result key is taken already: its insert fails, and with it its group.
+    let (stuck, stuck_attempt) = jobs_[3].clone();
+    sqlx::query("insert into inline_artifacts (key, content, created_at) values ($1, 'x', 0)")
+        .bind(format!("inline:jobs/{stuck}/attempt-{stuck_attempt}/result.csv"))
+        .execute(&state.db.pool)
+        .await
+        .unwrap();
+    let success = |(id, attempt): &(String, i32), result: &str| InlineSuccess {
+        id: id.clone(),
+        node_id: node_id.clone(),
+        attempt: *attempt,
+        rows: 1,
+        result: result.to_string(),
+        unstarted: Some((Some("test".into()), 2)),
+    };
+    let reports = vec![
+        success(&jobs_[0], "row,label\n0,a\n"),
+        success(&jobs_[0], "row,label\n0,a\n"),
+        success(&(jobs_[1].0.clone(), jobs_[1].1 + 1), "row,label\n0,wrong\n"),
+        success(&jobs_[1], "row,label\n0,b\n"),
+        success(&jobs_[2], "row,label\n0,c\n"),
+        success(&jobs_[3], "row,label\n0,d\n"),
+    ];
+    // The group forms while the writer connection of these finishes is held (on SQLite;
+    // PostgreSQL's writers do not queue, and the outcome must be the same).
+    let finishes = jobs::Finishes::start(&state.db);
+    let held = state.db.writer.acquire().await.unwrap();
+    let tries: Vec<_> = reports
+        .into_iter()
+        .map(|r| {
+            let finishes = finishes.clone();
+            tokio::spawn(async move { finishes.write(r).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+    let verdicts: Vec<_> = futures_util::future::join_all(tries).await.into_iter().map(|t| t.unwrap()).collect();
+    assert!(matches!(verdicts[0], Ok(Verdict::Proceed)) && matches!(verdicts[1], Ok(Verdict::Proceed)), "{verdicts:?}");
+    assert!(matches!(&verdicts[2], Ok(Verdict::Stop(why)) if why.contains("another attempt")), "{verdicts:?}");
+    assert!(matches!(verdicts[3], Ok(Verdict::Proceed)) && matches!(verdicts[4], Ok(Verdict::Proceed)), "{verdicts:?}");
+    assert!(verdicts[5].is_err(), "{verdicts:?}");
+
+    for ((id, _), result) in jobs_.iter().zip(["row,label\n0,a\n", "row,label\n0,b\n", "row,label\n0,c\n"]) {
+        let job = user.job(id).await;
+        assert_eq!((job["status"].as_str(), job["result_rows"].as_u64()), (Some("succeeded"), Some(1)), "{job}");
+        assert_eq!(user.get(&format!("/api/v1/jobs/{id}/result")).await.text().await.unwrap(), result);
+        let statuses: Vec<(String,)> = sqlx::query_as("select status from job_events where job_id = $1 order by at, id").bind(id).fetch_all(&state.db.pool).await.unwrap();
+        let statuses: Vec<&str> = statuses.iter().map(|(s,)| s.as_str()).collect();
+        assert_eq!(statuses, ["queued", "dispatched", "running", "succeeded"], "{id}");
+    }
+    // The one that could not be written changed nothing.
+    assert_eq!(user.job(&stuck).await["status"], "dispatched");
+    let (results,): (i64,) = sqlx::query_as("select count(*) from inline_artifacts where key like 'inline:jobs/%'").fetch_one(&state.db.pool).await.unwrap();
+    assert_eq!(results, 3 + 1, "three results and the key taken beforehand");
+    agent.signal(nix::sys::signal::Signal::SIGCONT);
     server.stop().await;
 }

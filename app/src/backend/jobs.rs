@@ -7,6 +7,7 @@
 use shared::jobs::Decision;
 use sqlx::FromRow;
 
+use super::group_commit::{values, GroupCommit, GroupWrite};
 use super::{now_ms, Db};
 use crate::auth::UserView;
 use crate::jobs::{AttemptView, JobDetail, JobEventView, JobView};
@@ -199,12 +200,12 @@ pub async fn create(intake: &Intake, new: NewJob<'_>) -> Result<JobView, sqlx::E
         started_at_ms: None,
         finished_at_ms: None,
     };
-    intake.record(row).await?;
+    intake.write(row).await?;
     Ok(view)
 }
 
 /// A new job's row, owned, on its way through the [`Intake`].
-struct QueuedRow {
+pub struct QueuedRow {
     id: String,
     owner_id: String,
     app_id: String,
@@ -216,72 +217,23 @@ struct QueuedRow {
     inline_input: Option<String>,
 }
 
-type IntakeRequest = (QueuedRow, tokio::sync::oneshot::Sender<Result<(), sqlx::Error>>);
+/// Records submitted jobs in groups (see [`group_commit`](super::group_commit)): a submission
+/// alone is five statements (begin, input, job, timeline event, commit); a group of them is one
+/// multi-row insert per table.
+pub type Intake = GroupCommit<QueuedRow>;
 
-/// Records submitted jobs in groups (group commit).
-///
-/// A submission on its own is a transaction of five statements (begin, input, job, timeline
-/// event, commit), and on SQLite every write takes its turn on one connection, a round trip to
-/// its thread per statement. Under load submissions arrive many at a time: the intake takes all
-/// that are waiting (up to [`INTAKE_GROUP`]) and records them in one transaction with one
-/// multi-row insert per table. A lone submission costs what it did before. A group that fails
-/// is recorded again one by one, so one bad submission fails alone.
-#[derive(Clone)]
-pub struct Intake(tokio::sync::mpsc::Sender<IntakeRequest>);
+impl GroupWrite for QueuedRow {
+    type Output = ();
+    const MAX_GROUP: usize = 64;
 
-/// Submissions recorded together, at most.
-const INTAKE_GROUP: usize = 64;
-
-impl Intake {
-    /// Starts the intake's task (on the database thread, see [`Db::spawn`]); it ends when the
-    /// last clone of the intake is dropped.
-    pub fn start(db: &Db) -> Self {
-        let (sender, mut requests) = tokio::sync::mpsc::channel::<IntakeRequest>(1024);
-        let writer = db.clone();
-        db.spawn(async move {
-            let mut group = Vec::with_capacity(INTAKE_GROUP);
-            while requests.recv_many(&mut group, INTAKE_GROUP).await > 0 {
-                let rows: Vec<&QueuedRow> = group.iter().map(|(row, _)| row).collect();
-                match insert_queued(&writer, &rows).await {
-                    Ok(()) => group.drain(..).for_each(|(_, reply)| drop(reply.send(Ok(())))),
-                    Err(e) if group.len() == 1 => {
-                        if let Some((_, reply)) = group.pop() {
-                            let _ = reply.send(Err(e));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, submissions = group.len(), "recording a group of jobs failed; recording them one by one");
-                        for (row, reply) in group.drain(..) {
-                            let _ = reply.send(insert_queued(&writer, &[&row]).await);
-                        }
-                    }
-                }
-            }
-        });
-        Self(sender)
+    async fn write(db: &Db, group: &[Self]) -> Result<Vec<()>, sqlx::Error> {
+        insert_queued(db, group).await?;
+        Ok(vec![(); group.len()])
     }
-
-    async fn record(&self, row: QueuedRow) -> Result<(), sqlx::Error> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let gone = || sqlx::Error::Io(std::io::Error::other("the job intake has stopped"));
-        self.0.send((row, reply)).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
-}
-
-/// `head` followed by `rows` tuples of `columns` numbered placeholders: `($1, $2), ($3, $4)`.
-fn values(head: &str, rows: usize, columns: usize) -> String {
-    let tuples: Vec<String> = (0..rows)
-        .map(|r| {
-            let cells: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
-            format!("({})", cells.join(", "))
-        })
-        .collect();
-    format!("{head} {}", tuples.join(", "))
 }
 
 /// Inserts queued jobs, their inline inputs and their first timeline events in one transaction.
-async fn insert_queued(db: &Db, rows: &[&QueuedRow]) -> Result<(), sqlx::Error> {
+async fn insert_queued(db: &Db, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
     let mut tx = db.writer.begin().await?;
     let inline: Vec<(&str, &str, i64)> =
         rows.iter().filter_map(|r| r.inline_input.as_deref().map(|content| (r.input_key.as_str(), content, r.created_at))).collect();
@@ -728,7 +680,7 @@ async fn summary(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str, max_attemp
 }
 
 /// The live attempt finished: running → succeeded, or a failure (see [`end_attempt`]).
-/// A success needs its result uploaded.
+/// A success needs its result uploaded, or carries it (see [`InlineSuccess`]).
 pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<'_>) -> Result<Verdict, sqlx::Error> {
     let (rows, result, unstarted) = match how {
         Finish::Succeeded { rows, result, unstarted } => (rows, result, unstarted),
@@ -754,89 +706,171 @@ pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<
             };
         }
     };
+    if let Some(result) = result {
+        let success = InlineSuccess {
+            id: id.to_string(),
+            node_id: node_id.to_string(),
+            attempt,
+            rows,
+            result: result.to_string(),
+            unstarted: unstarted.map(|u| (u.instance.map(str::to_string), u.ran_ms)),
+        };
+        let mut verdicts = record_successes(db, std::slice::from_ref(&success)).await?;
+        return Ok(verdicts.pop().unwrap_or(Verdict::Proceed));
+    }
+    if unstarted.is_some() {
+        // There was no running state to upload in.
+        return Ok(Verdict::Stop("a job reported only when done must carry its result".into()));
+    }
     let now = now_ms();
     let mut tx = db.writer.begin().await?;
-    let result_key = result.map(|_| super::artifacts::inline_key(&format!("jobs/{id}/attempt-{attempt}/result.csv")));
-    // With the result inline it becomes the job's; otherwise one must have been uploaded.
-    let (set_result, need_result) = if result_key.is_some() { (", result_key = $6", "") } else { ("", " and result_key is not null") };
-    // Reported only once done: dispatched → succeeded in one step, its start dated back by the
-    // run time the agent measured. Otherwise the attempt was started: running → succeeded.
-    let (from, set_started, started) = match unstarted {
-        Some(u) => ("dispatched", ", started_at = $7", Some(now - i64::try_from(u.ran_ms).unwrap_or(0).min(now))),
-        None => ("running", "", None),
-    };
-    let sql = format!(
-        "update jobs set status = 'succeeded', result_rows = $1, progress_rows = $1, finished_at = $2, error = null{set_result}{set_started}
-         where id = $3 and status = '{from}' and node_id = $4 and attempt = $5{need_result}"
-    );
-    let mut update = sqlx::query(&sql).bind(rows as i64).bind(now).bind(id).bind(node_id).bind(attempt);
-    // An unstarted attempt always has its result inline (there was no running state to upload
-    // in), so $6 is bound whenever $7 is.
-    match (&result_key, started) {
-        (Some(key), Some(at)) => update = update.bind(key).bind(at),
-        (Some(key), None) => update = update.bind(key),
-        (None, Some(_)) => return Ok(Verdict::Stop("a job reported only when done must carry its result".into())),
-        (None, None) => {}
-    }
-    if update.execute(&mut *tx).await?.rows_affected() == 0 {
+    let done = sqlx::query(
+        "update jobs set status = 'succeeded', result_rows = $1, progress_rows = $1, finished_at = $2, error = null
+         where id = $3 and status = 'running' and node_id = $4 and attempt = $5 and result_key is not null",
+    )
+    .bind(rows as i64)
+    .bind(now)
+    .bind(id)
+    .bind(node_id)
+    .bind(attempt)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
         drop(tx);
-        let now_state = current(db, id).await?;
-        if let Some((s, node, att)) = &now_state {
-            // A repeated report of the same outcome (the first answer was lost) is accepted again.
-            if s == "succeeded" && node.as_deref() == Some(node_id) && *att == attempt {
-                return Ok(Verdict::Proceed);
-            }
-            if s == "running" && node.as_deref() == Some(node_id) && *att == attempt && unstarted.is_none() {
-                return Ok(Verdict::Stop("upload the result before reporting success".into()));
-            }
-        }
-        return Ok(stop_reason(now_state, node_id, attempt));
+        return refused_success(db, id, node_id, attempt, false).await;
     }
-    if let (Some(key), Some(content)) = (&result_key, result) {
-        super::artifacts::put_inline(&mut tx, key, content).await?;
-    }
-    let finished = format!("finished: {rows} rows");
-    match (started, unstarted) {
-        (Some(started), Some(u)) => {
-            sqlx::query(
-                "update job_attempts set outcome = 'succeeded', started_at = $1, finished_at = $2, agent_instance = $3
-                 where job_id = $4 and attempt = $5",
-            )
-            .bind(started)
-            .bind(now)
-            .bind(u.instance)
-            .bind(id)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await?;
-            // Both steps of the timeline in one statement.
-            sqlx::query(
-                "insert into job_events (id, job_id, at, status, attempt, node_id, message)
-                 values ($1, $2, $3, 'running', $4, $5, 'started on the node'), ($6, $2, $7, 'succeeded', $4, $5, $8)",
-            )
-            .bind(event_id())
-            .bind(id)
-            .bind(started)
-            .bind(attempt)
-            .bind(node_id)
-            .bind(event_id())
-            .bind(now)
-            .bind(&finished)
-            .execute(&mut *tx)
-            .await?;
-        }
-        _ => {
-            sqlx::query("update job_attempts set outcome = 'succeeded', finished_at = $1 where job_id = $2 and attempt = $3")
-                .bind(now)
-                .bind(id)
-                .bind(attempt)
-                .execute(&mut *tx)
-                .await?;
-            event(&mut tx, id, now, "succeeded", attempt, Some(node_id), &finished).await?;
-        }
-    }
+    sqlx::query("update job_attempts set outcome = 'succeeded', finished_at = $1 where job_id = $2 and attempt = $3")
+        .bind(now)
+        .bind(id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+    event(&mut tx, id, now, "succeeded", attempt, Some(node_id), &format!("finished: {rows} rows")).await?;
     tx.commit().await?;
     Ok(Verdict::Proceed)
+}
+
+/// What a success report that changed nothing is told.
+async fn refused_success(db: &Db, id: &str, node_id: &str, attempt: i32, unstarted: bool) -> Result<Verdict, sqlx::Error> {
+    let now_state = current(db, id).await?;
+    if let Some((s, node, att)) = &now_state {
+        // A repeated report of the same outcome (the first answer was lost) is accepted again.
+        if s == "succeeded" && node.as_deref() == Some(node_id) && *att == attempt {
+            return Ok(Verdict::Proceed);
+        }
+        if s == "running" && node.as_deref() == Some(node_id) && *att == attempt && !unstarted {
+            return Ok(Verdict::Stop("upload the result before reporting success".into()));
+        }
+    }
+    Ok(stop_reason(now_state, node_id, attempt))
+}
+
+/// A success that carries its result (at most `INLINE_MAX` bytes), owned: the usual report of
+/// a small job, written in groups through [`Finishes`].
+pub struct InlineSuccess {
+    pub id: String,
+    pub node_id: String,
+    pub attempt: i32,
+    pub rows: u64,
+    pub result: String,
+    /// Reported only once done (see [`Unstarted`]): the agent process that ran it, and for how
+    /// many milliseconds.
+    pub unstarted: Option<(Option<String>, u64)>,
+}
+
+/// Records successes that carry their results in groups (see
+/// [`group_commit`](super::group_commit)): alone, one is six statements; in a group each job
+/// keeps its own compare-and-sets (the job row, then its attempt), and the results and timeline
+/// events of all of them are one multi-row insert each.
+pub type Finishes = GroupCommit<InlineSuccess>;
+
+impl GroupWrite for InlineSuccess {
+    type Output = Verdict;
+    const MAX_GROUP: usize = 64;
+
+    async fn write(db: &Db, group: &[Self]) -> Result<Vec<Verdict>, sqlx::Error> {
+        record_successes(db, group).await
+    }
+}
+
+/// dispatched → succeeded (reported only once done, its start dated back by the run time the
+/// agent measured) or running → succeeded, each with its result; one verdict per success.
+async fn record_successes(db: &Db, group: &[InlineSuccess]) -> Result<Vec<Verdict>, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = db.writer.begin().await?;
+    // (index, result key, when it started if it was reported only once done)
+    let mut won: Vec<(usize, String, Option<i64>)> = Vec::with_capacity(group.len());
+    for (i, s) in group.iter().enumerate() {
+        let key = super::artifacts::inline_key(&format!("jobs/{}/attempt-{}/result.csv", s.id, s.attempt));
+        let started = s.unstarted.as_ref().map(|(_, ran_ms)| now - i64::try_from(*ran_ms).unwrap_or(0).min(now));
+        let (from, set_started) = if started.is_some() { ("dispatched", ", started_at = $7") } else { ("running", "") };
+        let sql = format!(
+            "update jobs set status = 'succeeded', result_rows = $1, progress_rows = $1, finished_at = $2, error = null, result_key = $6{set_started}
+             where id = $3 and status = '{from}' and node_id = $4 and attempt = $5"
+        );
+        let mut update = sqlx::query(&sql).bind(s.rows as i64).bind(now).bind(&s.id).bind(&s.node_id).bind(s.attempt).bind(&key);
+        if let Some(at) = started {
+            update = update.bind(at);
+        }
+        if update.execute(&mut *tx).await?.rows_affected() == 0 {
+            continue;
+        }
+        match (started, &s.unstarted) {
+            (Some(at), Some((instance, _))) => {
+                sqlx::query(
+                    "update job_attempts set outcome = 'succeeded', started_at = $1, finished_at = $2, agent_instance = $3
+                     where job_id = $4 and attempt = $5",
+                )
+                .bind(at)
+                .bind(now)
+                .bind(instance.as_deref())
+                .bind(&s.id)
+                .bind(s.attempt)
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => {
+                sqlx::query("update job_attempts set outcome = 'succeeded', finished_at = $1 where job_id = $2 and attempt = $3")
+                    .bind(now)
+                    .bind(&s.id)
+                    .bind(s.attempt)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        won.push((i, key, started));
+    }
+    if !won.is_empty() {
+        let sql = values("insert into inline_artifacts (key, content, created_at) values", won.len(), 3);
+        let mut insert = sqlx::query(&sql);
+        for (i, key, _) in &won {
+            insert = insert.bind(key.as_str()).bind(group[*i].result.as_str()).bind(now);
+        }
+        insert.execute(&mut *tx).await?;
+        // A success reported only once done gets both steps of its timeline.
+        let events = won.len() + won.iter().filter(|(_, _, started)| started.is_some()).count();
+        let sql = values("insert into job_events (id, job_id, at, status, attempt, node_id, message) values", events, 7);
+        let mut insert = sqlx::query(&sql);
+        for (i, _, started) in &won {
+            let s = &group[*i];
+            if let Some(at) = started {
+                insert = insert.bind(event_id()).bind(&s.id).bind(*at).bind("running").bind(s.attempt).bind(&s.node_id).bind("started on the node");
+            }
+            let finished = format!("finished: {} rows", s.rows);
+            insert = insert.bind(event_id()).bind(&s.id).bind(now).bind("succeeded").bind(s.attempt).bind(&s.node_id).bind(finished);
+        }
+        insert.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    let mut proceed = vec![false; group.len()];
+    for (i, _, _) in &won {
+        proceed[*i] = true;
+    }
+    let mut verdicts = Vec::with_capacity(group.len());
+    for (s, proceed) in group.iter().zip(proceed) {
+        verdicts.push(if proceed { Verdict::Proceed } else { refused_success(db, &s.id, &s.node_id, s.attempt, s.unstarted.is_some()).await? });
+    }
+    Ok(verdicts)
 }
 
 pub enum CancelOutcome {

@@ -16,6 +16,7 @@ pub mod api_tokens;
 pub mod apps;
 pub mod artifacts;
 pub mod db;
+pub mod group_commit;
 pub mod guard;
 pub mod jobs;
 pub mod nodes;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub job_ends: jobs::JobEnds,
     /// Where new jobs are recorded (see [`jobs::Intake`]).
     pub intake: jobs::Intake,
+    /// Where successes that carry their result are recorded (see [`jobs::Finishes`]).
+    pub finishes: jobs::Finishes,
 }
 
 /// The user the request was made by, resolved once per request by
