@@ -91,9 +91,10 @@ pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, start_time
                 link = Link::open(&broker).await;
             }
             let Some(l) = link.as_mut() else { continue };
+            let began = Instant::now();
             match round(&state, &broker, l).await {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!(dispatched = n, "dispatch round"),
+                Ok(n) => tracing::debug!(dispatched = n, took_us = began.elapsed().as_micros() as u64, "dispatch round"),
                 Err(e) => {
                     tracing::warn!(error = %e, "dispatch round failed");
                     link = None;
@@ -220,11 +221,8 @@ fn place(page: Vec<jobs::QueuedJob>, nodes: &mut [NodeState], tried: &mut HashMa
     placed
 }
 
-/// Publishes a reserved job's signed message to its node's queue.
-async fn publish(state: &AppState, broker: &Broker, link: &mut Link, p: Placed, node_id: String) -> Result<Published, RoundError> {
-    if link.declared.insert(node_id.clone()) {
-        broker.declare_node_queue(&node_id).await?;
-    }
+/// Publishes a reserved job's signed message to its node's queue (declared already).
+async fn publish(state: &AppState, broker: &Broker, link: &Link, p: Placed, node_id: String) -> Published {
     let attempt = p.job.attempt + 1;
     let message = JobMessage {
         job_id: p.job.id.clone(),
@@ -250,13 +248,13 @@ async fn publish(state: &AppState, broker: &Broker, link: &mut Link, p: Placed, 
         .channel
         .basic_publish(&broker.topology.jobs_exchange(), &node_id, BasicPublishOptions { mandatory: true, ..Default::default() }, &body, props)
         .await;
-    Ok(match published {
+    match published {
         Ok(confirm) => (p.job.id, attempt, node_id, Some(confirm)),
         Err(e) => {
             tracing::warn!(error = %e, job_id = %p.job.id, "publish failed");
             (p.job.id, attempt, node_id, None)
         }
-    })
+    }
 }
 
 /// One round; returns how many jobs went out.
@@ -293,14 +291,22 @@ async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usi
             .collect();
         let reserved = if reservations.is_empty() { Vec::new() } else { jobs::mark_dispatched(&state.db, &reservations).await? };
         drop(reservations);
+        let mut out = Vec::new();
         for (p, ok) in placed.into_iter().zip(reserved) {
             if !ok {
                 nodes[p.node].in_flight -= 1; // cancelled meanwhile
                 continue;
             }
             let node_id = nodes[p.node].id.clone();
-            pending.push(publish(state, broker, link, p, node_id).await?);
+            if link.declared.insert(node_id.clone()) {
+                broker.declare_node_queue(&node_id).await?;
+            }
+            out.push((p, node_id));
         }
+        // All at once: each publish waits for the channel's I/O thread to take its frames, and
+        // one after another those waits added up to most of a round.
+        let link = &*link;
+        pending.extend(futures_util::future::join_all(out.into_iter().map(|(p, node_id)| publish(state, broker, link, p, node_id))).await);
         if !full_page || !nodes.iter().any(balancer::has_room) {
             break;
         }

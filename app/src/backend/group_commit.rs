@@ -78,9 +78,14 @@ impl<W: GroupWrite> GroupCommit<W> {
 
 /// `head` followed by `rows` tuples of `columns` numbered placeholders: `($1, $2), ($3, $4)`.
 pub(crate) fn values(head: &str, rows: usize, columns: usize) -> String {
+    values_from(head, rows, columns, 1)
+}
+
+/// [`values`] with the placeholders numbered from `first`, after the statement's own.
+pub(crate) fn values_from(head: &str, rows: usize, columns: usize, first: usize) -> String {
     let tuples: Vec<String> = (0..rows)
         .map(|r| {
-            let cells: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            let cells: Vec<String> = (0..columns).map(|c| format!("${}", first + r * columns + c)).collect();
             format!("({})", cells.join(", "))
         })
         .collect();
@@ -93,5 +98,6 @@ mod tests {
     fn placeholders_are_numbered_across_rows() {
         assert_eq!(super::values("insert into t (a, b) values", 2, 2), "insert into t (a, b) values ($1, $2), ($3, $4)");
         assert_eq!(super::values("insert into t (a) values", 1, 1), "insert into t (a) values ($1)");
+        assert_eq!(super::values_from("values", 2, 1, 3), "values ($3), ($4)");
     }
 }

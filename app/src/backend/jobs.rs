@@ -7,7 +7,7 @@
 use shared::jobs::Decision;
 use sqlx::FromRow;
 
-use super::group_commit::{values, GroupCommit, GroupWrite};
+use super::group_commit::{values, values_from, GroupCommit, GroupWrite};
 use super::{now_ms, Db};
 use crate::auth::UserView;
 use crate::jobs::{AttemptView, JobDetail, JobEventView, JobView};
@@ -372,41 +372,45 @@ pub struct Reservation<'a> {
 }
 
 /// Reserves the next attempt of queued jobs before they are published, all in one transaction:
-/// each job becomes `dispatched` and its attempt gets its row. False for a job that is no
+/// each job becomes `dispatched` if it is still queued at the attempt the dispatcher saw (one
+/// `update … from` a list of values for all of them, returning those that changed), and the
+/// attempts' rows and timeline events are one multi-row insert each. False for a job that is no
 /// longer queued (cancelled meanwhile).
 pub async fn mark_dispatched(db: &Db, reservations: &[Reservation<'_>]) -> Result<Vec<bool>, sqlx::Error> {
+    if reservations.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = now_ms();
-    let mut reserved = Vec::with_capacity(reservations.len());
     let mut tx = db.writer.begin().await?;
+    let sql = format!(
+        "with v (id, node_id, attempt, decision, expected) as ({})
+         update jobs set status = 'dispatched', node_id = v.node_id, attempt = v.attempt, decision = v.decision, dispatched_at = $1, started_at = null
+         from v where jobs.id = v.id and jobs.status = 'queued' and jobs.attempt = v.expected
+         returning jobs.id",
+        values_from("values", reservations.len(), 5, 2)
+    );
+    let mut update = sqlx::query_as::<_, (String,)>(&sql).bind(now);
     for r in reservations {
-        let attempt = r.expected_attempt + 1;
         let decision_json = serde_json::to_string(r.decision).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let done = sqlx::query(
-            "update jobs set status = 'dispatched', node_id = $1, attempt = $2, decision = $3, dispatched_at = $4, started_at = null
-             where id = $5 and status = 'queued' and attempt = $6",
-        )
-        .bind(r.node_id)
-        .bind(attempt)
-        .bind(decision_json)
-        .bind(now)
-        .bind(r.id)
-        .bind(r.expected_attempt)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            reserved.push(false);
-            continue;
+        update = update.bind(r.id).bind(r.node_id).bind(r.expected_attempt + 1).bind(decision_json).bind(r.expected_attempt);
+    }
+    let changed: std::collections::HashSet<String> = update.fetch_all(&mut *tx).await?.into_iter().map(|(id,)| id).collect();
+    let reserved: Vec<bool> = reservations.iter().map(|r| changed.contains(r.id)).collect();
+    let won: Vec<&Reservation<'_>> = reservations.iter().filter(|r| changed.contains(r.id)).collect();
+    if !won.is_empty() {
+        let sql = values("insert into job_attempts (job_id, attempt, node_id, node_name, dispatched_at, outcome) values", won.len(), 6);
+        let mut insert = sqlx::query(&sql);
+        for r in &won {
+            insert = insert.bind(r.id).bind(r.expected_attempt + 1).bind(r.node_id).bind(r.node_name).bind(now).bind("dispatched");
         }
-        sqlx::query("insert into job_attempts (job_id, attempt, node_id, node_name, dispatched_at, outcome) values ($1, $2, $3, $4, $5, 'dispatched')")
-            .bind(r.id)
-            .bind(attempt)
-            .bind(r.node_id)
-            .bind(r.node_name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        event(&mut tx, r.id, now, "dispatched", attempt, Some(r.node_id), &format!("sent to {}'s queue", r.node_name)).await?;
-        reserved.push(true);
+        insert.execute(&mut *tx).await?;
+        let sql = values("insert into job_events (id, job_id, at, status, attempt, node_id, message) values", won.len(), 7);
+        let mut insert = sqlx::query(&sql);
+        for r in &won {
+            let message = format!("sent to {}'s queue", r.node_name);
+            insert = insert.bind(event_id()).bind(r.id).bind(now).bind("dispatched").bind(r.expected_attempt + 1).bind(r.node_id).bind(message);
+        }
+        insert.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(reserved)
@@ -795,66 +799,72 @@ impl GroupWrite for InlineSuccess {
 
 /// dispatched → succeeded (reported only once done, its start dated back by the run time the
 /// agent measured) or running → succeeded, each with its result; one verdict per success.
+///
+/// Every statement covers the whole group: the compare-and-sets of all the job rows are one
+/// `update … from` a list of values (a row changes only if it is still that attempt's, on that
+/// node, in the state the report finishes from), and it returns the rows that changed; then
+/// one update of their attempts and one insert each for their results and timeline events.
 async fn record_successes(db: &Db, group: &[InlineSuccess]) -> Result<Vec<Verdict>, sqlx::Error> {
-    let now = now_ms();
-    let mut tx = db.writer.begin().await?;
-    // (index, result key, when it started if it was reported only once done)
-    let mut won: Vec<(usize, String, Option<i64>)> = Vec::with_capacity(group.len());
-    for (i, s) in group.iter().enumerate() {
-        let key = super::artifacts::inline_key(&format!("jobs/{}/attempt-{}/result.csv", s.id, s.attempt));
-        let started = s.unstarted.as_ref().map(|(_, ran_ms)| now - i64::try_from(*ran_ms).unwrap_or(0).min(now));
-        let (from, set_started) = if started.is_some() { ("dispatched", ", started_at = $7") } else { ("running", "") };
-        let sql = format!(
-            "update jobs set status = 'succeeded', result_rows = $1, progress_rows = $1, finished_at = $2, error = null, result_key = $6{set_started}
-             where id = $3 and status = '{from}' and node_id = $4 and attempt = $5"
-        );
-        let mut update = sqlx::query(&sql).bind(s.rows as i64).bind(now).bind(&s.id).bind(&s.node_id).bind(s.attempt).bind(&key);
-        if let Some(at) = started {
-            update = update.bind(at);
-        }
-        if update.execute(&mut *tx).await?.rows_affected() == 0 {
-            continue;
-        }
-        match (started, &s.unstarted) {
-            (Some(at), Some((instance, _))) => {
-                sqlx::query(
-                    "update job_attempts set outcome = 'succeeded', started_at = $1, finished_at = $2, agent_instance = $3
-                     where job_id = $4 and attempt = $5",
-                )
-                .bind(at)
-                .bind(now)
-                .bind(instance.as_deref())
-                .bind(&s.id)
-                .bind(s.attempt)
-                .execute(&mut *tx)
-                .await?;
-            }
-            _ => {
-                sqlx::query("update job_attempts set outcome = 'succeeded', finished_at = $1 where job_id = $2 and attempt = $3")
-                    .bind(now)
-                    .bind(&s.id)
-                    .bind(s.attempt)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        won.push((i, key, started));
+    if group.is_empty() {
+        return Ok(Vec::new());
     }
-    if !won.is_empty() {
-        let sql = values("insert into inline_artifacts (key, content, created_at) values", won.len(), 3);
+    let now = now_ms();
+    let started: Vec<Option<i64>> =
+        group.iter().map(|s| s.unstarted.as_ref().map(|(_, ran_ms)| now - i64::try_from(*ran_ms).unwrap_or(0).min(now))).collect();
+    let key = |s: &InlineSuccess| super::artifacts::inline_key(&format!("jobs/{}/attempt-{}/result.csv", s.id, s.attempt));
+    let mut tx = db.writer.begin().await?;
+    let sql = format!(
+        "with v (id, node_id, attempt, result_rows, result_key, started_at, from_status) as ({})
+         update jobs set status = 'succeeded', result_rows = v.result_rows, progress_rows = v.result_rows, finished_at = $1, error = null,
+                result_key = v.result_key, started_at = coalesce(v.started_at, jobs.started_at)
+         from v where jobs.id = v.id and jobs.node_id = v.node_id and jobs.attempt = v.attempt and jobs.status = v.from_status
+         returning jobs.id, jobs.attempt, jobs.node_id",
+        values_from("values", group.len(), 7, 2)
+    );
+    let mut update = sqlx::query_as::<_, (String, i32, String)>(&sql).bind(now);
+    for (s, started) in group.iter().zip(&started) {
+        let from = if started.is_some() { "dispatched" } else { "running" };
+        update = update.bind(&s.id).bind(&s.node_id).bind(s.attempt).bind(s.rows as i64).bind(key(s)).bind(*started).bind(from);
+    }
+    let mut changed = update.fetch_all(&mut *tx).await?;
+    // Each changed row to the first report it answers (the same report twice: the second is
+    // answered below, like a report repeated after a lost answer).
+    let mut won = vec![false; group.len()];
+    for (i, s) in group.iter().enumerate() {
+        if let Some(at) = changed.iter().position(|(id, attempt, node)| *id == s.id && *attempt == s.attempt && *node == s.node_id) {
+            changed.swap_remove(at);
+            won[i] = true;
+        }
+    }
+    let winners: Vec<usize> = (0..group.len()).filter(|i| won[*i]).collect();
+    if !winners.is_empty() {
+        let sql = format!(
+            "with v (job_id, attempt, started_at, agent_instance) as ({})
+             update job_attempts set outcome = 'succeeded', finished_at = $1, started_at = coalesce(v.started_at, job_attempts.started_at),
+                    agent_instance = coalesce(v.agent_instance, job_attempts.agent_instance)
+             from v where job_attempts.job_id = v.job_id and job_attempts.attempt = v.attempt",
+            values_from("values", winners.len(), 4, 2)
+        );
+        let mut update = sqlx::query(&sql).bind(now);
+        for &i in &winners {
+            let instance = group[i].unstarted.as_ref().and_then(|(instance, _)| instance.as_deref());
+            update = update.bind(&group[i].id).bind(group[i].attempt).bind(started[i]).bind(instance);
+        }
+        update.execute(&mut *tx).await?;
+        let sql = values("insert into inline_artifacts (key, content, created_at) values", winners.len(), 3);
         let mut insert = sqlx::query(&sql);
-        for (i, key, _) in &won {
-            insert = insert.bind(key.as_str()).bind(group[*i].result.as_str()).bind(now);
+        for &i in &winners {
+            insert = insert.bind(key(&group[i])).bind(group[i].result.as_str()).bind(now);
         }
         insert.execute(&mut *tx).await?;
         // A success reported only once done gets both steps of its timeline.
-        let events = won.len() + won.iter().filter(|(_, _, started)| started.is_some()).count();
+        let events = winners.len() + winners.iter().filter(|i| started[**i].is_some()).count();
         let sql = values("insert into job_events (id, job_id, at, status, attempt, node_id, message) values", events, 7);
         let mut insert = sqlx::query(&sql);
-        for (i, _, started) in &won {
-            let s = &group[*i];
-            if let Some(at) = started {
-                insert = insert.bind(event_id()).bind(&s.id).bind(*at).bind("running").bind(s.attempt).bind(&s.node_id).bind("started on the node");
+        for &i in &winners {
+            let s = &group[i];
+            if let Some(at) = started[i] {
+                insert = insert.bind(event_id()).bind(&s.id).bind(at).bind("running").bind(s.attempt).bind(&s.node_id).bind("started on the node");
             }
             let finished = format!("finished: {} rows", s.rows);
             insert = insert.bind(event_id()).bind(&s.id).bind(now).bind("succeeded").bind(s.attempt).bind(&s.node_id).bind(finished);
@@ -862,13 +872,9 @@ async fn record_successes(db: &Db, group: &[InlineSuccess]) -> Result<Vec<Verdic
         insert.execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    let mut proceed = vec![false; group.len()];
-    for (i, _, _) in &won {
-        proceed[*i] = true;
-    }
     let mut verdicts = Vec::with_capacity(group.len());
-    for (s, proceed) in group.iter().zip(proceed) {
-        verdicts.push(if proceed { Verdict::Proceed } else { refused_success(db, &s.id, &s.node_id, s.attempt, s.unstarted.is_some()).await? });
+    for (s, won) in group.iter().zip(won) {
+        verdicts.push(if won { Verdict::Proceed } else { refused_success(db, &s.id, &s.node_id, s.attempt, s.unstarted.is_some()).await? });
     }
     Ok(verdicts)
 }
