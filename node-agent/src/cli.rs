@@ -103,11 +103,11 @@ pub struct RunArgs {
     pub max_jobs: u32,
 
     /// Jobs this node takes beyond --max-jobs, to start the moment a slot frees instead of
-    /// waiting for the server's next dispatch [default: --max-jobs; 0 turns it off]. The
-    /// server only sends them while this node's jobs come and go within a second, and a job
-    /// that finds no slot within 3 s goes back to the server's queue.
-    #[arg(long, env = "AIEDGE_QUEUE_AHEAD")]
-    pub queue_ahead: Option<u32>,
+    /// waiting for the server's next dispatch: for many small jobs (0, the default: only as
+    /// many as it runs). The server sends them only while this node's jobs come and go within
+    /// a second, and a job that finds no slot within 3 s goes back to the server's queue.
+    #[arg(long, env = "AIEDGE_QUEUE_AHEAD", default_value_t = 0)]
+    pub queue_ahead: u32,
 
     /// Time between heartbeats, e.g. "2s" or "500ms" [default: what the server asked for at
     /// registration, else 2s].
@@ -135,13 +135,6 @@ pub struct RunArgs {
     /// RabbitMQ URL to use instead of the one the server handed out at registration.
     #[arg(long, env = "AIEDGE_AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
-}
-
-impl RunArgs {
-    /// `--queue-ahead`, or its default.
-    pub fn queue_ahead(&self) -> u32 {
-        self.queue_ahead.unwrap_or(self.max_jobs)
-    }
 }
 
 impl std::fmt::Debug for RunArgs {
@@ -246,7 +239,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(args.max_jobs, 1);
-        assert_eq!(args.queue_ahead(), 1, "as many held ahead as run");
+        assert_eq!(args.queue_ahead, 0, "a prefetch of the free slots only");
         assert_eq!(args.work_dir, PathBuf::from("agent-work"));
         assert_eq!(args.benchmark_interval, Duration::from_secs(300));
         assert_eq!(args.heartbeat_interval, None);

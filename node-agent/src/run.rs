@@ -60,7 +60,7 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
         .state_file
         .clone()
         .unwrap_or_else(|| args.work_dir.join(STATE_FILE_NAME));
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), state_file = %state_file.display(), max_jobs = args.max_jobs, queue_ahead = args.queue_ahead(), "node-agent starting");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), state_file = %state_file.display(), max_jobs = args.max_jobs, queue_ahead = args.queue_ahead, "node-agent starting");
 
     // The first benchmark takes a second; run it while we register and gather facts.
     let first_bench = tokio::spawn(bench::run_blocking(bench::DEFAULT_DURATION, cancel.clone()));
@@ -74,7 +74,7 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
                 false
             }
         };
-    let facts = facts::gather(args.max_jobs, args.queue_ahead(), scripts).await;
+    let facts = facts::gather(args.max_jobs, args.queue_ahead, scripts).await;
 
     let state = match obtain_state(&args, &state_file, &facts, &cancel).await {
         Ok(Some(state)) => state,
@@ -122,7 +122,7 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
                 amqp_url: amqp_url.clone(),
                 queue: state.jobs_queue.clone(),
                 max_jobs: args.max_jobs,
-                queue_ahead: args.queue_ahead(),
+                queue_ahead: args.queue_ahead,
                 work_dir: args.work_dir.clone(),
                 launcher: std::env::current_exe().context("locating the agent binary")?,
                 accepts_scripts: scripts,

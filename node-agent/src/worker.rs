@@ -258,8 +258,9 @@ impl Worker {
     }
 
     /// A job slot for a message that came while all were taken, as soon as one frees within
-    /// `RETURN_AFTER_MS`. `None` when the agent stops taking jobs meanwhile (the message goes back to the queue
-    /// with the channel), or when no slot came free and the job went back to the server.
+    /// `RETURN_AFTER_MS`. `None` when the agent stops taking jobs meanwhile (the message goes
+    /// back to the queue with the channel), or when no slot came free and the job went back to
+    /// the server.
     async fn wait_for_slot(&self, delivery: &Delivery, m: &JobMessage) -> Option<OwnedSemaphorePermit> {
         let wait = tokio::time::timeout(Duration::from_millis(RETURN_AFTER_MS), self.slots.clone().acquire_owned());
         let got = tokio::select! {

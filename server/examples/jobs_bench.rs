@@ -64,9 +64,9 @@ struct Args {
     /// Each agent's `--max-jobs`.
     #[arg(long, default_value_t = 4)]
     max_jobs: u32,
-    /// Each agent's `--queue-ahead` (the agent's default: `--max-jobs`).
-    #[arg(long)]
-    queue_ahead: Option<u32>,
+    /// Each agent's `--queue-ahead`.
+    #[arg(long, default_value_t = 0)]
+    queue_ahead: u32,
     /// A fresh PostgreSQL database (dropped at the end) instead of SQLite.
     #[arg(long)]
     postgres: bool,
@@ -259,7 +259,7 @@ impl Setup {
                 .arg("--work-dir")
                 .arg(dir.path().join("work"))
                 .args(["--max-jobs", &args.max_jobs.to_string()])
-                .args(["--queue-ahead", &args.queue_ahead.unwrap_or(args.max_jobs).to_string()])
+                .args(["--queue-ahead", &args.queue_ahead.to_string()])
                 .args(["--heartbeat-interval", heartbeat, "--benchmark-interval", "1h"])
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
@@ -772,7 +772,7 @@ async fn main() -> anyhow::Result<()> {
         "jobs_bench: {cores} cores, database {}, agents --max-jobs {} --queue-ahead {}, {} sequential jobs ({}), {} jobs from {} submitters{}",
         if args.postgres { "PostgreSQL" } else { "SQLite" },
         args.max_jobs,
-        args.queue_ahead.unwrap_or(args.max_jobs),
+        args.queue_ahead,
         args.sequential,
         if args.poll_us == 0 { "waiting with ?wait=".to_string() } else { format!("polling every {} µs", args.poll_us) },
         args.jobs,

@@ -18,9 +18,9 @@
 //! answer, so an agent that dies meanwhile gets the message again. That is one HTTP call per
 //! job instead of four.
 //!
-//! A node whose jobs come and go quickly also holds a few beyond its slots
-//! ([`NodeFacts::queue_ahead`](crate::wire::NodeFacts::queue_ahead)), so a freed slot starts the
-//! next job without waiting for the server's next dispatch. A held job that has not found a slot
+//! A node whose owner allows it ([`NodeFacts::queue_ahead`](crate::wire::NodeFacts::queue_ahead))
+//! holds a few jobs beyond its slots while its jobs come and go quickly, so a freed slot starts
+//! the next job without waiting for the server's next dispatch. A held job that has not found a slot
 //! within [`RETURN_AFTER_MS`] goes back to the server's queue (`return`), not counted as an
 //! attempt, so a job never sits long behind another node's slow work.
 
