@@ -236,12 +236,11 @@ impl Worker {
             let _ = delivery.ack(BasicAckOptions::default()).await;
             return;
         };
-        let Some(_slot) = (match slot {
+        let slot = match slot {
             Some(slot) => Some(slot),
             None => self.wait_for_slot(&delivery, &message).await,
-        }) else {
-            return;
         };
+        let Some(_slot) = slot else { return };
         if let Some(model) = self.quick_model(&message) {
             return self.run_unstarted(delivery, message, model).await;
         }
