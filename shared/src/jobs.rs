@@ -7,8 +7,8 @@
 //!
 //! Everything after that is HTTP, because every step needs an answer the agent acts on
 //! (fencing): `start` (may I run attempt N?), the artifact downloads, `progress` (carry on, or
-//! stop: cancelled), the result and log uploads, and `finish` (accepted, or refused because the
-//! attempt was given away). Each request is signed with [`request_signature`].
+//! stop: cancelled), the result and log uploads, `finish` (accepted, or refused because the
+//! attempt was given away), and `return` (a job held ahead found no slot; see below). Each request is signed with [`request_signature`].
 //!
 //! Small jobs take a shorter way: an input CSV of up to [`INLINE_MAX`] bytes rides in the
 //! message ([`JobMessage::input_csv`]) and a result that small in the finish report
