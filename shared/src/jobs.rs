@@ -8,7 +8,8 @@
 //! Everything after that is HTTP, because every step needs an answer the agent acts on
 //! (fencing): `start` (may I run attempt N?), the artifact downloads, `progress` (carry on, or
 //! stop: cancelled), the result and log uploads, `finish` (accepted, or refused because the
-//! attempt was given away), and `return` (a job held ahead found no slot; see below). Each request is signed with [`request_signature`].
+//! attempt was given away), and `return` (a job held ahead found no slot; see below). Each
+//! request is signed with [`request_signature`].
 //!
 //! Small jobs take a shorter way: an input CSV of up to [`INLINE_MAX`] bytes rides in the
 //! message ([`JobMessage::input_csv`]) and a result that small in the finish report
@@ -20,9 +21,9 @@
 //!
 //! A node whose owner allows it ([`NodeFacts::queue_ahead`](crate::wire::NodeFacts::queue_ahead))
 //! holds a few jobs beyond its slots while its jobs come and go quickly, so a freed slot starts
-//! the next job without waiting for the server's next dispatch. A held job that has not found a slot
-//! within [`RETURN_AFTER_MS`] goes back to the server's queue (`return`), not counted as an
-//! attempt, so a job never sits long behind another node's slow work.
+//! the next job without waiting for the server's next dispatch. A held job that has not found
+//! a slot within [`RETURN_AFTER_MS`] goes back to the server's queue (`return`), not counted as
+//! an attempt, so a job never sits long behind another node's slow work.
 
 use serde::{Deserialize, Serialize};
 
