@@ -94,6 +94,16 @@ pub fn has_room(node: &NodeState) -> bool {
     excluded(node, &Need { kind: AppKind::Onnx, runtime: None, tried: Vec::new() }).is_none()
 }
 
+/// How many jobs the node could take now (as [`has_room`] sees it): its free slots and places
+/// ahead, or 0.
+pub fn room(node: &NodeState) -> u32 {
+    if has_room(node) {
+        node.max_jobs.saturating_add(node.ahead).saturating_sub(node.in_flight)
+    } else {
+        0
+    }
+}
+
 /// Every node as a candidate with its effective score, and the index of the winner, if any.
 pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>) {
     let candidates: Vec<Candidate> = nodes
@@ -284,6 +294,7 @@ mod tests {
         weak.max_jobs = 1;
         weak.ahead = 2;
         let mut nodes = vec![strong, weak];
+        assert_eq!(nodes.iter().map(room).sum::<u32>(), 6);
         let mut picks = Vec::new();
         while let (Some(i), _) = pick(&onnx(), &nodes) {
             nodes[i].in_flight += 1;
@@ -293,6 +304,7 @@ mod tests {
         // then the strong node's held places, shared by score as usual, then nothing.
         assert_eq!(picks[..2], ["strong", "weak"]);
         assert_eq!(picks.len(), 6);
+        assert!(nodes.iter().all(|n| room(n) == 0));
         let (_, cands) = pick(&onnx(), &nodes);
         assert_eq!(cands[0].excluded.as_deref(), Some("no free slot (1 of 1 busy, 2 held ahead)"));
         assert_eq!(cands[0].ahead, 2);

@@ -271,11 +271,16 @@ async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usi
     // Page through the queue, oldest first, while some node has room: a long backlog costs a
     // page per round, not the whole queue. A page's reservations are one transaction.
     while looked < ROUND_LIMIT {
-        let page = jobs::queued(&state.db, after.as_ref().map(|(at, id)| (*at, id.as_str())), PAGE).await?;
+        // The first page no larger than the fleet can take: its rows carry their inline inputs,
+        // and under load a round usually has a few free places, not 64. Later pages (the first
+        // held jobs no node could run) are full ones.
+        let room = nodes.iter().map(|n| i64::from(balancer::room(n))).sum::<i64>();
+        let limit = if after.is_none() { PAGE.min(room.max(1)) } else { PAGE };
+        let page = jobs::queued(&state.db, after.as_ref().map(|(at, id)| (*at, id.as_str())), limit).await?;
         let Some(last) = page.last() else { break };
         after = Some((last.created_at, last.id.clone()));
         looked += page.len() as i64;
-        let full_page = page.len() as i64 == PAGE;
+        let full_page = page.len() as i64 == limit;
         // Only jobs that ran before have nodes to avoid.
         let mut tried = if page.iter().any(|j| j.attempt > 0) { jobs::tried_nodes(&state.db).await? } else { HashMap::new() };
         let placed = place(page, &mut nodes, &mut tried);
