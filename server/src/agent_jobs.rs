@@ -240,16 +240,15 @@ pub async fn finish(
         ));
     }
     let (attempt, outcome) = (report.attempt, report.outcome.clone());
+    let unstarted = report.ran_ms.map(|ran_ms| Unstarted { instance: report.instance, ran_ms });
     let verdict = match (report.outcome, report.result_csv) {
         // The usual report of a small job: written in groups with the others arriving now.
         (Outcome::Succeeded { rows }, Some(result)) => {
-            let unstarted = report.ran_ms.map(|ran_ms| (report.instance, ran_ms));
             let success = jobs::InlineSuccess { id: id.clone(), node_id: node.clone(), attempt: attempt_of(attempt), rows, result, unstarted };
             state.finishes.write(success).await?
         }
         (outcome, _) => {
             let (db, id_, node_) = (state.db.clone(), id.clone(), node.clone());
-            let unstarted = report.ran_ms.map(|ran_ms| (report.instance, ran_ms));
             state
                 .db
                 .exec(async move {
@@ -259,7 +258,7 @@ pub async fn finish(
                         Outcome::Succeeded { rows } => Finish::Succeeded {
                             rows: *rows,
                             result: None,
-                            unstarted: unstarted.as_ref().map(|(instance, ran_ms)| Unstarted { instance: instance.as_deref(), ran_ms: *ran_ms }),
+                            unstarted,
                         },
                         // The application's own failure fails the job now; the node's trouble moves it on.
                         Outcome::Failed { error, user_error } => Finish::Failed { error: error.as_str(), retry: !user_error },

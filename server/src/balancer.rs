@@ -43,6 +43,11 @@ impl NodeState {
     fn free_slot(&self) -> bool {
         self.in_flight < self.max_jobs
     }
+
+    /// Jobs it may have in flight now: its slots and the places it holds ahead.
+    fn capacity(&self) -> u32 {
+        self.max_jobs.saturating_add(self.ahead)
+    }
 }
 
 /// What a job needs from a node.
@@ -61,7 +66,7 @@ fn excluded(node: &NodeState, need: &Need) -> Option<String> {
     if node.admin_state != "enabled" {
         return Some(format!("node is {}", node.admin_state));
     }
-    if node.in_flight >= node.max_jobs.saturating_add(node.ahead) {
+    if node.in_flight >= node.capacity() {
         return Some(if node.ahead == 0 {
             format!("no free slot ({} of {} busy)", node.in_flight, node.max_jobs)
         } else {
@@ -98,7 +103,7 @@ pub fn has_room(node: &NodeState) -> bool {
 /// ahead, or 0.
 pub fn room(node: &NodeState) -> u32 {
     if has_room(node) {
-        node.max_jobs.saturating_add(node.ahead).saturating_sub(node.in_flight)
+        node.capacity().saturating_sub(node.in_flight)
     } else {
         0
     }

@@ -147,9 +147,11 @@ struct NodeRow {
 async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
     let rows: Vec<NodeRow> = sqlx::query_as(
         "select n.id, n.name, n.status, n.admin_state, n.score, n.facts, n.metrics,
-                (select count(*) from jobs j where j.node_id = n.id and j.status in ('dispatched', 'running')) as in_flight,
-                (select min(j.dispatched_at) from jobs j where j.node_id = n.id and j.status in ('dispatched', 'running')) as oldest_in_flight
-         from nodes n where n.status = 'active' and n.admin_state <> 'removed' order by n.id",
+                coalesce(f.in_flight, 0) as in_flight, f.oldest_in_flight
+         from nodes n
+         left join (select node_id, count(*) as in_flight, min(dispatched_at) as oldest_in_flight from jobs
+                    where status in ('dispatched', 'running') group by node_id) f on f.node_id = n.id
+         where n.status = 'active' and n.admin_state <> 'removed' order by n.id",
     )
     .fetch_all(&state.db.pool)
     .await?;

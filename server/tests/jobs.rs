@@ -569,7 +569,7 @@ async fn finish_reports_are_recorded_in_groups(db: DbKind) {
         attempt: *attempt,
         rows: 1,
         result: result.to_string(),
-        unstarted: Some((Some("test".into()), 2)),
+        unstarted: Some(jobs::Unstarted { instance: Some("test".into()), ran_ms: 2 }),
     };
     let reports = vec![
         success(&jobs_[0], "row,label\n0,a\n"),

@@ -139,16 +139,30 @@ async fn event(
     node_id: Option<&str>,
     message: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("insert into job_events (id, job_id, at, status, attempt, node_id, message) values ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(event_id())
-        .bind(job_id)
-        .bind(at)
-        .bind(status)
-        .bind(attempt)
-        .bind(node_id)
-        .bind(message)
-        .execute(&mut **tx)
-        .await?;
+    insert_events(tx, &[Step { job_id, at, status, attempt, node_id, message: message.into() }]).await
+}
+
+/// One step of a job's timeline, for [`insert_events`].
+struct Step<'a> {
+    job_id: &'a str,
+    at: i64,
+    status: &'a str,
+    attempt: i32,
+    node_id: Option<&'a str>,
+    message: String,
+}
+
+/// Adds timeline steps, all in one (multi-row) insert.
+async fn insert_events(tx: &mut sqlx::Transaction<'_, sqlx::Any>, steps: &[Step<'_>]) -> Result<(), sqlx::Error> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let sql = values("insert into job_events (id, job_id, at, status, attempt, node_id, message) values", steps.len(), 7);
+    let mut insert = sqlx::query(&sql);
+    for s in steps {
+        insert = insert.bind(event_id()).bind(s.job_id).bind(s.at).bind(s.status).bind(s.attempt).bind(s.node_id).bind(s.message.as_str());
+    }
+    insert.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -264,12 +278,9 @@ async fn insert_queued(db: &Db, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
             .bind(r.max_attempts);
     }
     insert.execute(&mut *tx).await?;
-    let sql = values("insert into job_events (id, job_id, at, status, attempt, node_id, message) values", rows.len(), 7);
-    let mut insert = sqlx::query(&sql);
-    for r in rows {
-        insert = insert.bind(event_id()).bind(&r.id).bind(r.created_at).bind("queued").bind(0).bind(None::<&str>).bind("submitted");
-    }
-    insert.execute(&mut *tx).await?;
+    let steps: Vec<Step> =
+        rows.iter().map(|r| Step { job_id: &r.id, at: r.created_at, status: "queued", attempt: 0, node_id: None, message: "submitted".into() }).collect();
+    insert_events(&mut tx, &steps).await?;
     tx.commit().await
 }
 
@@ -404,13 +415,18 @@ pub async fn mark_dispatched(db: &Db, reservations: &[Reservation<'_>]) -> Resul
             insert = insert.bind(r.id).bind(r.expected_attempt + 1).bind(r.node_id).bind(r.node_name).bind(now).bind("dispatched");
         }
         insert.execute(&mut *tx).await?;
-        let sql = values("insert into job_events (id, job_id, at, status, attempt, node_id, message) values", won.len(), 7);
-        let mut insert = sqlx::query(&sql);
-        for r in &won {
-            let message = format!("sent to {}'s queue", r.node_name);
-            insert = insert.bind(event_id()).bind(r.id).bind(now).bind("dispatched").bind(r.expected_attempt + 1).bind(r.node_id).bind(message);
-        }
-        insert.execute(&mut *tx).await?;
+        let steps: Vec<Step> = won
+            .iter()
+            .map(|r| Step {
+                job_id: r.id,
+                at: now,
+                status: "dispatched",
+                attempt: r.expected_attempt + 1,
+                node_id: Some(r.node_id),
+                message: format!("sent to {}'s queue", r.node_name),
+            })
+            .collect();
+        insert_events(&mut tx, &steps).await?;
     }
     tx.commit().await?;
     Ok(reserved)
@@ -589,16 +605,16 @@ pub enum Attachment {
 pub enum Finish<'a> {
     /// `result`: the predictions CSV itself (else it was uploaded before). `unstarted`: the
     /// agent ran the attempt without a `start` call (see `shared::jobs`).
-    Succeeded { rows: u64, result: Option<&'a str>, unstarted: Option<Unstarted<'a>> },
+    Succeeded { rows: u64, result: Option<&'a str>, unstarted: Option<Unstarted> },
     /// `retry`: the cause may not follow the job to another node (the agent's own trouble), so
     /// the job goes back to the balancer while it has attempts left.
     Failed { error: &'a str, retry: bool },
 }
 
 /// An attempt reported only once it had run: which agent process ran it, for how long.
-#[derive(Clone, Copy, Debug)]
-pub struct Unstarted<'a> {
-    pub instance: Option<&'a str>,
+#[derive(Clone, Debug)]
+pub struct Unstarted {
+    pub instance: Option<String>,
     pub ran_ms: u64,
 }
 
@@ -717,7 +733,7 @@ pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<
             attempt,
             rows,
             result: result.to_string(),
-            unstarted: unstarted.map(|u| (u.instance.map(str::to_string), u.ran_ms)),
+            unstarted,
         };
         let mut verdicts = record_successes(db, std::slice::from_ref(&success)).await?;
         return Ok(verdicts.pop().unwrap_or(Verdict::Proceed));
@@ -777,15 +793,13 @@ pub struct InlineSuccess {
     pub attempt: i32,
     pub rows: u64,
     pub result: String,
-    /// Reported only once done (see [`Unstarted`]): the agent process that ran it, and for how
-    /// many milliseconds.
-    pub unstarted: Option<(Option<String>, u64)>,
+    /// Reported only once done.
+    pub unstarted: Option<Unstarted>,
 }
 
 /// Records successes that carry their results in groups (see
-/// [`group_commit`](super::group_commit)): alone, one is six statements; in a group each job
-/// keeps its own compare-and-sets (the job row, then its attempt), and the results and timeline
-/// events of all of them are one multi-row insert each.
+/// [`group_commit`](super::group_commit)): a group is six statements however many reports it
+/// holds (see [`record_successes`]).
 pub type Finishes = GroupCommit<InlineSuccess>;
 
 impl GroupWrite for InlineSuccess {
@@ -810,7 +824,7 @@ async fn record_successes(db: &Db, group: &[InlineSuccess]) -> Result<Vec<Verdic
     }
     let now = now_ms();
     let started: Vec<Option<i64>> =
-        group.iter().map(|s| s.unstarted.as_ref().map(|(_, ran_ms)| now - i64::try_from(*ran_ms).unwrap_or(0).min(now))).collect();
+        group.iter().map(|s| s.unstarted.as_ref().map(|u| now - i64::try_from(u.ran_ms).unwrap_or(0).min(now))).collect();
     let key = |s: &InlineSuccess| super::artifacts::inline_key(&format!("jobs/{}/attempt-{}/result.csv", s.id, s.attempt));
     let mut tx = db.writer.begin().await?;
     let sql = format!(
@@ -847,7 +861,7 @@ async fn record_successes(db: &Db, group: &[InlineSuccess]) -> Result<Vec<Verdic
         );
         let mut update = sqlx::query(&sql).bind(now);
         for &i in &winners {
-            let instance = group[i].unstarted.as_ref().and_then(|(instance, _)| instance.as_deref());
+            let instance = group[i].unstarted.as_ref().and_then(|u| u.instance.as_deref());
             update = update.bind(&group[i].id).bind(group[i].attempt).bind(started[i]).bind(instance);
         }
         update.execute(&mut *tx).await?;
@@ -858,18 +872,16 @@ async fn record_successes(db: &Db, group: &[InlineSuccess]) -> Result<Vec<Verdic
         }
         insert.execute(&mut *tx).await?;
         // A success reported only once done gets both steps of its timeline.
-        let events = winners.len() + winners.iter().filter(|i| started[**i].is_some()).count();
-        let sql = values("insert into job_events (id, job_id, at, status, attempt, node_id, message) values", events, 7);
-        let mut insert = sqlx::query(&sql);
+        let mut steps = Vec::with_capacity(winners.len() * 2);
         for &i in &winners {
             let s = &group[i];
+            let step = |at, status, message| Step { job_id: &s.id, at, status, attempt: s.attempt, node_id: Some(&s.node_id), message };
             if let Some(at) = started[i] {
-                insert = insert.bind(event_id()).bind(&s.id).bind(at).bind("running").bind(s.attempt).bind(&s.node_id).bind("started on the node");
+                steps.push(step(at, "running", "started on the node".into()));
             }
-            let finished = format!("finished: {} rows", s.rows);
-            insert = insert.bind(event_id()).bind(&s.id).bind(now).bind("succeeded").bind(s.attempt).bind(&s.node_id).bind(finished);
+            steps.push(step(now, "succeeded", format!("finished: {} rows", s.rows)));
         }
-        insert.execute(&mut *tx).await?;
+        insert_events(&mut tx, &steps).await?;
     }
     tx.commit().await?;
     let mut verdicts = Vec::with_capacity(group.len());
