@@ -119,9 +119,7 @@ impl FormError {
             }
             FormError::NameTooLong => format!("Use at most {NAME_MAX_CHARS} characters."),
             FormError::InvalidCredentials => "Wrong email or password.".into(),
-            FormError::RateLimited => {
-                "Too many sign-in attempts. Wait a minute, then try again.".into()
-            }
+            FormError::RateLimited => "Too many sign-in attempts. Wait a minute, then try again.".into(),
             FormError::Internal => "Something went wrong on our side. Try again.".into(),
         }
     }
@@ -148,26 +146,16 @@ impl FormErrors {
 
     /// The query pairs that carry these errors through a no-JS redirect.
     pub fn query_pairs(&self) -> Vec<(&'static str, &'static str)> {
-        [
-            ("err_email", self.email),
-            ("err_password", self.password),
-            ("err_name", self.name),
-            ("err_form", self.form),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|e| (k, e.code())))
-        .collect()
+        [("err_email", self.email), ("err_password", self.password), ("err_name", self.name), ("err_form", self.form)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|e| (k, e.code())))
+            .collect()
     }
 
     /// Reads the errors back from a query, ignoring unknown codes.
     pub fn from_query(get: impl Fn(&str) -> Option<String>) -> Self {
         let read = |key: &str| get(key).and_then(|c| FormError::from_code(&c));
-        Self {
-            email: read("err_email"),
-            password: read("err_password"),
-            name: read("err_name"),
-            form: read("err_form"),
-        }
+        Self { email: read("err_email"), password: read("err_password"), name: read("err_name"), form: read("err_form") }
     }
 }
 
@@ -273,9 +261,7 @@ pub async fn login(
     }
 
     let user = match normalize_email(&email) {
-        Ok(email) => backend::users::authenticate(&state, &email, &password)
-            .await
-            .map_err(backend::internal)?,
+        Ok(email) => backend::users::authenticate(&state, &email, &password).await.map_err(backend::internal)?,
         Err(_) => {
             // Still spend the hashing time, so a malformed address is not told apart by timing.
             backend::password::burn_verify_time(&password).await;
@@ -316,8 +302,19 @@ mod tests {
 
     #[test]
     fn bad_emails_are_refused() {
-        for bad in ["", "   ", "alice", "@example.org", "alice@", "alice@localhost", "a b@example.org",
-            "alice@exa mple.org", "alice@.example.org", "alice@example..org", "' or 1=1 --@x"] {
+        for bad in [
+            "",
+            "   ",
+            "alice",
+            "@example.org",
+            "alice@",
+            "alice@localhost",
+            "a b@example.org",
+            "alice@exa mple.org",
+            "alice@.example.org",
+            "alice@example..org",
+            "' or 1=1 --@x",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(normalize_email(""), Err(FormError::EmailMissing));
@@ -343,9 +340,7 @@ mod tests {
             form: Some(FormError::RateLimited),
         };
         let pairs = errors.query_pairs();
-        let back = FormErrors::from_query(|k| {
-            pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string())
-        });
+        let back = FormErrors::from_query(|k| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string()));
         assert_eq!(back, errors);
         assert_eq!(FormErrors::from_query(|_| Some("<script>".into())), FormErrors::default());
     }

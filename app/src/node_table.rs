@@ -31,7 +31,11 @@ pub fn Sparkline(values: Vec<f64>, #[prop(optional)] range: Option<(f64, f64)>, 
     let (lo, hi) = range.unwrap_or_else(|| {
         let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if lo.is_finite() && hi > lo { (lo, hi) } else { (lo.min(0.0), lo.max(0.0) + 1.0) }
+        if lo.is_finite() && hi > lo {
+            (lo, hi)
+        } else {
+            (lo.min(0.0), lo.max(0.0) + 1.0)
+        }
     });
     let n = values.len().max(2) as f64 - 1.0;
     let points: String = values

@@ -120,9 +120,8 @@ fn send(
                     let _ = w.location().set_href(&lands.page(id));
                 }
             }
-            _ => set_error.set(Some(
-                json["error"]["message"].as_str().map_or_else(|| "The upload failed. Try again.".to_string(), str::to_string),
-            )),
+            _ => set_error
+                .set(Some(json["error"]["message"].as_str().map_or_else(|| "The upload failed. Try again.".to_string(), str::to_string))),
         }
     });
     xhr.set_onloadend(Some(on_done.as_ref().unchecked_ref()));

@@ -58,18 +58,11 @@ pub fn events_per_sec(duration: Duration, cancel: &CancellationToken) -> Option<
 }
 
 /// [`events_per_sec`] on tokio's blocking pool.
-pub async fn run_blocking(
-    duration: Duration,
-    cancel: CancellationToken,
-) -> anyhow::Result<Option<f64>> {
+pub async fn run_blocking(duration: Duration, cancel: CancellationToken) -> anyhow::Result<Option<f64>> {
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || events_per_sec(duration, &cancel)).await?;
     if let Some(eps) = result {
-        tracing::info!(
-            events_per_sec = eps.round(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "cpu benchmark"
-        );
+        tracing::info!(events_per_sec = eps.round(), took_ms = started.elapsed().as_millis() as u64, "cpu benchmark");
     }
     Ok(result)
 }

@@ -55,21 +55,11 @@ pub struct PredictArgs {
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// Temperature (°C) from which the score is derated linearly.
-    #[arg(
-        long,
-        env = "AIEDGE_WARN_TEMP",
-        default_value_t = 80.0,
-        allow_negative_numbers = true
-    )]
+    #[arg(long, env = "AIEDGE_WARN_TEMP", default_value_t = 80.0, allow_negative_numbers = true)]
     pub warn_temp: f64,
 
     /// Temperature (°C) at or above which the score is 0.
-    #[arg(
-        long,
-        env = "AIEDGE_CRITICAL_TEMP",
-        default_value_t = 90.0,
-        allow_negative_numbers = true
-    )]
+    #[arg(long, env = "AIEDGE_CRITICAL_TEMP", default_value_t = 90.0, allow_negative_numbers = true)]
     pub critical_temp: f64,
 }
 
@@ -152,10 +142,7 @@ impl std::fmt::Debug for RunArgs {
             .field("fixed_events_per_sec", &self.fixed_events_per_sec)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("benchmark_interval", &self.benchmark_interval)
-            .field(
-                "amqp_url",
-                &self.amqp_url.as_deref().map(crate::state::redact_url),
-            )
+            .field("amqp_url", &self.amqp_url.as_deref().map(crate::state::redact_url))
             .finish()
     }
 }
@@ -167,10 +154,7 @@ pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 fn parse_heartbeat_interval(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < MIN_HEARTBEAT_INTERVAL {
-        return Err(format!(
-            "must be at least {}",
-            humantime::format_duration(MIN_HEARTBEAT_INTERVAL)
-        ));
+        return Err(format!("must be at least {}", humantime::format_duration(MIN_HEARTBEAT_INTERVAL)));
     }
     Ok(d)
 }
@@ -201,18 +185,8 @@ mod tests {
                 if matches!(arg.get_id().as_str(), "help" | "version") {
                     continue;
                 }
-                assert!(
-                    arg.get_help().is_some(),
-                    "{} --{} has no doc",
-                    sub.get_name(),
-                    arg.get_id()
-                );
-                assert!(
-                    arg.get_env().is_some(),
-                    "{} --{} has no env var",
-                    sub.get_name(),
-                    arg.get_id()
-                );
+                assert!(arg.get_help().is_some(), "{} --{} has no doc", sub.get_name(), arg.get_id());
+                assert!(arg.get_env().is_some(), "{} --{} has no env var", sub.get_name(), arg.get_id());
             }
         }
     }
@@ -220,10 +194,7 @@ mod tests {
     #[test]
     fn intervals_accept_humantime() {
         assert_eq!(parse_heartbeat_interval("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(
-            parse_heartbeat_interval("500ms"),
-            Ok(Duration::from_millis(500))
-        );
+        assert_eq!(parse_heartbeat_interval("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_heartbeat_interval("10ms").is_err());
         assert!(parse_heartbeat_interval("soon").is_err());
         assert_eq!(parse_benchmark_interval("5m"), Ok(Duration::from_secs(300)));
@@ -232,12 +203,8 @@ mod tests {
 
     #[test]
     fn run_defaults() {
-        let cli =
-            Cli::try_parse_from(["node-agent", "run", "--server", "http://s", "--token", "t"])
-                .unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!("not run")
-        };
+        let cli = Cli::try_parse_from(["node-agent", "run", "--server", "http://s", "--token", "t"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.max_jobs, 1);
         assert_eq!(args.queue_ahead, 0, "a prefetch of the free slots only");
         assert_eq!(args.work_dir, PathBuf::from("agent-work"));

@@ -17,9 +17,7 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(3);
 pub async fn gather(max_jobs: u32, queue_ahead: u32, accepts_scripts: bool) -> NodeFacts {
     let machine = tokio::task::spawn_blocking(|| {
         let system = System::new_with_specifics(
-            RefreshKind::nothing()
-                .with_cpu(CpuRefreshKind::nothing())
-                .with_memory(MemoryRefreshKind::nothing().with_ram()),
+            RefreshKind::nothing().with_cpu(CpuRefreshKind::nothing()).with_memory(MemoryRefreshKind::nothing().with_ram()),
         );
         let cores = match system.cpus().len() {
             0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
@@ -64,19 +62,12 @@ async fn accelerators() -> Vec<String> {
 async fn python3() -> Option<Runtime> {
     let out = tool_output("python3", &["--version"]).await?;
     let version = parse_python_version(&out)?;
-    Some(Runtime {
-        name: "python3".into(),
-        version,
-    })
+    Some(Runtime { name: "python3".into(), version })
 }
 
 /// stdout + stderr of a successful run of `program`, or `None` if it is missing, fails or hangs.
 async fn tool_output(program: &str, args: &[&str]) -> Option<String> {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
+    let child = Command::new(program).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
     match tokio::time::timeout(TOOL_TIMEOUT, child).await {
         Ok(Ok(out)) if out.status.success() => {
             let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -102,20 +93,14 @@ async fn tool_output(program: &str, args: &[&str]) -> Option<String> {
 
 /// One GPU per non-empty line of `nvidia-smi --query-gpu=name --format=csv,noheader`.
 pub fn parse_gpu_names(out: &str) -> Vec<String> {
-    out.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect()
+    out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
 }
 
 /// "Python 3.11.7" -> "3.11.7" (Python 2 printed it on stderr, hence the search).
 pub fn parse_python_version(out: &str) -> Option<String> {
     out.lines().find_map(|line| {
         let version = line.trim().strip_prefix("Python ")?.trim();
-        version
-            .starts_with(|c: char| c.is_ascii_digit())
-            .then(|| version.to_string())
+        version.starts_with(|c: char| c.is_ascii_digit()).then(|| version.to_string())
     })
 }
 
@@ -125,18 +110,9 @@ mod tests {
 
     #[test]
     fn parses_python_versions() {
-        assert_eq!(
-            parse_python_version("Python 3.11.7\n").as_deref(),
-            Some("3.11.7")
-        );
-        assert_eq!(
-            parse_python_version("Python 3.13.0rc1").as_deref(),
-            Some("3.13.0rc1")
-        );
-        assert_eq!(
-            parse_python_version("pyenv: python3: command not found"),
-            None
-        );
+        assert_eq!(parse_python_version("Python 3.11.7\n").as_deref(), Some("3.11.7"));
+        assert_eq!(parse_python_version("Python 3.13.0rc1").as_deref(), Some("3.13.0rc1"));
+        assert_eq!(parse_python_version("pyenv: python3: command not found"), None);
         assert_eq!(parse_python_version(""), None);
     }
 
@@ -160,9 +136,6 @@ mod tests {
 
     #[tokio::test]
     async fn missing_tool_is_none() {
-        assert_eq!(
-            tool_output("definitely-not-a-real-tool-aiedge", &[]).await,
-            None
-        );
+        assert_eq!(tool_output("definitely-not-a-real-tool-aiedge", &[]).await, None);
     }
 }

@@ -43,26 +43,16 @@ impl Link {
             });
         }
         let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
         channel
             .exchange_declare(
                 exchange,
                 ExchangeKind::Fanout,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
+                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
                 FieldTable::default(),
             )
             .await?;
-        Ok(Self {
-            connection,
-            channel,
-            exchange: exchange.to_string(),
-            lost,
-        })
+        Ok(Self { connection, channel, exchange: exchange.to_string(), lost })
     }
 
     /// Resolves when the broker connection fails.
@@ -71,22 +61,11 @@ impl Link {
     }
 
     /// Publishes one signed heartbeat and waits for the broker's confirm.
-    pub async fn publish(
-        &self,
-        heartbeat: &Heartbeat,
-        node_key: &str,
-        expiration: Duration,
-    ) -> anyhow::Result<()> {
+    pub async fn publish(&self, heartbeat: &Heartbeat, node_key: &str, expiration: Duration) -> anyhow::Result<()> {
         let body = serde_json::to_vec(heartbeat)?;
         let mut headers = FieldTable::default();
-        headers.insert(
-            HDR_NODE_ID.into(),
-            AMQPValue::LongString(LongString::from(heartbeat.node_id.as_bytes())),
-        );
-        headers.insert(
-            HDR_SIGNATURE.into(),
-            AMQPValue::LongString(LongString::from(sign(node_key, &body))),
-        );
+        headers.insert(HDR_NODE_ID.into(), AMQPValue::LongString(LongString::from(heartbeat.node_id.as_bytes())));
+        headers.insert(HDR_SIGNATURE.into(), AMQPValue::LongString(LongString::from(sign(node_key, &body))));
         let props = BasicProperties::default()
             .with_content_type(ShortString::from("application/json"))
             .with_type(ShortString::from("heartbeat"))
@@ -94,17 +73,7 @@ impl Link {
             .with_expiration(ShortString::from(expiration.as_millis().to_string()))
             .with_timestamp(u64::try_from(heartbeat.sent_at_ms / 1000).unwrap_or(0))
             .with_headers(headers);
-        let confirm = self
-            .channel
-            .basic_publish(
-                &self.exchange,
-                "",
-                BasicPublishOptions::default(),
-                &body,
-                props,
-            )
-            .await?
-            .await?;
+        let confirm = self.channel.basic_publish(&self.exchange, "", BasicPublishOptions::default(), &body, props).await?.await?;
         if confirm.is_nack() {
             anyhow::bail!("broker refused the heartbeat (nack)");
         }
@@ -114,11 +83,7 @@ impl Link {
     /// Closes the connection politely and waits for lapin's IO thread to finish, each step at
     /// most `timeout`.
     pub async fn close(self, timeout: Duration) {
-        let Self {
-            connection,
-            channel,
-            ..
-        } = self;
+        let Self { connection, channel, .. } = self;
         let close = connection.close(200, "node-agent shutting down");
         match tokio::time::timeout(timeout, close).await {
             Ok(Ok(())) => tracing::debug!("broker connection closed"),

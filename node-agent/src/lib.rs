@@ -51,12 +51,7 @@ pub async fn execute(command: cli::Command) -> anyhow::Result<()> {
 
 /// The process exit code for an error returned by [`execute`].
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err
-        .chain()
-        .any(|cause| {
-            cause.downcast_ref::<register::Refused>().is_some() || cause.downcast_ref::<register::Revoked>().is_some()
-        })
-    {
+    if err.chain().any(|cause| cause.downcast_ref::<register::Refused>().is_some() || cause.downcast_ref::<register::Revoked>().is_some()) {
         EXIT_REGISTRATION_REFUSED
     } else {
         1
@@ -97,10 +92,7 @@ fn predict(args: &cli::PredictArgs) -> anyhow::Result<()> {
 
 /// `node-agent probe`: measure once and print facts, metrics and score as JSON.
 async fn probe(args: cli::ProbeArgs) -> anyhow::Result<()> {
-    let policy = shared::score::ThermalPolicy {
-        warn_c: args.warn_temp,
-        critical_c: args.critical_temp,
-    };
+    let policy = shared::score::ThermalPolicy { warn_c: args.warn_temp, critical_c: args.critical_temp };
     let facts = facts::gather(1, 0, true).await;
 
     let sampler = metrics::Sampler::shared().await?;

@@ -20,10 +20,7 @@ fn main() -> ExitCode {
 
     // One thread is plenty for a heartbeat and a few HTTP calls; the blocking work (sampling,
     // benchmark) goes to tokio's blocking pool. This keeps the agent frugal on small boards.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: starting the async runtime: {err}");

@@ -52,39 +52,25 @@ impl Sampler {
                 .with_cpu(CpuRefreshKind::nothing().with_cpu_usage())
                 .with_memory(MemoryRefreshKind::nothing().with_ram()),
         );
-        Self {
-            system,
-            components: Components::new_with_refreshed_list(),
-        }
+        Self { system, components: Components::new_with_refreshed_list() }
     }
 
     /// [`Sampler::new`] on the blocking pool.
     pub async fn shared() -> anyhow::Result<SharedSampler> {
-        Ok(Arc::new(Mutex::new(
-            tokio::task::spawn_blocking(Sampler::new).await?,
-        )))
+        Ok(Arc::new(Mutex::new(tokio::task::spawn_blocking(Sampler::new).await?)))
     }
 
     /// [`Sampler::sample`] on the blocking pool.
     pub async fn sample_shared(sampler: &SharedSampler) -> anyhow::Result<Sample> {
         let sampler = Arc::clone(sampler);
-        Ok(tokio::task::spawn_blocking(move || {
-            sampler
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .sample()
-        })
-        .await?)
+        Ok(tokio::task::spawn_blocking(move || sampler.lock().unwrap_or_else(PoisonError::into_inner).sample()).await?)
     }
 
     /// [`Sampler::restart_cpu_window`] on the blocking pool.
     pub async fn restart_cpu_window_shared(sampler: &SharedSampler) -> anyhow::Result<()> {
         let sampler = Arc::clone(sampler);
         tokio::task::spawn_blocking(move || {
-            sampler
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .restart_cpu_window();
+            sampler.lock().unwrap_or_else(PoisonError::into_inner).restart_cpu_window();
         })
         .await?;
         Ok(())
@@ -93,8 +79,7 @@ impl Sampler {
     /// Reads CPU usage since the previous call, RAM and temperatures.
     pub fn sample(&mut self) -> Sample {
         self.system.refresh_cpu_usage();
-        self.system
-            .refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
+        self.system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
         // Refresh the sensors we know instead of re-listing /sys/class/hwmon every time.
         for component in self.components.list_mut() {
             component.refresh();
@@ -105,26 +90,10 @@ impl Sampler {
         let available = self.system.available_memory();
         // u64 -> f64 rounding is far below what a percentage or GiB figure shows.
         #[allow(clippy::cast_precision_loss)]
-        let (free_mem_pct, free_ram_gib) = if total == 0 {
-            (0.0, 0.0)
-        } else {
-            (
-                pct(available as f64 / total as f64 * 100.0),
-                available as f64 / GIB,
-            )
-        };
-        let temperature_c = pick_temperature(
-            self.components
-                .list()
-                .iter()
-                .map(|c| (c.label(), c.temperature())),
-        );
-        Sample {
-            free_cpu_pct,
-            free_mem_pct,
-            free_ram_gib,
-            temperature_c,
-        }
+        let (free_mem_pct, free_ram_gib) =
+            if total == 0 { (0.0, 0.0) } else { (pct(available as f64 / total as f64 * 100.0), available as f64 / GIB) };
+        let temperature_c = pick_temperature(self.components.list().iter().map(|c| (c.label(), c.temperature())));
+        Sample { free_cpu_pct, free_mem_pct, free_ram_gib, temperature_c }
     }
 
     /// Starts a new CPU-usage window now, so the agent's own benchmark does not show up as load
@@ -152,33 +121,17 @@ fn pct(x: f64) -> f64 {
 /// "Tctl"/"Tdie", and the "cpu_thermal"/"cpu-thermal" zones of single-board computers.
 pub fn is_cpu_sensor(label: &str) -> bool {
     let label = label.to_ascii_lowercase();
-    [
-        "coretemp",
-        "k10temp",
-        "zenpower",
-        "package id",
-        "core ",
-        "tctl",
-        "tdie",
-        "cpu",
-    ]
-    .iter()
-    .any(|needle| label.contains(needle))
+    ["coretemp", "k10temp", "zenpower", "package id", "core ", "tctl", "tdie", "cpu"].iter().any(|needle| label.contains(needle))
 }
 
 /// The temperature to report: the hottest CPU sensor, else the hottest sensor of any kind,
 /// else `None` (unknown). Readings that cannot be real (not finite, or outside -50..=200 °C)
 /// are ignored.
-pub fn pick_temperature<'a>(
-    readings: impl IntoIterator<Item = (&'a str, Option<f32>)>,
-) -> Option<f64> {
+pub fn pick_temperature<'a>(readings: impl IntoIterator<Item = (&'a str, Option<f32>)>) -> Option<f64> {
     let mut hottest_cpu: Option<f64> = None;
     let mut hottest_any: Option<f64> = None;
     for (label, temperature) in readings {
-        let Some(t) = temperature
-            .map(f64::from)
-            .filter(|t| (-50.0..=200.0).contains(t))
-        else {
+        let Some(t) = temperature.map(f64::from).filter(|t| (-50.0..=200.0).contains(t)) else {
             continue;
         };
         hottest_any = Some(hottest_any.map_or(t, |h| h.max(t)));
@@ -195,22 +148,10 @@ mod tests {
 
     #[test]
     fn recognises_cpu_sensors() {
-        for label in [
-            "coretemp Package id 0",
-            "coretemp Core 3",
-            "k10temp Tctl",
-            "k10temp Tdie",
-            "cpu_thermal temp1",
-            "CPU",
-        ] {
+        for label in ["coretemp Package id 0", "coretemp Core 3", "k10temp Tctl", "k10temp Tdie", "cpu_thermal temp1", "CPU"] {
             assert!(is_cpu_sensor(label), "{label}");
         }
-        for label in [
-            "nvme Composite",
-            "acpitz temp1",
-            "amdgpu edge",
-            "iwlwifi_1 temp1",
-        ] {
+        for label in ["nvme Composite", "acpitz temp1", "amdgpu edge", "iwlwifi_1 temp1"] {
             assert!(!is_cpu_sensor(label), "{label}");
         }
     }
@@ -228,22 +169,15 @@ mod tests {
 
     #[test]
     fn falls_back_to_any_sensor_then_unknown() {
-        assert_eq!(
-            pick_temperature([("acpitz temp1", Some(41.0)), ("nvme Composite", Some(45.0))]),
-            Some(45.0)
-        );
+        assert_eq!(pick_temperature([("acpitz temp1", Some(41.0)), ("nvme Composite", Some(45.0))]), Some(45.0));
         assert_eq!(pick_temperature([("acpitz temp1", None)]), None);
         assert_eq!(pick_temperature(std::iter::empty()), None);
     }
 
     #[test]
     fn ignores_impossible_readings() {
-        let readings = [
-            ("k10temp Tctl", Some(f32::NAN)),
-            ("coretemp Core 0", Some(-273.0)),
-            ("cpu_thermal", Some(1000.0)),
-            ("acpitz", Some(40.0)),
-        ];
+        let readings =
+            [("k10temp Tctl", Some(f32::NAN)), ("coretemp Core 0", Some(-273.0)), ("cpu_thermal", Some(1000.0)), ("acpitz", Some(40.0))];
         assert_eq!(pick_temperature(readings), Some(40.0));
     }
 
@@ -253,10 +187,7 @@ mod tests {
         std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
         let s = sampler.sample();
         assert!((0.0..=100.0).contains(&s.free_cpu_pct), "{s:?}");
-        assert!(
-            (0.0..=100.0).contains(&s.free_mem_pct) && s.free_mem_pct > 0.0,
-            "{s:?}"
-        );
+        assert!((0.0..=100.0).contains(&s.free_mem_pct) && s.free_mem_pct > 0.0, "{s:?}");
         assert!(s.free_ram_gib > 0.0, "{s:?}");
     }
 }

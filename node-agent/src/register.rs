@@ -86,44 +86,25 @@ pub fn register_url(server: &str) -> String {
 }
 
 /// One registration attempt.
-pub async fn register(
-    client: &reqwest::Client,
-    server: &str,
-    request: &RegisterRequest,
-) -> Result<RegisterResponse, RegisterError> {
+pub async fn register(client: &reqwest::Client, server: &str, request: &RegisterRequest) -> Result<RegisterResponse, RegisterError> {
     let url = register_url(server);
-    let resp = client
-        .post(&url)
-        .json(request)
-        .send()
-        .await
-        .map_err(|e| RegisterError::Transient(format!("POST {url}: {}", error_chain(&e))))?;
+    let resp =
+        client.post(&url).json(request).send().await.map_err(|e| RegisterError::Transient(format!("POST {url}: {}", error_chain(&e))))?;
     let status = resp.status();
     match status.as_u16() {
         200..=299 => {
-            let body = resp.bytes().await.map_err(|e| {
-                RegisterError::Transient(format!("reading answer: {}", error_chain(&e)))
-            })?;
-            serde_json::from_slice::<RegisterResponse>(&body).map_err(|e| {
-                RegisterError::Rejected(format!(
-                    "server answered {status} with an unexpected body: {e}"
-                ))
-            })
+            let body = resp.bytes().await.map_err(|e| RegisterError::Transient(format!("reading answer: {}", error_chain(&e))))?;
+            serde_json::from_slice::<RegisterResponse>(&body)
+                .map_err(|e| RegisterError::Rejected(format!("server answered {status} with an unexpected body: {e}")))
         }
-        401 | 403 | 410 => Err(Refused {
-            status: status.as_u16(),
+        401 | 403 | 410 => Err(Refused { status: status.as_u16() }.into()),
+        code if status.is_server_error() || code == 408 || code == 429 => {
+            Err(RegisterError::Transient(format!("server answered {status}")))
         }
-        .into()),
-        code if status.is_server_error() || code == 408 || code == 429 => Err(
-            RegisterError::Transient(format!("server answered {status}")),
-        ),
         _ => {
             let body = resp.text().await.unwrap_or_default();
             let body: String = body.chars().take(200).collect();
-            Err(RegisterError::Rejected(format!(
-                "server answered {status}: {}",
-                body.trim()
-            )))
+            Err(RegisterError::Rejected(format!("server answered {status}: {}", body.trim())))
         }
     }
 }
@@ -146,22 +127,13 @@ mod tests {
 
     #[test]
     fn url_joins_cleanly() {
-        assert_eq!(
-            register_url("http://s:3000"),
-            "http://s:3000/agent/v1/register"
-        );
-        assert_eq!(
-            register_url("http://s:3000/"),
-            "http://s:3000/agent/v1/register"
-        );
+        assert_eq!(register_url("http://s:3000"), "http://s:3000/agent/v1/register");
+        assert_eq!(register_url("http://s:3000/"), "http://s:3000/agent/v1/register");
     }
 
     #[test]
     fn refusal_message_is_one_clear_line() {
         let msg = RegisterError::from(Refused { status: 401 }).to_string();
-        assert_eq!(
-            msg,
-            "registration refused: token invalid, expired or already used (HTTP 401)"
-        );
+        assert_eq!(msg, "registration refused: token invalid, expired or already used (HTTP 401)");
     }
 }

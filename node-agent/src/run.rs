@@ -56,10 +56,7 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
     // Random per process: the server tells a restart from a pause by it.
     let instance = format!("{:016x}", rand::thread_rng().gen::<u64>());
     state::create_private_dir(&args.work_dir)?;
-    let state_file = args
-        .state_file
-        .clone()
-        .unwrap_or_else(|| args.work_dir.join(STATE_FILE_NAME));
+    let state_file = args.state_file.clone().unwrap_or_else(|| args.work_dir.join(STATE_FILE_NAME));
     tracing::info!(version = env!("CARGO_PKG_VERSION"), state_file = %state_file.display(), max_jobs = args.max_jobs, queue_ahead = args.queue_ahead, "node-agent starting");
 
     // The first benchmark takes a second; run it while we register and gather facts.
@@ -96,10 +93,7 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
         .or(state.heartbeat_interval_ms.map(Duration::from_millis))
         .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL)
         .max(crate::cli::MIN_HEARTBEAT_INTERVAL);
-    let amqp_url = args
-        .amqp_url
-        .clone()
-        .unwrap_or_else(|| state.amqp_url.clone());
+    let amqp_url = args.amqp_url.clone().unwrap_or_else(|| state.amqp_url.clone());
     tracing::info!(
         node_id = %state.node_id,
         broker = %redact_url(&amqp_url),
@@ -200,30 +194,15 @@ async fn obtain_state(
             tracing::warn!(saved = %state.server, given = %server, "--server differs from the server this node registered with");
         }
         if args.token.is_some() {
-            tracing::info!(
-                "state file present: the registration token is not needed and was not used"
-            );
+            tracing::info!("state file present: the registration token is not needed and was not used");
         }
         return Ok(Some(state));
     }
 
-    let server = args.server.as_deref().with_context(|| {
-        format!(
-            "no state file at {} and no --server to register with",
-            state_file.display()
-        )
-    })?;
-    let token = args.token.clone().with_context(|| {
-        format!(
-            "no state file at {} and no --token to register with",
-            state_file.display()
-        )
-    })?;
-    let request = RegisterRequest {
-        token,
-        name: args.name.clone(),
-        facts: facts.clone(),
-    };
+    let server =
+        args.server.as_deref().with_context(|| format!("no state file at {} and no --server to register with", state_file.display()))?;
+    let token = args.token.clone().with_context(|| format!("no state file at {} and no --token to register with", state_file.display()))?;
+    let request = RegisterRequest { token, name: args.name.clone(), facts: facts.clone() };
     let client = register::client().context("building the HTTP client")?;
 
     let mut attempt = 0;
@@ -390,13 +369,7 @@ impl Publisher {
     }
 
     /// Publishes every new measurement on `link` until it breaks or we are told to stop.
-    async fn pump(
-        &self,
-        link: &Link,
-        rx: &mut watch::Receiver<Option<NodeMetrics>>,
-        seq: &mut u64,
-        cancel: &CancellationToken,
-    ) -> Stop {
+    async fn pump(&self, link: &Link, rx: &mut watch::Receiver<Option<NodeMetrics>>, seq: &mut u64, cancel: &CancellationToken) -> Stop {
         let mut first = true;
         loop {
             tokio::select! {
@@ -439,9 +412,7 @@ impl Publisher {
 
 /// Reconnect delay before jitter: 200 ms doubling per failed attempt, capped at 10 s.
 pub fn backoff(attempt: u32) -> Duration {
-    BACKOFF_START
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(BACKOFF_CAP)
+    BACKOFF_START.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(BACKOFF_CAP)
 }
 
 /// `delay` scaled by a random factor in 0.75..1.25, so a fleet that lost the same broker does
@@ -451,9 +422,7 @@ fn jittered(delay: Duration) -> Duration {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -473,10 +442,7 @@ mod tests {
     fn jitter_stays_near_the_delay() {
         for _ in 0..100 {
             let d = jittered(Duration::from_secs(4));
-            assert!(
-                d >= Duration::from_secs(3) && d <= Duration::from_secs(5),
-                "{d:?}"
-            );
+            assert!(d >= Duration::from_secs(3) && d <= Duration::from_secs(5), "{d:?}");
         }
     }
 }

@@ -60,8 +60,7 @@ impl AgentState {
                 resp.heartbeat_exchange
             },
             server: server.to_string(),
-            heartbeat_interval_ms: (resp.heartbeat_interval_ms > 0)
-                .then_some(resp.heartbeat_interval_ms),
+            heartbeat_interval_ms: (resp.heartbeat_interval_ms > 0).then_some(resp.heartbeat_interval_ms),
             jobs_queue: resp.jobs_queue,
         }
     }
@@ -72,16 +71,10 @@ pub fn load(path: &Path) -> anyhow::Result<Option<AgentState>> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => {
-            return Err(err).with_context(|| format!("reading state file {}", path.display()))
-        }
+        Err(err) => return Err(err).with_context(|| format!("reading state file {}", path.display())),
     };
-    let state: AgentState = serde_json::from_slice(&bytes).with_context(|| {
-        format!(
-            "state file {} is not valid; remove it to register again",
-            path.display()
-        )
-    })?;
+    let state: AgentState = serde_json::from_slice(&bytes)
+        .with_context(|| format!("state file {} is not valid; remove it to register again", path.display()))?;
     tighten_permissions(path);
     Ok(Some(state))
 }
@@ -105,24 +98,14 @@ pub fn save(path: &Path, state: &AgentState) -> anyhow::Result<()> {
         _ => PathBuf::from("."),
     };
     create_private_dir(&dir)?;
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("state file path {} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    let file_name = path.file_name().with_context(|| format!("state file path {} has no file name", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
     // A leftover from a crash may have other permissions; `mode` only applies on creation.
     let _ = fs::remove_file(&tmp);
 
     let body = serde_json::to_vec_pretty(state)?;
     let write = || -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         file.write_all(&body)?;
         file.write_all(b"\n")?;
         file.sync_all()?;
@@ -139,11 +122,7 @@ pub fn save(path: &Path, state: &AgentState) -> anyhow::Result<()> {
 
 /// Creates `dir` and its parents with mode 0700 (existing directories are left as they are).
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating directory {}", dir.display()))
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating directory {}", dir.display()))
 }
 
 /// `amqp://user:secret@host/vhost` -> `amqp://user:***@host/vhost`, for logs.
@@ -159,12 +138,7 @@ pub fn redact_url(url: &str) -> String {
     };
     let userinfo = &authority[..at];
     match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
+        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &userinfo[..colon], &rest[at..]),
         None => url.to_string(),
     }
 }
@@ -194,11 +168,7 @@ mod tests {
         assert_eq!(load(&path).unwrap(), Some(state()));
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dir_mode = fs::metadata(path.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let dir_mode = fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);
         // No temp file is left behind.
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
@@ -209,11 +179,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATE_FILE_NAME);
         save(&path, &state()).unwrap();
-        let other = AgentState {
-            node_id: "n-2".into(),
-            heartbeat_interval_ms: None,
-            ..state()
-        };
+        let other = AgentState { node_id: "n-2".into(), heartbeat_interval_ms: None, ..state() };
         save(&path, &other).unwrap();
         assert_eq!(load(&path).unwrap(), Some(other));
     }
@@ -225,10 +191,7 @@ mod tests {
         save(&path, &state()).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         load(&path).unwrap();
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
@@ -243,18 +206,12 @@ mod tests {
     #[test]
     fn debug_hides_secrets() {
         let dbg = format!("{:?}", state());
-        assert!(
-            !dbg.contains("very-secret") && !dbg.contains(":pw@"),
-            "{dbg}"
-        );
+        assert!(!dbg.contains("very-secret") && !dbg.contains(":pw@"), "{dbg}");
     }
 
     #[test]
     fn redacts_urls() {
-        assert_eq!(
-            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
+        assert_eq!(redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
         assert_eq!(redact_url("amqps://u:p@h"), "amqps://u:***@h");
         assert_eq!(redact_url("amqp://u@h/v"), "amqp://u@h/v");
         assert_eq!(redact_url("amqp://h/v@x"), "amqp://h/v@x");

@@ -176,9 +176,8 @@ impl Worker {
         let channel = conn.create_channel().await?;
         let prefetch = self.config.max_jobs.saturating_add(self.config.queue_ahead);
         channel.basic_qos(u16::try_from(prefetch).unwrap_or(u16::MAX), BasicQosOptions::default()).await?;
-        let mut consumer = channel
-            .basic_consume(&self.config.queue, "node-agent", BasicConsumeOptions::default(), FieldTable::default())
-            .await?;
+        let mut consumer =
+            channel.basic_consume(&self.config.queue, "node-agent", BasicConsumeOptions::default(), FieldTable::default()).await?;
         tracing::info!(queue = %self.config.queue, max_jobs = self.config.max_jobs, queue_ahead = self.config.queue_ahead, "waiting for jobs");
         loop {
             let next = tokio::select! {
@@ -285,8 +284,12 @@ impl Worker {
         match retry(self.abort.cancelled(), || self.api.post::<_, Proceed>(&path, &report)).await {
             // Stopping: the message goes back to the queue with the channel.
             None => return,
-            Some(Ok(v)) if v.proceed => tracing::info!(job_id = %m.job_id, attempt = m.attempt, "no slot came free in time; job returned to the server"),
-            Some(Ok(v)) => tracing::info!(job_id = %m.job_id, reason = v.reason.as_deref().unwrap_or(""), "job no longer waiting here; dropped"),
+            Some(Ok(v)) if v.proceed => {
+                tracing::info!(job_id = %m.job_id, attempt = m.attempt, "no slot came free in time; job returned to the server")
+            }
+            Some(Ok(v)) => {
+                tracing::info!(job_id = %m.job_id, reason = v.reason.as_deref().unwrap_or(""), "job no longer waiting here; dropped")
+            }
             Some(Err(e)) => tracing::warn!(job_id = %m.job_id, error = %e, "return refused; dropping the message"),
         }
         let _ = delivery.ack(BasicAckOptions::default()).await;
@@ -420,7 +423,9 @@ impl Worker {
             let input = match &m.input_csv {
                 Some(csv) => Some(csv.clone().into_bytes()),
                 None => {
-                    let Some(got) = retry(self.abort.cancelled(), || self.api.download_small(&input_path, IN_MEMORY_MAX)).await else { return Ok(None) };
+                    let Some(got) = retry(self.abort.cancelled(), || self.api.download_small(&input_path, IN_MEMORY_MAX)).await else {
+                        return Ok(None);
+                    };
                     got?
                 }
             };
@@ -557,12 +562,22 @@ impl Worker {
         }
         match ran {
             Ok((rows, output)) if output.len() <= INLINE_MAX => Ok(Some(Ended::with_result(rows, output))),
-            Ok((rows, output)) => Ok(self.upload_result(m, output).await?.then_some(Ended { outcome: Outcome::Succeeded { rows }, result_csv: None })),
+            Ok((rows, output)) => {
+                Ok(self.upload_result(m, output).await?.then_some(Ended { outcome: Outcome::Succeeded { rows }, result_csv: None }))
+            }
             Err((error, user_error)) => Ok(Some(Ended::failed(error, user_error))),
         }
     }
 
-    async fn run_script(&self, bundle: &Path, dir: &Path, input: &Path, output: &Path, log: &Path, stop: &CancellationToken) -> Result<u64, (String, bool)> {
+    async fn run_script(
+        &self,
+        bundle: &Path,
+        dir: &Path,
+        input: &Path,
+        output: &Path,
+        log: &Path,
+        stop: &CancellationToken,
+    ) -> Result<u64, (String, bool)> {
         if !self.config.accepts_scripts {
             return Err(("this node does not run script jobs (--no-scripts)".into(), false));
         }
@@ -633,7 +648,11 @@ impl Ended {
 }
 
 /// Runs a model over a CSV held in memory, off the async threads; counts rows into `rows`.
-async fn predict_in_memory(model: Arc<runner::onnx::Model>, input: Vec<u8>, rows: Arc<AtomicU64>) -> Result<(u64, Vec<u8>), (String, bool)> {
+async fn predict_in_memory(
+    model: Arc<runner::onnx::Model>,
+    input: Vec<u8>,
+    rows: Arc<AtomicU64>,
+) -> Result<(u64, Vec<u8>), (String, bool)> {
     tokio::task::spawn_blocking(move || {
         let mut output = Vec::with_capacity(input.len() * 2);
         model

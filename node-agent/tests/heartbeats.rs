@@ -8,66 +8,32 @@ mod common;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, Consumer, ExchangeKind};
-use shared::wire::{
-    verify, Heartbeat, RegisterResponse, HDR_NODE_ID, HDR_SIGNATURE, HEARTBEAT_EXCHANGE,
-};
+use shared::wire::{verify, Heartbeat, RegisterResponse, HDR_NODE_ID, HDR_SIGNATURE, HEARTBEAT_EXCHANGE};
 
 /// A private, auto-deleted queue bound to the heartbeat exchange, consumed with auto-ack.
 async fn listen() -> (Connection, Consumer) {
-    let props = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
-    let conn = Connection::connect(&common::amqp_url(), props)
-        .await
-        .unwrap();
+    let props =
+        ConnectionProperties::default().with_executor(tokio_executor_trait::Tokio::current()).with_reactor(tokio_reactor_trait::Tokio);
+    let conn = Connection::connect(&common::amqp_url(), props).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.exchange_declare(
         HEARTBEAT_EXCHANGE,
         ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
+        ExchangeDeclareOptions { durable: true, ..Default::default() },
         FieldTable::default(),
     )
     .await
     .unwrap();
     let queue = ch
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+        .queue_declare("", QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
         .await
         .unwrap();
-    ch.queue_bind(
-        queue.name().as_str(),
-        HEARTBEAT_EXCHANGE,
-        "",
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    ch.queue_bind(queue.name().as_str(), HEARTBEAT_EXCHANGE, "", QueueBindOptions::default(), FieldTable::default()).await.unwrap();
     let consumer = ch
-        .basic_consume(
-            queue.name().as_str(),
-            "",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+        .basic_consume(queue.name().as_str(), "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
         .await
         .unwrap();
     (conn, consumer)
@@ -84,45 +50,20 @@ fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {
 
 /// The next heartbeat from `node_id` (others on the shared exchange are skipped), after checking
 /// everything the server relies on: the headers, the signature and the message properties.
-async fn next_heartbeat(
-    consumer: &mut Consumer,
-    node_id: &str,
-    node_key: &str,
-    agent: &common::Agent,
-) -> Heartbeat {
+async fn next_heartbeat(consumer: &mut Consumer, node_id: &str, node_key: &str, agent: &common::Agent) -> Heartbeat {
     let wait = async {
         loop {
-            let delivery = consumer
-                .next()
-                .await
-                .expect("consumer ended")
-                .expect("delivery error");
+            let delivery = consumer.next().await.expect("consumer ended").expect("delivery error");
             if header(&delivery, HDR_NODE_ID).as_deref() != Some(node_id) {
                 continue;
             }
             let sig = header(&delivery, HDR_SIGNATURE).expect("no signature header");
-            assert!(
-                verify(node_key, &delivery.data, &sig),
-                "signature does not verify"
-            );
+            assert!(verify(node_key, &delivery.data, &sig), "signature does not verify");
             assert!(!verify("another-key", &delivery.data, &sig));
             let p = &delivery.properties;
-            assert_eq!(
-                p.content_type().as_ref().map(|s| s.as_str()),
-                Some("application/json")
-            );
-            assert_eq!(
-                *p.delivery_mode(),
-                Some(1),
-                "heartbeats must not be persistent"
-            );
-            let ttl: u64 = p
-                .expiration()
-                .as_ref()
-                .expect("no expiration")
-                .as_str()
-                .parse()
-                .unwrap();
+            assert_eq!(p.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
+            assert_eq!(*p.delivery_mode(), Some(1), "heartbeats must not be persistent");
+            let ttl: u64 = p.expiration().as_ref().expect("no expiration").as_str().parse().unwrap();
             assert!((200..=10_000).contains(&ttl), "expiration {ttl}");
             return serde_json::from_slice::<Heartbeat>(&delivery.data).unwrap();
         }
@@ -138,10 +79,7 @@ fn check_metrics(hb: &Heartbeat) {
     assert!((0.0..=100.0).contains(&m.free_cpu_pct), "{m:?}");
     assert!((0.0..=100.0).contains(&m.free_mem_pct), "{m:?}");
     assert!(m.free_ram_gib > 0.0, "{m:?}");
-    assert!(
-        m.events_per_sec > 0.0,
-        "benchmark must run before the first heartbeat: {m:?}"
-    );
+    assert!(m.events_per_sec > 0.0, "benchmark must run before the first heartbeat: {m:?}");
     assert_eq!(m.running_jobs, 0);
 }
 
@@ -165,10 +103,7 @@ async fn stop(mut agent: common::Agent) -> String {
 
 /// A clean shutdown closes the broker connection politely: no errors from lapin on the way out.
 fn assert_clean_shutdown(log: &str) {
-    assert!(
-        log.contains("shutting down") && log.contains("node-agent stopped"),
-        "{log}"
-    );
+    assert!(log.contains("shutting down") && log.contains("node-agent stopped"), "{log}");
     assert!(!log.contains(" ERROR ") && !log.contains(" WARN "), "{log}");
 }
 
@@ -189,44 +124,26 @@ fn registration(node_id: &str, node_key: &str, amqp_url: &str) -> String {
 async fn registers_sends_signed_heartbeats_and_restarts_without_token() {
     let node_id = common::unique("node");
     let node_key = common::unique("key");
-    let server =
-        common::FakeServer::start(200, registration(&node_id, &node_key, &common::amqp_url()));
+    let server = common::FakeServer::start(200, registration(&node_id, &node_key, &common::amqp_url()));
     let (_conn, mut consumer) = listen().await;
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     let state_file = work.join("node-agent-state.json");
 
     let mut cmd = common::agent();
-    cmd.args([
-        "run",
-        "--server",
-        &server.url,
-        "--token",
-        "one-time",
-        "--name",
-        "pi-7",
-        "--heartbeat-interval",
-        "200ms",
-        "--work-dir",
-    ])
-    .arg(&work);
+    cmd.args(["run", "--server", &server.url, "--token", "one-time", "--name", "pi-7", "--heartbeat-interval", "200ms", "--work-dir"])
+        .arg(&work);
     let agent = common::Agent::spawn(cmd, dir.path().join("first.log"));
 
     let first = next_heartbeat(&mut consumer, &node_id, &node_key, &agent).await;
     assert_eq!(first.node_id, node_id);
     assert_eq!(first.seq, 0);
-    let facts = first
-        .facts
-        .clone()
-        .expect("first heartbeat of a connection carries the facts");
+    let facts = first.facts.clone().expect("first heartbeat of a connection carries the facts");
     assert_eq!(facts.arch, std::env::consts::ARCH);
     check_metrics(&first);
     let second = next_heartbeat(&mut consumer, &node_id, &node_key, &agent).await;
     assert!(second.seq > first.seq);
-    assert!(
-        second.facts.is_none(),
-        "facts only on the first heartbeat of a connection"
-    );
+    assert!(second.facts.is_none(), "facts only on the first heartbeat of a connection");
     assert!(second.sent_at_ms >= first.sent_at_ms);
 
     // Registered exactly once, with the token, the name and the facts.
@@ -241,8 +158,7 @@ async fn registers_sends_signed_heartbeats_and_restarts_without_token() {
     // The credentials are kept privately.
     assert_eq!(common::mode(&state_file), 0o600);
     assert_eq!(common::mode(&work), 0o700);
-    let saved: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
     assert_eq!(saved["node_id"], node_id.as_str());
     assert_eq!(saved["node_key"], node_key.as_str());
     assert_eq!(saved["server"], server.url.as_str());
@@ -252,64 +168,37 @@ async fn registers_sends_signed_heartbeats_and_restarts_without_token() {
 
     // Restart from the state file alone: no token, no server.
     let mut cmd = common::agent();
-    cmd.args(["run", "--heartbeat-interval", "200ms", "--state-file"])
-        .arg(&state_file)
-        .arg("--work-dir")
-        .arg(&work);
+    cmd.args(["run", "--heartbeat-interval", "200ms", "--state-file"]).arg(&state_file).arg("--work-dir").arg(&work);
     let agent = common::Agent::spawn(cmd, dir.path().join("second.log"));
     let resumed = next_heartbeat(&mut consumer, &node_id, &node_key, &agent).await;
     assert_eq!(resumed.seq, 0, "a new process starts counting again");
     assert!(resumed.facts.is_some());
     check_metrics(&resumed);
     assert_eq!(server.registrations().len(), 1, "no second registration");
-    assert!(
-        server.requests().iter().any(|r| r.path == shared::wire::HELLO_PATH),
-        "the agent checks in with its credentials"
-    );
+    assert!(server.requests().iter().any(|r| r.path == shared::wire::HELLO_PATH), "the agent checks in with its credentials");
     assert_clean_shutdown(&stop(agent).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_the_broker_connection_is_cut() {
     let proxy = common::Proxy::start("127.0.0.1:5672").await;
-    let proxied =
-        common::amqp_url().replace("127.0.0.1:5672", &format!("127.0.0.1:{}", proxy.port));
-    assert_ne!(
-        proxied,
-        common::amqp_url(),
-        "the test broker URL must name 127.0.0.1:5672"
-    );
+    let proxied = common::amqp_url().replace("127.0.0.1:5672", &format!("127.0.0.1:{}", proxy.port));
+    assert_ne!(proxied, common::amqp_url(), "the test broker URL must name 127.0.0.1:5672");
     let node_id = common::unique("node");
     let node_key = common::unique("key");
     // The server hands out the real broker; --amqp-url sends the agent through the proxy.
-    let server =
-        common::FakeServer::start(200, registration(&node_id, &node_key, &common::amqp_url()));
+    let server = common::FakeServer::start(200, registration(&node_id, &node_key, &common::amqp_url()));
     let (_conn, mut consumer) = listen().await;
     let dir = tempfile::tempdir().unwrap();
 
     let mut cmd = common::agent();
-    cmd.args([
-        "run",
-        "--server",
-        &server.url,
-        "--token",
-        "t",
-        "--heartbeat-interval",
-        "200ms",
-        "--amqp-url",
-        &proxied,
-        "--work-dir",
-    ])
-    .arg(dir.path());
+    cmd.args(["run", "--server", &server.url, "--token", "t", "--heartbeat-interval", "200ms", "--amqp-url", &proxied, "--work-dir"])
+        .arg(dir.path());
     let agent = common::Agent::spawn(cmd, dir.path().join("agent.log"));
 
     let before = next_heartbeat(&mut consumer, &node_id, &node_key, &agent).await;
     assert!(before.facts.is_some());
-    assert_eq!(
-        proxy.cut(),
-        1,
-        "the agent holds exactly one broker connection"
-    );
+    assert_eq!(proxy.cut(), 1, "the agent holds exactly one broker connection");
 
     // After the cut: a new connection, whose first heartbeat carries the facts again.
     let after = loop {
@@ -318,14 +207,7 @@ async fn reconnects_after_the_broker_connection_is_cut() {
             break hb;
         }
     };
-    assert!(
-        after.seq > before.seq,
-        "seq keeps counting across reconnects"
-    );
-    assert!(
-        agent.log_text().contains("reconnected to broker"),
-        "{}",
-        agent.log_text()
-    );
+    assert!(after.seq > before.seq, "seq keeps counting across reconnects");
+    assert!(agent.log_text().contains("reconnected to broker"), "{}", agent.log_text());
     stop(agent).await;
 }

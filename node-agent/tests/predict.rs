@@ -11,15 +11,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn predict(model: &Path, input: &Path, output: &str) -> std::process::Output {
-    common::agent()
-        .arg("predict")
-        .arg("--model")
-        .arg(model)
-        .arg("--input")
-        .arg(input)
-        .args(["--output", output])
-        .output()
-        .unwrap()
+    common::agent().arg("predict").arg("--model").arg(model).arg("--input").arg(input).args(["--output", output]).output().unwrap()
 }
 
 /// Same header, same labels, numbers within 1e-5 (1e-4 relative for large values: f32).

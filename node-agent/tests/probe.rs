@@ -8,11 +8,7 @@ use serde_json::Value;
 #[test]
 fn probe_prints_facts_metrics_and_score() {
     let out = common::agent().arg("probe").output().unwrap();
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let facts: shared::wire::NodeFacts = serde_json::from_value(json["facts"].clone()).unwrap();
@@ -25,15 +21,9 @@ fn probe_prints_facts_metrics_and_score() {
 
     let m: shared::wire::NodeMetrics = serde_json::from_value(json["metrics"].clone()).unwrap();
     assert!((0.0..=100.0).contains(&m.free_cpu_pct), "{m:?}");
-    assert!(
-        (0.0..=100.0).contains(&m.free_mem_pct) && m.free_mem_pct > 0.0,
-        "{m:?}"
-    );
+    assert!((0.0..=100.0).contains(&m.free_mem_pct) && m.free_mem_pct > 0.0, "{m:?}");
     assert!(m.free_ram_gib > 0.0, "{m:?}");
-    assert!(
-        m.events_per_sec > 0.0 && m.events_per_sec.is_finite(),
-        "{m:?}"
-    );
+    assert!(m.events_per_sec > 0.0 && m.events_per_sec.is_finite(), "{m:?}");
     if let Some(t) = m.temperature_c {
         assert!((-50.0..=200.0).contains(&t), "{m:?}");
     }
@@ -46,16 +36,8 @@ fn probe_prints_facts_metrics_and_score() {
     // The score printed is the shared formula applied to the metrics printed (up to the last
     // digit JSON may round away).
     let expected = shared::score::score(&m, &shared::score::ThermalPolicy::default());
-    for (got, want) in [
-        (s.load, expected.load),
-        (s.perf, expected.perf),
-        (s.thermal, expected.thermal),
-        (s.total, expected.total),
-    ] {
-        assert!(
-            (got - want).abs() <= 1e-9 * want.abs().max(1.0),
-            "{s:?} vs {expected:?}"
-        );
+    for (got, want) in [(s.load, expected.load), (s.perf, expected.perf), (s.thermal, expected.thermal), (s.total, expected.total)] {
+        assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{s:?} vs {expected:?}");
     }
 }
 
@@ -63,20 +45,9 @@ fn probe_prints_facts_metrics_and_score() {
 fn probe_honours_the_thermal_policy_options() {
     // A critical temperature below any real reading: with a sensor the factor is 0, without one
     // (unknown temperature) it stays 1. Either way the options are accepted.
-    let out = common::agent()
-        .args(["probe", "--warn-temp", "-100", "--critical-temp", "-90"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::agent().args(["probe", "--warn-temp", "-100", "--critical-temp", "-90"]).output().unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let expected = if json["metrics"]["temperature_c"].is_null() {
-        1.0
-    } else {
-        0.0
-    };
+    let expected = if json["metrics"]["temperature_c"].is_null() { 1.0 } else { 0.0 };
     assert_eq!(json["score"]["thermal"].as_f64(), Some(expected));
 }

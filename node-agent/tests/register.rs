@@ -12,25 +12,14 @@ fn refused_token_exits_non_zero_with_a_clear_message() {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
         let mut cmd = common::agent();
-        cmd.args([
-            "run",
-            "--server",
-            &server.url,
-            "--token",
-            "bogus",
-            "--work-dir",
-        ])
-        .arg(&work);
+        cmd.args(["run", "--server", &server.url, "--token", "bogus", "--work-dir"]).arg(&work);
         let mut agent = common::Agent::spawn(cmd, dir.path().join("agent.log"));
 
-        let exit = agent
-            .wait_timeout(Duration::from_secs(20))
-            .expect("agent did not exit");
+        let exit = agent.wait_timeout(Duration::from_secs(20)).expect("agent did not exit");
         let log = agent.log_text();
         assert_eq!(exit.code(), Some(3), "{log}");
         assert!(
-            log.lines().any(|l| l
-                == format!("error: registration refused: token invalid, expired or already used (HTTP {status})")),
+            log.lines().any(|l| l == format!("error: registration refused: token invalid, expired or already used (HTTP {status})")),
             "{log}"
         );
         assert!(!work.join("node-agent-state.json").exists());
@@ -39,8 +28,7 @@ fn refused_token_exits_non_zero_with_a_clear_message() {
         assert_eq!(requests.len(), 1, "refusal is final: no retry");
         assert_eq!(requests[0].method, "POST");
         assert_eq!(requests[0].path, "/agent/v1/register");
-        let sent: shared::wire::RegisterRequest =
-            serde_json::from_slice(&requests[0].body).unwrap();
+        let sent: shared::wire::RegisterRequest = serde_json::from_slice(&requests[0].body).unwrap();
         assert_eq!(sent.token, "bogus");
     }
 }
@@ -48,11 +36,7 @@ fn refused_token_exits_non_zero_with_a_clear_message() {
 #[test]
 fn no_state_file_and_no_token_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = common::agent()
-        .args(["run", "--server", "http://127.0.0.1:9", "--work-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = common::agent().args(["run", "--server", "http://127.0.0.1:9", "--work-dir"]).arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no --token to register with"), "{stderr}");
@@ -60,10 +44,7 @@ fn no_state_file_and_no_token_is_a_clear_error() {
 
 #[test]
 fn bad_interval_is_a_usage_error() {
-    let out = common::agent()
-        .args(["run", "--heartbeat-interval", "soon"])
-        .output()
-        .unwrap();
+    let out = common::agent().args(["run", "--heartbeat-interval", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -82,19 +63,11 @@ fn sigterm_during_start_up_exits_cleanly() {
         let server = common::FakeServer::start(200, body.to_string());
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = common::agent();
-        cmd.args(["run", "--server", &server.url, "--token", "t", "--work-dir"])
-            .arg(dir.path());
+        cmd.args(["run", "--server", &server.url, "--token", "t", "--work-dir"]).arg(dir.path());
         let mut agent = common::Agent::spawn(cmd, dir.path().join("agent.log"));
         std::thread::sleep(Duration::from_millis(delay_ms));
         agent.terminate();
-        let exit = agent
-            .wait_timeout(Duration::from_secs(5))
-            .expect("agent did not stop");
-        assert_eq!(
-            exit.code(),
-            Some(0),
-            "after {delay_ms} ms: {}",
-            agent.log_text()
-        );
+        let exit = agent.wait_timeout(Duration::from_secs(5)).expect("agent did not stop");
+        assert_eq!(exit.code(), Some(0), "after {delay_ms} ms: {}", agent.log_text());
     }
 }

@@ -59,11 +59,7 @@ fn main() {
     let batch_only = args.iter().any(|a| a == "--batch-only");
     // `--only NAME`: that model's line alone, without the header (scripts/onnx_bench.sh runs
     // each model right after onnxruntime ran it, so both see the same machine load).
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let dir = args
         .iter()
         .enumerate()
@@ -71,8 +67,8 @@ fn main() {
         .map(|(_, a)| PathBuf::from(a))
         .or_else(|| std::env::var_os("AIEDGE_ZOO").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/var/tmp/aiedge-zoo"));
-    let manifest = std::fs::read_to_string(dir.join("manifest.tsv"))
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/zoo.sh", dir.display()));
+    let manifest =
+        std::fs::read_to_string(dir.join("manifest.tsv")).unwrap_or_else(|e| panic!("{}: {e}; run scripts/zoo.sh", dir.display()));
     // name -> (rows/s, latency µs), from scripts/ort_bench.py.
     let ort: HashMap<String, (f64, f64)> = std::fs::read_to_string(dir.join("bench_ort.tsv"))
         .unwrap_or_default()
@@ -80,10 +76,7 @@ fn main() {
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            Some((
-                f.first()?.to_string(),
-                (f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?),
-            ))
+            Some((f.first()?.to_string(), (f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?)))
         })
         .collect();
 
@@ -101,13 +94,9 @@ fn main() {
         let (text, values, rows) = read_rows(&dir.join(bench));
         let features = model.info().features;
 
-        let batch = time(
-            Duration::from_millis(if batch_only { 1000 } else { 120 }),
-            3,
-            || {
-                model.run_in_memory(&values, rows).unwrap();
-            },
-        );
+        let batch = time(Duration::from_millis(if batch_only { 1000 } else { 120 }), 3, || {
+            model.run_in_memory(&values, rows).unwrap();
+        });
         if batch_only {
             println!("{name}: {:.0} rows/s", rows as f64 / batch.as_secs_f64());
             continue;
@@ -118,9 +107,7 @@ fn main() {
         });
         let csv = time(Duration::from_millis(60), 1, || {
             let mut sink = Vec::with_capacity(text.len() * 2);
-            model
-                .predict_csv(text.as_bytes(), &mut sink, 16_384, &mut |_| {})
-                .unwrap();
+            model.predict_csv(text.as_bytes(), &mut sink, 16_384, &mut |_| {}).unwrap();
         });
         let csv_rate = rows as f64 / csv.as_secs_f64();
         let (ort_rate, ort_us) = match ort.get(name) {

@@ -64,8 +64,7 @@ fn default_memory_mb() -> u64 {
 impl Manifest {
     /// Parses and validates the text of an `aiedge.toml`.
     pub fn parse(text: &str) -> Result<Manifest, BundleError> {
-        let manifest: Manifest =
-            toml::from_str(text).map_err(|e| BundleError::Manifest(e.message().to_owned()))?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| BundleError::Manifest(e.message().to_owned()))?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -78,19 +77,12 @@ impl Manifest {
     fn validate(&self) -> Result<(), BundleError> {
         let bad = |msg: String| Err(BundleError::Manifest(msg));
         if !KNOWN_RUNTIMES.contains(&self.runtime.as_str()) {
-            return bad(format!(
-                "unknown runtime `{}` (known: {})",
-                self.runtime,
-                KNOWN_RUNTIMES.join(", ")
-            ));
+            return bad(format!("unknown runtime `{}` (known: {})", self.runtime, KNOWN_RUNTIMES.join(", ")));
         }
         match self.entry.split_whitespace().next() {
             None => return bad("entry is empty".to_owned()),
             Some(first) if first != self.runtime => {
-                return bad(format!(
-                    "entry must start with the runtime `{}`, not `{first}`",
-                    self.runtime
-                ))
+                return bad(format!("entry must start with the runtime `{}`, not `{first}`", self.runtime))
             }
             Some(_) => {}
         }
@@ -129,10 +121,7 @@ pub struct BundleLimits {
 impl Default for BundleLimits {
     /// 1000 entries, 256 MiB.
     fn default() -> Self {
-        BundleLimits {
-            max_entries: 1000,
-            max_uncompressed_bytes: 256 * MIB,
-        }
+        BundleLimits { max_entries: 1000, max_uncompressed_bytes: 256 * MIB }
     }
 }
 
@@ -211,11 +200,7 @@ pub fn extract(path: &Path, dest: &Path, limits: &BundleLimits) -> Result<Manife
         if let Ok(children) = std::fs::read_dir(dest) {
             for child in children.flatten() {
                 let p = child.path();
-                let _ = if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
+                let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
             }
         }
     }
@@ -236,11 +221,7 @@ fn extract_into(path: &Path, dest: &Path, limits: &BundleLimits) -> Result<Manif
             std::fs::create_dir_all(parent)?;
         }
         // IMPORTANT: create_new (O_EXCL) never follows or overwrites anything already there.
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(if entry.executable { 0o755 } else { 0o644 })
-            .open(&target)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(if entry.executable { 0o755 } else { 0o644 }).open(&target)?;
         copy_entry(&mut archive, entry, &mut file, &mut budget)?;
         file.sync_all()?;
     }
@@ -279,10 +260,7 @@ struct Plan {
 /// and parses the manifest. Nothing but the manifest is decompressed here.
 fn plan(archive: &mut Archive, limits: &BundleLimits) -> Result<Plan, BundleError> {
     if archive.len() > limits.max_entries {
-        return Err(BundleError::TooManyEntries {
-            count: archive.len(),
-            max: limits.max_entries,
-        });
+        return Err(BundleError::TooManyEntries { count: archive.len(), max: limits.max_entries });
     }
     let mut entries = Vec::with_capacity(archive.len());
     let mut seen = HashSet::new();
@@ -309,52 +287,29 @@ fn plan(archive: &mut Archive, limits: &BundleLimits) -> Result<Plan, BundleErro
         }
         declared_total = declared_total.saturating_add(file.size());
         if declared_total > limits.max_uncompressed_bytes {
-            return Err(BundleError::TooLarge {
-                limit: limits.max_uncompressed_bytes,
-            });
+            return Err(BundleError::TooLarge { limit: limits.max_uncompressed_bytes });
         }
-        entries.push(PlannedEntry {
-            index,
-            name,
-            path,
-            is_dir,
-            declared_size: file.size(),
-            executable: mode & 0o111 != 0,
-        });
+        entries.push(PlannedEntry { index, name, path, is_dir, declared_size: file.size(), executable: mode & 0o111 != 0 });
     }
     // A file `a` and an entry `a/b` cannot both be extracted; say so instead of failing halfway.
-    let files: BTreeMap<&Path, &str> = entries
-        .iter()
-        .filter(|e| !e.is_dir)
-        .map(|e| (e.path.as_path(), e.name.as_str()))
-        .collect();
+    let files: BTreeMap<&Path, &str> = entries.iter().filter(|e| !e.is_dir).map(|e| (e.path.as_path(), e.name.as_str())).collect();
     for entry in &entries {
         for ancestor in entry.path.ancestors().skip(1) {
             if let Some(file) = files.get(ancestor) {
-                return Err(BundleError::UnderFile {
-                    entry: entry.name.clone(),
-                    file: (*file).to_owned(),
-                });
+                return Err(BundleError::UnderFile { entry: entry.name.clone(), file: (*file).to_owned() });
             }
         }
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
 
-    let manifest_entry = entries
-        .iter()
-        .find(|e| !e.is_dir && e.path == Path::new(MANIFEST_NAME))
-        .ok_or(BundleError::MissingManifest)?;
+    let manifest_entry = entries.iter().find(|e| !e.is_dir && e.path == Path::new(MANIFEST_NAME)).ok_or(BundleError::MissingManifest)?;
     if manifest_entry.declared_size > MAX_MANIFEST_BYTES {
-        return Err(BundleError::Manifest(format!(
-            "too large ({} bytes, at most {MAX_MANIFEST_BYTES})",
-            manifest_entry.declared_size
-        )));
+        return Err(BundleError::Manifest(format!("too large ({} bytes, at most {MAX_MANIFEST_BYTES})", manifest_entry.declared_size)));
     }
     let mut text = Vec::new();
     let mut manifest_budget = Budget::new(MAX_MANIFEST_BYTES);
     copy_entry(archive, manifest_entry, &mut text, &mut manifest_budget)?;
-    let text =
-        String::from_utf8(text).map_err(|_| BundleError::Manifest("not valid UTF-8".to_owned()))?;
+    let text = String::from_utf8(text).map_err(|_| BundleError::Manifest("not valid UTF-8".to_owned()))?;
     let manifest = Manifest::parse(&text)?;
     Ok(Plan { entries, manifest })
 }
@@ -367,21 +322,13 @@ struct Budget {
 
 impl Budget {
     fn new(limit: u64) -> Self {
-        Budget {
-            remaining: limit,
-            limit,
-        }
+        Budget { remaining: limit, limit }
     }
 }
 
 /// Decompresses one entry into `out`, writing at most its declared size and at most `budget`
 /// bytes, then checks the data ends exactly there (the zip crate also checks the CRC at the end).
-fn copy_entry(
-    archive: &mut Archive,
-    entry: &PlannedEntry,
-    out: &mut dyn Write,
-    budget: &mut Budget,
-) -> Result<(), BundleError> {
+fn copy_entry(archive: &mut Archive, entry: &PlannedEntry, out: &mut dyn Write, budget: &mut Budget) -> Result<(), BundleError> {
     let mut file = archive.by_index(entry.index).map_err(zip_error)?;
     let allowed = entry.declared_size.min(budget.remaining);
     let copied = io::copy(&mut (&mut file).take(allowed), out).map_err(read_error)?;
@@ -390,9 +337,7 @@ fn copy_entry(
         // Either we hit the total budget (only possible if the plan's sum was bypassed), or the
         // data is shorter than declared.
         return Err(if allowed < entry.declared_size {
-            BundleError::TooLarge {
-                limit: budget.limit,
-            }
+            BundleError::TooLarge { limit: budget.limit }
         } else {
             BundleError::SizeMismatch(entry.name.clone())
         });
@@ -415,19 +360,14 @@ fn zip_error(e: zip::result::ZipError) -> BundleError {
 /// Errors while decompressing are damage (bad deflate data, bad CRC), not local I/O trouble.
 fn read_error(e: io::Error) -> BundleError {
     match e.kind() {
-        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
-            BundleError::Corrupt(e.to_string())
-        }
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => BundleError::Corrupt(e.to_string()),
         _ => BundleError::Io(e),
     }
 }
 
 /// Turns an entry name into a safe relative path, or says why it is not one.
 fn check_name(name: &str) -> Result<PathBuf, BundleError> {
-    let invalid = |reason| BundleError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    };
+    let invalid = |reason| BundleError::InvalidName { name: name.to_owned(), reason };
     if name.contains('\0') {
         return Err(invalid("it contains a NUL byte"));
     }
@@ -458,8 +398,7 @@ enum NameProblem {
 
 /// `a/./b//c` -> `a/b/c`; refuses absolute paths, `..` anywhere and names that are only dots.
 fn normalize_relative(name: &str) -> Result<PathBuf, NameProblem> {
-    if name.starts_with('/') || name.contains('\\') || name.contains('\0') || has_drive_prefix(name)
-    {
+    if name.starts_with('/') || name.contains('\\') || name.contains('\0') || has_drive_prefix(name) {
         return Err(NameProblem::Absolute);
     }
     let mut path = PathBuf::new();
@@ -483,34 +422,16 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(check_name("a/./b//c").unwrap(), PathBuf::from("a/b/c"));
-        assert!(matches!(
-            check_name("a/../../x"),
-            Err(BundleError::Escapes(_))
-        ));
-        assert!(matches!(
-            check_name("/etc/x"),
-            Err(BundleError::AbsolutePath(_))
-        ));
-        assert!(matches!(
-            check_name("C:/x"),
-            Err(BundleError::AbsolutePath(_))
-        ));
-        assert!(matches!(
-            check_name("..\\x"),
-            Err(BundleError::InvalidName { .. })
-        ));
-        assert!(matches!(
-            check_name("./"),
-            Err(BundleError::InvalidName { .. })
-        ));
+        assert!(matches!(check_name("a/../../x"), Err(BundleError::Escapes(_))));
+        assert!(matches!(check_name("/etc/x"), Err(BundleError::AbsolutePath(_))));
+        assert!(matches!(check_name("C:/x"), Err(BundleError::AbsolutePath(_))));
+        assert!(matches!(check_name("..\\x"), Err(BundleError::InvalidName { .. })));
+        assert!(matches!(check_name("./"), Err(BundleError::InvalidName { .. })));
     }
 
     #[test]
     fn manifest_defaults_and_argv() {
-        let m = Manifest::parse(
-            "entry = \"python3  predict.py --fast\"\nruntime = \"python3\"\noutput = \"out/p.csv\"\n",
-        )
-        .unwrap();
+        let m = Manifest::parse("entry = \"python3  predict.py --fast\"\nruntime = \"python3\"\noutput = \"out/p.csv\"\n").unwrap();
         assert_eq!(m.time_limit_secs, 300);
         assert_eq!(m.memory_mb, 1024);
         assert_eq!(m.argv(), ["python3", "predict.py", "--fast"]);
@@ -520,17 +441,10 @@ mod tests {
     fn manifest_refusals() {
         let err = |t: &str| Manifest::parse(t).unwrap_err().to_string();
         let base = "runtime = \"python3\"\noutput = \"o.csv\"\n";
-        assert_eq!(
-            err(&format!("entry = \"sh run.sh\"\n{base}")),
-            "aiedge.toml: entry must start with the runtime `python3`, not `sh`"
-        );
-        assert!(err(&format!(
-            "entry = \"python3 a.py\"\n{base}time_limit_secs = 0\n"
-        ))
-        .contains("time_limit_secs must be between 1 and 86400"));
+        assert_eq!(err(&format!("entry = \"sh run.sh\"\n{base}")), "aiedge.toml: entry must start with the runtime `python3`, not `sh`");
         assert!(
-            err(&format!("entry = \"python3 a.py\"\n{base}time_limit = 5\n"))
-                .contains("unknown field `time_limit`")
+            err(&format!("entry = \"python3 a.py\"\n{base}time_limit_secs = 0\n")).contains("time_limit_secs must be between 1 and 86400")
         );
+        assert!(err(&format!("entry = \"python3 a.py\"\n{base}time_limit = 5\n")).contains("unknown field `time_limit`"));
     }
 }

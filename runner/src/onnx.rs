@@ -82,11 +82,7 @@ pub enum OnnxError {
     NotOnnx(String),
     /// An operator tract does not implement (the first one, in graph order).
     #[error("unsupported operator `{op}`{} (node `{node}`)", domain_suffix(.domain))]
-    UnsupportedOperator {
-        op: String,
-        domain: String,
-        node: String,
-    },
+    UnsupportedOperator { op: String, domain: String, node: String },
     #[error("the model has {0} inputs; only single-input models are supported")]
     InputCount(usize),
     #[error("the model's input `{name}` is {dtype}; only float (f32) tensors are supported")]
@@ -97,9 +93,7 @@ pub enum OnnxError {
     /// An output this runner cannot turn into CSV columns.
     #[error("the model's output `{name}` {reason}")]
     Output { name: String, reason: String },
-    #[error(
-        "the model keeps tensor `{0}` in an external data file; only self-contained .onnx files are supported"
-    )]
+    #[error("the model keeps tensor `{0}` in an external data file; only self-contained .onnx files are supported")]
     ExternalData(String),
     /// tract could not analyse or optimise the model (inconsistent shapes, unsupported attribute).
     #[error("the model cannot be prepared: {0}")]
@@ -111,17 +105,9 @@ pub enum OnnxError {
     #[error("the input CSV header has {found} columns but the model takes {expected} features")]
     HeaderColumns { found: usize, expected: usize },
     #[error("line {line}: expected {expected} columns, found {found}")]
-    RowColumns {
-        line: u64,
-        expected: usize,
-        found: usize,
-    },
+    RowColumns { line: u64, expected: usize, found: usize },
     #[error("line {line}, column {column}: {}", not_a_number(.value))]
-    NotANumber {
-        line: u64,
-        column: usize,
-        value: String,
-    },
+    NotANumber { line: u64, column: usize, value: String },
     /// Reading the input or writing the predictions failed (disk, network, closed pipe).
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -178,9 +164,7 @@ pub struct Model {
 impl std::fmt::Debug for Model {
     /// The plan's own `Debug` is the whole graph; the description is what identifies a model.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
+        f.debug_struct("Model").field("info", &self.info).finish_non_exhaustive()
     }
 }
 
@@ -189,12 +173,7 @@ impl Model {
     /// one, requires exactly one float input whose non-batch dimensions are known, and optimises
     /// it into a runnable plan with a dynamic batch dimension.
     pub fn load(path: &Path) -> Result<Model, OnnxError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("reading the model {}: {e}", path.display()),
-            )
-        })?;
+        let bytes = std::fs::read(path).map_err(|e| std::io::Error::new(e.kind(), format!("reading the model {}: {e}", path.display())))?;
         Model::from_bytes(&bytes)
     }
 
@@ -209,13 +188,8 @@ impl Model {
         binary::register(&mut onnx.op_register);
         dense::register(&mut onnx.op_register);
         conv::register(&mut onnx.op_register);
-        let mut proto = onnx
-            .proto_model_for_read(&mut &bytes[..])
-            .map_err(|e| OnnxError::NotOnnx(format!("{e:#}")))?;
-        let graph = proto
-            .graph
-            .as_mut()
-            .ok_or_else(|| OnnxError::NotOnnx("the file holds no graph".into()))?;
+        let mut proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(|e| OnnxError::NotOnnx(format!("{e:#}")))?;
+        let graph = proto.graph.as_mut().ok_or_else(|| OnnxError::NotOnnx("the file holds no graph".into()))?;
         if graph.output.is_empty() {
             return Err(OnnxError::NotOnnx("the graph has no outputs".into()));
         }
@@ -227,17 +201,13 @@ impl Model {
         let features = input_dims.iter().product();
         let names: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
 
-        let mut model = onnx
-            .model_for_proto_model(&proto)
-            .map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
+        let mut model = onnx.model_for_proto_model(&proto).map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
         // IMPORTANT: whatever the file declares for the batch (a name, nothing, or a fixed 1),
         // it becomes the symbol N, so one optimised plan serves every batch size.
         let batch = model.sym("N");
         let mut shape: TVec<TDim> = tvec![batch.clone().into()];
         shape.extend(input_dims.iter().map(|d| d.to_dim()));
-        model
-            .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))
-            .map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
+        model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape)).map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
         let typed = model
             .into_typed()
             .and_then(|m| m.into_decluttered())
@@ -248,44 +218,25 @@ impl Model {
         let mut outputs = Vec::with_capacity(names.len());
         let mut widths = Vec::with_capacity(names.len());
         for (ix, name) in names.iter().enumerate() {
-            let fact = typed
-                .output_fact(ix)
-                .map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
+            let fact = typed.output_fact(ix).map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
             let (info, width) = describe_output(name, fact, &batch_dim)?;
             outputs.push(info);
             widths.push(width);
         }
         let (column_order, output_columns) = output_columns(&classes, &outputs, &widths);
 
-        let optimized = typed
-            .into_optimized()
-            .map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
-        let plan =
-            TypedSimplePlan::new(optimized).map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
+        let optimized = typed.into_optimized().map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
+        let plan = TypedSimplePlan::new(optimized).map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
         let mut input_shape = vec![None];
         input_shape.extend(input_dims.iter().map(|d| Some(*d)));
         let info = ModelInfo {
-            inputs: vec![TensorInfo {
-                name: input_name,
-                shape: input_shape,
-                dtype: "f32".into(),
-            }],
+            inputs: vec![TensorInfo { name: input_name, shape: input_shape, dtype: "f32".into() }],
             outputs,
             features,
             output_columns,
         };
-        tracing::debug!(
-            features,
-            columns = info.output_columns.len(),
-            "onnx model loaded"
-        );
-        Ok(Model {
-            plan,
-            info,
-            input_dims,
-            column_order,
-            widths,
-        })
+        tracing::debug!(features, columns = info.output_columns.len(), "onnx model loaded");
+        Ok(Model { plan, info, input_dims, column_order, widths })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -306,15 +257,10 @@ impl Model {
         batch_rows: usize,
         progress: &mut dyn FnMut(u64),
     ) -> Result<u64, OnnxError> {
-        let batch_rows = batch_rows
-            .max(1)
-            .checked_next_multiple_of(BATCH_ROW_MULTIPLE)
-            .unwrap_or(usize::MAX - BATCH_ROW_MULTIPLE + 1);
+        let batch_rows = batch_rows.max(1).checked_next_multiple_of(BATCH_ROW_MULTIPLE).unwrap_or(usize::MAX - BATCH_ROW_MULTIPLE + 1);
         let features = self.info.features;
         let mut rows = CsvRows::open(input, Some(features))?;
-        let mut out = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(output);
+        let mut out = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(output);
         let mut batch = Vec::with_capacity(batch_rows.saturating_mul(features).min(1 << 24));
         let mut cell = String::new();
         let mut done: u64 = 0;
@@ -328,20 +274,12 @@ impl Model {
                 break;
             }
             if done == 0 {
-                out.write_record(&self.info.output_columns)
-                    .map_err(csv_error)?;
+                out.write_record(&self.info.output_columns).map_err(csv_error)?;
             }
-            for (first, values) in (0..n)
-                .step_by(PLAN_ROWS)
-                .zip(batch.chunks(PLAN_ROWS * features.max(1)))
-            {
+            for (first, values) in (0..n).step_by(PLAN_ROWS).zip(batch.chunks(PLAN_ROWS * features.max(1))) {
                 let m = values.len() / features.max(1);
                 let results = self.run_batch(values, m)?;
-                let cells = results
-                    .iter()
-                    .zip(&self.widths)
-                    .map(|(t, w)| Cells::of(t, m, *w))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let cells = results.iter().zip(&self.widths).map(|(t, w)| Cells::of(t, m, *w)).collect::<Result<Vec<_>, _>>()?;
                 for r in 0..m {
                     cell.clear();
                     let _ = write!(cell, "{}", done + (first + r) as u64);
@@ -374,20 +312,12 @@ impl Model {
     #[doc(hidden)]
     pub fn run_in_memory(&self, values: &[f32], rows: usize) -> Result<usize, OnnxError> {
         if values.len() != rows.saturating_mul(self.info.features) {
-            return Err(OnnxError::Run(format!(
-                "{} values for {rows} rows of {} features",
-                values.len(),
-                self.info.features
-            )));
+            return Err(OnnxError::Run(format!("{} values for {rows} rows of {} features", values.len(), self.info.features)));
         }
         let features = self.info.features.max(1);
         let mut produced = 0;
         for chunk in values.chunks(PLAN_ROWS * features) {
-            produced += self
-                .run_batch(chunk, chunk.len() / features)?
-                .iter()
-                .map(|t| t.len())
-                .sum::<usize>();
+            produced += self.run_batch(chunk, chunk.len() / features)?.iter().map(|t| t.len()).sum::<usize>();
         }
         Ok(produced)
     }
@@ -396,11 +326,8 @@ impl Model {
         let mut shape = Vec::with_capacity(self.input_dims.len() + 1);
         shape.push(rows);
         shape.extend_from_slice(&self.input_dims);
-        let tensor =
-            Tensor::from_shape(&shape, values).map_err(|e| OnnxError::Run(format!("{e:#}")))?;
-        self.plan
-            .run(tvec![tensor.into_tvalue()])
-            .map_err(|e| OnnxError::Run(format!("{e:#}")))
+        let tensor = Tensor::from_shape(&shape, values).map_err(|e| OnnxError::Run(format!("{e:#}")))?;
+        self.plan.run(tvec![tensor.into_tvalue()]).map_err(|e| OnnxError::Run(format!("{e:#}")))
     }
 }
 
@@ -423,10 +350,7 @@ pub const BATCH_ROW_MULTIPLE: usize = 64;
 /// Checks an input CSV without a model (server side, at upload/submit): a header and at least
 /// one row, every row as many columns as the header (and as `expected_columns` when given), every
 /// cell an f32. Returns `(columns, rows)`. Streams; never holds more than one row.
-pub fn check_csv<R: std::io::Read>(
-    input: R,
-    expected_columns: Option<usize>,
-) -> Result<(usize, u64), OnnxError> {
+pub fn check_csv<R: std::io::Read>(input: R, expected_columns: Option<usize>) -> Result<(usize, u64), OnnxError> {
     let mut rows = CsvRows::open(input, expected_columns)?;
     let mut row = Vec::with_capacity(rows.columns);
     let mut count = 0u64;
@@ -449,11 +373,7 @@ struct CsvRows<R> {
 
 impl<R: std::io::Read> CsvRows<R> {
     fn open(input: R, expected_columns: Option<usize>) -> Result<Self, OnnxError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(input);
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(input);
         let mut record = csv::ByteRecord::new();
         if !reader.read_byte_record(&mut record).map_err(csv_error)? {
             return Err(OnnxError::EmptyCsv);
@@ -461,48 +381,26 @@ impl<R: std::io::Read> CsvRows<R> {
         let columns = record.len();
         if let Some(expected) = expected_columns {
             if columns != expected {
-                return Err(OnnxError::HeaderColumns {
-                    found: columns,
-                    expected,
-                });
+                return Err(OnnxError::HeaderColumns { found: columns, expected });
             }
         }
-        Ok(CsvRows {
-            reader,
-            record,
-            columns,
-        })
+        Ok(CsvRows { reader, record, columns })
     }
 
     /// Appends the next row's values to `out`; false at the end of the input.
     fn next_row(&mut self, out: &mut Vec<f32>) -> Result<bool, OnnxError> {
-        if !self
-            .reader
-            .read_byte_record(&mut self.record)
-            .map_err(csv_error)?
-        {
+        if !self.reader.read_byte_record(&mut self.record).map_err(csv_error)? {
             return Ok(false);
         }
         let line = self.record.position().map_or(0, |p| p.line());
         if self.record.len() != self.columns {
-            return Err(OnnxError::RowColumns {
-                line,
-                expected: self.columns,
-                found: self.record.len(),
-            });
+            return Err(OnnxError::RowColumns { line, expected: self.columns, found: self.record.len() });
         }
         for (ix, cell) in self.record.iter().enumerate() {
-            match std::str::from_utf8(cell)
-                .ok()
-                .and_then(|s| s.parse::<f32>().ok())
-            {
+            match std::str::from_utf8(cell).ok().and_then(|s| s.parse::<f32>().ok()) {
                 Some(v) => out.push(v),
                 None => {
-                    return Err(OnnxError::NotANumber {
-                        line,
-                        column: ix + 1,
-                        value: String::from_utf8_lossy(cell).into_owned(),
-                    });
+                    return Err(OnnxError::NotANumber { line, column: ix + 1, value: String::from_utf8_lossy(cell).into_owned() });
                 }
             }
         }
@@ -524,25 +422,14 @@ fn csv_error(e: csv::Error) -> OnnxError {
 
 /// Refuses the first operator tract does not implement (walking subgraphs too) and tensors
 /// kept in external files (which would make tract read paths named by the model).
-fn check_graph(
-    graph: &pb::GraphProto,
-    ops: &tract_onnx::model::OnnxOpRegister,
-) -> Result<(), OnnxError> {
+fn check_graph(graph: &pb::GraphProto, ops: &tract_onnx::model::OnnxOpRegister) -> Result<(), OnnxError> {
     for t in &graph.initializer {
         check_tensor(t)?;
     }
     for node in &graph.node {
         if !is_standard_domain(&node.domain) || !ops.0.contains_key(&node.op_type) {
-            let name = if node.name.is_empty() {
-                node.output.first().cloned().unwrap_or_default()
-            } else {
-                node.name.clone()
-            };
-            return Err(OnnxError::UnsupportedOperator {
-                op: node.op_type.clone(),
-                domain: node.domain.clone(),
-                node: name,
-            });
+            let name = if node.name.is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name.clone() };
+            return Err(OnnxError::UnsupportedOperator { op: node.op_type.clone(), domain: node.domain.clone(), node: name });
         }
         for attr in &node.attribute {
             for t in attr.t.iter().chain(&attr.tensors) {
@@ -557,9 +444,7 @@ fn check_graph(
 }
 
 fn check_tensor(t: &pb::TensorProto) -> Result<(), OnnxError> {
-    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32)
-        || !t.external_data.is_empty()
-    {
+    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) || !t.external_data.is_empty() {
         return Err(OnnxError::ExternalData(t.name.clone()));
     }
     Ok(())
@@ -568,36 +453,21 @@ fn check_tensor(t: &pb::TensorProto) -> Result<(), OnnxError> {
 /// The single real input (initializers listed as inputs by old exporters do not count): its name
 /// and non-batch dimensions.
 fn check_input(graph: &pb::GraphProto) -> Result<(String, Vec<usize>), OnnxError> {
-    let inits: std::collections::HashSet<&str> =
-        graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&pb::ValueInfoProto> = graph
-        .input
-        .iter()
-        .filter(|i| !inits.contains(i.name.as_str()))
-        .collect();
+    let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&pb::ValueInfoProto> = graph.input.iter().filter(|i| !inits.contains(i.name.as_str())).collect();
     let [input] = inputs.as_slice() else {
         return Err(OnnxError::InputCount(inputs.len()));
     };
     let name = input.name.clone();
-    let shape_error = |reason: String| OnnxError::InputShape {
-        name: name.clone(),
-        reason,
-    };
-    let Some(pb::type_proto::Value::TensorType(tensor)) =
-        input.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
+    let shape_error = |reason: String| OnnxError::InputShape { name: name.clone(), reason };
+    let Some(pb::type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return Err(shape_error("is not a tensor (or declares no type)".into()));
     };
     if tensor.elem_type != pb::tensor_proto::DataType::Float as i32 {
-        return Err(OnnxError::InputType {
-            name,
-            dtype: onnx_dtype_name(tensor.elem_type),
-        });
+        return Err(OnnxError::InputType { name, dtype: onnx_dtype_name(tensor.elem_type) });
     }
     let Some(shape) = tensor.shape.as_ref() else {
-        return Err(shape_error(
-            "declares no shape; it needs [batch, features] with the features known".into(),
-        ));
+        return Err(shape_error("declares no shape; it needs [batch, features] with the features known".into()));
     };
     if shape.dim.len() < 2 {
         return Err(shape_error(format!(
@@ -616,9 +486,7 @@ fn check_input(graph: &pb::GraphProto) -> Result<(String, Vec<usize>), OnnxError
                     Some(Value::DimValue(v)) => v.to_string(),
                     None => "unknown".into(),
                 };
-                return Err(shape_error(format!(
-                    "has dimension {ix} {shown}; every dimension but the first (batch) must be a known size"
-                )));
+                return Err(shape_error(format!("has dimension {ix} {shown}; every dimension but the first (batch) must be a known size")));
             }
         }
     }
@@ -645,27 +513,13 @@ fn integer_outputs_as_i64(mut typed: TypedModel) -> TractResult<TypedModel> {
 }
 
 /// Shape and dtype of one output, and how many values per row it gives.
-fn describe_output(
-    name: &str,
-    fact: &TypedFact,
-    batch: &TDim,
-) -> Result<(TensorInfo, usize), OnnxError> {
-    let error = |reason: String| OnnxError::Output {
-        name: name.to_string(),
-        reason,
-    };
-    let dtype = datum_name(fact.datum_type).ok_or_else(|| {
-        error(format!(
-            "is of type {:?}, which cannot be written to CSV",
-            fact.datum_type
-        ))
-    })?;
+fn describe_output(name: &str, fact: &TypedFact, batch: &TDim) -> Result<(TensorInfo, usize), OnnxError> {
+    let error = |reason: String| OnnxError::Output { name: name.to_string(), reason };
+    let dtype =
+        datum_name(fact.datum_type).ok_or_else(|| error(format!("is of type {:?}, which cannot be written to CSV", fact.datum_type)))?;
     let dims = fact.shape.dims();
     if dims.first() != Some(batch) {
-        return Err(error(format!(
-            "has shape {:?}; it needs the batch dimension first (one result per input row)",
-            fact.shape
-        )));
+        return Err(error(format!("has shape {:?}; it needs the batch dimension first (one result per input row)", fact.shape)));
     }
     let mut shape = vec![None];
     let mut width = 1usize;
@@ -673,23 +527,11 @@ fn describe_output(
         let d = d
             .as_i64()
             .and_then(|v| usize::try_from(v).ok())
-            .ok_or_else(|| {
-                error(format!(
-                    "has shape {:?}; only its first (batch) dimension may vary",
-                    fact.shape
-                ))
-            })?;
+            .ok_or_else(|| error(format!("has shape {:?}; only its first (batch) dimension may vary", fact.shape)))?;
         shape.push(Some(d));
         width = width.saturating_mul(d);
     }
-    Ok((
-        TensorInfo {
-            name: name.to_string(),
-            shape,
-            dtype: dtype.to_string(),
-        },
-        width,
-    ))
+    Ok((TensorInfo { name: name.to_string(), shape, dtype: dtype.to_string() }, width))
 }
 
 /// What the graph says about classification, read before [`graph::drop_zipmaps`] rewrites it.
@@ -709,34 +551,20 @@ impl Classes {
             .filter(|n| n.op_type.ends_with("Classifier") || n.op_type == "ZipMap")
             .find_map(|n| {
                 n.attribute.iter().find_map(|a| match a.name.as_str() {
-                    "classlabels_ints" | "classlabels_int64s" if !a.ints.is_empty() => {
-                        Some(a.ints.iter().map(|i| i.to_string()).collect())
+                    "classlabels_ints" | "classlabels_int64s" if !a.ints.is_empty() => Some(a.ints.iter().map(|i| i.to_string()).collect()),
+                    "classlabels_strings" if !a.strings.is_empty() => {
+                        Some(a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
                     }
-                    "classlabels_strings" if !a.strings.is_empty() => Some(
-                        a.strings
-                            .iter()
-                            .map(|s| String::from_utf8_lossy(s).into_owned())
-                            .collect(),
-                    ),
                     _ => None,
                 })
             })
-            .or_else(|| {
-                graph
-                    .output
-                    .iter()
-                    .find_map(|o| graph::extracted_class_labels(graph, &o.name))
-            });
+            .or_else(|| graph.output.iter().find_map(|o| graph::extracted_class_labels(graph, &o.name)));
         Classes { classifier, labels }
     }
 }
 
 /// The predictions header and the order of the outputs' columns.
-fn output_columns(
-    classes: &Classes,
-    outputs: &[TensorInfo],
-    widths: &[usize],
-) -> (Vec<usize>, Vec<String>) {
+fn output_columns(classes: &Classes, outputs: &[TensorInfo], widths: &[usize]) -> (Vec<usize>, Vec<String>) {
     let mut columns = vec!["row".to_string()];
     if let Some((label, prob)) = classifier_outputs(classes, outputs) {
         columns.push("label".into());
@@ -771,8 +599,7 @@ fn classifier_outputs(classes: &Classes, outputs: &[TensorInfo]) -> Option<(usiz
     } else {
         return None;
     };
-    let named = outputs[label].name.to_lowercase().contains("label")
-        && outputs[prob].name.to_lowercase().contains("prob");
+    let named = outputs[label].name.to_lowercase().contains("label") && outputs[prob].name.to_lowercase().contains("prob");
     (classes.classifier || named).then_some((label, prob))
 }
 

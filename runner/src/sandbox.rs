@@ -218,10 +218,7 @@ impl fmt::Display for Isolation {
             LandlockLevel::Partial => "landlock partly enforced (old kernel)",
             LandlockLevel::Unavailable => "landlock unavailable: file system not restricted",
         };
-        write!(
-            f,
-            "{uid}; {landlock}; resource limits and process-group kill on"
-        )?;
+        write!(f, "{uid}; {landlock}; resource limits and process-group kill on")?;
         if !self.protects_agent_files() {
             write!(f, "; WARNING: scripts can read every file the agent can")?;
         }
@@ -239,10 +236,7 @@ pub fn check_reachable_below(dir: &Path) -> Result<(), String> {
     }
     let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for ancestor in dir.ancestors().skip(1) {
-        let mode = std::fs::metadata(ancestor)
-            .map_err(|e| format!("{}: {e}", ancestor.display()))?
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(ancestor).map_err(|e| format!("{}: {e}", ancestor.display()))?.permissions().mode();
         if mode & 0o001 == 0 {
             return Err(format!(
                 "`{}` is not searchable by others, so uid {SANDBOX_UID} cannot reach the job directories (chmod o+x it, or use another --work-dir)",
@@ -255,10 +249,7 @@ pub fn check_reachable_below(dir: &Path) -> Result<(), String> {
 
 /// Probes what [`child_main`] will be able to enforce here. It does not restrict the caller.
 pub fn isolation() -> Isolation {
-    Isolation {
-        privilege_drop: nix::unistd::geteuid().is_root(),
-        landlock: landlock_level(),
-    }
+    Isolation { privilege_drop: nix::unistd::geteuid().is_root(), landlock: landlock_level() }
 }
 
 /// Runs `job` sandboxed and waits for it.
@@ -280,15 +271,11 @@ pub async fn run(
     cancel: impl Future<Output = ()>,
 ) -> Result<Outcome, SandboxError> {
     let workdir = check_job(job)?;
-    let log = tokio::fs::File::create(&job.log_path)
-        .await
-        .map_err(SandboxError::Log)?;
+    let log = tokio::fs::File::create(&job.log_path).await.map_err(SandboxError::Log)?;
     // IMPORTANT: close-on-exec, so children other tasks of the agent spawn meanwhile do not
     // inherit the write end and keep the log open.
-    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| SandboxError::Spawn(e.into()))?;
-    let reader =
-        tokio::net::unix::pipe::Receiver::from_owned_fd(read_end).map_err(SandboxError::Spawn)?;
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SandboxError::Spawn(e.into()))?;
+    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end).map_err(SandboxError::Spawn)?;
 
     let child = {
         let stderr_end: OwnedFd = write_end.try_clone().map_err(SandboxError::Spawn)?;
@@ -305,9 +292,7 @@ pub async fn run(
         // `command` is dropped here, closing our copies of the write end: the log sees
         // end-of-file once the script's processes are gone.
     };
-    let pgid = Pid::from_raw(
-        i32::try_from(child.id()).map_err(|_| SandboxError::Spawn(io::Error::other("bad pid")))?,
-    );
+    let pgid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| SandboxError::Spawn(io::Error::other("bad pid")))?);
     let mut group = GroupGuard { pgid, armed: true };
     tracing::debug!(pid = pgid.as_raw(), "script started");
 
@@ -339,10 +324,7 @@ pub async fn run(
     // Again, in case a fork raced the first kill; the unreaped leader keeps the group id ours.
     group.kill();
     let _ = reap_tx.send(());
-    let status = waiter
-        .await
-        .map_err(|e| SandboxError::Wait(io::Error::other(e)))?
-        .map_err(SandboxError::Wait)?;
+    let status = waiter.await.map_err(|e| SandboxError::Wait(io::Error::other(e)))?.map_err(SandboxError::Wait)?;
     group.armed = false;
 
     let summary = match tokio::time::timeout(LOG_DRAIN_GRACE, &mut logger).await {
@@ -353,17 +335,12 @@ pub async fn run(
             logger.await
         }
     };
-    let summary = summary
-        .map_err(|e| SandboxError::Log(io::Error::other(e)))?
-        .map_err(SandboxError::Log)?;
+    let summary = summary.map_err(|e| SandboxError::Log(io::Error::other(e)))?.map_err(SandboxError::Log)?;
 
     let outcome = classify(ending, status, &summary, peak_memory, job);
     if let Outcome::Exited(127) = outcome {
         let head = String::from_utf8_lossy(&summary.head);
-        if let Some(message) = head
-            .lines()
-            .find_map(|l| l.strip_prefix(SETUP_ERROR_PREFIX))
-        {
+        if let Some(message) = head.lines().find_map(|l| l.strip_prefix(SETUP_ERROR_PREFIX)) {
             return Err(SandboxError::Setup(message.to_owned()));
         }
     }
@@ -409,9 +386,7 @@ fn watch_child(
     reap: std::sync::mpsc::Receiver<()>,
 ) -> io::Result<ExitStatus> {
     // Any error but EINTR: go on; `wait` below reports it.
-    while let Err(nix::errno::Errno::EINTR) =
-        waitid(Id::Pid(pgid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
-    {}
+    while let Err(nix::errno::Errno::EINTR) = waitid(Id::Pid(pgid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {}
     let _ = exited.send(());
     let _ = reap.recv();
     let _ = killpg(pgid, Signal::SIGKILL);
@@ -459,9 +434,7 @@ async fn copy_log(
             },
         };
         let chunk = &buf[..n];
-        let keep = usize::try_from(cap.saturating_sub(written))
-            .unwrap_or(usize::MAX)
-            .min(n);
+        let keep = usize::try_from(cap.saturating_sub(written)).unwrap_or(usize::MAX).min(n);
         if keep > 0 {
             log.write_all(&chunk[..keep]).await?;
             written += keep as u64;
@@ -477,14 +450,10 @@ async fn copy_log(
     }
     let newline = if last_written == b'\n' { "" } else { "\n" };
     if truncated {
-        log.write_all(format!("{newline}[log truncated at {cap} bytes]\n").as_bytes())
-            .await?;
+        log.write_all(format!("{newline}[log truncated at {cap} bytes]\n").as_bytes()).await?;
     }
     if escaped {
-        log.write_all(
-            b"[sandbox] output still open after the script ended (a process left its group); stopped reading\n",
-        )
-        .await?;
+        log.write_all(b"[sandbox] output still open after the script ended (a process left its group); stopped reading\n").await?;
     }
     log.flush().await?;
     if tail.len() > TAIL_BYTES {
@@ -495,30 +464,15 @@ async fn copy_log(
 
 /// Turns how the run ended into an [`Outcome`], guessing which limit was hit from the signal,
 /// the end of the output and the sampled peak memory.
-fn classify(
-    ending: Ending,
-    status: ExitStatus,
-    log: &LogSummary,
-    peak_memory: u64,
-    job: &ScriptJob,
-) -> Outcome {
+fn classify(ending: Ending, status: ExitStatus, log: &LogSummary, peak_memory: u64, job: &ScriptJob) -> Outcome {
     match ending {
-        Ending::TimedOut => {
-            return Outcome::TimedOut {
-                limit: job.time_limit,
-            }
-        }
+        Ending::TimedOut => return Outcome::TimedOut { limit: job.time_limit },
         Ending::Cancelled => return Outcome::Cancelled,
         Ending::Exited => {}
     }
     let tail = String::from_utf8_lossy(&log.tail);
     let limits = &job.limits;
-    let memory_reason = |detail: &str| {
-        format!(
-            "memory limit of {} exceeded ({detail})",
-            human_bytes(limits.memory_bytes)
-        )
-    };
+    let memory_reason = |detail: &str| format!("memory limit of {} exceeded ({detail})", human_bytes(limits.memory_bytes));
     let memory_marker = MEMORY_MARKERS.iter().find(|m| tail.contains(*m));
     if let Some(code) = status.code() {
         if code == 0 {
@@ -527,26 +481,15 @@ fn classify(
         let reason = if let Some(marker) = memory_marker {
             Some(memory_reason(marker))
         } else if tail.contains("File too large") {
-            Some(format!(
-                "file size limit of {} exceeded (File too large)",
-                human_bytes(limits.file_size_bytes)
-            ))
+            Some(format!("file size limit of {} exceeded (File too large)", human_bytes(limits.file_size_bytes)))
         } else {
             PROCESS_MARKERS
                 .iter()
                 .find(|m| tail.contains(*m))
-                .map(|marker| {
-                    format!(
-                        "process limit of {} reached ({marker})",
-                        limits.max_processes
-                    )
-                })
+                .map(|marker| format!("process limit of {} reached ({marker})", limits.max_processes))
         };
         return match reason {
-            Some(reason) => Outcome::Failed {
-                status: code,
-                reason,
-            },
+            Some(reason) => Outcome::Failed { status: code, reason },
             None => Outcome::Exited(code),
         };
     }
@@ -557,13 +500,8 @@ fn classify(
         Ok(Signal::SIGXCPU) => {
             format!("cpu time limit of {} s exceeded (SIGXCPU)", limits.cpu_secs)
         }
-        Ok(Signal::SIGXFSZ) => format!(
-            "file size limit of {} exceeded (SIGXFSZ)",
-            human_bytes(limits.file_size_bytes)
-        ),
-        Ok(Signal::SIGKILL | Signal::SIGSEGV | Signal::SIGABRT | Signal::SIGBUS)
-            if memory_marker.is_some() || near_memory_limit =>
-        {
+        Ok(Signal::SIGXFSZ) => format!("file size limit of {} exceeded (SIGXFSZ)", human_bytes(limits.file_size_bytes)),
+        Ok(Signal::SIGKILL | Signal::SIGSEGV | Signal::SIGABRT | Signal::SIGBUS) if memory_marker.is_some() || near_memory_limit => {
             let detail = match memory_marker {
                 Some(marker) => format!("{name}, {marker}"),
                 None => format!("{name}, peak {}", human_bytes(peak_memory)),
@@ -576,20 +514,10 @@ fn classify(
 }
 
 /// What runtimes print when an allocation fails under RLIMIT_AS.
-const MEMORY_MARKERS: &[&str] = &[
-    "MemoryError",
-    "Cannot allocate memory",
-    "std::bad_alloc",
-    "memory allocation of",
-    "out of memory",
-    "Out of memory",
-];
+const MEMORY_MARKERS: &[&str] =
+    &["MemoryError", "Cannot allocate memory", "std::bad_alloc", "memory allocation of", "out of memory", "Out of memory"];
 /// What runtimes print when `fork` fails under RLIMIT_NPROC.
-const PROCESS_MARKERS: &[&str] = &[
-    "Resource temporarily unavailable",
-    "Cannot fork",
-    "can't fork",
-];
+const PROCESS_MARKERS: &[&str] = &["Resource temporarily unavailable", "Cannot fork", "can't fork"];
 
 fn human_bytes(n: u64) -> String {
     const MIB: u64 = 1024 * 1024;
@@ -615,21 +543,15 @@ fn check_job(job: &ScriptJob) -> Result<PathBuf, SandboxError> {
             return invalid(format!("bad environment variable `{key}`"));
         }
         if RESERVED_ENV.contains(&key.as_str()) {
-            return invalid(format!(
-                "environment variable `{key}` is set by the sandbox"
-            ));
+            return invalid(format!("environment variable `{key}` is set by the sandbox"));
         }
     }
     if job.argv.iter().any(|a| a.contains('\0')) {
         return invalid("argument with a NUL byte".to_owned());
     }
-    let workdir = std::fs::canonicalize(&job.workdir)
-        .map_err(|e| SandboxError::InvalidJob(format!("work dir: {e}")))?;
+    let workdir = std::fs::canonicalize(&job.workdir).map_err(|e| SandboxError::InvalidJob(format!("work dir: {e}")))?;
     if !workdir.is_dir() {
-        return invalid(format!(
-            "work dir `{}` is not a directory",
-            workdir.display()
-        ));
+        return invalid(format!("work dir `{}` is not a directory", workdir.display()));
     }
     Ok(workdir)
 }
@@ -683,15 +605,8 @@ impl ChildSpec {
             if flag == ARG_COMMAND {
                 break;
             }
-            let value = args
-                .next()
-                .ok_or_else(|| format!("missing value for {flag:?}"))?;
-            let number = || {
-                value
-                    .to_str()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or_else(|| format!("bad value {value:?} for {flag:?}"))
-            };
+            let value = args.next().ok_or_else(|| format!("missing value for {flag:?}"))?;
+            let number = || value.to_str().and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| format!("bad value {value:?} for {flag:?}"));
             match flag.to_str() {
                 Some(ARG_WORKDIR) => workdir = Some(PathBuf::from(&value)),
                 Some(ARG_CPU) => limits[0] = Some(number()?),
@@ -700,22 +615,14 @@ impl ChildSpec {
                 Some(ARG_PROCESSES) => limits[3] = Some(number()?),
                 Some(ARG_ENV) => {
                     let bytes = value.as_bytes();
-                    let eq = bytes
-                        .iter()
-                        .position(|b| *b == b'=')
-                        .ok_or_else(|| format!("bad environment variable {value:?}"))?;
-                    env.push((
-                        OsStr::from_bytes(&bytes[..eq]).to_owned(),
-                        OsStr::from_bytes(&bytes[eq + 1..]).to_owned(),
-                    ));
+                    let eq = bytes.iter().position(|b| *b == b'=').ok_or_else(|| format!("bad environment variable {value:?}"))?;
+                    env.push((OsStr::from_bytes(&bytes[..eq]).to_owned(), OsStr::from_bytes(&bytes[eq + 1..]).to_owned()));
                 }
                 _ => return Err(format!("unknown argument {flag:?}")),
             }
         }
         let argv: Vec<OsString> = args.collect();
-        let [Some(cpu_secs), Some(memory_bytes), Some(file_size_bytes), Some(max_processes)] =
-            limits
-        else {
+        let [Some(cpu_secs), Some(memory_bytes), Some(file_size_bytes), Some(max_processes)] = limits else {
             return Err("missing a resource limit".to_owned());
         };
         if argv.is_empty() {
@@ -723,12 +630,7 @@ impl ChildSpec {
         }
         Ok(ChildSpec {
             workdir: workdir.ok_or("missing --workdir")?,
-            limits: ResourceLimits {
-                cpu_secs,
-                memory_bytes,
-                file_size_bytes,
-                max_processes,
-            },
+            limits: ResourceLimits { cpu_secs, memory_bytes, file_size_bytes, max_processes },
             env,
             argv,
         })
@@ -762,18 +664,12 @@ fn sandbox_and_exec(args: Vec<OsString>) -> Result<Infallible, String> {
     let parent = nix::unistd::getppid();
     let spec = ChildSpec::parse(args)?;
     set_resource_limits(&spec.limits)?;
-    std::env::set_current_dir(&spec.workdir).map_err(|e| {
-        format!(
-            "cannot enter the work dir `{}`: {e}",
-            spec.workdir.display()
-        )
-    })?;
+    std::env::set_current_dir(&spec.workdir).map_err(|e| format!("cannot enter the work dir `{}`: {e}", spec.workdir.display()))?;
     if nix::unistd::geteuid().is_root() {
         drop_privileges(&spec.workdir)?;
     }
     // After the uid change, which clears it; it survives the exec.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .map_err(|e| format!("cannot tie the job to the agent: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("cannot tie the job to the agent: {e}"))?;
     if nix::unistd::getppid() != parent {
         return Err("the agent exited before the job started".into());
     }
@@ -810,34 +706,16 @@ fn set_resource_limits(limits: &ResourceLimits) -> Result<(), String> {
     // SIGXCPU, which names the reason, and SIGKILL only if it ignores that.
     let wanted = [
         (Resource::RLIMIT_CORE, 0, 0),
-        (
-            Resource::RLIMIT_CPU,
-            limits.cpu_secs,
-            limits.cpu_secs.saturating_add(1),
-        ),
-        (
-            Resource::RLIMIT_AS,
-            limits.memory_bytes,
-            limits.memory_bytes,
-        ),
-        (
-            Resource::RLIMIT_FSIZE,
-            limits.file_size_bytes,
-            limits.file_size_bytes,
-        ),
-        (
-            Resource::RLIMIT_NPROC,
-            limits.max_processes,
-            limits.max_processes,
-        ),
+        (Resource::RLIMIT_CPU, limits.cpu_secs, limits.cpu_secs.saturating_add(1)),
+        (Resource::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
+        (Resource::RLIMIT_FSIZE, limits.file_size_bytes, limits.file_size_bytes),
+        (Resource::RLIMIT_NPROC, limits.max_processes, limits.max_processes),
     ];
     for (resource, soft, hard) in wanted {
         // Without privileges a hard limit can only go down: keep the lower of the two.
-        let (_, current_hard) =
-            getrlimit(resource).map_err(|e| format!("cannot read {resource:?}: {e}"))?;
+        let (_, current_hard) = getrlimit(resource).map_err(|e| format!("cannot read {resource:?}: {e}"))?;
         let hard = hard.min(current_hard);
-        setrlimit(resource, soft.min(hard), hard)
-            .map_err(|e| format!("cannot set {resource:?}: {e}"))?;
+        setrlimit(resource, soft.min(hard), hard).map_err(|e| format!("cannot set {resource:?}: {e}"))?;
     }
     Ok(())
 }
@@ -846,8 +724,7 @@ fn set_resource_limits(limits: &ResourceLimits) -> Result<(), String> {
 fn drop_privileges(workdir: &Path) -> Result<(), String> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     let (uid, gid) = (Uid::from_raw(SANDBOX_UID), Gid::from_raw(SANDBOX_UID));
-    give_away(Path::new("."), SANDBOX_UID)
-        .map_err(|e| format!("cannot hand the work dir to uid {SANDBOX_UID}: {e}"))?;
+    give_away(Path::new("."), SANDBOX_UID).map_err(|e| format!("cannot hand the work dir to uid {SANDBOX_UID}: {e}"))?;
     setgroups(&[]).map_err(|e| format!("cannot drop supplementary groups: {e}"))?;
     setresgid(gid, gid, gid).map_err(|e| format!("cannot set gid {SANDBOX_UID}: {e}"))?;
     setresuid(uid, uid, uid).map_err(|e| format!("cannot set uid {SANDBOX_UID}: {e}"))?;
@@ -892,10 +769,7 @@ const LANDLOCK_ABI: landlock::ABI = landlock::ABI::V6;
 /// Read+execute on the system, read-write on the current (work) dir, nothing else; no signals
 /// or abstract sockets outside the sandbox. Best effort: degrades on kernels without Landlock.
 fn restrict_file_system() -> Result<landlock::RulesetStatus, String> {
-    use landlock::{
-        path_beneath_rules, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr,
-        RulesetCreatedAttr, Scope,
-    };
+    use landlock::{path_beneath_rules, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope};
     let abi = LANDLOCK_ABI;
     let device_rw = AccessFs::from_file(abi) & !AccessFs::Execute;
     // Opened by descriptor: the work dir's own path may not be reachable (see drop_privileges).
@@ -944,10 +818,7 @@ fn find_program(name: &OsStr) -> Result<PathBuf, String> {
     SANDBOX_PATH
         .split(':')
         .map(|dir| Path::new(dir).join(name))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|candidate| std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
         .ok_or_else(|| format!("`{}` not found in {SANDBOX_PATH}", name.to_string_lossy()))
 }
 
@@ -961,12 +832,7 @@ mod tests {
             argv: vec!["python3".into(), "a b.py".into()],
             env: vec![("INPUT".into(), "x=y".into())],
             time_limit: Duration::from_secs(5),
-            limits: ResourceLimits {
-                cpu_secs: 5,
-                memory_bytes: 64 << 20,
-                file_size_bytes: 1 << 20,
-                max_processes: 32,
-            },
+            limits: ResourceLimits { cpu_secs: 5, memory_bytes: 64 << 20, file_size_bytes: 1 << 20, max_processes: 32 },
             log_path: PathBuf::from("/tmp/log"),
             log_cap_bytes: 100,
         }
@@ -978,14 +844,8 @@ mod tests {
         let spec = ChildSpec::parse(launcher_arguments(&job, &job.workdir)).unwrap();
         assert_eq!(spec.workdir, job.workdir);
         assert_eq!(spec.limits, job.limits);
-        assert_eq!(
-            spec.env,
-            vec![(OsString::from("INPUT"), OsString::from("x=y"))]
-        );
-        assert_eq!(
-            spec.argv,
-            vec![OsString::from("python3"), OsString::from("a b.py")]
-        );
+        assert_eq!(spec.env, vec![(OsString::from("INPUT"), OsString::from("x=y"))]);
+        assert_eq!(spec.argv, vec![OsString::from("python3"), OsString::from("a b.py")]);
     }
 
     #[test]
@@ -998,21 +858,9 @@ mod tests {
     #[test]
     fn descriptions() {
         assert_eq!(Outcome::Exited(1).describe(), "exited with status 1");
-        assert_eq!(
-            Outcome::TimedOut {
-                limit: Duration::from_secs(5)
-            }
-            .describe(),
-            "killed: time limit of 5 s exceeded"
-        );
-        let log = LogSummary {
-            head: vec![],
-            tail: b"MemoryError\n".to_vec(),
-        };
+        assert_eq!(Outcome::TimedOut { limit: Duration::from_secs(5) }.describe(), "killed: time limit of 5 s exceeded");
+        let log = LogSummary { head: vec![], tail: b"MemoryError\n".to_vec() };
         let killed = classify(Ending::Exited, ExitStatus::from_raw(6), &log, 0, &job());
-        assert_eq!(
-            killed.describe(),
-            "killed: memory limit of 64 MiB exceeded (SIGABRT, MemoryError)"
-        );
+        assert_eq!(killed.describe(), "killed: memory limit of 64 MiB exceeded (SIGABRT, MemoryError)");
     }
 }

@@ -63,8 +63,7 @@ fn valid_bundle_is_inspected_and_extracted() {
     zip.add_directory("lib/", options()).unwrap();
     zip.start_file("lib/helper.py", options()).unwrap();
     zip.write_all(b"X = 1\n").unwrap();
-    zip.start_file("./predict.py", options().unix_permissions(0o755))
-        .unwrap();
+    zip.start_file("./predict.py", options().unix_permissions(0o755)).unwrap();
     zip.write_all(b"print('hi')\n").unwrap();
     zip.finish().unwrap();
 
@@ -83,28 +82,13 @@ fn valid_bundle_is_inspected_and_extracted() {
 
     let dest = dir.path().join("work");
     std::fs::create_dir(&dest).unwrap();
-    assert_eq!(
-        extract(&zip_path, &dest, &BundleLimits::default()).unwrap(),
-        manifest
-    );
-    assert_eq!(
-        std::fs::read_to_string(dest.join("predict.py")).unwrap(),
-        "print('hi')\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(dest.join("lib/helper.py")).unwrap(),
-        "X = 1\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(dest.join("aiedge.toml")).unwrap(),
-        MANIFEST
-    );
+    assert_eq!(extract(&zip_path, &dest, &BundleLimits::default()).unwrap(), manifest);
+    assert_eq!(std::fs::read_to_string(dest.join("predict.py")).unwrap(), "print('hi')\n");
+    assert_eq!(std::fs::read_to_string(dest.join("lib/helper.py")).unwrap(), "X = 1\n");
+    assert_eq!(std::fs::read_to_string(dest.join("aiedge.toml")).unwrap(), MANIFEST);
 
     // A second extraction into the same (now full) directory is refused.
-    assert!(matches!(
-        extract(&zip_path, &dest, &BundleLimits::default()),
-        Err(BundleError::DestinationNotEmpty(_))
-    ));
+    assert!(matches!(extract(&zip_path, &dest, &BundleLimits::default()), Err(BundleError::DestinationNotEmpty(_))));
 }
 
 #[test]
@@ -130,10 +114,7 @@ fn absolute_and_backslash_entries_are_refused() {
 
     let zip = make_zip(dir.path(), &with_manifest(&[("..\\evil", b"x")]));
     let (a, _) = refused(&zip);
-    assert_eq!(
-        a.to_string(),
-        "entry `..\\evil` has an invalid name: it contains a backslash"
-    );
+    assert_eq!(a.to_string(), "entry `..\\evil` has an invalid name: it contains a backslash");
 }
 
 #[test]
@@ -146,10 +127,7 @@ fn symlink_entry_is_refused() {
     zip.add_symlink("link", "/etc/passwd", options()).unwrap();
     zip.finish().unwrap();
     let (a, b) = refused(&zip_path);
-    assert_eq!(
-        a.to_string(),
-        "entry `link` is a symbolic link; links are not allowed"
-    );
+    assert_eq!(a.to_string(), "entry `link` is a symbolic link; links are not allowed");
     assert!(matches!(b, BundleError::Symlink(_)));
 }
 
@@ -162,18 +140,9 @@ fn too_many_entries_are_refused() {
     let zip = make_zip(dir.path(), &files);
     let (a, b) = refused(&zip);
     assert_eq!(a.to_string(), "too many entries (1001 > 1000)");
-    assert!(matches!(
-        b,
-        BundleError::TooManyEntries {
-            count: 1001,
-            max: 1000
-        }
-    ));
+    assert!(matches!(b, BundleError::TooManyEntries { count: 1001, max: 1000 }));
     // One fewer is fine.
-    let limits = BundleLimits {
-        max_entries: 1001,
-        ..BundleLimits::default()
-    };
+    let limits = BundleLimits { max_entries: 1001, ..BundleLimits::default() };
     inspect(&zip, &limits).unwrap();
 }
 
@@ -183,8 +152,7 @@ fn zero_bomb(dir: &Path) -> PathBuf {
     let mut zip = ZipWriter::new(File::create(&path).unwrap());
     zip.start_file("aiedge.toml", options()).unwrap();
     zip.write_all(MANIFEST.as_bytes()).unwrap();
-    zip.start_file("zeros.bin", options().compression_level(Some(1)))
-        .unwrap();
+    zip.start_file("zeros.bin", options().compression_level(Some(1))).unwrap();
     let chunk = vec![0u8; 1 << 20];
     for _ in 0..300 {
         zip.write_all(&chunk).unwrap();
@@ -227,34 +195,19 @@ fn zip_bombs_are_refused() {
     lie_about_size(&zip, "zeros.bin", 1024);
     let started = Instant::now();
     let (a, b) = refused(&zip);
-    assert_eq!(
-        a.to_string(),
-        "entry `zeros.bin` does not match the size in its header"
-    );
+    assert_eq!(a.to_string(), "entry `zeros.bin` does not match the size in its header");
     assert!(matches!(b, BundleError::SizeMismatch(_)));
     assert!(started.elapsed().as_secs() < 5, "decompressed far too much");
 
     // Headers under a small limit still count the real bytes.
-    let limits = BundleLimits {
-        max_entries: 10,
-        max_uncompressed_bytes: 512,
-    };
-    assert!(matches!(
-        inspect(&zip, &limits),
-        Err(BundleError::TooLarge { limit: 512 })
-    ));
+    let limits = BundleLimits { max_entries: 10, max_uncompressed_bytes: 512 };
+    assert!(matches!(inspect(&zip, &limits), Err(BundleError::TooLarge { limit: 512 })));
 }
 
 #[test]
 fn missing_manifest_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let zip = make_zip(
-        dir.path(),
-        &[
-            ("predict.py", b"print(1)"),
-            ("sub/aiedge.toml", MANIFEST.as_bytes()),
-        ],
-    );
+    let zip = make_zip(dir.path(), &[("predict.py", b"print(1)"), ("sub/aiedge.toml", MANIFEST.as_bytes())]);
     let (a, _) = refused(&zip);
     assert_eq!(a.to_string(), "missing aiedge.toml at the bundle root");
 }
@@ -263,10 +216,7 @@ fn missing_manifest_is_refused() {
 fn bad_manifests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        (
-            "entry = \"ruby x.rb\"\nruntime = \"ruby\"\noutput = \"o.csv\"\n",
-            "aiedge.toml: unknown runtime `ruby` (known: python3, sh)",
-        ),
+        ("entry = \"ruby x.rb\"\nruntime = \"ruby\"\noutput = \"o.csv\"\n", "aiedge.toml: unknown runtime `ruby` (known: python3, sh)"),
         (
             "entry = \"sh run.sh\"\nruntime = \"sh\"\noutput = \"../o.csv\"\n",
             "aiedge.toml: output must be a relative path inside the bundle",
@@ -275,10 +225,7 @@ fn bad_manifests_are_refused() {
             "entry = \"sh run.sh\"\nruntime = \"sh\"\noutput = \"/tmp/o.csv\"\n",
             "aiedge.toml: output must be a relative path inside the bundle",
         ),
-        (
-            "entry = \"sh run.sh\"\nruntime = \"sh\"\n",
-            "aiedge.toml: missing field `output`",
-        ),
+        ("entry = \"sh run.sh\"\nruntime = \"sh\"\n", "aiedge.toml: missing field `output`"),
         (
             "entry = \"sh run.sh\"\nruntime = \"sh\"\noutput = \"o.csv\"\nmemory_mb = \"lots\"\n",
             "aiedge.toml: invalid type: string \"lots\", expected u64",
@@ -309,9 +256,6 @@ fn not_a_zip_is_refused() {
 #[test]
 fn duplicate_entries_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let zip = make_zip(
-        dir.path(),
-        &with_manifest(&[("a.py", b"1"), ("./a.py", b"2")]),
-    );
+    let zip = make_zip(dir.path(), &with_manifest(&[("a.py", b"1"), ("./a.py", b"2")]));
     assert!(matches!(refused(&zip).0, BundleError::Duplicate(_)));
 }

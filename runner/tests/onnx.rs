@@ -10,9 +10,7 @@ use common::records;
 use runner::onnx::{check_csv, Model, OnnxError, TensorInfo, BATCH_ROW_MULTIPLE};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
 fn load(name: &str) -> Model {
@@ -31,14 +29,8 @@ fn predict(model: &Model, csv: &str, batch_rows: usize) -> (String, Vec<u64>) {
     let input = std::fs::File::open(fixture(csv)).unwrap();
     let mut out = Vec::new();
     let mut calls = Vec::new();
-    let rows = model
-        .predict_csv(input, &mut out, batch_rows, &mut |n| calls.push(n))
-        .unwrap();
-    assert_eq!(
-        Some(&rows),
-        calls.last(),
-        "the return value is the last progress"
-    );
+    let rows = model.predict_csv(input, &mut out, batch_rows, &mut |n| calls.push(n)).unwrap();
+    assert_eq!(Some(&rows), calls.last(), "the return value is the last progress");
     (String::from_utf8(out).unwrap(), calls)
 }
 
@@ -47,8 +39,7 @@ fn expected(name: &str) -> Vec<Vec<String>> {
 }
 
 fn num(s: &str) -> f64 {
-    s.parse()
-        .unwrap_or_else(|_| panic!("`{s}` is not a number"))
+    s.parse().unwrap_or_else(|_| panic!("`{s}` is not a number"))
 }
 
 /// Compares predictions with onnxruntime's: same header and row count, `exact` columns equal as
@@ -65,23 +56,14 @@ fn assert_matches(actual: &str, expected: &[Vec<String>], exact: &[usize]) {
             } else {
                 let (x, y) = (num(av), num(ev));
                 let tol = 1e-5 * y.abs().max(1.0);
-                assert!(
-                    (x - y).abs() <= tol,
-                    "line {}, column {}: {x} vs {y}",
-                    line + 1,
-                    col + 1
-                );
+                assert!((x - y).abs() <= tol, "line {}, column {}: {x} vs {y}", line + 1, col + 1);
             }
         }
     }
 }
 
 fn info(name: &str, shape: &[Option<usize>], dtype: &str) -> TensorInfo {
-    TensorInfo {
-        name: name.into(),
-        shape: shape.to_vec(),
-        dtype: dtype.into(),
-    }
+    TensorInfo { name: name.into(), shape: shape.to_vec(), dtype: dtype.into() }
 }
 
 #[test]
@@ -96,18 +78,9 @@ fn iris_classifier_info() {
     let model = load("iris_logreg.onnx");
     let i = model.info();
     assert_eq!(i.inputs, vec![info("float_input", &[None, Some(4)], "f32")]);
-    assert_eq!(
-        i.outputs,
-        vec![
-            info("label", &[None], "i64"),
-            info("probabilities", &[None, Some(3)], "f32")
-        ]
-    );
+    assert_eq!(i.outputs, vec![info("label", &[None], "i64"), info("probabilities", &[None, Some(3)], "f32")]);
     assert_eq!(i.features, 4);
-    assert_eq!(
-        i.output_columns,
-        ["row", "label", "prob_0", "prob_1", "prob_2"]
-    );
+    assert_eq!(i.output_columns, ["row", "label", "prob_0", "prob_1", "prob_2"]);
 }
 
 #[test]
@@ -123,16 +96,7 @@ fn iris_classifier_with_string_labels_names_its_columns_after_the_classes() {
     let model = load("iris_logreg_names.onnx");
     let i = model.info();
     assert_eq!(i.outputs[0], info("label", &[None], "string"));
-    assert_eq!(
-        i.output_columns,
-        [
-            "row",
-            "label",
-            "prob_setosa",
-            "prob_versicolor",
-            "prob_virginica"
-        ]
-    );
+    assert_eq!(i.output_columns, ["row", "label", "prob_setosa", "prob_versicolor", "prob_virginica"]);
     let (out, _) = predict(&model, "iris.csv", 64);
     assert_matches(&out, &expected("iris_logreg_names.expected.csv"), &[1]);
 }
@@ -153,24 +117,10 @@ fn diabetes_regressor_matches_onnxruntime() {
 fn tiny_cnn_takes_its_image_as_a_flat_row() {
     let model = load("tiny_cnn.onnx");
     let i = model.info();
-    assert_eq!(
-        i.inputs,
-        vec![info("image", &[None, Some(1), Some(4), Some(4)], "f32")]
-    );
+    assert_eq!(i.inputs, vec![info("image", &[None, Some(1), Some(4), Some(4)], "f32")]);
     assert_eq!(i.features, 16);
-    assert_eq!(
-        i.outputs,
-        vec![info("probabilities", &[None, Some(3)], "f32")]
-    );
-    assert_eq!(
-        i.output_columns,
-        [
-            "row",
-            "probabilities_0",
-            "probabilities_1",
-            "probabilities_2"
-        ]
-    );
+    assert_eq!(i.outputs, vec![info("probabilities", &[None, Some(3)], "f32")]);
+    assert_eq!(i.output_columns, ["row", "probabilities_0", "probabilities_1", "probabilities_2"]);
     let (out, _) = predict(&model, "tiny_cnn.csv", 4096);
     assert_matches(&out, &expected("tiny_cnn.expected.csv"), &[]);
 }
@@ -187,22 +137,16 @@ fn batches(rows: u64, batch: u64) -> Vec<u64> {
 #[test]
 fn batch_size_does_not_change_the_output() {
     assert_eq!(BATCH_ROW_MULTIPLE, 64);
-    for (model, csv, rows) in [
-        ("iris_logreg.onnx", "iris.csv", 150u64),
-        ("diabetes_linreg.onnx", "diabetes.csv", 442),
-        ("tiny_cnn.onnx", "tiny_cnn.csv", 25),
-    ] {
+    for (model, csv, rows) in
+        [("iris_logreg.onnx", "iris.csv", 150u64), ("diabetes_linreg.onnx", "diabetes.csv", 442), ("tiny_cnn.onnx", "tiny_cnn.csv", 25)]
+    {
         let model = load(model);
         let (big, calls) = predict(&model, csv, 4096);
         assert_eq!(calls, [rows]);
         for (batch, runs_as) in [(1, 64), (7, 64), (0, 64), (64, 64), (65, 128), (100, 128)] {
             let (out, calls) = predict(&model, csv, batch);
             assert_eq!(out, big, "{csv}: batch {batch} vs 4096");
-            assert_eq!(
-                calls,
-                batches(rows, runs_as),
-                "{csv}: batch {batch} runs as {runs_as}"
-            );
+            assert_eq!(calls, batches(rows, runs_as), "{csv}: batch {batch} runs as {runs_as}");
         }
     }
 }
@@ -227,20 +171,14 @@ fn empty_and_garbage_bytes_are_not_onnx_models() {
 #[test]
 fn unknown_operator_is_named_with_its_node_and_domain() {
     let e = load_err("bad_op.onnx");
-    assert_eq!(
-        e.to_string(),
-        "unsupported operator `Frobnicate` from domain `com.example` (node `frob_1`)"
-    );
+    assert_eq!(e.to_string(), "unsupported operator `Frobnicate` from domain `com.example` (node `frob_1`)");
     assert!(e.is_user_error());
 }
 
 #[test]
 fn zipmap_classifier_gives_the_columns_and_values_of_its_zipmap_false_twin() {
     let model = load("iris_logreg_zipmap.onnx");
-    assert_eq!(
-        model.info().output_columns,
-        load("iris_logreg.onnx").info().output_columns
-    );
+    assert_eq!(model.info().output_columns, load("iris_logreg.onnx").info().output_columns);
     let (out, _) = predict(&model, "iris.csv", 64);
     assert_matches(&out, &expected("iris_logreg.expected.csv"), &[1]);
 }
@@ -248,35 +186,22 @@ fn zipmap_classifier_gives_the_columns_and_values_of_its_zipmap_false_twin() {
 #[test]
 fn a_zipmap_whose_maps_are_read_is_refused_by_name() {
     let e = load_err("bad_zipmap_consumed.onnx");
-    assert!(
-        matches!(&e, OnnxError::UnsupportedOperator { op, .. } if op == "ZipMap"),
-        "{e:?}"
-    );
-    assert!(
-        e.to_string()
-            .starts_with("unsupported operator `ZipMap` (node `"),
-        "{e}"
-    );
+    assert!(matches!(&e, OnnxError::UnsupportedOperator { op, .. } if op == "ZipMap"), "{e:?}");
+    assert!(e.to_string().starts_with("unsupported operator `ZipMap` (node `"), "{e}");
     assert!(e.is_user_error());
 }
 
 #[test]
 fn integer_input_is_refused() {
     let e = load_err("bad_int_input.onnx");
-    assert_eq!(
-        e.to_string(),
-        "the model's input `codes` is i64; only float (f32) tensors are supported"
-    );
+    assert_eq!(e.to_string(), "the model's input `codes` is i64; only float (f32) tensors are supported");
     assert!(e.is_user_error());
 }
 
 #[test]
 fn two_inputs_are_refused() {
     let e = load_err("bad_two_inputs.onnx");
-    assert_eq!(
-        e.to_string(),
-        "the model has 2 inputs; only single-input models are supported"
-    );
+    assert_eq!(e.to_string(), "the model has 2 inputs; only single-input models are supported");
 }
 
 #[test]
@@ -324,10 +249,7 @@ fn check_csv_names_line_and_column_of_a_non_number() {
     let e = csv_err("a,b\n1,2\n3,4\n5,6\n7,abc\n", None);
     assert_eq!(e.to_string(), "line 5, column 2: `abc` is not a number");
     let e = csv_err("a,b\n1,\n", None);
-    assert_eq!(
-        e.to_string(),
-        "line 2, column 2: the cell is empty; expected a number"
-    );
+    assert_eq!(e.to_string(), "line 2, column 2: the cell is empty; expected a number");
     let long = "x".repeat(100);
     let e = csv_err(&format!("a\n{long}\n"), None);
     assert!(e.to_string().len() < 80, "{e}");
@@ -344,10 +266,7 @@ fn check_csv_refuses_empty_and_header_only_files() {
 #[test]
 fn check_csv_compares_the_header_with_the_expected_columns() {
     let e = csv_err("a,b,c\n1,2,3\n", Some(4));
-    assert_eq!(
-        e.to_string(),
-        "the input CSV header has 3 columns but the model takes 4 features"
-    );
+    assert_eq!(e.to_string(), "the input CSV header has 3 columns but the model takes 4 features");
 }
 
 #[test]
@@ -355,13 +274,8 @@ fn predict_refuses_a_csv_with_other_columns_before_writing() {
     let model = load("iris_logreg.onnx");
     let input = std::fs::File::open(fixture("diabetes.csv")).unwrap();
     let mut out = Vec::new();
-    let e = model
-        .predict_csv(input, &mut out, 4096, &mut |_| {})
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "the input CSV header has 10 columns but the model takes 4 features"
-    );
+    let e = model.predict_csv(input, &mut out, 4096, &mut |_| {}).unwrap_err();
+    assert_eq!(e.to_string(), "the input CSV header has 10 columns but the model takes 4 features");
     assert!(e.is_user_error());
     assert!(out.is_empty());
 }
@@ -375,9 +289,7 @@ fn predict_names_the_line_of_a_bad_row_after_earlier_batches() {
     }
     text.push_str("5.1,3.5,x,0.2\n");
     let mut calls = Vec::new();
-    let e = model
-        .predict_csv(text.as_bytes(), Vec::new(), 64, &mut |n| calls.push(n))
-        .unwrap_err();
+    let e = model.predict_csv(text.as_bytes(), Vec::new(), 64, &mut |n| calls.push(n)).unwrap_err();
     assert_eq!(e.to_string(), "line 142, column 3: `x` is not a number");
     assert_eq!(calls, [64, 128], "the batches before the bad row ran");
 }
@@ -385,14 +297,7 @@ fn predict_names_the_line_of_a_bad_row_after_earlier_batches() {
 #[test]
 fn predict_refuses_header_only_input() {
     let model = load("diabetes_linreg.onnx");
-    let e = model
-        .predict_csv(
-            "a,b,c,d,e,f,g,h,i,j\n".as_bytes(),
-            Vec::new(),
-            16,
-            &mut |_| {},
-        )
-        .unwrap_err();
+    let e = model.predict_csv("a,b,c,d,e,f,g,h,i,j\n".as_bytes(), Vec::new(), 16, &mut |_| {}).unwrap_err();
     assert!(matches!(e, OnnxError::NoRows), "{e:?}");
 }
 
@@ -401,10 +306,7 @@ fn a_failing_output_is_an_io_error_not_the_users() {
     struct Full;
     impl std::io::Write for Full {
         fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                "disk full",
-            ))
+            Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full"))
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
@@ -412,9 +314,7 @@ fn a_failing_output_is_an_io_error_not_the_users() {
     }
     let model = load("iris_logreg.onnx");
     let input = std::fs::File::open(fixture("iris.csv")).unwrap();
-    let e = model
-        .predict_csv(input, Full, 4096, &mut |_| {})
-        .unwrap_err();
+    let e = model.predict_csv(input, Full, 4096, &mut |_| {}).unwrap_err();
     assert!(matches!(e, OnnxError::Io(_)), "{e:?}");
     assert!(!e.is_user_error());
 }

@@ -6,9 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use runner::sandbox::{
-    isolation, run, LandlockLevel, Outcome, ResourceLimits, SandboxError, ScriptJob,
-};
+use runner::sandbox::{isolation, run, LandlockLevel, Outcome, ResourceLimits, SandboxError, ScriptJob};
 use tempfile::TempDir;
 
 const MIB: u64 = 1024 * 1024;
@@ -30,12 +28,7 @@ fn job_for(script: &str) -> (TempDir, ScriptJob) {
         argv: vec!["python3".into(), "script.py".into()],
         env: vec![("AIEDGE_INPUT".into(), "input.csv".into())],
         time_limit: Duration::from_secs(30),
-        limits: ResourceLimits {
-            cpu_secs: 30,
-            memory_bytes: 512 * MIB,
-            file_size_bytes: 64 * MIB,
-            max_processes: 512,
-        },
+        limits: ResourceLimits { cpu_secs: 30, memory_bytes: 512 * MIB, file_size_bytes: 64 * MIB, max_processes: 512 },
         log_path: root.path().join("job.log"),
         log_cap_bytes: MIB,
     };
@@ -43,9 +36,7 @@ fn job_for(script: &str) -> (TempDir, ScriptJob) {
 }
 
 async fn run_to_end(job: &ScriptJob) -> Outcome {
-    run(launcher(), &[], job, std::future::pending())
-        .await
-        .unwrap()
+    run(launcher(), &[], job, std::future::pending()).await.unwrap()
 }
 
 fn log_of(job: &ScriptJob) -> String {
@@ -56,12 +47,7 @@ fn log_of(job: &ScriptJob) -> String {
 fn is_dead(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .trim_start()
-            .starts_with('Z'),
+        Ok(stat) => stat.rsplit(')').next().unwrap().trim_start().starts_with('Z'),
     }
 }
 
@@ -77,10 +63,7 @@ async fn script_writes_its_output_and_exits_zero() {
     let log = log_of(&job);
     assert_eq!(outcome, Outcome::Exited(0), "{log}");
     assert!(outcome.success());
-    assert_eq!(
-        std::fs::read_to_string(job.workdir.join("predictions.csv")).unwrap(),
-        "id,label\n1,cat\n"
-    );
+    assert_eq!(std::fs::read_to_string(job.workdir.join("predictions.csv")).unwrap(), "id,label\n1,cat\n");
     assert!(log.contains("hello from the script"), "{log}");
     if isolation().privilege_drop {
         assert!(log.contains("uid 65534"), "{log}");
@@ -89,8 +72,7 @@ async fn script_writes_its_output_and_exits_zero() {
 
 #[tokio::test]
 async fn non_zero_exit_is_reported_with_stderr_in_the_log() {
-    let (_root, job) =
-        job_for("import sys\nprint('it went wrong', file=sys.stderr)\nsys.exit(3)\n");
+    let (_root, job) = job_for("import sys\nprint('it went wrong', file=sys.stderr)\nsys.exit(3)\n");
     let outcome = run_to_end(&job).await;
     assert_eq!(outcome, Outcome::Exited(3));
     assert_eq!(outcome.describe(), "exited with status 3");
@@ -104,12 +86,7 @@ async fn infinite_loop_hits_the_time_limit() {
     let started = Instant::now();
     let outcome = run_to_end(&job).await;
     let elapsed = started.elapsed();
-    assert_eq!(
-        outcome,
-        Outcome::TimedOut {
-            limit: Duration::from_secs(1)
-        }
-    );
+    assert_eq!(outcome, Outcome::TimedOut { limit: Duration::from_secs(1) });
     assert_eq!(outcome.describe(), "killed: time limit of 1 s exceeded");
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
 }
@@ -121,16 +98,8 @@ async fn memory_hog_fails_with_a_memory_reason() {
     let outcome = run_to_end(&job).await;
     let log = log_of(&job);
     assert!(!log.contains("allocated"), "{log}");
-    assert!(
-        outcome
-            .describe()
-            .contains("memory limit of 64 MiB exceeded (MemoryError)"),
-        "{outcome:?}"
-    );
-    assert!(
-        matches!(outcome, Outcome::Failed { status: 1, .. }),
-        "{outcome:?}"
-    );
+    assert!(outcome.describe().contains("memory limit of 64 MiB exceeded (MemoryError)"), "{outcome:?}");
+    assert!(matches!(outcome, Outcome::Failed { status: 1, .. }), "{outcome:?}");
 }
 
 #[tokio::test]
@@ -140,37 +109,23 @@ async fn cpu_limit_sends_sigxcpu() {
     job.time_limit = Duration::from_secs(20);
     let started = Instant::now();
     let outcome = run_to_end(&job).await;
-    assert!(
-        matches!(&outcome, Outcome::Killed { signal: 24, reason } if reason.contains("cpu time limit of 1 s")),
-        "{outcome:?}"
-    );
+    assert!(matches!(&outcome, Outcome::Killed { signal: 24, reason } if reason.contains("cpu time limit of 1 s")), "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test]
 async fn environment_is_cleared() {
-    let (_root, job) = job_for(
-        "import json, os\nwith open('env.json', 'w') as f:\n    json.dump(dict(os.environ), f)\n",
-    );
+    let (_root, job) = job_for("import json, os\nwith open('env.json', 'w') as f:\n    json.dump(dict(os.environ), f)\n");
     // Something the test process has that must not leak.
     assert!(std::env::var_os("PATH").is_some());
-    assert_eq!(
-        run_to_end(&job).await,
-        Outcome::Exited(0),
-        "{}",
-        log_of(&job)
-    );
-    let env: std::collections::BTreeMap<String, String> =
-        serde_json_lite(&std::fs::read_to_string(job.workdir.join("env.json")).unwrap());
+    assert_eq!(run_to_end(&job).await, Outcome::Exited(0), "{}", log_of(&job));
+    let env: std::collections::BTreeMap<String, String> = serde_json_lite(&std::fs::read_to_string(job.workdir.join("env.json")).unwrap());
     let keys: Vec<&str> = env.keys().map(String::as_str).collect();
     assert_eq!(keys, ["AIEDGE_INPUT", "HOME", "LANG", "PATH"]);
     assert_eq!(env["PATH"], "/usr/local/bin:/usr/bin:/bin");
     assert_eq!(env["LANG"], "C.UTF-8");
     assert_eq!(env["AIEDGE_INPUT"], "input.csv");
-    assert_eq!(
-        Path::new(&env["HOME"]),
-        std::fs::canonicalize(&job.workdir).unwrap()
-    );
+    assert_eq!(Path::new(&env["HOME"]), std::fs::canonicalize(&job.workdir).unwrap());
 }
 
 /// Parses the flat `{"k": "v", ...}` object Python's json.dump writes for os.environ (string
@@ -180,10 +135,7 @@ fn serde_json_lite(text: &str) -> std::collections::BTreeMap<String, String> {
     let mut map = std::collections::BTreeMap::new();
     for pair in fields.split("\", \"") {
         let (k, v) = pair.split_once("\": \"").unwrap();
-        map.insert(
-            k.trim_matches('"').to_owned(),
-            v.trim_matches('"').replace("\\\\", "\\"),
-        );
+        map.insert(k.trim_matches('"').to_owned(), v.trim_matches('"').replace("\\\\", "\\"));
     }
     map
 }
@@ -199,9 +151,7 @@ fn outside_file(name: &str, mode: u32) -> (TempDir, PathBuf) {
 }
 
 fn read_attempt_script(path: &Path) -> String {
-    format!(
-        "try:\n    print('READ', open({path:?}).read())\nexcept OSError as e:\n    print('DENIED', type(e).__name__)\n"
-    )
+    format!("try:\n    print('READ', open({path:?}).read())\nexcept OSError as e:\n    print('DENIED', type(e).__name__)\n")
 }
 
 #[tokio::test]
@@ -234,19 +184,11 @@ async fn landlock_confines_the_script_to_its_work_dir() {
         read_attempt_script(&public)
     );
     let (_root, job) = job_for(&script);
-    assert_eq!(
-        run_to_end(&job).await,
-        Outcome::Exited(0),
-        "{}",
-        log_of(&job)
-    );
+    assert_eq!(run_to_end(&job).await, Outcome::Exited(0), "{}", log_of(&job));
     let log = log_of(&job);
     assert!(log.contains("DENIED PermissionError"), "{log}");
     assert!(log.contains("NO WRITE PermissionError"), "{log}");
-    assert_eq!(
-        std::fs::read_to_string(job.workdir.join("inside.txt")).unwrap(),
-        "ok"
-    );
+    assert_eq!(std::fs::read_to_string(job.workdir.join("inside.txt")).unwrap(), "ok");
 }
 
 #[tokio::test]
@@ -286,10 +228,7 @@ async fn log_is_capped() {
     let note = "\n[log truncated at 1010 bytes]\n";
     assert_eq!(log.len(), 1010 + note.len(), "{log}");
     assert!(log.starts_with(&"x".repeat(99)));
-    assert!(
-        log.ends_with(&format!("x\n{}{note}", "x".repeat(10))),
-        "{log}"
-    );
+    assert!(log.ends_with(&format!("x\n{}{note}", "x".repeat(10))), "{log}");
 }
 
 #[tokio::test]
@@ -314,23 +253,15 @@ async fn cancel_kills_the_whole_process_group() {
     let outcome = run(launcher(), &[], &job, cancel).await.unwrap();
     assert_eq!(outcome, Outcome::Cancelled, "{}", log_of(&job));
     assert!(started.elapsed() < Duration::from_secs(10));
-    let sleep_pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let sleep_pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        is_dead(sleep_pid),
-        "the script's child `sleep 100` survived the cancel"
-    );
+    assert!(is_dead(sleep_pid), "the script's child `sleep 100` survived the cancel");
 }
 
 #[tokio::test]
 async fn dropping_the_run_kills_the_script() {
-    let (_root, job) = job_for(
-        "import os, time\nopen('pid.tmp', 'w').write(str(os.getpid()))\nos.rename('pid.tmp', 'pid.txt')\ntime.sleep(100)\n",
-    );
+    let (_root, job) =
+        job_for("import os, time\nopen('pid.tmp', 'w').write(str(os.getpid()))\nos.rename('pid.tmp', 'pid.txt')\ntime.sleep(100)\n");
     let pid_file = job.workdir.join("pid.txt");
     let running = run(launcher(), &[], &job, std::future::pending());
     let wait_for_pid = async {
@@ -386,16 +317,10 @@ async fn escaped_process_does_not_hang_the_run() {
     let elapsed = started.elapsed();
     let pid = std::fs::read_to_string(job.workdir.join("pid.txt")).unwrap();
     // Clean up the escaped `sleep` before asserting anything.
-    let _ = std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status();
+    let _ = std::process::Command::new("kill").args(["-9", pid.trim()]).status();
     assert_eq!(outcome, Outcome::Exited(0));
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
-    assert!(
-        log_of(&job).contains("a process left its group"),
-        "{}",
-        log_of(&job)
-    );
+    assert!(log_of(&job).contains("a process left its group"), "{}", log_of(&job));
 }
 
 #[test]
@@ -407,10 +332,7 @@ fn a_work_dir_the_sandbox_user_cannot_reach_is_found_before_any_job() {
     let verdict = runner::sandbox::check_reachable_below(&work);
     if nix::unistd::geteuid().is_root() {
         let why = verdict.unwrap_err();
-        assert!(
-            why.contains(&closed.path().display().to_string()) && why.contains("chmod o+x"),
-            "{why}"
-        );
+        assert!(why.contains(&closed.path().display().to_string()) && why.contains("chmod o+x"), "{why}");
     } else {
         // Not root: scripts run as this user, who can reach it.
         assert_eq!(verdict, Ok(()));

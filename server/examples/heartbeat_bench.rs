@@ -121,9 +121,7 @@ async fn main() -> anyhow::Result<()> {
     let (exchange, queue) = (topology.heartbeat_exchange(), topology.heartbeat_queue());
     let conn = Connection::connect(
         &args.amqp_url,
-        ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio),
+        ConnectionProperties::default().with_executor(tokio_executor_trait::Tokio::current()).with_reactor(tokio_reactor_trait::Tokio),
     )
     .await?;
     let ch = conn.create_channel().await?;
@@ -157,7 +155,10 @@ async fn main() -> anyhow::Result<()> {
     seq += sent / nodes.len() as u64 + 1;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let end_depth = depth(&probe, &queue).await;
-    println!("steady: sent {sent} ({:.0}/s), max queue depth {max_depth}, depth 2 s after: {end_depth}", sent as f64 / start.elapsed().as_secs_f64());
+    println!(
+        "steady: sent {sent} ({:.0}/s), max queue depth {max_depth}, depth 2 s after: {end_depth}",
+        sent as f64 / start.elapsed().as_secs_f64()
+    );
 
     // 2. Flood: as fast as we can publish; time the drain.
     let start = Instant::now();
@@ -188,9 +189,7 @@ async fn main() -> anyhow::Result<()> {
         args.flood as f64 / drained.as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let recent: (i64,) = sqlx::query_as("select count(*) from nodes where last_heartbeat_at is not null")
-        .fetch_one(&state.db.pool)
-        .await?;
+    let recent: (i64,) = sqlx::query_as("select count(*) from nodes where last_heartbeat_at is not null").fetch_one(&state.db.pool).await?;
     println!("nodes with a recorded heartbeat: {} of {}", recent.0, args.nodes);
 
     if let Some(bin) = &args.agent_bin {
@@ -206,13 +205,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Runs one real agent for `seconds` and reports its resident memory and CPU time.
-async fn idle_agent(
-    state: &app::backend::AppState,
-    owner_id: &str,
-    bin: &std::path::Path,
-    base: &str,
-    seconds: u64,
-) -> anyhow::Result<()> {
+async fn idle_agent(state: &app::backend::AppState, owner_id: &str, bin: &std::path::Path, base: &str, seconds: u64) -> anyhow::Result<()> {
     let new = app::backend::nodes::add(state, owner_id, "idle-agent").await?;
     let dir = tempfile::tempdir()?;
     let mut child = std::process::Command::new(bin)

@@ -125,13 +125,12 @@ fn agent_bin() -> anyhow::Result<PathBuf> {
         return Ok(bin.into());
     }
     let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("node-agent"))
-        .ok_or_else(|| anyhow::anyhow!("no target dir"))?;
+    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("node-agent")).ok_or_else(|| anyhow::anyhow!("no target dir"))?;
     if !bin.exists() {
-        anyhow::bail!("no node-agent at {}: build it first with `cargo build --release -p node-agent` (or set AIEDGE_AGENT_BIN)", bin.display());
+        anyhow::bail!(
+            "no node-agent at {}: build it first with `cargo build --release -p node-agent` (or set AIEDGE_AGENT_BIN)",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -280,10 +279,8 @@ impl Setup {
         let start = Instant::now();
         loop {
             let nodes: Value = self.web.get(self.url("/api/nodes/mine")).send().await?.json().await?;
-            let active = nodes
-                .as_array()
-                .map(|a| a.iter().filter(|n| n["status"] == "active" && n["score"].is_object()).count())
-                .unwrap_or(0);
+            let active =
+                nodes.as_array().map(|a| a.iter().filter(|n| n["status"] == "active" && n["score"].is_object()).count()).unwrap_or(0);
             if active == self.node_ids.len() {
                 return Ok(());
             }
@@ -307,9 +304,7 @@ impl Setup {
     }
 
     async fn submit(&self, app_id: &str, input: &[u8]) -> anyhow::Result<String> {
-        let form = Form::new()
-            .text("application", app_id.to_string())
-            .part("input", Part::bytes(input.to_vec()).file_name("input.csv"));
+        let form = Form::new().text("application", app_id.to_string()).part("input", Part::bytes(input.to_vec()).file_name("input.csv"));
         let res = self.http.post(self.url("/api/v1/jobs")).bearer_auth(&self.token).multipart(form).send().await?;
         let status = res.status();
         let text = res.text().await?;
@@ -517,14 +512,7 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
     }
 
     // Diagnostics on the last sequential jobs: plain API round trips.
-    let recent: Vec<Value> = setup
-        .http
-        .get(setup.url("/api/v1/jobs?limit=20"))
-        .bearer_auth(&setup.token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let recent: Vec<Value> = setup.http.get(setup.url("/api/v1/jobs?limit=20")).bearer_auth(&setup.token).send().await?.json().await?;
     for job in &recent {
         let id = job["id"].as_str().unwrap_or_default();
         let t = Instant::now();
@@ -541,7 +529,11 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
     println!("  {n_agents} agent(s): {} jobs from {} submitters…", args.jobs, args.concurrency);
     let agent_pids: Vec<u32> = setup.agents.iter().map(|a| a.0.id()).collect();
     let broker_pid = broker_pid();
-    let cpu0 = (cpu_seconds("self"), agent_pids.iter().map(|p| cpu_seconds(&p.to_string())).sum::<f64>(), broker_pid.as_deref().map_or(0.0, cpu_seconds));
+    let cpu0 = (
+        cpu_seconds("self"),
+        agent_pids.iter().map(|p| cpu_seconds(&p.to_string())).sum::<f64>(),
+        broker_pid.as_deref().map_or(0.0, cpu_seconds),
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let first_epoch = epoch_ms();
     let start = Instant::now();
@@ -590,7 +582,8 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
     r.cpu_self_s = cpu_seconds("self") - cpu0.0;
     r.cpu_agents_s = agent_pids.iter().map(|p| cpu_seconds(&p.to_string())).sum::<f64>() - cpu0.1;
     r.cpu_broker_s = broker_pid.as_deref().map_or(0.0, cpu_seconds) - cpu0.2;
-    let jobs: Vec<anyhow::Result<Value>> = futures_util::stream::iter(ids.iter().map(|id| setup.job(id))).buffer_unordered(16).collect().await;
+    let jobs: Vec<anyhow::Result<Value>> =
+        futures_util::stream::iter(ids.iter().map(|id| setup.job(id))).buffer_unordered(16).collect().await;
     let mut last_finished = first_epoch;
     for job in jobs {
         let job = job?;
@@ -748,7 +741,12 @@ async fn failover(args: &Args, bin: &Path) -> anyhow::Result<()> {
     }
     let again = sorted(again);
     println!();
-    println!("kill → running again: p50 {:.2} s, worst {:.2} s over {} runs", pct(&again, 50.0), again.last().copied().unwrap_or(f64::NAN), again.len());
+    println!(
+        "kill → running again: p50 {:.2} s, worst {:.2} s over {} runs",
+        pct(&again, 50.0),
+        again.last().copied().unwrap_or(f64::NAN),
+        again.len()
+    );
     setup.stop().await;
     Ok(())
 }
@@ -759,10 +757,7 @@ async fn failover(args: &Args, bin: &Path) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.trace {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     }
     if args.failover > 0 {
         return failover(&args, &agent_bin()?).await;

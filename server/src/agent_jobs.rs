@@ -72,7 +72,14 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 }
 
 /// `POST …/{id}/start`: may this node run attempt N? dispatched → running.
-pub async fn start(State(state): State<AppState>, UrlPath(id): UrlPath<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Proceed>> {
+pub async fn start(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Proceed>> {
     let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
     let report: AttemptReport = parse(&body)?;
     let verdict = jobs::start(&state.db, &id, &node, attempt_of(report.attempt), report.instance.as_deref()).await?;
@@ -105,7 +112,14 @@ pub async fn give_back(
 }
 
 /// `POST …/{id}/progress`: rows done; the answer says whether to carry on.
-pub async fn progress(State(state): State<AppState>, UrlPath(id): UrlPath<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Proceed>> {
+pub async fn progress(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Proceed>> {
     let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
     let report: AttemptReport = parse(&body)?;
     Ok(answer(jobs::progress(&state.db, &id, &node, attempt_of(report.attempt), report.rows_done).await?))
@@ -118,7 +132,9 @@ pub struct AttemptQuery {
 
 async fn live_attempt(state: &AppState, id: &str, node: &str, attempt: u32) -> ApiResult<jobs::JobRecord> {
     match jobs::check_attempt(&state.db, id, node, attempt_of(attempt)).await? {
-        Verdict::Proceed => jobs::record(&state.db, id).await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such job")),
+        Verdict::Proceed => {
+            jobs::record(&state.db, id).await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such job"))
+        }
         // Not this node's job (or no longer): the same answer as a job that does not exist.
         Verdict::Stop(reason) => Err(ApiError::new(StatusCode::CONFLICT, "not_your_attempt", reason)),
     }
@@ -152,7 +168,17 @@ pub async fn input(
     send_artifact(&state, &job.input_key, "text/csv", None).await
 }
 
-async fn upload(state: &AppState, id: &str, q: AttemptQuery, method: Method, uri: Uri, headers: HeaderMap, body: Body, what: Attachment, limit: u64) -> ApiResult<Json<Proceed>> {
+async fn upload(
+    state: &AppState,
+    id: &str,
+    q: AttemptQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+    what: Attachment,
+    limit: u64,
+) -> ApiResult<Json<Proceed>> {
     let declared = header(&headers, HDR_BODY_SHA256).to_ascii_lowercase();
     let node = verify(state, &method, &uri, &headers, &declared).await?;
     live_attempt(state, id, &node, q.attempt).await?;
@@ -244,7 +270,8 @@ pub async fn finish(
     let verdict = match (report.outcome, report.result_csv) {
         // The usual report of a small job: written in groups with the others arriving now.
         (Outcome::Succeeded { rows }, Some(result)) => {
-            let success = jobs::InlineSuccess { id: id.clone(), node_id: node.clone(), attempt: attempt_of(attempt), rows, result, unstarted };
+            let success =
+                jobs::InlineSuccess { id: id.clone(), node_id: node.clone(), attempt: attempt_of(attempt), rows, result, unstarted };
             state.finishes.write(success).await?
         }
         (outcome, _) => {
@@ -255,11 +282,7 @@ pub async fn finish(
                     let how = match &outcome {
                         // Its result was uploaded before (reported only once done, it is refused:
                         // such a report must carry its result).
-                        Outcome::Succeeded { rows } => Finish::Succeeded {
-                            rows: *rows,
-                            result: None,
-                            unstarted,
-                        },
+                        Outcome::Succeeded { rows } => Finish::Succeeded { rows: *rows, result: None, unstarted },
                         // The application's own failure fails the job now; the node's trouble moves it on.
                         Outcome::Failed { error, user_error } => Finish::Failed { error: error.as_str(), retry: !user_error },
                     };

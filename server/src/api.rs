@@ -103,7 +103,10 @@ async fn caller(state: &AppState, headers: &HeaderMap, session: &CurrentUser) ->
             .await?
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the API token is unknown or revoked"));
     }
-    session.0.clone().ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "sign in or send `Authorization: Bearer <API token>`"))
+    session
+        .0
+        .clone()
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "sign in or send `Authorization: Bearer <API token>`"))
 }
 
 /// True for a plain browser form post: answer with a redirect, not JSON.
@@ -112,7 +115,12 @@ fn wants_html(headers: &HeaderMap) -> bool {
 }
 
 /// Answers a browser form with a redirect, anything else with `ok` or the error as JSON.
-fn answer<T: Serialize>(html: bool, result: ApiResult<(StatusCode, T)>, success_page: impl FnOnce(&T) -> String, failure_page: &str) -> Response {
+fn answer<T: Serialize>(
+    html: bool,
+    result: ApiResult<(StatusCode, T)>,
+    success_page: impl FnOnce(&T) -> String,
+    failure_page: &str,
+) -> Response {
     match (html, result) {
         (true, Ok((_, body))) => Redirect::to(&success_page(&body)).into_response(),
         (true, Err(e)) => {
@@ -151,10 +159,7 @@ fn tensor_lines(tensors: &[runner::onnx::TensorInfo]) -> Vec<TensorLine> {
         .map(|t| TensorLine {
             name: t.name.clone(),
             dtype: t.dtype.clone(),
-            shape: format!(
-                "[{}]",
-                t.shape.iter().map(|d| d.map_or("N".to_string(), |d| d.to_string())).collect::<Vec<_>>().join(", ")
-            ),
+            shape: format!("[{}]", t.shape.iter().map(|d| d.map_or("N".to_string(), |d| d.to_string())).collect::<Vec<_>>().join(", ")),
         })
         .collect()
 }
@@ -168,7 +173,12 @@ async fn check_model(path: &Path) -> ApiResult<(AppDetails, u64)> {
         .map_err(|e| ApiError::bad("invalid_model", e.to_string()))?;
     let features = info.features as u64;
     Ok((
-        AppDetails::Onnx { inputs: tensor_lines(&info.inputs), outputs: tensor_lines(&info.outputs), features, columns: info.output_columns },
+        AppDetails::Onnx {
+            inputs: tensor_lines(&info.inputs),
+            outputs: tensor_lines(&info.outputs),
+            features,
+            columns: info.output_columns,
+        },
         features,
     ))
 }
@@ -221,7 +231,8 @@ fn sniff_kind(kind: Option<&str>, filename: &str, path: &Path) -> ApiResult<AppK
         None if filename.to_ascii_lowercase().ends_with(".zip") => Ok(AppKind::Script),
         None => {
             let mut magic = [0u8; 4];
-            let zip = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"PK\x03\x04";
+            let zip = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+                && &magic == b"PK\x03\x04";
             Ok(if zip { AppKind::Script } else { AppKind::Onnx })
         }
     }
@@ -310,7 +321,19 @@ async fn upload_application_inner(
     };
     let created = apps::create(
         &state.db,
-        apps::NewApp { id, owner_id: user.id.clone(), name, kind, artifact_key, sha256, size_bytes, details, runtime, features, default_input: default_key },
+        apps::NewApp {
+            id,
+            owner_id: user.id.clone(),
+            name,
+            kind,
+            artifact_key,
+            sha256,
+            size_bytes,
+            details,
+            runtime,
+            features,
+            default_input: default_key,
+        },
     )
     .await;
     match created {
@@ -318,7 +341,9 @@ async fn upload_application_inner(
             tracing::info!(app_id = %view.id, user = %user.id, kind = kind.as_str(), "application uploaded");
             Ok((StatusCode::CREATED, view))
         }
-        Err(apps::CreateError::NameTaken) => Err(ApiError::new(StatusCode::CONFLICT, "name_taken", "you already have an application with this name")),
+        Err(apps::CreateError::NameTaken) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "name_taken", "you already have an application with this name"))
+        }
         Err(apps::CreateError::Db(e)) => Err(e.into()),
     }
 }
@@ -326,7 +351,11 @@ async fn upload_application_inner(
 /// `GET /api/v1/applications`: the caller's applications.
 #[utoipa::path(get, path = "/api/v1/applications", tag = "applications",
     responses((status = 200, body = [AppView]), (status = 401, body = ErrorBody)), security(("token" = [])))]
-pub async fn list_applications(State(state): State<AppState>, Extension(session): Extension<CurrentUser>, headers: HeaderMap) -> ApiResult<Json<Vec<AppView>>> {
+pub async fn list_applications(
+    State(state): State<AppState>,
+    Extension(session): Extension<CurrentUser>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<AppView>>> {
     let user = caller(&state, &headers, &session).await?;
     Ok(Json(apps::list(&state.db, &user.id).await?))
 }
@@ -411,7 +440,8 @@ async fn submit_job_inner(
             other => return Err(ApiError::bad("bad_field", format!("unknown field `{other}`"))),
         }
     }
-    let application = application.ok_or_else(|| ApiError::bad("missing_application", "name the application (`application`: id or name)"))?;
+    let application =
+        application.ok_or_else(|| ApiError::bad("missing_application", "name the application (`application`: id or name)"))?;
     let app = apps::find(&state.db, &user.id, application.trim()).await?.ok_or_else(|| ApiError::not_found("application"))?;
     let job_id_hint = uuid::Uuid::new_v4().to_string();
     let (input_key, input_name, rows, inline) = match input {
@@ -512,7 +542,8 @@ pub async fn get_job(
 ) -> ApiResult<Json<JobView>> {
     let user = caller(&state, &headers, &session).await?;
     visible_job(&state, &user, &id).await?;
-    let wait = Duration::try_from_secs_f64(q.wait.unwrap_or(0.0)).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_wait", "wait is a number of seconds, 0 to 60"))?;
+    let wait = Duration::try_from_secs_f64(q.wait.unwrap_or(0.0))
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_wait", "wait is a number of seconds, 0 to 60"))?;
     let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
     // Subscribed before the first look, so an end between the look and the wait is not missed.
     let mut ends = state.job_ends.subscribe();
@@ -581,9 +612,7 @@ pub async fn send_artifact(state: &AppState, key: &str, content_type: &str, file
     if let Some(name) = filename {
         response = response.header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\""));
     }
-    response
-        .body(Body::from_stream(tokio_util::io::ReaderStream::new(artifact.reader)))
-        .map_err(ApiError::internal)
+    response.body(Body::from_stream(tokio_util::io::ReaderStream::new(artifact.reader))).map_err(ApiError::internal)
 }
 
 /// A file name made of the safe characters of `s`.
@@ -606,7 +635,13 @@ pub async fn download_result(
     let job = visible_job(&state, &user, &id).await?;
     let key = match (&job.result_key, job.status.as_str()) {
         (Some(key), "succeeded") => key.clone(),
-        _ => return Err(ApiError::new(StatusCode::CONFLICT, "no_result", format!("the job is {}; a result exists once it succeeded", job.status))),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no_result",
+                format!("the job is {}; a result exists once it succeeded", job.status),
+            ))
+        }
     };
     let short: String = job.id.chars().take(8).collect();
     let filename = format!("{}-{short}-predictions.csv", safe_name(&job.app_name));
@@ -670,4 +705,3 @@ pub fn router(limits: UploadLimits) -> axum::Router<AppState> {
         // for the form's other fields.
         .layer(axum::extract::DefaultBodyLimit::max(usize::try_from(limits.max_bytes.saturating_mul(2)).unwrap_or(usize::MAX)))
 }
-

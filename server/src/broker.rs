@@ -107,7 +107,9 @@ impl Broker {
                 let queue = self.topology.node_queue(node_id);
                 tracing::warn!(%queue, "node queue predates dead-lettering; delete it while empty to upgrade it");
                 let channel = self.channel().await.ok_or_else(closed)?;
-                channel.queue_bind(&queue, &self.topology.jobs_exchange(), node_id, QueueBindOptions::default(), FieldTable::default()).await?;
+                channel
+                    .queue_bind(&queue, &self.topology.jobs_exchange(), node_id, QueueBindOptions::default(), FieldTable::default())
+                    .await?;
                 let _ = channel.close(200, "done").await;
                 Ok(())
             }
@@ -188,9 +190,7 @@ async fn declare_jobs_topology(channel: &Channel, topology: &Topology, node_id: 
     let queue = topology.node_queue(node_id);
     let mut args = FieldTable::default();
     args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(topology.dead_letter_exchange().into()));
-    channel
-        .queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args)
-        .await?;
+    channel.queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
     channel.queue_bind(&queue, &exchange, node_id, QueueBindOptions::default(), FieldTable::default()).await?;
     Ok(())
 }

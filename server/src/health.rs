@@ -16,7 +16,11 @@ pub struct Health {
 }
 
 fn word(ok: bool) -> &'static str {
-    if ok { "ok" } else { "unreachable" }
+    if ok {
+        "ok"
+    } else {
+        "unreachable"
+    }
 }
 
 pub async fn healthz(State(state): State<AppState>, Extension(broker): Extension<Broker>) -> (StatusCode, Json<Health>) {

@@ -140,10 +140,9 @@ impl Fleet {
         };
         let auth = match cached {
             Some(auth) => auth,
-            None => nodes::auth_info(&state.db, &node_id)
-                .await
-                .map_err(|e| Rejected::Database(e.to_string()))?
-                .ok_or(Rejected::UnknownNode)?,
+            None => {
+                nodes::auth_info(&state.db, &node_id).await.map_err(|e| Rejected::Database(e.to_string()))?.ok_or(Rejected::UnknownNode)?
+            }
         };
         if auth.admin_state == "removed" {
             return Err(Rejected::Removed);
@@ -197,16 +196,14 @@ impl Fleet {
                 ("stopping", _) => "agent running again",
                 _ => "heartbeats resumed",
             };
-            nodes::transition(&state.db, &node_id, &previous, status, reason, now)
-                .await
-                .map_err(|e| Rejected::Database(e.to_string()))?;
+            nodes::transition(&state.db, &node_id, &previous, status, reason, now).await.map_err(|e| Rejected::Database(e.to_string()))?;
             tracing::info!(node_id, from = %previous, to = status, "node status");
         }
         tracing::debug!(node_id, seq = hb.seq, score = node_score.total, "heartbeat");
-        self.pending.lock().await.insert(
-            node_id.clone(),
-            Latest { node_id, at: now, metrics: hb.metrics, facts: hb.facts, score: node_score },
-        );
+        self.pending
+            .lock()
+            .await
+            .insert(node_id.clone(), Latest { node_id, at: now, metrics: hb.metrics, facts: hb.facts, score: node_score });
         Ok(())
     }
 
@@ -318,7 +315,12 @@ async fn consume_on(
 ) -> Result<(), lapin::Error> {
     let (exchange, queue) = (broker.topology.heartbeat_exchange(), broker.topology.heartbeat_queue());
     channel
-        .exchange_declare(&exchange, ExchangeKind::Fanout, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .exchange_declare(
+            &exchange,
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?;
     let mut args = FieldTable::default();
     // Heartbeats older than a few intervals are worthless; never let them pile up.
@@ -326,9 +328,7 @@ async fn consume_on(
     args.insert("x-max-length".into(), AMQPValue::LongUInt(100_000));
     // A queue nobody has consumed for 10 minutes goes away; it holds nothing worth keeping.
     args.insert("x-expires".into(), AMQPValue::LongUInt(600_000));
-    let declared = channel
-        .queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args.clone())
-        .await;
+    let declared = channel.queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args.clone()).await;
     let channel = match declared {
         Ok(_) => channel.clone(),
         // A queue left by an older version with other arguments refuses the declaration (406)

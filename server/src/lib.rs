@@ -146,12 +146,7 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings, dispatcher
         .route(shared::wire::HELLO_PATH, post(agent_api::hello))
         .route("/live/nodes", get(live::nodes_feed))
         .route("/live/jobs", get(live::jobs_feed))
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            move || provide_context(context_state.clone()),
-            move || shell(shell_options.clone()),
-        )
+        .leptos_routes_with_context(&state, routes, move || provide_context(context_state.clone()), move || shell(shell_options.clone()))
         .layer(RequestBodyLimitLayer::new(MAX_FORM_BODY));
     Router::new()
         .merge(pages)

@@ -64,7 +64,9 @@ pub async fn nodes_feed(
     };
     Ok(feed("nodes", move || {
         let (state, owner) = (state.clone(), owner.clone());
-        async move { nodes::list(&state.db, owner.as_deref(), &state.settings.thermal).await.map(|l| serde_json::to_string(&l).unwrap_or_default()) }
+        async move {
+            nodes::list(&state.db, owner.as_deref(), &state.settings.thermal).await.map(|l| serde_json::to_string(&l).unwrap_or_default())
+        }
     }))
 }
 
@@ -96,8 +98,7 @@ pub async fn jobs_feed(
                 let detail = jobs::detail_with_log(&state, &id).await?;
                 Ok::<_, sqlx::Error>(serde_json::to_string(&detail).unwrap_or_default())
             }
-        })
-        );
+        }));
     }
     let owner = match query.scope.as_deref() {
         Some("all") if user.is_admin() => None,
@@ -107,8 +108,7 @@ pub async fn jobs_feed(
     Ok(feed("jobs", move || {
         let (state, owner) = (state.clone(), owner.clone());
         async move { jobs::list(&state.db, owner.as_deref(), 200).await.map(|l| serde_json::to_string(&l).unwrap_or_default()) }
-    })
-    )
+    }))
 }
 
 /// A boxed stream of events, so one handler can answer with either kind of feed.

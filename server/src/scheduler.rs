@@ -248,7 +248,13 @@ async fn publish(state: &AppState, broker: &Broker, link: &Link, p: Placed, node
         .with_headers(headers);
     let published = link
         .channel
-        .basic_publish(&broker.topology.jobs_exchange(), &node_id, BasicPublishOptions { mandatory: true, ..Default::default() }, &body, props)
+        .basic_publish(
+            &broker.topology.jobs_exchange(),
+            &node_id,
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            &body,
+            props,
+        )
         .await;
     match published {
         Ok(confirm) => (p.job.id, attempt, node_id, Some(confirm)),

@@ -26,9 +26,7 @@ async fn register_signs_in_and_shows_home(db: DbKind) {
     let server = TestServer::start(db).await;
     let client = server.client();
 
-    let res = client
-        .call("/api/auth/register", &[("email", " Ada@Example.org "), ("password", PASSWORD), ("name", "Ada Lovelace")])
-        .await;
+    let res = client.call("/api/auth/register", &[("email", " Ada@Example.org "), ("password", PASSWORD), ("name", "Ada Lovelace")]).await;
     assert_eq!(res.status(), 200);
     assert!(res.headers().contains_key("serverfnredirect"), "client told to go home");
     let cookie = session_cookie(res.headers()).expect("session cookie set");
@@ -156,9 +154,7 @@ async fn remember_me_makes_a_lasting_cookie(db: DbKind) {
     let server = TestServer::start(db).await;
     server.client().register("rem@example.org", PASSWORD).await;
     let client = server.client();
-    let res = client
-        .call("/api/auth/login", &[("email", "rem@example.org"), ("password", PASSWORD), ("remember", "on")])
-        .await;
+    let res = client.call("/api/auth/login", &[("email", "rem@example.org"), ("password", PASSWORD), ("remember", "on")]).await;
     let cookie = session_cookie(res.headers()).expect("cookie");
     let max_age: i64 = cookie
         .split(';')
@@ -188,12 +184,7 @@ async fn logout_ends_the_session_on_the_server(db: DbKind) {
     assert_eq!(home.status(), 303);
 
     // Replaying the old cookie gets nothing: the session is gone from the database.
-    let replay = reqwest::Client::new()
-        .get(server.url("/api/auth/me"))
-        .header("cookie", pair)
-        .send()
-        .await
-        .unwrap();
+    let replay = reqwest::Client::new().get(server.url("/api/auth/me")).header("cookie", pair).send().await.unwrap();
     assert_eq!(replay.json::<Value>().await.unwrap(), Value::Null);
     server.stop().await;
 }
@@ -231,10 +222,7 @@ async fn login_is_rate_limited_per_address(db: DbKind) {
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
     // A browser without the WASM is sent back to the form with the reason instead.
-    let res = server
-        .client()
-        .browser_post("/api/auth/login", "/login", &[("email", "spray9@example.org"), ("password", PASSWORD)])
-        .await;
+    let res = server.client().browser_post("/api/auth/login", "/login", &[("email", "spray9@example.org"), ("password", PASSWORD)]).await;
     assert_eq!(res.status(), 302);
     assert!(res.headers()["location"].to_str().unwrap().contains("err_form=rate_limited"));
     server.stop().await;
@@ -284,9 +272,7 @@ async fn forms_work_without_javascript(db: DbKind) {
     let page = browser.get("/register").await.text().await.unwrap();
     assert!(page.contains(r#"action="/api/auth/register""#), "form posts without WASM");
 
-    let res = browser
-        .browser_post("/api/auth/register", "/register", &[("email", "nojs@example"), ("password", "short")])
-        .await;
+    let res = browser.browser_post("/api/auth/register", "/register", &[("email", "nojs@example"), ("password", "short")]).await;
     assert_eq!(res.status(), 302);
     let location = res.headers()["location"].to_str().unwrap().to_string();
     assert!(location.starts_with("/register?"), "{location}");
@@ -295,9 +281,7 @@ async fn forms_work_without_javascript(db: DbKind) {
     assert!(page.contains("Use at least 8 characters."));
     assert!(page.contains(r#"value="nojs@example""#), "typed email kept");
 
-    let res = browser
-        .browser_post("/api/auth/register", "/register", &[("email", "nojs@example.org"), ("password", PASSWORD)])
-        .await;
+    let res = browser.browser_post("/api/auth/register", "/register", &[("email", "nojs@example.org"), ("password", PASSWORD)]).await;
     assert_eq!(res.status(), 302);
     assert_eq!(res.headers()["location"], "/home");
     assert_eq!(browser.get("/home").await.status(), 200);
@@ -305,7 +289,11 @@ async fn forms_work_without_javascript(db: DbKind) {
     // Login with a way back to where the visitor was going.
     let other = server.client();
     let res = other
-        .browser_post("/api/auth/login", "/login?next=%2Fadmin", &[("email", "nojs@example.org"), ("password", "wrong!!!"), ("next", "/admin")])
+        .browser_post(
+            "/api/auth/login",
+            "/login?next=%2Fadmin",
+            &[("email", "nojs@example.org"), ("password", "wrong!!!"), ("next", "/admin")],
+        )
         .await;
     let location = res.headers()["location"].to_str().unwrap().to_string();
     assert!(location.contains("err_form=invalid_credentials") && location.contains("next=%2Fadmin"), "{location}");

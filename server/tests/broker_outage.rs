@@ -63,7 +63,6 @@ impl Proxy {
     }
 }
 
-
 struct Agent(Child);
 
 impl Drop for Agent {

@@ -116,7 +116,10 @@ impl Chaos {
     async fn all_done(&self, within: Duration) -> Vec<Value> {
         let mut done = Vec::new();
         for id in &self.jobs {
-            let job = self.user.wait_job_until(id, within, |j| ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap_or_default())).await;
+            let job = self
+                .user
+                .wait_job_until(id, within, |j| ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap_or_default()))
+                .await;
             let attempts = self.attempts(id).await;
             let succeeded: Vec<_> = attempts.iter().filter(|a| a.2 == "succeeded").collect();
             assert!(succeeded.len() <= 1, "two accepted results: {attempts:?}");
@@ -162,7 +165,8 @@ async fn a_killed_agents_job_completes_on_another_node() {
     assert!(attempts[0].3.as_deref().unwrap().contains("dead"), "{attempts:?}");
     assert_eq!((attempts[1].1.as_deref(), attempts[1].2.as_str()), (Some(second.as_str()), "succeeded"));
     // The job page lists both attempts.
-    let detail: Value = c.user.web.http.get(c.user.web.url(&format!("/api/jobs/detail?id={job}"))).send().await.unwrap().json().await.unwrap();
+    let detail: Value =
+        c.user.web.http.get(c.user.web.url(&format!("/api/jobs/detail?id={job}"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(detail["attempts"].as_array().unwrap().len(), 2, "{detail}");
     // The admin view counts the lost attempt against the node.
     assert_eq!(c.user.node(&first).await["recent_failures"], 1);
@@ -441,7 +445,9 @@ async fn garbage_and_forged_messages_are_dead_lettered_and_change_nothing() {
     let (node_hdr, sig_hdr) = (shared::wire::HDR_NODE_ID, shared::wire::HDR_SIGNATURE);
     // Heartbeats: garbage; a heartbeat with a signature from the wrong key; one correctly
     // signed by node A whose body claims to be node B.
-    let hb = |node: &str| serde_json::json!({"node_id": node, "seq": 999_999, "sent_at_ms": now_ms(), "metrics": {"free_cpu_pct": 100.0, "free_mem_pct": 100.0, "free_ram_gib": 64.0, "events_per_sec": 1e9, "temperature_c": null, "running_jobs": 0}}).to_string().into_bytes();
+    let hb = |node: &str| {
+        serde_json::json!({"node_id": node, "seq": 999_999, "sent_at_ms": now_ms(), "metrics": {"free_cpu_pct": 100.0, "free_mem_pct": 100.0, "free_ram_gib": 64.0, "events_per_sec": 1e9, "temperature_c": null, "running_jobs": 0}}).to_string().into_bytes()
+    };
     let hx = topology.heartbeat_exchange();
     publish(hx.clone(), String::new(), b"\x00\xffnot json".to_vec(), vec![]).await;
     publish(hx.clone(), String::new(), hb(&a), vec![(node_hdr, a.clone()), (sig_hdr, shared::wire::sign("wrong key", &hb(&a)))]).await;
@@ -464,8 +470,15 @@ async fn garbage_and_forged_messages_are_dead_lettered_and_change_nothing() {
         .unwrap()
     };
     publish(jx.clone(), a.clone(), b"{{{{".to_vec(), vec![]).await;
-    publish(jx.clone(), a.clone(), message(&a, 7), vec![(node_hdr, a.clone()), (sig_hdr, shared::wire::sign("wrong key", &message(&a, 7)))]).await;
-    publish(jx.clone(), a.clone(), message(&b, 7), vec![(node_hdr, b.clone()), (sig_hdr, shared::wire::sign(&key_b, &message(&b, 7)))]).await;
+    publish(
+        jx.clone(),
+        a.clone(),
+        message(&a, 7),
+        vec![(node_hdr, a.clone()), (sig_hdr, shared::wire::sign("wrong key", &message(&a, 7)))],
+    )
+    .await;
+    publish(jx.clone(), a.clone(), message(&b, 7), vec![(node_hdr, b.clone()), (sig_hdr, shared::wire::sign(&key_b, &message(&b, 7)))])
+        .await;
     let ran_on = finished["node_id"].as_str().unwrap().to_string();
     let replay = message(&ran_on, 1);
     let key = if ran_on == a { &key_a } else { &key_b };
@@ -475,7 +488,11 @@ async fn garbage_and_forged_messages_are_dead_lettered_and_change_nothing() {
     let start = Instant::now();
     loop {
         let q = ch
-            .queue_declare(&topology.dead_letter_queue(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                &topology.dead_letter_queue(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         if q.message_count() == 6 {
@@ -490,7 +507,10 @@ async fn garbage_and_forged_messages_are_dead_lettered_and_change_nothing() {
         assert_eq!(c.user.node(id).await["status"], "active");
     }
     let after = c.user.job(&before).await;
-    assert_eq!((after["status"].clone(), after["attempt"].clone(), after["finished_at_ms"].clone()), (finished["status"].clone(), finished["attempt"].clone(), finished["finished_at_ms"].clone()));
+    assert_eq!(
+        (after["status"].clone(), after["attempt"].clone(), after["finished_at_ms"].clone()),
+        (finished["status"].clone(), finished["attempt"].clone(), finished["finished_at_ms"].clone())
+    );
     assert_eq!(c.attempts(&before).await.len(), 1);
     let next = c.submit(0.1).await;
     assert_eq!(c.user.wait_job(&next).await["status"], "succeeded");

@@ -46,7 +46,9 @@ async fn models_and_scripts_run_on_a_node(db: DbKind) {
 
     // An ONNX classifier: its input shape and output columns are shown at upload.
     let iris = std::fs::read(fixture("iris.csv")).unwrap();
-    let app = json(user.upload("iris", "iris_logreg.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), Some(iris.clone())).await, 201).await;
+    let app =
+        json(user.upload("iris", "iris_logreg.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), Some(iris.clone())).await, 201)
+            .await;
     assert_eq!(app["kind"], "onnx");
     assert_eq!(app["details"]["features"], 4);
     assert_eq!(app["details"]["columns"], serde_json::json!(["row", "label", "prob_0", "prob_1", "prob_2"]));
@@ -105,7 +107,12 @@ async fn models_and_scripts_run_on_a_node(db: DbKind) {
     assert!(fat["error"].as_str().unwrap().contains("memory"), "{fat}");
 
     // Cancel: a queued job (no free slot for the script, as the sleeper takes long) ends cancelled.
-    json(user.upload("sleeper2", "s2.zip", bundle(&sleeper.replace("= 1\n", "= 30\n"), &[("s.py", "import time\ntime.sleep(60)\n")]), None).await, 201).await;
+    json(
+        user.upload("sleeper2", "s2.zip", bundle(&sleeper.replace("= 1\n", "= 30\n"), &[("s.py", "import time\ntime.sleep(60)\n")]), None)
+            .await,
+        201,
+    )
+    .await;
     let long = json(user.submit("sleeper2", Some(b"x\n1\n".to_vec())).await, 201).await;
     let id = long["id"].as_str().unwrap();
     let start = Instant::now();
@@ -113,12 +120,14 @@ async fn models_and_scripts_run_on_a_node(db: DbKind) {
         assert!(start.elapsed() < Duration::from_secs(20), "never ran");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let cancelled = json(user.http.post(user.url(&format!("/api/v1/jobs/{id}/cancel"))).bearer_auth(&user.token).send().await.unwrap(), 200).await;
+    let cancelled =
+        json(user.http.post(user.url(&format!("/api/v1/jobs/{id}/cancel"))).bearer_auth(&user.token).send().await.unwrap(), 200).await;
     assert_eq!(cancelled["status"], "cancelled");
     // The agent hears it on its next progress report and frees the slot: the next job runs.
     let next = json(user.submit("iris", None).await, 201).await;
     assert_eq!(user.wait_job(next["id"].as_str().unwrap()).await["status"], "succeeded");
-    let again = json(user.http.post(user.url(&format!("/api/v1/jobs/{id}/cancel"))).bearer_auth(&user.token).send().await.unwrap(), 409).await;
+    let again =
+        json(user.http.post(user.url(&format!("/api/v1/jobs/{id}/cancel"))).bearer_auth(&user.token).send().await.unwrap(), 409).await;
     assert_eq!(again["error"]["code"], "already_finished");
 
     server.stop().await;
@@ -135,19 +144,53 @@ async fn bad_uploads_are_refused_and_change_nothing(db: DbKind) {
         ("wrong columns", "m.onnx", model.clone(), Some(b"a,b,c\n1,2,3\n".to_vec()), "invalid_csv", "3"),
         ("not numbers", "m.onnx", model.clone(), Some(b"a,b,c,d\n1,2,x,4\n".to_vec()), "invalid_csv", "not a number"),
         ("empty csv", "m.onnx", model.clone(), Some(b"a,b,c,d\n".to_vec()), "invalid_csv", "no rows"),
-        ("evil path", "b.zip", bundle("entry = \"python3 a.py\"\nruntime = \"python3\"\noutput = \"o.csv\"\n", &[("../evil", "x")]), None, "invalid_bundle", "../evil"),
-        ("unknown runtime", "b.zip", bundle("entry = \"ruby a.rb\"\nruntime = \"ruby\"\noutput = \"o.csv\"\n", &[("a.rb", "")]), None, "invalid_bundle", "ruby"),
-        ("no manifest", "b.zip", { let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new())); z.start_file("a.py", zip::write::SimpleFileOptions::default()).unwrap(); z.finish().unwrap().into_inner() }, None, "invalid_bundle", "aiedge.toml"),
-        ("zip bomb", "b.zip", {
-            let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-            let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-            z.start_file("aiedge.toml", opts).unwrap();
-            z.write_all(b"entry = \"python3 a.py\"\nruntime = \"python3\"\noutput = \"o.csv\"\n").unwrap();
-            z.start_file("zeros", opts).unwrap();
-            let chunk = vec![0u8; 1 << 20];
-            for _ in 0..300 { z.write_all(&chunk).unwrap(); }
-            z.finish().unwrap().into_inner()
-        }, None, "invalid_bundle", "size"),
+        (
+            "evil path",
+            "b.zip",
+            bundle("entry = \"python3 a.py\"\nruntime = \"python3\"\noutput = \"o.csv\"\n", &[("../evil", "x")]),
+            None,
+            "invalid_bundle",
+            "../evil",
+        ),
+        (
+            "unknown runtime",
+            "b.zip",
+            bundle("entry = \"ruby a.rb\"\nruntime = \"ruby\"\noutput = \"o.csv\"\n", &[("a.rb", "")]),
+            None,
+            "invalid_bundle",
+            "ruby",
+        ),
+        (
+            "no manifest",
+            "b.zip",
+            {
+                let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+                z.start_file("a.py", zip::write::SimpleFileOptions::default()).unwrap();
+                z.finish().unwrap().into_inner()
+            },
+            None,
+            "invalid_bundle",
+            "aiedge.toml",
+        ),
+        (
+            "zip bomb",
+            "b.zip",
+            {
+                let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+                let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+                z.start_file("aiedge.toml", opts).unwrap();
+                z.write_all(b"entry = \"python3 a.py\"\nruntime = \"python3\"\noutput = \"o.csv\"\n").unwrap();
+                z.start_file("zeros", opts).unwrap();
+                let chunk = vec![0u8; 1 << 20];
+                for _ in 0..300 {
+                    z.write_all(&chunk).unwrap();
+                }
+                z.finish().unwrap().into_inner()
+            },
+            None,
+            "invalid_bundle",
+            "size",
+        ),
     ];
     for (what, filename, bytes, input, code, mention) in cases {
         let res = user.upload(what, filename, bytes, input).await;
@@ -185,7 +228,18 @@ async fn only_owners_and_their_nodes_get_at_jobs(db: DbKind) {
     alice.wait_node_active(&a_node).await;
     mallory.wait_node_active(&m_node).await;
 
-    json(alice.upload("iris", "iris.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), Some(std::fs::read(fixture("iris.csv")).unwrap())).await, 201).await;
+    json(
+        alice
+            .upload(
+                "iris",
+                "iris.onnx",
+                std::fs::read(fixture("iris_logreg.onnx")).unwrap(),
+                Some(std::fs::read(fixture("iris.csv")).unwrap()),
+            )
+            .await,
+        201,
+    )
+    .await;
     let job = json(alice.submit("iris", None).await, 201).await;
     let id = job["id"].as_str().unwrap();
     let done = alice.wait_job(id).await;
@@ -254,13 +308,32 @@ async fn the_balancer_picks_spreads_and_respects_constraints(db: DbKind) {
     let _slow = Agent::start(&server, &slow_token, "slow", &["--max-jobs", "8", "--fixed-events-per-sec", "2000"]);
     user.wait_node_active(&fast).await;
     user.wait_node_active(&slow).await;
-    json(user.upload("iris", "iris.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), Some(std::fs::read(fixture("iris.csv")).unwrap())).await, 201).await;
+    json(
+        user.upload(
+            "iris",
+            "iris.onnx",
+            std::fs::read(fixture("iris_logreg.onnx")).unwrap(),
+            Some(std::fs::read(fixture("iris.csv")).unwrap()),
+        )
+        .await,
+        201,
+    )
+    .await;
 
     // One job: the better node, and the decision lists both with their scores.
     let job = json(user.submit("iris", None).await, 201).await;
     let done = user.wait_job(job["id"].as_str().unwrap()).await;
     assert_eq!(done["node_id"], fast.as_str(), "{done}");
-    let detail: Value = user.web.http.get(user.web.url(&format!("/api/jobs/detail?id={}", job["id"].as_str().unwrap()))).send().await.unwrap().json().await.unwrap();
+    let detail: Value = user
+        .web
+        .http
+        .get(user.web.url(&format!("/api/jobs/detail?id={}", job["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let candidates = detail["decision"]["candidates"].as_array().unwrap();
     assert_eq!(candidates.len(), 2, "{detail}");
     assert_eq!(detail["decision"]["chosen"], fast.as_str());
@@ -272,7 +345,13 @@ async fn the_balancer_picks_spreads_and_respects_constraints(db: DbKind) {
     let set_both = |to: &'static str| {
         let (db, fast, slow) = (state.db.clone(), fast.clone(), slow.clone());
         async move {
-            sqlx::query("update nodes set admin_state = $1 where id in ($2, $3)").bind(to).bind(&fast).bind(&slow).execute(&db.pool).await.unwrap();
+            sqlx::query("update nodes set admin_state = $1 where id in ($2, $3)")
+                .bind(to)
+                .bind(&fast)
+                .bind(&slow)
+                .execute(&db.pool)
+                .await
+                .unwrap();
         }
     };
     set_both("disabled").await;
@@ -368,7 +447,11 @@ async fn small_jobs_take_the_short_way(db: DbKind) {
     let events = |id: String| {
         let pool = state.db.pool.clone();
         async move {
-            let rows: Vec<(String, i64)> = sqlx::query_as("select status, at from job_events where job_id = $1 order by at, id").bind(id).fetch_all(&pool).await.unwrap();
+            let rows: Vec<(String, i64)> = sqlx::query_as("select status, at from job_events where job_id = $1 order by at, id")
+                .bind(id)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
             rows
         }
     };
@@ -523,12 +606,11 @@ async fn a_burst_of_submissions_is_recorded_whole(db: DbKind) {
         let done = done.unwrap();
         assert_eq!(done.is_err(), i == 5, "submission {i}: {done:?}");
     }
-    let (jobs_now, inputs_now, events_now): (i64, i64, i64) = sqlx::query_as(
-        "select (select count(*) from jobs), (select count(*) from inline_artifacts), (select count(*) from job_events)",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (jobs_now, inputs_now, events_now): (i64, i64, i64) =
+        sqlx::query_as("select (select count(*) from jobs), (select count(*) from inline_artifacts), (select count(*) from job_events)")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!((jobs_now, inputs_now, events_now), (48 + 9, 48 + 9, 48 + 9));
     server.stop().await;
 }
@@ -602,13 +684,18 @@ async fn finish_reports_are_recorded_in_groups(db: DbKind) {
         let job = user.job(id).await;
         assert_eq!((job["status"].as_str(), job["result_rows"].as_u64()), (Some("succeeded"), Some(1)), "{job}");
         assert_eq!(user.get(&format!("/api/v1/jobs/{id}/result")).await.text().await.unwrap(), result);
-        let statuses: Vec<(String,)> = sqlx::query_as("select status from job_events where job_id = $1 order by at, id").bind(id).fetch_all(&state.db.pool).await.unwrap();
+        let statuses: Vec<(String,)> = sqlx::query_as("select status from job_events where job_id = $1 order by at, id")
+            .bind(id)
+            .fetch_all(&state.db.pool)
+            .await
+            .unwrap();
         let statuses: Vec<&str> = statuses.iter().map(|(s,)| s.as_str()).collect();
         assert_eq!(statuses, ["queued", "dispatched", "running", "succeeded"], "{id}");
     }
     // The one that could not be written changed nothing.
     assert_eq!(user.job(&stuck).await["status"], "dispatched");
-    let (results,): (i64,) = sqlx::query_as("select count(*) from inline_artifacts where key like 'inline:jobs/%'").fetch_one(&state.db.pool).await.unwrap();
+    let (results,): (i64,) =
+        sqlx::query_as("select count(*) from inline_artifacts where key like 'inline:jobs/%'").fetch_one(&state.db.pool).await.unwrap();
     assert_eq!(results, 3 + 1, "three results and the key taken beforehand");
     agent.signal(nix::sys::signal::Signal::SIGCONT);
     server.stop().await;

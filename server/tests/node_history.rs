@@ -4,8 +4,8 @@
 
 mod common;
 
+use app::backend::nodes::{self, Latest, RollUp, Scope, FULL_RATE_MS, MINUTE_RETENTION_MS};
 use app::backend::Db;
-use app::backend::nodes::{self, FULL_RATE_MS, Latest, MINUTE_RETENTION_MS, RollUp, Scope};
 use common::{DbKind, TestDb};
 use shared::score::Score;
 use shared::wire::NodeMetrics;
@@ -56,24 +56,8 @@ async fn sample(db: &Db, node: &str, at: i64, cpu: f64, temp: Option<f64>, score
         temperature_c: temp,
         running_jobs: 0,
     };
-    let score = Score {
-        load: 1.0,
-        perf: 1.0,
-        thermal: 1.0,
-        total: score,
-    };
-    nodes::save_latest(
-        db,
-        &[Latest {
-            node_id: node.into(),
-            at,
-            metrics,
-            facts: None,
-            score,
-        }],
-    )
-    .await
-    .unwrap();
+    let score = Score { load: 1.0, perf: 1.0, thermal: 1.0, total: score };
+    nodes::save_latest(db, &[Latest { node_id: node.into(), at, metrics, facts: None, score }]).await.unwrap();
 }
 
 type MinuteRow = (String, i64, i64, f64, f64, Option<f64>, i64, f64);
@@ -89,10 +73,7 @@ async fn minutes(db: &Db) -> Vec<MinuteRow> {
 }
 
 async fn full_rate(db: &Db) -> Vec<(String, i64)> {
-    sqlx::query_as("select node_id, at from node_samples order by node_id, at")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
+    sqlx::query_as("select node_id, at from node_samples order by node_id, at").fetch_all(&db.pool).await.unwrap()
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -102,16 +83,7 @@ fn close(a: f64, b: f64) -> bool {
 /// Checks one minute row: node, minute, samples, free CPU average (memory is 100 − it),
 /// temperature average and count, score average.
 #[allow(clippy::too_many_arguments)]
-fn check(
-    row: &MinuteRow,
-    node: &str,
-    minute: i64,
-    samples: i64,
-    cpu: f64,
-    temp: Option<f64>,
-    temp_samples: i64,
-    score: f64,
-) {
+fn check(row: &MinuteRow, node: &str, minute: i64, samples: i64, cpu: f64, temp: Option<f64>, temp_samples: i64, score: f64) {
     let ok = row.0 == node
         && row.1 == minute
         && row.2 == samples
@@ -124,10 +96,7 @@ fn check(
         }
         && row.6 == temp_samples
         && close(row.7, score);
-    assert!(
-        ok,
-        "expected ({node}, {minute}, {samples}, {cpu}, {temp:?}, {temp_samples}, {score}), got {row:?}"
-    );
+    assert!(ok, "expected ({node}, {minute}, {samples}, {cpu}, {temp:?}, {temp_samples}, {score}), got {row:?}");
 }
 
 /// The samples every test starts from; see each line.
@@ -164,77 +133,33 @@ async fn samples_roll_up_into_minutes_once(kind: DbKind) {
     .await
     .unwrap();
 
-    let done = nodes::roll_up(db, NOW, FULL_RATE_MS, MINUTE_RETENTION_MS)
-        .await
-        .unwrap();
-    assert_eq!(
-        done,
-        RollUp {
-            minutes: 4,
-            samples: 7,
-            pruned: 2
-        }
-    );
+    let done = nodes::roll_up(db, NOW, FULL_RATE_MS, MINUTE_RETENTION_MS).await.unwrap();
+    assert_eq!(done, RollUp { minutes: 4, samples: 7, pruned: 2 });
     let rows = minutes(db).await;
     assert_eq!(rows.len(), 3, "{rows:?}");
     check(&rows[0], "a", M1, 3, 30.0, Some(60.0), 2, 2.0);
     check(&rows[1], "a", M2, 1, 40.0, None, 0, 4.0);
     check(&rows[2], "b", M1, 2, 60.0, None, 0, 1.5);
-    assert_eq!(
-        full_rate(db).await,
-        [
-            ("a".to_string(), CUTOFF),
-            ("a".to_string(), NOW - 30 * 60_000)
-        ]
-    );
+    assert_eq!(full_rate(db).await, [("a".to_string(), CUTOFF), ("a".to_string(), NOW - 30 * 60_000)]);
 
     // Again: nothing left to move, nothing counted twice.
-    let again = nodes::roll_up(db, NOW, FULL_RATE_MS, MINUTE_RETENTION_MS)
-        .await
-        .unwrap();
+    let again = nodes::roll_up(db, NOW, FULL_RATE_MS, MINUTE_RETENTION_MS).await.unwrap();
     assert_eq!(again, RollUp::default());
     assert_eq!(minutes(db).await, rows);
 
     // A sample that arrives late for a minute already rolled up is merged, weighted.
     sample(db, "a", M1 + 30_000, 50.0, Some(90.0), 6.0).await;
-    let late = nodes::roll_up(db, NOW, FULL_RATE_MS, MINUTE_RETENTION_MS)
-        .await
-        .unwrap();
-    assert_eq!(
-        late,
-        RollUp {
-            minutes: 1,
-            samples: 1,
-            pruned: 0
-        }
-    );
+    let late = nodes::roll_up(db, NOW, FULL_RATE_MS, MINUTE_RETENTION_MS).await.unwrap();
+    assert_eq!(late, RollUp { minutes: 1, samples: 1, pruned: 0 });
     let rows = minutes(db).await;
     // cpu (10 + 20 + 60 + 50) / 4; temperature (50 + 70 + 90) / 3; score (1 + 2 + 3 + 6) / 4.
     check(&rows[0], "a", M1, 4, 35.0, Some(70.0), 3, 3.0);
     check(&rows[1], "a", M2, 1, 40.0, None, 0, 4.0);
 
     // A minute later the cutoff moves on, and the half-minute left behind goes too.
-    let next = nodes::roll_up(db, NOW + 60_000, FULL_RATE_MS, MINUTE_RETENTION_MS)
-        .await
-        .unwrap();
-    assert_eq!(
-        next,
-        RollUp {
-            minutes: 1,
-            samples: 1,
-            pruned: 0
-        }
-    );
-    check(
-        &minutes(db).await[2],
-        "a",
-        CUTOFF,
-        1,
-        90.0,
-        Some(40.0),
-        1,
-        5.0,
-    );
+    let next = nodes::roll_up(db, NOW + 60_000, FULL_RATE_MS, MINUTE_RETENTION_MS).await.unwrap();
+    assert_eq!(next, RollUp { minutes: 1, samples: 1, pruned: 0 });
+    check(&minutes(db).await[2], "a", CUTOFF, 1, 90.0, Some(40.0), 1, 5.0);
     assert_eq!(full_rate(db).await, [("a".to_string(), NOW - 30 * 60_000)]);
     t.close().await;
 }
@@ -245,15 +170,11 @@ async fn history_spans_minutes_and_full_rate(kind: DbKind) {
     seed_nodes(db).await;
     seed_samples(db).await;
     sample(db, "a", NOW - 60_000, 77.0, None, 7.0).await;
-    nodes::roll_up(db, NOW, FULL_RATE_MS, MINUTE_RETENTION_MS)
-        .await
-        .unwrap();
+    nodes::roll_up(db, NOW, FULL_RATE_MS, MINUTE_RETENTION_MS).await.unwrap();
 
     // Two hours: a's two rolled-up minutes, then its full-rate samples, in time order.
     let two_hours = 2 * 3_600_000;
-    let h = nodes::history(db, Scope::Node("a"), NOW, two_hours, 1000)
-        .await
-        .unwrap();
+    let h = nodes::history(db, Scope::Node("a"), NOW, two_hours, 1000).await.unwrap();
     assert_eq!(h.len(), 1, "only node a: {:?}", h.keys());
     let a = &h["a"];
     let at: Vec<i64> = a.iter().map(|s| s.at_ms).collect();
@@ -264,18 +185,11 @@ async fn history_spans_minutes_and_full_rate(kind: DbKind) {
     assert_eq!(a[1].temperature_c, None);
 
     // Ten minutes: full rate only.
-    let h = nodes::history(db, Scope::Node("a"), NOW, 10 * 60_000, 1000)
-        .await
-        .unwrap();
-    assert_eq!(
-        h["a"].iter().map(|s| s.at_ms).collect::<Vec<_>>(),
-        [NOW - 60_000]
-    );
+    let h = nodes::history(db, Scope::Node("a"), NOW, 10 * 60_000, 1000).await.unwrap();
+    assert_eq!(h["a"].iter().map(|s| s.at_ms).collect::<Vec<_>>(), [NOW - 60_000]);
 
     // Thinned to one point: a weighted average, a minute of three samples weighing three.
-    let h = nodes::history(db, Scope::Node("a"), NOW, two_hours, 1)
-        .await
-        .unwrap();
+    let h = nodes::history(db, Scope::Node("a"), NOW, two_hours, 1).await.unwrap();
     let one = &h["a"];
     assert_eq!(one.len(), 1, "{one:?}");
     // cpu (30·3 + 40 + 90 + 80 + 77) / 7; temperature (60·2 + 40) / 3; dated by the newest.
@@ -284,41 +198,14 @@ async fn history_spans_minutes_and_full_rate(kind: DbKind) {
     assert_eq!(one[0].at_ms, NOW - 60_000);
 
     // An owner's scope holds both nodes; another user's holds none.
-    let h = nodes::history(db, Scope::Owner("u1"), NOW, two_hours, 1000)
-        .await
-        .unwrap();
-    assert_eq!(
-        h["b"]
-            .iter()
-            .map(|s| (s.at_ms, s.free_cpu_pct))
-            .collect::<Vec<_>>(),
-        [(M1, 60.0)]
-    );
+    let h = nodes::history(db, Scope::Owner("u1"), NOW, two_hours, 1000).await.unwrap();
+    assert_eq!(h["b"].iter().map(|s| (s.at_ms, s.free_cpu_pct)).collect::<Vec<_>>(), [(M1, 60.0)]);
     assert_eq!(h["a"].len(), 5);
-    assert!(
-        nodes::history(db, Scope::Owner("u2"), NOW, two_hours, 1000)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(nodes::history(db, Scope::Owner("u2"), NOW, two_hours, 1000).await.unwrap().is_empty());
     // A removed node leaves the fleet's charts but keeps its own page's.
-    sqlx::query("update nodes set admin_state = 'removed' where id = 'b'")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    assert!(
-        !nodes::history(db, Scope::All, NOW, two_hours, 1000)
-            .await
-            .unwrap()
-            .contains_key("b")
-    );
-    assert_eq!(
-        nodes::history(db, Scope::Node("b"), NOW, two_hours, 1000)
-            .await
-            .unwrap()["b"]
-            .len(),
-        1
-    );
+    sqlx::query("update nodes set admin_state = 'removed' where id = 'b'").execute(&db.pool).await.unwrap();
+    assert!(!nodes::history(db, Scope::All, NOW, two_hours, 1000).await.unwrap().contains_key("b"));
+    assert_eq!(nodes::history(db, Scope::Node("b"), NOW, two_hours, 1000).await.unwrap()["b"].len(), 1);
     t.close().await;
 }
 
@@ -331,15 +218,7 @@ async fn concurrent_roll_ups_count_once(kind: DbKind) {
     let mut inserted = 0u64;
     for minute in 0..20 {
         for i in 0..10 {
-            sample(
-                db,
-                if i % 2 == 0 { "a" } else { "b" },
-                M1 - minute * 60_000 + i * 1000,
-                50.0,
-                None,
-                1.0,
-            )
-            .await;
+            sample(db, if i % 2 == 0 { "a" } else { "b" }, M1 - minute * 60_000 + i * 1000, 50.0, None, 1.0).await;
             inserted += 1;
         }
     }
@@ -351,11 +230,7 @@ async fn concurrent_roll_ups_count_once(kind: DbKind) {
     assert_eq!(x.samples + y.samples, inserted, "{x:?} {y:?}");
     let rows = minutes(db).await;
     assert_eq!(rows.len(), 40);
-    assert_eq!(
-        rows.iter().map(|r| r.2).sum::<i64>(),
-        inserted as i64,
-        "{rows:?}"
-    );
+    assert_eq!(rows.iter().map(|r| r.2).sum::<i64>(), inserted as i64, "{rows:?}");
     assert!(full_rate(db).await.is_empty());
     t.close().await;
 }
@@ -378,40 +253,15 @@ async fn known_and_unknown_temperatures_are_saved_together(kind: DbKind) {
             running_jobs: 0,
         },
         facts: None,
-        score: Score {
-            load: 1.0,
-            perf: 1.0,
-            thermal: 1.0,
-            total: 1.0,
-        },
+        score: Score { load: 1.0, perf: 1.0, thermal: 1.0, total: 1.0 },
     };
-    nodes::save_latest(
-        db,
-        &[
-            latest("a", 1, None),
-            latest("b", 1, Some(55.5)),
-            latest("a", 2, None),
-        ],
-    )
-    .await
-    .unwrap();
-    nodes::save_latest(db, &[latest("b", 3, Some(56.0)), latest("a", 3, None)])
-        .await
-        .unwrap();
+    nodes::save_latest(db, &[latest("a", 1, None), latest("b", 1, Some(55.5)), latest("a", 2, None)]).await.unwrap();
+    nodes::save_latest(db, &[latest("b", 3, Some(56.0)), latest("a", 3, None)]).await.unwrap();
     let temps: Vec<(String, i64, Option<f64>)> =
-        sqlx::query_as("select node_id, at, temperature_c from node_samples order by at, node_id")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+        sqlx::query_as("select node_id, at, temperature_c from node_samples order by at, node_id").fetch_all(&db.pool).await.unwrap();
     assert_eq!(
         temps,
-        [
-            ("a".into(), 1, None),
-            ("b".into(), 1, Some(55.5)),
-            ("a".into(), 2, None),
-            ("a".into(), 3, None),
-            ("b".into(), 3, Some(56.0))
-        ]
+        [("a".into(), 1, None), ("b".into(), 1, Some(55.5)), ("a".into(), 2, None), ("a".into(), 3, None), ("b".into(), 3, Some(56.0))]
     );
     t.close().await;
 }

@@ -27,7 +27,6 @@ on_both_databases!(
     a_removed_node_is_refused_and_its_agent_stops,
 );
 
-
 struct Agent {
     child: Child,
 }
@@ -204,7 +203,8 @@ async fn node_page_shows_transitions(server: &TestServer, owner: &common::Client
     assert_eq!(d["mine"], true);
     assert_eq!(d["node"]["status"], "active", "{d}");
     let events = d["events"].as_array().unwrap();
-    let path: Vec<String> = events.iter().map(|e| format!("{}->{}", e["from_status"].as_str().unwrap(), e["to_status"].as_str().unwrap())).collect();
+    let path: Vec<String> =
+        events.iter().map(|e| format!("{}->{}", e["from_status"].as_str().unwrap(), e["to_status"].as_str().unwrap())).collect();
     assert_eq!(path, ["dead->active", "active->dead", "waiting->active"], "newest first: {d}");
     assert_eq!(events[0]["reason"], "heartbeats resumed");
     let died = events[1]["reason"].as_str().unwrap();
@@ -266,13 +266,7 @@ async fn publish(channel: &lapin::Channel, exchange: &str, node_id: Option<&str>
         headers.insert(shared::wire::HDR_SIGNATURE.into(), AMQPValue::LongString(sig.into()));
     }
     channel
-        .basic_publish(
-            exchange,
-            "",
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_headers(headers),
-        )
+        .basic_publish(exchange, "", BasicPublishOptions::default(), body, BasicProperties::default().with_headers(headers))
         .await
         .unwrap()
         .await

@@ -127,11 +127,8 @@ fn sigterm_stops_the_server_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let bind = format!("127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args(["--data-dir", dir.path().to_str().unwrap(), "--bind", &bind])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(BIN).args(["--data-dir", dir.path().to_str().unwrap(), "--bind", &bind]).stderr(Stdio::null()).spawn().unwrap();
     let mut up = false;
     for _ in 0..200 {
         if std::net::TcpStream::connect(&bind).is_ok() {

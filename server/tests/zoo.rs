@@ -39,7 +39,8 @@ fn zoo() -> PathBuf {
 /// The input file of a zoo model, from the manifest.
 fn input_of(dir: &std::path::Path, model: &str) -> String {
     let manifest = std::fs::read_to_string(dir.join("manifest.tsv")).unwrap();
-    let line = manifest.lines().find(|l| l.split('\t').next() == Some(model)).unwrap_or_else(|| panic!("{model} not in the zoo; rebuild it"));
+    let line =
+        manifest.lines().find(|l| l.split('\t').next() == Some(model)).unwrap_or_else(|| panic!("{model} not in the zoo; rebuild it"));
     line.split('\t').nth(1).unwrap().to_string()
 }
 

@@ -33,10 +33,7 @@ pub struct ThermalPolicy {
 
 impl Default for ThermalPolicy {
     fn default() -> Self {
-        Self {
-            warn_c: 80.0,
-            critical_c: 90.0,
-        }
+        Self { warn_c: 80.0, critical_c: 90.0 }
     }
 }
 
@@ -76,20 +73,10 @@ pub struct Score {
 pub fn score(metrics: &NodeMetrics, policy: &ThermalPolicy) -> Score {
     let cpu = pct(metrics.free_cpu_pct);
     let mem = pct(metrics.free_mem_pct);
-    let load = if cpu <= 0.0 || mem <= 0.0 {
-        0.0
-    } else {
-        1.0 / (3.0 / cpu + 1.0 / mem)
-    };
-    let perf = non_negative(metrics.events_per_sec) / 10_000.0
-        + non_negative(metrics.free_ram_gib).min(2.0) / 10.0;
+    let load = if cpu <= 0.0 || mem <= 0.0 { 0.0 } else { 1.0 / (3.0 / cpu + 1.0 / mem) };
+    let perf = non_negative(metrics.events_per_sec) / 10_000.0 + non_negative(metrics.free_ram_gib).min(2.0) / 10.0;
     let thermal = policy.factor(metrics.temperature_c);
-    Score {
-        load,
-        perf,
-        thermal,
-        total: load * perf * thermal,
-    }
+    Score { load, perf, thermal, total: load * perf * thermal }
 }
 
 fn non_negative(x: f64) -> f64 {
@@ -166,11 +153,7 @@ mod tests {
 
     #[test]
     fn perf_formula() {
-        let m = NodeMetrics {
-            events_per_sec: 2500.0,
-            free_ram_gib: 1.5,
-            ..metrics(100.0, 100.0)
-        };
+        let m = NodeMetrics { events_per_sec: 2500.0, free_ram_gib: 1.5, ..metrics(100.0, 100.0) };
         let s = score(&m, &ThermalPolicy::default());
         assert!(close(s.perf, 0.25 + 0.15));
         assert!(close(s.total, 25.0 * 0.4));
@@ -178,14 +161,8 @@ mod tests {
 
     #[test]
     fn ram_beyond_two_gib_adds_nothing() {
-        let two = NodeMetrics {
-            free_ram_gib: 2.0,
-            ..metrics(100.0, 100.0)
-        };
-        let huge = NodeMetrics {
-            free_ram_gib: 512.0,
-            ..metrics(100.0, 100.0)
-        };
+        let two = NodeMetrics { free_ram_gib: 2.0, ..metrics(100.0, 100.0) };
+        let huge = NodeMetrics { free_ram_gib: 512.0, ..metrics(100.0, 100.0) };
         let policy = ThermalPolicy::default();
         assert_eq!(score(&two, &policy), score(&huge, &policy));
         assert!(close(score(&huge, &policy).perf, 1000.0 / 10_000.0 + 0.2));
@@ -226,42 +203,27 @@ mod tests {
     #[test]
     fn warn_at_or_above_critical_is_a_step() {
         for warn in [90.0, 95.0] {
-            let p = ThermalPolicy {
-                warn_c: warn,
-                critical_c: 90.0,
-            };
+            let p = ThermalPolicy { warn_c: warn, critical_c: 90.0 };
             assert_eq!(p.factor(Some(89.9)), 1.0);
             assert_eq!(p.factor(Some(90.0)), 0.0);
         }
-        let nan = ThermalPolicy {
-            warn_c: f64::NAN,
-            critical_c: 90.0,
-        };
+        let nan = ThermalPolicy { warn_c: f64::NAN, critical_c: 90.0 };
         assert_eq!(nan.factor(Some(85.0)), 1.0);
         assert_eq!(nan.factor(Some(90.0)), 0.0);
     }
 
     #[test]
     fn hot_node_scores_zero() {
-        let m = NodeMetrics {
-            temperature_c: Some(95.0),
-            ..metrics(100.0, 100.0)
-        };
+        let m = NodeMetrics { temperature_c: Some(95.0), ..metrics(100.0, 100.0) };
         let s = score(&m, &ThermalPolicy::default());
         assert_eq!(s.thermal, 0.0);
         assert_eq!(s.total, 0.0);
-        assert!(
-            s.load > 0.0 && s.perf > 0.0,
-            "the parts still explain the node"
-        );
+        assert!(s.load > 0.0 && s.perf > 0.0, "the parts still explain the node");
     }
 
     #[test]
     fn total_is_the_product() {
-        let m = NodeMetrics {
-            temperature_c: Some(85.0),
-            ..metrics(60.0, 30.0)
-        };
+        let m = NodeMetrics { temperature_c: Some(85.0), ..metrics(60.0, 30.0) };
         let s = score(&m, &ThermalPolicy::default());
         assert!(close(s.total, s.load * s.perf * s.thermal));
         assert!(close(s.thermal, 0.5));
@@ -269,14 +231,7 @@ mod tests {
 
     #[test]
     fn garbage_inputs_give_finite_non_negative_scores() {
-        let bad = [
-            f64::NAN,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            -1.0,
-            -1e300,
-            0.0,
-        ];
+        let bad = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, -1e300, 0.0];
         let policy = ThermalPolicy::default();
         for &a in &bad {
             for &b in &bad {

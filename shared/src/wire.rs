@@ -135,11 +135,7 @@ pub struct RegisterRequest {
 
 impl std::fmt::Debug for RegisterRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegisterRequest")
-            .field("token", &"<redacted>")
-            .field("name", &self.name)
-            .field("facts", &self.facts)
-            .finish()
+        f.debug_struct("RegisterRequest").field("token", &"<redacted>").field("name", &self.name).field("facts", &self.facts).finish()
     }
 }
 
@@ -215,10 +211,7 @@ mod tests {
             total_memory_bytes: 8 << 30,
             agent_version: "0.1.0".into(),
             accelerators: vec![],
-            runtimes: vec![Runtime {
-                name: "python3".into(),
-                version: "3.11.7".into(),
-            }],
+            runtimes: vec![Runtime { name: "python3".into(), version: "3.11.7".into() }],
             max_jobs: 2,
             queue_ahead: 2,
             accepts_scripts: true,
@@ -249,9 +242,7 @@ mod tests {
         let body = br#"{"hello":"world"}"#;
         let sig = sign("k3y", body);
         assert_eq!(sig.len(), 64);
-        assert!(sig
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(sig.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert!(verify("k3y", body, &sig));
         assert!(verify("k3y", body, &sig.to_uppercase()));
     }
@@ -259,10 +250,7 @@ mod tests {
     #[test]
     fn known_vector() {
         // RFC 4231 test case 2.
-        assert_eq!(
-            sign("Jefe", b"what do ya want for nothing?"),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        assert_eq!(sign("Jefe", b"what do ya want for nothing?"), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     }
 
     #[test]
@@ -314,13 +302,8 @@ mod tests {
 
     #[test]
     fn register_round_trip_and_redaction() {
-        let req = RegisterRequest {
-            token: "secret-token".into(),
-            name: Some("pi".into()),
-            facts: facts(),
-        };
-        let back: RegisterRequest =
-            serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
+        let req = RegisterRequest { token: "secret-token".into(), name: Some("pi".into()), facts: facts() };
+        let back: RegisterRequest = serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
         assert_eq!(back, req);
         assert!(!format!("{req:?}").contains("secret-token"));
 
@@ -332,8 +315,7 @@ mod tests {
             heartbeat_interval_ms: 2000,
             jobs_queue: "aiedge.node.n-1".into(),
         };
-        let back: RegisterResponse =
-            serde_json::from_str(&serde_json::to_string(&resp).unwrap()).unwrap();
+        let back: RegisterResponse = serde_json::from_str(&serde_json::to_string(&resp).unwrap()).unwrap();
         assert_eq!(back, resp);
         let dbg = format!("{resp:?}");
         assert!(!dbg.contains("secret-key") && !dbg.contains("secret-pass"));
@@ -341,8 +323,7 @@ mod tests {
 
     #[test]
     fn register_request_name_is_optional() {
-        let json =
-            serde_json::json!({ "token": "t", "facts": serde_json::to_value(facts()).unwrap() });
+        let json = serde_json::json!({ "token": "t", "facts": serde_json::to_value(facts()).unwrap() });
         let req: RegisterRequest = serde_json::from_value(json).unwrap();
         assert_eq!(req.name, None);
     }

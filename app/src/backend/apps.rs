@@ -114,10 +114,8 @@ pub async fn create(db: &Db, app: NewApp) -> Result<AppView, CreateError> {
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<AppRecord>, sqlx::Error> {
-    let row: Option<AppRow> = sqlx::query_as(&format!("select {COLUMNS} from applications where id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?;
+    let row: Option<AppRow> =
+        sqlx::query_as(&format!("select {COLUMNS} from applications where id = $1")).bind(id).fetch_optional(&db.pool).await?;
     row.map(AppRow::record).transpose()
 }
 

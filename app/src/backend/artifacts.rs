@@ -43,7 +43,8 @@ pub async fn put_inline(conn: &mut sqlx::AnyConnection, key: &str, content: &str
 
 /// The content of an inline artifact.
 pub async fn inline_content(db: &Db, key: &str) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as("select content from inline_artifacts where key = $1").bind(key).fetch_optional(&db.pool).await?;
+    let row: Option<(String,)> =
+        sqlx::query_as("select content from inline_artifacts where key = $1").bind(key).fetch_optional(&db.pool).await?;
     Ok(row.map(|(c,)| c))
 }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::AnyPool;
 use sqlx::migrate::Migrator;
+use sqlx::AnyPool;
 use sqlx::Executor;
 
 /// The schema, embedded at compile time and applied at start-up.
@@ -142,7 +142,10 @@ impl Db {
     /// Runs `work` on the database thread (SQLite, see [`Lane`]) or right here (PostgreSQL).
     /// For the job path's transactions that a request waits for (an agent's finish report);
     /// the job intake and the dispatcher run there as tasks of their own (see [`Db::spawn`]).
-    pub async fn exec<T: Send + 'static>(&self, work: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static) -> Result<T, sqlx::Error> {
+    pub async fn exec<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+    ) -> Result<T, sqlx::Error> {
         let Some(lane) = &self.lane else { return work.await };
         match lane.handle.spawn(work).await {
             Ok(done) => done,

@@ -278,8 +278,10 @@ async fn insert_queued(db: &Db, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
             .bind(r.max_attempts);
     }
     insert.execute(&mut *tx).await?;
-    let steps: Vec<Step> =
-        rows.iter().map(|r| Step { job_id: &r.id, at: r.created_at, status: "queued", attempt: 0, node_id: None, message: "submitted".into() }).collect();
+    let steps: Vec<Step> = rows
+        .iter()
+        .map(|r| Step { job_id: &r.id, at: r.created_at, status: "queued", attempt: 0, node_id: None, message: "submitted".into() })
+        .collect();
     insert_events(&mut tx, &steps).await?;
     tx.commit().await
 }
@@ -492,12 +494,13 @@ pub async fn start(db: &Db, id: &str, node_id: &str, attempt: i32, instance: Opt
     // run the attempt a second time (the restart is noticed and the job moves on).
     if let Some((status, node, att)) = &now_state {
         if status == "running" && node.as_deref() == Some(node_id) && *att == attempt {
-            let (started_by,): (Option<String>,) = sqlx::query_as("select agent_instance from job_attempts where job_id = $1 and attempt = $2")
-                .bind(id)
-                .bind(attempt)
-                .fetch_optional(&db.pool)
-                .await?
-                .unwrap_or((None,));
+            let (started_by,): (Option<String>,) =
+                sqlx::query_as("select agent_instance from job_attempts where job_id = $1 and attempt = $2")
+                    .bind(id)
+                    .bind(attempt)
+                    .fetch_optional(&db.pool)
+                    .await?
+                    .unwrap_or((None,));
             return Ok(if started_by.as_deref() == instance {
                 Verdict::Proceed
             } else {
@@ -517,13 +520,15 @@ async fn start_in(
     instance: Option<&str>,
     at: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("update jobs set status = 'running', started_at = $1 where id = $2 and status = 'dispatched' and node_id = $3 and attempt = $4")
-        .bind(at)
-        .bind(id)
-        .bind(node_id)
-        .bind(attempt)
-        .execute(&mut **tx)
-        .await?;
+    let done = sqlx::query(
+        "update jobs set status = 'running', started_at = $1 where id = $2 and status = 'dispatched' and node_id = $3 and attempt = $4",
+    )
+    .bind(at)
+    .bind(id)
+    .bind(node_id)
+    .bind(attempt)
+    .execute(&mut **tx)
+    .await?;
     if done.rows_affected() == 0 {
         return Ok(false);
     }
@@ -568,21 +573,28 @@ pub async fn progress(db: &Db, id: &str, node_id: &str, attempt: i32, rows_done:
 
 /// Attaches an uploaded result or log to the live attempt; `inline`: its content, stored under
 /// `key` (an inline key) in the same transaction. False: not the live attempt.
-pub async fn attach(db: &Db, id: &str, node_id: &str, attempt: i32, what: Attachment, key: &str, inline: Option<&str>) -> Result<bool, sqlx::Error> {
+pub async fn attach(
+    db: &Db,
+    id: &str,
+    node_id: &str,
+    attempt: i32,
+    what: Attachment,
+    key: &str,
+    inline: Option<&str>,
+) -> Result<bool, sqlx::Error> {
     let column = match what {
         Attachment::Result => "result_key",
         Attachment::Log => "log_key",
     };
     let mut tx = db.writer.begin().await?;
-    let done = sqlx::query(&format!(
-        "update jobs set {column} = $1 where id = $2 and status = 'running' and node_id = $3 and attempt = $4"
-    ))
-    .bind(key)
-    .bind(id)
-    .bind(node_id)
-    .bind(attempt)
-    .execute(&mut *tx)
-    .await?;
+    let done =
+        sqlx::query(&format!("update jobs set {column} = $1 where id = $2 and status = 'running' and node_id = $3 and attempt = $4"))
+            .bind(key)
+            .bind(id)
+            .bind(node_id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
     if done.rows_affected() == 0 {
         return Ok(false);
     }
@@ -633,7 +645,15 @@ pub enum AfterFailure {
 /// the job goes back to the queue (`retry`, attempts left) or fails, listing every attempt's
 /// reason. A compare-and-set on (status, node, attempt), so it races safely with the agent's
 /// own reports, cancels and the other sweeps.
-pub async fn end_attempt(db: &Db, id: &str, node_id: &str, attempt: i32, outcome: &str, reason: &str, retry: bool) -> Result<AfterFailure, sqlx::Error> {
+pub async fn end_attempt(
+    db: &Db,
+    id: &str,
+    node_id: &str,
+    attempt: i32,
+    outcome: &str,
+    reason: &str,
+    retry: bool,
+) -> Result<AfterFailure, sqlx::Error> {
     let now = now_ms();
     let mut tx = db.writer.begin().await?;
     let row: Option<(i32, String)> = sqlx::query_as(
@@ -692,10 +712,8 @@ async fn summary(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str, max_attemp
             .bind(id)
             .fetch_all(&mut **tx)
             .await?;
-    let parts: Vec<String> = rows
-        .into_iter()
-        .map(|(n, node, outcome, reason)| format!("#{n} on {node}: {outcome} ({})", reason.unwrap_or_default()))
-        .collect();
+    let parts: Vec<String> =
+        rows.into_iter().map(|(n, node, outcome, reason)| format!("#{n} on {node}: {outcome} ({})", reason.unwrap_or_default())).collect();
     Ok(format!("failed after {max_attempts} attempts: {}", parts.join("; ")))
 }
 
@@ -727,14 +745,8 @@ pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<
         }
     };
     if let Some(result) = result {
-        let success = InlineSuccess {
-            id: id.to_string(),
-            node_id: node_id.to_string(),
-            attempt,
-            rows,
-            result: result.to_string(),
-            unstarted,
-        };
+        let success =
+            InlineSuccess { id: id.to_string(), node_id: node_id.to_string(), attempt, rows, result: result.to_string(), unstarted };
         let mut verdicts = record_successes(db, std::slice::from_ref(&success)).await?;
         return Ok(verdicts.pop().unwrap_or(Verdict::Proceed));
     }
@@ -886,7 +898,11 @@ async fn record_successes(db: &Db, group: &[InlineSuccess]) -> Result<Vec<Verdic
     tx.commit().await?;
     let mut verdicts = Vec::with_capacity(group.len());
     for (s, won) in group.iter().zip(won) {
-        verdicts.push(if won { Verdict::Proceed } else { refused_success(db, &s.id, &s.node_id, s.attempt, s.unstarted.is_some()).await? });
+        verdicts.push(if won {
+            Verdict::Proceed
+        } else {
+            refused_success(db, &s.id, &s.node_id, s.attempt, s.unstarted.is_some()).await?
+        });
     }
     Ok(verdicts)
 }
@@ -918,12 +934,14 @@ pub async fn cancel(db: &Db, id: &str, by: &UserView) -> Result<CancelOutcome, s
     }
     let (attempt, node): (i32, Option<String>) =
         sqlx::query_as("select attempt, node_id from jobs where id = $1").bind(id).fetch_one(&mut *tx).await?;
-    sqlx::query("update job_attempts set outcome = 'cancelled', finished_at = $1 where job_id = $2 and attempt = $3 and finished_at is null")
-        .bind(now)
-        .bind(id)
-        .bind(attempt)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "update job_attempts set outcome = 'cancelled', finished_at = $1 where job_id = $2 and attempt = $3 and finished_at is null",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(attempt)
+    .execute(&mut *tx)
+    .await?;
     event(&mut tx, id, now, "cancelled", attempt, node.as_deref(), &format!("cancelled by {}", by.email)).await?;
     tx.commit().await?;
     Ok(CancelOutcome::Cancelled)
@@ -1014,7 +1032,8 @@ pub async fn detail_with_log(state: &super::AppState, id: &str) -> Result<Option
     use tokio::io::AsyncReadExt;
     let Some(mut detail) = detail(&state.db, id).await? else { return Ok(None) };
     if detail.job.has_log {
-        let key: Option<(Option<String>,)> = sqlx::query_as("select log_key from jobs where id = $1").bind(id).fetch_optional(&state.db.pool).await?;
+        let key: Option<(Option<String>,)> =
+            sqlx::query_as("select log_key from jobs where id = $1").bind(id).fetch_optional(&state.db.pool).await?;
         if let Some((Some(key),)) = key {
             if let Ok(mut artifact) = super::artifacts::open(&state.db, state.artifacts.as_ref(), &key).await {
                 let mut bytes = Vec::new();

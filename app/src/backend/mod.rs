@@ -135,21 +135,12 @@ pub fn client_ip() -> IpAddr {
             return ip;
         }
     }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// True when the request is a plain browser navigation or form post (no WASM yet).
 fn wants_html() -> bool {
-    parts().is_some_and(|p| {
-        p.headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/html"))
-    })
+    parts().is_some_and(|p| p.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html")))
 }
 
 /// Answers a refused form. A plain form post is redirected back to `page` with the error codes
@@ -173,11 +164,7 @@ pub fn form_refused(page: &str, errors: &FormErrors, keep: &[(&str, &str)]) -> F
 /// Answers a rate-limited form with `Retry-After` (whole seconds, rounded up). Scripts and the
 /// hydrated app get a 429 and an error; a plain form post goes back to the form with the
 /// message, since a bare 429 page would leave a person stranded.
-pub fn rate_limited(
-    page: &str,
-    wait: Duration,
-    keep: &[(&str, &str)],
-) -> Result<FormErrors, ServerFnError> {
+pub fn rate_limited(page: &str, wait: Duration, keep: &[(&str, &str)]) -> Result<FormErrors, ServerFnError> {
     let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     tracing::warn!(page, retry_after_secs = secs, "rate limited");
     if let Some(res) = use_context::<ResponseOptions>() {
@@ -195,8 +182,5 @@ pub fn rate_limited(
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -145,12 +145,9 @@ pub async fn add(state: &AppState, owner_id: &str, name: &str) -> Result<NewNode
         .await
         .map_err(internal)?;
     tx.commit().await.map_err(internal)?;
-    let node = get(&state.db, &id, &state.settings.thermal).await.map_err(internal)?.ok_or_else(|| AddError::Internal("node vanished".into()))?;
-    let command = format!(
-        "node-agent run --server {} --token {token} --name '{}'",
-        state.settings.public_url,
-        name.replace('\'', r"'\''")
-    );
+    let node =
+        get(&state.db, &id, &state.settings.thermal).await.map_err(internal)?.ok_or_else(|| AddError::Internal("node vanished".into()))?;
+    let command = format!("node-agent run --server {} --token {token} --name '{}'", state.settings.public_url, name.replace('\'', r"'\''"));
     tracing::info!(node_id = %id, owner_id, "node added");
     Ok(NewNode { node, token, expires_at_ms, command })
 }
@@ -197,11 +194,8 @@ pub async fn redeem(db: &Db, token: &str, facts: &NodeFacts) -> Result<String, R
     if done.rows_affected() != 1 {
         return Err(RedeemError::Used);
     }
-    let admin_state: Option<(String,)> = sqlx::query_as("select admin_state from nodes where id = $1")
-        .bind(&node_id)
-        .fetch_optional(&db.pool)
-        .await
-        .map_err(internal)?;
+    let admin_state: Option<(String,)> =
+        sqlx::query_as("select admin_state from nodes where id = $1").bind(&node_id).fetch_optional(&db.pool).await.map_err(internal)?;
     if admin_state.is_none_or(|(s,)| s == "removed") {
         return Err(RedeemError::Removed);
     }
@@ -215,10 +209,7 @@ pub async fn redeem(db: &Db, token: &str, facts: &NodeFacts) -> Result<String, R
 }
 
 pub async fn get(db: &Db, id: &str, policy: &shared::score::ThermalPolicy) -> Result<Option<NodeView>, sqlx::Error> {
-    let row = sqlx::query_as::<_, NodeRow>(&format!("{} where n.id = $1", select()))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?;
+    let row = sqlx::query_as::<_, NodeRow>(&format!("{} where n.id = $1", select())).bind(id).fetch_optional(&db.pool).await?;
     Ok(row.map(|r| r.view(policy)))
 }
 
@@ -249,22 +240,16 @@ pub struct NodeAuth {
 }
 
 pub async fn auth_info(db: &Db, id: &str) -> Result<Option<NodeAuth>, sqlx::Error> {
-    let row: Option<(String, String)> = sqlx::query_as("select status, admin_state from nodes where id = $1")
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?;
+    let row: Option<(String, String)> =
+        sqlx::query_as("select status, admin_state from nodes where id = $1").bind(id).fetch_optional(&db.pool).await?;
     Ok(row.map(|(status, admin_state)| NodeAuth { status, admin_state }))
 }
 
 /// Records a status transition with its reason, unless the node is no longer in `from`.
 pub async fn transition(db: &Db, id: &str, from: &str, to: &str, reason: &str, at: i64) -> Result<bool, sqlx::Error> {
     let mut tx = db.writer.begin().await?;
-    let done = sqlx::query("update nodes set status = $1 where id = $2 and status = $3")
-        .bind(to)
-        .bind(id)
-        .bind(from)
-        .execute(&mut *tx)
-        .await?;
+    let done =
+        sqlx::query("update nodes set status = $1 where id = $2 and status = $3").bind(to).bind(id).bind(from).execute(&mut *tx).await?;
     if done.rows_affected() == 1 {
         sqlx::query("insert into node_events (id, node_id, at, from_status, to_status, reason) values ($1, $2, $3, $4, $5, $6)")
             .bind(uuid::Uuid::new_v4().to_string())
@@ -420,11 +405,8 @@ pub async fn roll_up(db: &Db, now: i64, full_rate_ms: i64, retention_ms: i64) ->
     .await?
     .rows_affected();
     let samples = sqlx::query("delete from node_samples where at < $1").bind(cutoff).execute(&mut *tx).await?.rows_affected();
-    let pruned = sqlx::query("delete from node_samples_minute where minute < $1")
-        .bind(now - retention_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let pruned =
+        sqlx::query("delete from node_samples_minute where minute < $1").bind(now - retention_ms).execute(&mut *tx).await?.rows_affected();
     tx.commit().await?;
     Ok(RollUp { minutes, samples, pruned })
 }
@@ -480,7 +462,15 @@ pub async fn history(
     }
     for (node_id, at, free_cpu_pct, free_mem_pct, temperature_c, score) in query.fetch_all(&db.pool).await? {
         let temperature_weight = if temperature_c.is_some() { 1.0 } else { 0.0 };
-        points.entry(node_id).or_default().push(Point { at, weight: 1.0, free_cpu_pct, free_mem_pct, score, temperature_c, temperature_weight });
+        points.entry(node_id).or_default().push(Point {
+            at,
+            weight: 1.0,
+            free_cpu_pct,
+            free_mem_pct,
+            score,
+            temperature_c,
+            temperature_weight,
+        });
     }
 
     // Minutes exist only for history older than the full-rate hour; short windows skip the query.
@@ -493,7 +483,9 @@ pub async fn history(
         if let Some(arg) = arg {
             query = query.bind(arg);
         }
-        for (node_id, at, samples, free_cpu_pct, free_mem_pct, temperature_c, temperature_samples, score) in query.fetch_all(&db.pool).await? {
+        for (node_id, at, samples, free_cpu_pct, free_mem_pct, temperature_c, temperature_samples, score) in
+            query.fetch_all(&db.pool).await?
+        {
             points.entry(node_id).or_default().push(Point {
                 at,
                 weight: samples as f64,
@@ -507,10 +499,13 @@ pub async fn history(
     }
 
     let span = (window_ms / max_points.max(1) as i64).max(1);
-    Ok(points.into_iter().map(|(id, mut p)| {
-        p.sort_by_key(|p| p.at);
-        (id, thin(&p, since, span))
-    }).collect())
+    Ok(points
+        .into_iter()
+        .map(|(id, mut p)| {
+            p.sort_by_key(|p| p.at);
+            (id, thin(&p, since, span))
+        })
+        .collect())
 }
 
 /// Averages time-sorted `points` over spans of `span` ms from `since`, weighted by how many
@@ -551,19 +546,19 @@ fn thin(points: &[Point], since: i64, span: i64) -> Vec<Sample> {
 /// A node's page for `viewer`: `None` when the node does not exist or belongs to someone else
 /// and the viewer is not an admin (the two look the same).
 pub async fn detail(state: &AppState, id: &str, viewer: &UserView, window_ms: i64) -> Result<Option<NodeDetail>, sqlx::Error> {
-    let owner: Option<(String,)> = sqlx::query_as("select owner_id from nodes where id = $1").bind(id).fetch_optional(&state.db.pool).await?;
+    let owner: Option<(String,)> =
+        sqlx::query_as("select owner_id from nodes where id = $1").bind(id).fetch_optional(&state.db.pool).await?;
     let Some((owner_id,)) = owner else { return Ok(None) };
     if owner_id != viewer.id && !viewer.is_admin() {
         return Ok(None);
     }
     let Some(node) = get(&state.db, id, &state.settings.thermal).await? else { return Ok(None) };
-    let events: Vec<(i64, String, String, String)> = sqlx::query_as(
-        "select at, from_status, to_status, reason from node_events where node_id = $1 order by at desc, id desc limit $2",
-    )
-    .bind(id)
-    .bind(EVENTS_SHOWN)
-    .fetch_all(&state.db.pool)
-    .await?;
+    let events: Vec<(i64, String, String, String)> =
+        sqlx::query_as("select at, from_status, to_status, reason from node_events where node_id = $1 order by at desc, id desc limit $2")
+            .bind(id)
+            .bind(EVENTS_SHOWN)
+            .fetch_all(&state.db.pool)
+            .await?;
     let (events_total,): (i64,) =
         sqlx::query_as("select count(*) from node_events where node_id = $1").bind(id).fetch_one(&state.db.pool).await?;
     let mut history = history(&state.db, Scope::Node(id), now_ms(), window_ms, crate::live::HISTORY_POINTS).await?;

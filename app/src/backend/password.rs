@@ -16,10 +16,7 @@ fn argon2() -> Argon2<'static> {
 pub async fn hash(password: String) -> Result<String, String> {
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
-        argon2()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| e.to_string())
+        argon2().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?
@@ -28,9 +25,7 @@ pub async fn hash(password: String) -> Result<String, String> {
 /// Checks a password against a stored PHC string. A malformed hash never matches.
 pub async fn verify(password: String, phc: String) -> bool {
     tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&phc)
-            .map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
-            .unwrap_or(false)
+        PasswordHash::new(&phc).map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok()).unwrap_or(false)
     })
     .await
     .unwrap_or(false)
@@ -42,10 +37,7 @@ fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| {
         let salt = SaltString::generate(&mut OsRng);
-        argon2()
-            .hash_password(b"not a real password", &salt)
-            .map(|h| h.to_string())
-            .unwrap_or_default()
+        argon2().hash_password(b"not a real password", &salt).map(|h| h.to_string()).unwrap_or_default()
     })
 }
 

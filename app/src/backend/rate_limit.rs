@@ -31,9 +31,7 @@ fn keyed<K: Hash + Eq + Clone>(per_minute: u32) -> DefaultKeyedRateLimiter<K> {
 }
 
 fn check_key<K: Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), Duration> {
-    limiter
-        .check_key(key)
-        .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    limiter.check_key(key).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
 }
 
 pub struct LoginLimiter {
@@ -67,10 +65,7 @@ pub struct Limits {
 impl Limits {
     pub fn new(config: LimitConfig) -> Self {
         Self {
-            login: LoginLimiter {
-                per_ip: keyed(config.login_per_ip),
-                per_account: keyed(config.login_per_account),
-            },
+            login: LoginLimiter { per_ip: keyed(config.login_per_ip), per_account: keyed(config.login_per_account) },
             register: IpLimiter { per_ip: keyed(config.register_per_ip) },
         }
     }

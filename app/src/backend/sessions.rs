@@ -37,10 +37,7 @@ impl DbSessionStore {
 
     /// Deletes expired sessions; run now and then.
     pub async fn delete_expired(&self) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query("delete from sessions where expires_at <= $1")
-            .bind(super::now_ms())
-            .execute(&self.db.writer)
-            .await?;
+        let done = sqlx::query("delete from sessions where expires_at <= $1").bind(super::now_ms()).execute(&self.db.writer).await?;
         Ok(done.rows_affected())
     }
 }
@@ -68,16 +65,15 @@ impl SessionStore for DbSessionStore {
         // Ids are 128 random bits, so a collision is all but impossible; still, never
         // overwrite someone else's session.
         loop {
-            let done = sqlx::query(
-                "insert into sessions (id, user_id, data, expires_at) values ($1, $2, $3, $4) on conflict (id) do nothing",
-            )
-            .bind(key(&record.id))
-            .bind(user_id(record))
-            .bind(&data)
-            .bind(expiry_ms(record))
-            .execute(&self.db.writer)
-            .await
-            .map_err(backend_err)?;
+            let done =
+                sqlx::query("insert into sessions (id, user_id, data, expires_at) values ($1, $2, $3, $4) on conflict (id) do nothing")
+                    .bind(key(&record.id))
+                    .bind(user_id(record))
+                    .bind(&data)
+                    .bind(expiry_ms(record))
+                    .execute(&self.db.writer)
+                    .await
+                    .map_err(backend_err)?;
             if done.rows_affected() == 1 {
                 return Ok(());
             }
@@ -103,36 +99,27 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let row: Option<(String, i64)> =
-            sqlx::query_as("select data, expires_at from sessions where id = $1 and expires_at > $2")
-                .bind(key(id))
-                .bind(super::now_ms())
-                .fetch_optional(&self.db.pool)
-                .await
-                .map_err(backend_err)?;
+        let row: Option<(String, i64)> = sqlx::query_as("select data, expires_at from sessions where id = $1 and expires_at > $2")
+            .bind(key(id))
+            .bind(super::now_ms())
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(backend_err)?;
         let Some((data, expires_at)) = row else { return Ok(None) };
         let data = serde_json::from_str(&data).map_err(backend_err)?;
-        let expiry_date = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires_at) * 1_000_000)
-            .map_err(backend_err)?;
+        let expiry_date = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires_at) * 1_000_000).map_err(backend_err)?;
         Ok(Some(Record { id: *id, data, expiry_date }))
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        sqlx::query("delete from sessions where id = $1")
-            .bind(key(id))
-            .execute(&self.db.writer)
-            .await
-            .map_err(backend_err)?;
+        sqlx::query("delete from sessions where id = $1").bind(key(id)).execute(&self.db.writer).await.map_err(backend_err)?;
         Ok(())
     }
 }
 
 /// Ends every session of a user (their password or role changed).
 pub async fn delete_for_user(db: &Db, user_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from sessions where user_id = $1")
-        .bind(user_id)
-        .execute(&db.writer)
-        .await?;
+    sqlx::query("delete from sessions where user_id = $1").bind(user_id).execute(&db.writer).await?;
     Ok(())
 }
 
@@ -145,11 +132,7 @@ pub async fn sign_in(user: &UserView, remember: bool) -> Result<(), ServerFnErro
     let session = session().await?;
     session.cycle_id().await.map_err(super::internal)?;
     session.insert(USER_ID, &user.id).await.map_err(super::internal)?;
-    session.set_expiry(Some(if remember {
-        Expiry::OnInactivity(REMEMBER_FOR)
-    } else {
-        Expiry::OnSessionEnd
-    }));
+    session.set_expiry(Some(if remember { Expiry::OnInactivity(REMEMBER_FOR) } else { Expiry::OnSessionEnd }));
     tracing::info!(user_id = %user.id, remember, "signed in");
     Ok(())
 }

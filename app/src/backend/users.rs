@@ -45,13 +45,7 @@ fn default_name(email: &str) -> String {
 }
 
 /// Creates an account with an email that is already normalised and a checked password.
-pub async fn create(
-    db: &Db,
-    email: &str,
-    password: &str,
-    name: Option<&str>,
-    role: Role,
-) -> Result<UserView, RegisterError> {
+pub async fn create(db: &Db, email: &str, password: &str, name: Option<&str>, role: Role) -> Result<UserView, RegisterError> {
     let phc = password::hash(password.to_string()).await.map_err(RegisterError::Internal)?;
     let row = UserRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -84,20 +78,12 @@ pub async fn create(
 }
 
 /// Registration from the web form: always a plain user.
-pub async fn register(
-    state: &AppState,
-    email: &str,
-    password: &str,
-    name: Option<&str>,
-) -> Result<UserView, RegisterError> {
+pub async fn register(state: &AppState, email: &str, password: &str, name: Option<&str>) -> Result<UserView, RegisterError> {
     create(&state.db, email, password, name, Role::User).await
 }
 
 async fn find_row_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as::<_, UserRow>(&format!("select {COLUMNS} from users where email = $1"))
-        .bind(email)
-        .fetch_optional(&db.pool)
-        .await
+    sqlx::query_as::<_, UserRow>(&format!("select {COLUMNS} from users where email = $1")).bind(email).fetch_optional(&db.pool).await
 }
 
 /// The account for these credentials, or `None`. Unknown emails cost a hash verification
@@ -115,10 +101,7 @@ pub async fn authenticate(state: &AppState, email: &str, password: &str) -> Resu
 }
 
 pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<UserView>, sqlx::Error> {
-    let row = sqlx::query_as::<_, UserRow>(&format!("select {COLUMNS} from users where id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?;
+    let row = sqlx::query_as::<_, UserRow>(&format!("select {COLUMNS} from users where id = $1")).bind(id).fetch_optional(&db.pool).await?;
     Ok(row.map(|r| r.view()))
 }
 
@@ -128,9 +111,7 @@ pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<UserView>, sql
 
 /// Every account, oldest first.
 pub async fn list(db: &Db) -> Result<Vec<UserView>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, UserRow>(&format!("select {COLUMNS} from users order by created_at, email"))
-        .fetch_all(&db.pool)
-        .await?;
+    let rows = sqlx::query_as::<_, UserRow>(&format!("select {COLUMNS} from users order by created_at, email")).fetch_all(&db.pool).await?;
     Ok(rows.iter().map(UserRow::view).collect())
 }
 

@@ -2,27 +2,27 @@
 
 mod admin;
 mod apps;
-mod jobs;
-mod settings;
 mod home;
+mod jobs;
 mod landing;
 mod login;
 mod node;
 mod nodes;
 mod not_found;
 mod register;
+mod settings;
 
 pub use admin::Admin;
 pub use apps::{AppPage, Apps};
-pub use jobs::{JobPage, Jobs};
-pub use settings::Settings;
 pub use home::Home;
+pub use jobs::{JobPage, Jobs};
 pub use landing::Landing;
 pub use login::Login;
 pub use node::NodePage;
 pub use nodes::Nodes;
 pub use not_found::NotFound;
 pub use register::Register;
+pub use settings::Settings;
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;

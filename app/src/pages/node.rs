@@ -18,11 +18,7 @@ pub fn NodePage() -> impl IntoView {
     let key = move || {
         let id = params.read().get("id").unwrap_or_default();
         // An unknown window falls back to the default rather than failing the page.
-        let window = query
-            .read()
-            .get("window")
-            .filter(|w| window_ms(w).is_some())
-            .unwrap_or_else(|| DEFAULT_WINDOW.into());
+        let window = query.read().get("window").filter(|w| window_ms(w).is_some()).unwrap_or_else(|| DEFAULT_WINDOW.into());
         (id, window)
     };
     let detail = Resource::new(key, |(id, window)| load_node(id, window));
@@ -52,10 +48,7 @@ pub fn NodePage() -> impl IntoView {
 
 /// The URL key of a window length (the default's for an unknown one).
 fn window_key(ms: i64) -> &'static str {
-    WINDOWS
-        .iter()
-        .find(|(_, _, w)| *w == ms)
-        .map_or(DEFAULT_WINDOW, |(k, _, _)| *k)
+    WINDOWS.iter().find(|(_, _, w)| *w == ms).map_or(DEFAULT_WINDOW, |(k, _, _)| *k)
 }
 
 #[component]
@@ -63,15 +56,7 @@ fn NodeView(live: ReadSignal<NodeDetail>) -> impl IntoView {
     let now = clock();
     let name = move || live.with(|d| d.node.name.clone());
     let title = format!("Node {}", live.with_untracked(|d| d.node.name.clone()));
-    let status = move || {
-        live.with(|d| {
-            if d.node.admin_state == "enabled" {
-                d.node.status.clone()
-            } else {
-                d.node.admin_state.clone()
-            }
-        })
-    };
+    let status = move || live.with(|d| if d.node.admin_state == "enabled" { d.node.status.clone() } else { d.node.admin_state.clone() });
     let last = move || live.with(|d| d.node.last_heartbeat_ms);
     view! {
         // A plain string: leptos_meta may read a title's closure after this view is gone (a
@@ -114,22 +99,12 @@ fn facts(d: &NodeDetail) -> AnyView {
             f.total_memory_bytes as f64 / (1u64 << 30) as f64
         )
     });
-    let accelerators = n.facts.as_ref().map(|f| {
-        if f.accelerators.is_empty() {
-            "none".to_string()
-        } else {
-            f.accelerators.join(", ")
-        }
-    });
+    let accelerators = n.facts.as_ref().map(|f| if f.accelerators.is_empty() { "none".to_string() } else { f.accelerators.join(", ") });
     let runtimes = n.facts.as_ref().map(|f| {
         if f.runtimes.is_empty() {
             "none".to_string()
         } else {
-            f.runtimes
-                .iter()
-                .map(|r| format!("{} {}", r.name, r.version))
-                .collect::<Vec<_>>()
-                .join(", ")
+            f.runtimes.iter().map(|r| format!("{} {}", r.name, r.version)).collect::<Vec<_>>().join(", ")
         }
     });
     let agent = n.facts.as_ref().map(|f| {
@@ -139,11 +114,7 @@ fn facts(d: &NodeDetail) -> AnyView {
             f.max_jobs,
             if f.max_jobs == 1 { "" } else { "s" },
             if f.queue_ahead == 0 { String::new() } else { format!(", {} more held ahead", f.queue_ahead) },
-            if f.accepts_scripts {
-                "runs scripts"
-            } else {
-                "ONNX models only"
-            }
+            if f.accepts_scripts { "runs scripts" } else { "ONNX models only" }
         )
     });
     let now = n.metrics.as_ref().map(|m| {
@@ -158,12 +129,7 @@ fn facts(d: &NodeDetail) -> AnyView {
             if m.running_jobs == 1 { "" } else { "s" }
         )
     });
-    let score = n.score.as_ref().map(|s| {
-        format!(
-            "{:.3} = load {:.1} × perf {:.2} × f(t) {:.2}",
-            s.total, s.load, s.perf, s.thermal
-        )
-    });
+    let score = n.score.as_ref().map(|s| format!("{:.3} = load {:.1} × perf {:.2} × f(t) {:.2}", s.total, s.load, s.perf, s.thermal));
     view! {
         <dl class="facts" data-testid="node-facts">
             <dt>"Owner"</dt><dd>{n.owner_email.clone()}</dd>
@@ -201,19 +167,11 @@ fn charts(history: &[Sample], window_ms: i64, now: i64) -> AnyView {
     if history.is_empty() {
         return view! { <p class="muted">"No heartbeats in this window."</p> }.into_any();
     }
-    let label = WINDOWS
-        .iter()
-        .find(|(_, _, w)| *w == window_ms)
-        .map_or("", |(_, l, _)| *l);
+    let label = WINDOWS.iter().find(|(_, _, w)| *w == window_ms).map_or("", |(_, l, _)| *l);
     // The browser's clock may lag the server's: never cut off the newest point.
     let end = history.last().map_or(now, |s| s.at_ms.max(now));
     let start = end - window_ms;
-    let series = |f: fn(&Sample) -> Option<f64>| {
-        history
-            .iter()
-            .filter_map(|s| f(s).map(|v| (s.at_ms, v)))
-            .collect::<Vec<_>>()
-    };
+    let series = |f: fn(&Sample) -> Option<f64>| history.iter().filter_map(|s| f(s).map(|v| (s.at_ms, v))).collect::<Vec<_>>();
     let temps = series(|s| s.temperature_c);
     view! {
         <div class="chart-grid" data-testid="node-charts">
@@ -272,11 +230,7 @@ fn TimeChart(
     }
     let fmt = move |v: f64| format!("{v:.digits$}{unit}");
     let latest = points.last().map(|p| fmt(p.1)).unwrap_or_default();
-    let (min, max) = points
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (a.min(p.1), b.max(p.1))
-        });
+    let (min, max) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
     view! {
         <figure class="chart">
             <figcaption><span>{title}</span> <strong>{latest}</strong></figcaption>
@@ -295,13 +249,10 @@ fn TimeChart(
 
 fn transitions(d: &NodeDetail, now: ReadSignal<i64>) -> AnyView {
     if d.events.is_empty() {
-        return view! { <p class="muted">"No transitions yet: the agent has not connected."</p> }
-            .into_any();
+        return view! { <p class="muted">"No transitions yet: the agent has not connected."</p> }.into_any();
     }
     // Events are newest first, so each state lasted until the event before it in the list.
-    let ends: Vec<Option<i64>> = std::iter::once(None)
-        .chain(d.events.iter().map(|e| Some(e.at_ms)))
-        .collect();
+    let ends: Vec<Option<i64>> = std::iter::once(None).chain(d.events.iter().map(|e| Some(e.at_ms))).collect();
     view! {
         {(d.events_total > d.events.len() as u64).then(|| view! {
             <p class="muted small">{format!("The latest {} of {} transitions.", d.events.len(), d.events_total)}</p>
@@ -345,12 +296,7 @@ fn date_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let t = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        t / 3600,
-        t / 60 % 60,
-        t % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", t / 3600, t / 60 % 60, t % 60)
 }
 
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).

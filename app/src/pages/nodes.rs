@@ -16,10 +16,7 @@ pub fn Nodes() -> impl IntoView {
         Some(Err(_)) => Some("Could not reach the server. Try again.".into()),
         _ => None,
     });
-    let data = Resource::new(
-        move || add.version().get(),
-        |_| async move { (my_nodes().await, node_history("mine".into()).await) },
-    );
+    let data = Resource::new(move || add.version().get(), |_| async move { (my_nodes().await, node_history("mine".into()).await) });
     let now = clock();
 
     view! {

@@ -12,17 +12,13 @@ use std::time::{Duration, Instant};
 
 /// The broker every test talks to (the machine's RabbitMQ).
 pub fn amqp_url() -> String {
-    std::env::var("AIEDGE_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("AIEDGE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// A unique id for this test's node, so parallel tests and other users of the shared
 /// heartbeat exchange do not see each other's heartbeats as ours.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
@@ -34,8 +30,7 @@ pub fn agent() -> Command {
             cmd.env_remove(key);
         }
     }
-    cmd.env("RUST_LOG", "node_agent=debug,lapin=warn")
-        .stdin(Stdio::null());
+    cmd.env("RUST_LOG", "node_agent=debug,lapin=warn").stdin(Stdio::null());
     cmd
 }
 
@@ -58,10 +53,7 @@ impl Agent {
 
     /// Sends SIGTERM the way a service manager would.
     pub fn terminate(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(ok.success());
     }
 
@@ -171,11 +163,7 @@ fn answer(stream: TcpStream, status: u16, body: &str) -> Option<Request> {
     )
     .ok()?;
     stream.flush().ok()?;
-    Some(Request {
-        method,
-        path,
-        body: req_body,
-    })
+    Some(Request { method, path, body: req_body })
 }
 
 /// A TCP proxy to the real broker; [`Proxy::cut`] drops every open connection (like a broker

@@ -63,10 +63,7 @@ struct RowBinary {
 
 impl RowBinary {
     fn op(kind: Kind) -> Box<dyn InferenceOp> {
-        expand(RowBinary {
-            kind,
-            tract: kind.tract(),
-        })
+        expand(RowBinary { kind, tract: kind.tract() })
     }
 }
 
@@ -77,35 +74,18 @@ impl Expansion for RowBinary {
 
     expansion_rules!(from tract);
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let a = model.outlet_fact(inputs[0])?.clone();
         let b = model.outlet_fact(inputs[1])?.clone();
-        for (var, konst, const_first, input) in
-            [(&a, &b, false, inputs[0]), (&b, &a, true, inputs[1])]
-        {
+        for (var, konst, const_first, input) in [(&a, &b, false, inputs[0]), (&b, &a, true, inputs[1])] {
             if let Some(row) = per_column_constant(var, konst) {
-                let op = RowConst {
-                    kind: self.kind,
-                    row: Arc::new(row),
-                    const_first,
-                };
+                let op = RowConst { kind: self.kind, row: Arc::new(row), const_first };
                 return model.wire_node(prefix, op, &[input]);
             }
         }
-        for (var, row, row_first, pair) in [
-            (&a, &b, false, [inputs[0], inputs[1]]),
-            (&b, &a, true, [inputs[1], inputs[0]]),
-        ] {
+        for (var, row, row_first, pair) in [(&a, &b, false, [inputs[0], inputs[1]]), (&b, &a, true, [inputs[1], inputs[0]])] {
             if is_row_of(var, row) {
-                let op = RowVar {
-                    kind: self.kind,
-                    row_first,
-                };
+                let op = RowVar { kind: self.kind, row_first };
                 return model.wire_node(prefix, op, &pair);
             }
         }
@@ -125,11 +105,7 @@ fn per_column_constant(var: &TypedFact, konst: &TypedFact) -> Option<Vec<f32>> {
     {
         return None;
     }
-    let columns = var
-        .shape
-        .last()?
-        .as_i64()
-        .and_then(|c| usize::try_from(c).ok())?;
+    let columns = var.shape.last()?.as_i64().and_then(|c| usize::try_from(c).ok())?;
     let shape = value.shape();
     let (last, leading) = match shape.split_last() {
         Some((&l, leading)) => (l, leading),
@@ -140,11 +116,7 @@ fn per_column_constant(var: &TypedFact, konst: &TypedFact) -> Option<Vec<f32>> {
     }
     let plain = value.try_as_plain_ram().ok()?;
     let values = plain.as_slice::<f32>().ok()?;
-    Some(if last == 1 {
-        vec![values[0]; columns]
-    } else {
-        values.to_vec()
-    })
+    Some(if last == 1 { vec![values[0]; columns] } else { values.to_vec() })
 }
 
 /// Whether `row` (variable, f32) broadcasts along `var`'s last axis only: all its dimensions
@@ -199,15 +171,9 @@ typed_op_like_input!(RowVar);
 fn apply_rows(kind: Kind, row_first: bool, values: &mut [f32], row: &[f32]) {
     for chunk in values.chunks_exact_mut(row.len()) {
         if row_first {
-            chunk
-                .iter_mut()
-                .zip(row)
-                .for_each(|(v, c)| *v = kind.apply(*c, *v));
+            chunk.iter_mut().zip(row).for_each(|(v, c)| *v = kind.apply(*c, *v));
         } else {
-            chunk
-                .iter_mut()
-                .zip(row)
-                .for_each(|(v, c)| *v = kind.apply(*v, *c));
+            chunk.iter_mut().zip(row).for_each(|(v, c)| *v = kind.apply(*v, *c));
         }
     }
 }
@@ -225,11 +191,7 @@ pub(crate) struct RowConstant {
 
 /// `node` as a [`RowConstant`], when it is this module's `RowConst` or tract's binary op with a
 /// constant row (`columns` values, or one) on one side and the variable's shape on the output.
-pub(crate) fn row_constant(
-    model: &TypedModel,
-    node: &TypedNode,
-    columns: usize,
-) -> TractResult<Option<RowConstant>> {
+pub(crate) fn row_constant(model: &TypedModel, node: &TypedNode, columns: usize) -> TractResult<Option<RowConstant>> {
     if let Some(op) = node.op_as::<RowConst>() {
         return Ok((op.row.len() == columns).then(|| RowConstant {
             kind: op.kind,
@@ -257,12 +219,7 @@ pub(crate) fn row_constant(
         }
         if let Some(row) = per_column_constant(var_fact, model.outlet_fact(konst)?) {
             if row.len() == columns {
-                return Ok(Some(RowConstant {
-                    kind,
-                    row,
-                    const_first,
-                    input: var,
-                }));
+                return Ok(Some(RowConstant { kind, row, const_first, input: var }));
             }
         }
     }
@@ -282,11 +239,7 @@ impl PartialEq for RowConst {
         self.kind == other.kind
             && self.const_first == other.const_first
             && self.row.len() == other.row.len()
-            && self
-                .row
-                .iter()
-                .zip(other.row.iter())
-                .all(|(a, b)| a.to_bits() == b.to_bits())
+            && self.row.iter().zip(other.row.iter()).all(|(a, b)| a.to_bits() == b.to_bits())
     }
 }
 
@@ -330,22 +283,10 @@ mod tests {
     fn only_per_column_constants_take_the_fast_path() {
         let x = f32::fact([TDim::from(4), 3.to_dim()]);
         let konst = |t: Tensor| TypedFact::try_from(t).unwrap();
-        assert_eq!(
-            per_column_constant(&x, &konst(tensor1(&[1f32, 2., 3.]))),
-            Some(vec![1., 2., 3.])
-        );
-        assert_eq!(
-            per_column_constant(&x, &konst(tensor0(2f32))),
-            Some(vec![2., 2., 2.])
-        );
-        assert_eq!(
-            per_column_constant(&x, &konst(tensor2(&[[1f32], [2.], [3.], [4.]]))),
-            None
-        );
-        assert_eq!(
-            per_column_constant(&x, &konst(tensor1(&[1i64, 2, 3]))),
-            None
-        );
+        assert_eq!(per_column_constant(&x, &konst(tensor1(&[1f32, 2., 3.]))), Some(vec![1., 2., 3.]));
+        assert_eq!(per_column_constant(&x, &konst(tensor0(2f32))), Some(vec![2., 2., 2.]));
+        assert_eq!(per_column_constant(&x, &konst(tensor2(&[[1f32], [2.], [3.], [4.]]))), None);
+        assert_eq!(per_column_constant(&x, &konst(tensor1(&[1i64, 2, 3]))), None);
         let row = f32::fact([1.to_dim(), 3.to_dim()]);
         assert!(is_row_of(&x, &row));
         assert!(!is_row_of(&x, &x), "same shapes are not a broadcast");

@@ -29,10 +29,7 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Conv", conv);
 }
 
-fn conv(
-    ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn conv(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let attr = |n: &str| node.attribute.iter().find(|a| a.name == n);
     let ints = |n: &str| attr(n).map(|a| a.ints.clone()).unwrap_or_default();
     let auto_pad = attr("auto_pad").map(|a| String::from_utf8_lossy(&a.s).into_owned());
@@ -40,28 +37,19 @@ fn conv(
     let dilations = ints("dilations");
     let strides = ints("strides");
     let pads = ints("pads");
-    let weights = ctx.model.graph.as_ref().and_then(|g| {
-        g.initializer
-            .iter()
-            .find(|t| Some(&t.name) == node.input.get(1))
-    });
+    let weights = ctx.model.graph.as_ref().and_then(|g| g.initializer.iter().find(|t| Some(&t.name) == node.input.get(1)));
     let bias_ok = match node.input.get(2).filter(|b| !b.is_empty()) {
         None => true,
         Some(b) => is_float_initializer(ctx, b),
     };
     let fits = group == 1
         && dilations.iter().all(|&d| d == 1)
-        && matches!(
-            auto_pad.as_deref(),
-            None | Some("NOTSET") | Some("VALID") | Some("")
-        )
+        && matches!(auto_pad.as_deref(), None | Some("NOTSET") | Some("VALID") | Some(""))
         && (strides.is_empty() || (strides.len() == 2 && strides.iter().all(|&s| s >= 1)))
         && (pads.is_empty() || (pads.len() == 4 && pads.iter().all(|&p| p >= 0)))
         && bias_ok
         && weights.is_some_and(|w| {
-            w.data_type == DataType::Float as i32
-                && w.dims.len() == 4
-                && w.dims.iter().product::<i64>() as usize <= MAX_WEIGHTS
+            w.data_type == DataType::Float as i32 && w.dims.len() == 4 && w.dims.iter().product::<i64>() as usize <= MAX_WEIGHTS
         });
     if !fits {
         return stock_op("Conv", ctx, node);
@@ -75,13 +63,7 @@ fn conv(
         }
     };
     let stride = |i: usize| strides.get(i).copied().unwrap_or(1) as usize;
-    Ok((
-        expand(DirectConv {
-            strides: [stride(0), stride(1)],
-            pads: [pad(0), pad(1), pad(2), pad(3)],
-        }),
-        vec![],
-    ))
+    Ok((expand(DirectConv { strides: [stride(0), stride(1)], pads: [pad(0), pad(1), pad(2), pad(3)] }), vec![]))
 }
 
 /// Output size of one spatial axis.
@@ -101,55 +83,26 @@ impl Expansion for DirectConv {
         "Conv".into()
     }
 
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
+    fn rules<'r, 'p: 'r, 's: 'r>(&'s self, s: &mut Solver<'r>, inputs: &'p [TensorProxy], outputs: &'p [TensorProxy]) -> InferenceResult {
         rules_with_weights(s, inputs, outputs, "Conv", 4)?;
         s.equals(&outputs[0].shape[1], &inputs[1].shape[0])?;
         for axis in 0..2 {
             let (begin, end, stride) = (self.pads[axis], self.pads[axis + 2], self.strides[axis]);
-            s.given_2(
-                &inputs[0].shape[2 + axis],
-                &inputs[1].shape[2 + axis],
-                move |s, input, kernel| {
-                    if let (Ok(i), Ok(k)) = (input.to_i64(), kernel.to_i64()) {
-                        s.equals(
-                            &outputs[0].shape[2 + axis],
-                            out_size(i, k, begin, end, stride).to_dim(),
-                        )?;
-                    }
-                    Ok(())
-                },
-            )?;
+            s.given_2(&inputs[0].shape[2 + axis], &inputs[1].shape[2 + axis], move |s, input, kernel| {
+                if let (Ok(i), Ok(k)) = (input.to_i64(), kernel.to_i64()) {
+                    s.equals(&outputs[0].shape[2 + axis], out_size(i, k, begin, end, stride).to_dim())?;
+                }
+                Ok(())
+            })?;
         }
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let x = model.outlet_fact(inputs[0])?.clone();
-        let w = model
-            .outlet_fact(inputs[1])?
-            .konst
-            .clone()
-            .ok_or_else(|| anyhow!("Conv's weights are not a constant"))?;
-        let dims: Vec<usize> = x
-            .shape
-            .iter()
-            .skip(1)
-            .filter_map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok()))
-            .collect();
-        if x.datum_type != f32::datum_type()
-            || w.datum_type() != f32::datum_type()
-            || dims.len() != 3
-        {
+        let w = model.outlet_fact(inputs[1])?.konst.clone().ok_or_else(|| anyhow!("Conv's weights are not a constant"))?;
+        let dims: Vec<usize> = x.shape.iter().skip(1).filter_map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok())).collect();
+        if x.datum_type != f32::datum_type() || w.datum_type() != f32::datum_type() || dims.len() != 3 {
             bail!("Conv: only f32 [N, C, H, W] inputs are supported here");
         }
         let &[oc, ic, kh, kw] = w.shape() else {
@@ -159,20 +112,8 @@ impl Expansion for DirectConv {
         if c != ic {
             bail!("Conv's weights take {ic} channels, the input has {c}");
         }
-        let oh = out_size(
-            h as i64,
-            kh as i64,
-            self.pads[0],
-            self.pads[2],
-            self.strides[0],
-        );
-        let ow = out_size(
-            wd as i64,
-            kw as i64,
-            self.pads[1],
-            self.pads[3],
-            self.strides[1],
-        );
+        let oh = out_size(h as i64, kh as i64, self.pads[0], self.pads[2], self.strides[0]);
+        let ow = out_size(wd as i64, kw as i64, self.pads[1], self.pads[3], self.strides[1]);
         if oh < 1 || ow < 1 {
             bail!("Conv: a {kh}×{kw} kernel does not fit a {h}×{wd} input");
         }
@@ -187,11 +128,7 @@ impl Expansion for DirectConv {
         }
         let mut bias = vec![0f32; oc];
         if let Some(&b) = inputs.get(2) {
-            let b = model
-                .outlet_fact(b)?
-                .konst
-                .clone()
-                .ok_or_else(|| anyhow!("Conv's bias is not a constant"))?;
+            let b = model.outlet_fact(b)?.konst.clone().ok_or_else(|| anyhow!("Conv's bias is not a constant"))?;
             let plain = b.try_as_plain_ram()?;
             let values = plain.as_slice::<f32>()?;
             if values.len() != oc {
@@ -242,9 +179,7 @@ impl MaxPool2d {
         let no_padding = match &spec.padding {
             PaddingSpec::Valid => true,
             PaddingSpec::Explicit(b, e) => b.iter().chain(e).all(|&p| p == 0),
-            PaddingSpec::ExplicitOnnxPool(b, e, ceil) => {
-                !ceil && b.iter().chain(e).all(|&p| p == 0)
-            }
+            PaddingSpec::ExplicitOnnxPool(b, e, ceil) => !ceil && b.iter().chain(e).all(|&p| p == 0),
             _ => false,
         };
         let ok = op.with_index_outputs.is_none()
@@ -256,18 +191,12 @@ impl MaxPool2d {
             && spec.strides().iter().all(|&s| s >= 1)
             && no_padding;
         let strides = spec.strides();
-        ok.then(|| MaxPool2d {
-            kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
-            strides: [strides[0], strides[1]],
-        })
+        ok.then(|| MaxPool2d { kernel: [spec.kernel_shape[0], spec.kernel_shape[1]], strides: [strides[0], strides[1]] })
     }
 
     /// The pooled size of an `[h, w]` plane, if the window fits it.
     fn out(&self, [h, w]: [usize; 2]) -> Option<[usize; 2]> {
-        let axis = |n: usize, i: usize| {
-            n.checked_sub(self.kernel[i])
-                .map(|rest| rest / self.strides[i] + 1)
-        };
+        let axis = |n: usize, i: usize| n.checked_sub(self.kernel[i]).map(|rest| rest / self.strides[i] + 1);
         Some([axis(h, 0)?, axis(w, 1)?])
     }
 
@@ -330,10 +259,7 @@ impl ConvOp {
         let [_, h, w] = self.input;
         let [kh, kw] = self.kernel;
         let [_, oh, ow] = self.out;
-        [
-            (self.pads[0] + h).max((oh - 1) * self.strides[0] + kh),
-            (self.pads[1] + w).max((ow - 1) * self.strides[1] + kw),
-        ]
+        [(self.pads[0] + h).max((oh - 1) * self.strides[0] + kh), (self.pads[1] + w).max((ow - 1) * self.strides[1] + kw)]
     }
 
     /// The output's `[channels, height, width]`, after pooling.
@@ -367,8 +293,7 @@ impl ConvOp {
         }
         let [oc, oh, ow] = self.out;
         let pixels = oh * ow;
-        self.layer
-            .forward(&scratch.patches, pixels, &mut scratch.acc);
+        self.layer.forward(&scratch.patches, pixels, &mut scratch.acc);
         let planes = match self.pool {
             Some(_) => &mut scratch.unpooled[..],
             None => &mut *out,
@@ -381,11 +306,7 @@ impl ConvOp {
         }
         if let Some(pool) = self.pool {
             let [_, ph, pw] = self.output_dims();
-            for (plane, o) in scratch
-                .unpooled
-                .chunks_exact(pixels.max(1))
-                .zip(out.chunks_exact_mut((ph * pw).max(1)))
-            {
+            for (plane, o) in scratch.unpooled.chunks_exact(pixels.max(1)).zip(out.chunks_exact_mut((ph * pw).max(1))) {
                 pool.pool(plane, [oh, ow], o, [ph, pw]);
             }
         }
@@ -403,17 +324,13 @@ impl ConvOp {
         let mut rows = scratch.patches.chunks_exact_mut((ic * kh * kw).max(1));
         for oy in 0..oh {
             for ox in 0..ow {
-                let Some(patch) = rows.next() else {
-                    unreachable!("one patch per output pixel")
-                };
+                let Some(patch) = rows.next() else { unreachable!("one patch per output pixel") };
                 let (y0, x0) = (oy * self.strides[0], ox * self.strides[1]);
                 let mut runs = patch.chunks_exact_mut(kw.max(1));
                 for c in 0..ic {
                     for ky in 0..kh {
                         let start = (c * ph + y0 + ky) * pw + x0;
-                        let (Some(run), Some(src)) =
-                            (runs.next(), scratch.padded.get(start..start + kw))
-                        else {
+                        let (Some(run), Some(src)) = (runs.next(), scratch.padded.get(start..start + kw)) else {
                             unreachable!("windows fit the padded image")
                         };
                         if KW == 0 {
@@ -438,19 +355,13 @@ impl ConvOp {
         };
         let fused = if succ.op_is::<RowRelu>() && self.layer.activation() == Activation::Identity {
             let layer = (*self.layer).clone().with_activation(Activation::Relu);
-            ConvOp {
-                layer: Arc::new(layer),
-                ..self.clone()
-            }
+            ConvOp { layer: Arc::new(layer), ..self.clone() }
         } else if let Some(pool) = succ.op_as::<MaxPool>().and_then(MaxPool2d::of) {
             let [_, oh, ow] = self.out;
             if pool.out([oh, ow]).is_none() {
                 return Ok(None);
             }
-            ConvOp {
-                pool: Some(pool),
-                ..self.clone()
-            }
+            ConvOp { pool: Some(pool), ..self.clone() }
         } else {
             return Ok(None);
         };
@@ -476,10 +387,8 @@ impl EvalOp for ConvOp {
         let mut out = Tensor::zero::<f32>(&[n, pc, ph, pw])?;
         let mut scratch = Scratch::new(self);
         let mut view = out.try_as_plain_ram_mut()?;
-        for (image, o) in values.chunks_exact((ic * h * w).max(1)).zip(
-            view.as_slice_mut::<f32>()?
-                .chunks_exact_mut((pc * ph * pw).max(1)),
-        ) {
+        for (image, o) in values.chunks_exact((ic * h * w).max(1)).zip(view.as_slice_mut::<f32>()?.chunks_exact_mut((pc * ph * pw).max(1)))
+        {
             self.image(image, o, &mut scratch);
         }
         Ok(tvec!(out.into_tvalue()))
@@ -489,19 +398,10 @@ impl EvalOp for ConvOp {
 impl TypedOp for ConvOp {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let [oc, oh, ow] = self.output_dims();
-        Ok(tvec!(f32::fact([
-            inputs[0].shape[0].clone(),
-            oc.to_dim(),
-            oh.to_dim(),
-            ow.to_dim()
-        ])))
+        Ok(tvec!(f32::fact([inputs[0].shape[0].clone(), oc.to_dim(), oh.to_dim(), ow.to_dim()])))
     }
 
-    fn declutter(
-        &self,
-        model: &TypedModel,
-        node: &TypedNode,
-    ) -> TractResult<Option<TypedModelPatch>> {
+    fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
         self.fused(model, node)
     }
 
@@ -552,33 +452,23 @@ mod tests {
                                     let iy = (oy * stride + ky) as i64 - pad as i64;
                                     let ix = (ox * stride + kx) as i64 - pad as i64;
                                     if (0..h as i64).contains(&iy) && (0..wd as i64).contains(&ix) {
-                                        want += w[((o * ic + c) * k + ky) * k + kx]
-                                            * x[(c * h + iy as usize) * wd + ix as usize];
+                                        want += w[((o * ic + c) * k + ky) * k + kx] * x[(c * h + iy as usize) * wd + ix as usize];
                                     }
                                 }
                             }
                         }
                         let got = out[(o * oh + oy) * ow + ox];
-                        assert!(
-                            (got - want).abs() < 1e-4,
-                            "oc {oc}, stride {stride}, pad {pad}"
-                        );
+                        assert!((got - want).abs() < 1e-4, "oc {oc}, stride {stride}, pad {pad}");
                     }
                 }
             }
             // The same with a 2×2 max pooling (stride 1 and 2) folded in.
             for pool_stride in [1, 2] {
-                let pool = MaxPool2d {
-                    kernel: [2, 2],
-                    strides: [pool_stride, pool_stride],
-                };
+                let pool = MaxPool2d { kernel: [2, 2], strides: [pool_stride, pool_stride] };
                 let Some([ph, pw]) = pool.out([oh, ow]) else {
                     continue;
                 };
-                let pooled_op = ConvOp {
-                    pool: Some(pool),
-                    ..op.clone()
-                };
+                let pooled_op = ConvOp { pool: Some(pool), ..op.clone() };
                 assert_eq!(pooled_op.output_dims(), [oc, ph, pw]);
                 let mut pooled = vec![0f32; oc * ph * pw];
                 pooled_op.image(&x, &mut pooled, &mut Scratch::new(&pooled_op));
@@ -588,11 +478,7 @@ mod tests {
                             let (y, x) = (py * pool_stride, px * pool_stride);
                             let at = |dy: usize, dx: usize| out[(o * oh + y + dy) * ow + x + dx];
                             let want = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
-                            assert_eq!(
-                                pooled[(o * ph + py) * pw + px],
-                                want,
-                                "pool stride {pool_stride}"
-                            );
+                            assert_eq!(pooled[(o * ph + py) * pw + px], want, "pool stride {pool_stride}");
                         }
                     }
                 }

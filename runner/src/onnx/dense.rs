@@ -19,58 +19,29 @@ use super::binary::{row_constant, Kind};
 use super::layer::{Activation, InputStep, Layer};
 use super::rowwise::RowRelu;
 
-use super::ml_ops::{
-    expansion_rules, is_float_initializer, op_named, rules_with_weights, stock_op, MlOp,
-};
+use super::ml_ops::{expansion_rules, is_float_initializer, op_named, rules_with_weights, stock_op, MlOp};
 
 /// Above this many weights, tract's tiled kernels win.
 const MAX_WEIGHTS: usize = 64 * 64;
 
 /// Replaces tract-onnx's `MatMul` and `Gemm` builders.
 pub fn register(reg: &mut OnnxOpRegister) {
-    reg.insert("MatMul", |_, _| {
-        Ok((expand(DenseMatMul(MatMulInference::default())), vec![]))
-    });
+    reg.insert("MatMul", |_, _| Ok((expand(DenseMatMul(MatMulInference::default())), vec![])));
     reg.insert("Gemm", gemm);
 }
 
-fn gemm(
-    ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let attr_f = |n: &str, d: f32| {
-        node.attribute
-            .iter()
-            .find(|a| a.name == n)
-            .map_or(d, |a| a.f)
-    };
-    let attr_i = |n: &str| {
-        node.attribute
-            .iter()
-            .find(|a| a.name == n)
-            .is_some_and(|a| a.i != 0)
-    };
+fn gemm(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let attr_f = |n: &str, d: f32| node.attribute.iter().find(|a| a.name == n).map_or(d, |a| a.f);
+    let attr_i = |n: &str| node.attribute.iter().find(|a| a.name == n).is_some_and(|a| a.i != 0);
     let (alpha, beta) = (attr_f("alpha", 1.0), attr_f("beta", 1.0));
     let (trans_a, trans_b) = (attr_i("transA"), attr_i("transB"));
     // This layer only when B (and C, if any) are float constants of the graph: then the layer is
     // known at load time. (In a subgraph, or with computed weights, tract's Gemm.)
-    let constant_inputs = node
-        .input
-        .iter()
-        .skip(1)
-        .filter(|n| !n.is_empty())
-        .all(|n| is_float_initializer(ctx, n));
+    let constant_inputs = node.input.iter().skip(1).filter(|n| !n.is_empty()).all(|n| is_float_initializer(ctx, n));
     if trans_a || !constant_inputs || node.input.len() < 2 {
         return stock_op("Gemm", ctx, node);
     }
-    Ok((
-        expand(DenseGemm {
-            alpha,
-            beta,
-            trans_b,
-        }),
-        vec![],
-    ))
+    Ok((expand(DenseGemm { alpha, beta, trans_b }), vec![]))
 }
 
 /// `MatMul`: this layer when B is a small constant matrix and A is `[rows, k]` f32, else
@@ -85,12 +56,7 @@ impl Expansion for DenseMatMul {
 
     expansion_rules!(from 0);
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let a = model.outlet_fact(inputs[0])?.clone();
         let b = model.outlet_fact(inputs[1])?.clone();
         if let Some(weights) = b.konst.as_ref().and_then(|w| Dense::weights(&a, w, false)) {
@@ -115,52 +81,33 @@ impl Expansion for DenseGemm {
         "Gemm".into()
     }
 
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
+    fn rules<'r, 'p: 'r, 's: 'r>(&'s self, s: &mut Solver<'r>, inputs: &'p [TensorProxy], outputs: &'p [TensorProxy]) -> InferenceResult {
         rules_with_weights(s, inputs, outputs, "Gemm", 2)?;
         let m = if self.trans_b { 0 } else { 1 };
         s.equals(&outputs[0].shape[1], &inputs[1].shape[m])?;
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let a = model.outlet_fact(inputs[0])?.clone();
         let b = model.outlet_fact(inputs[1])?.clone();
         let k = a_columns(&a).ok_or_else(|| anyhow!("Gemm needs a known number of columns"))?;
-        let b = b
-            .konst
-            .ok_or_else(|| anyhow!("Gemm's B is not a constant"))?;
-        let mut weights = Dense::weights(&a, &b, self.trans_b)
-            .ok_or_else(|| anyhow!("Gemm's B {:?} does not fit A {:?}", b.shape(), a.shape))?;
+        let b = b.konst.ok_or_else(|| anyhow!("Gemm's B is not a constant"))?;
+        let mut weights =
+            Dense::weights(&a, &b, self.trans_b).ok_or_else(|| anyhow!("Gemm's B {:?} does not fit A {:?}", b.shape(), a.shape))?;
         if self.alpha != 1.0 {
             weights.iter_mut().for_each(|w| *w *= self.alpha);
         }
         let m = weights.len() / k.max(1);
         let mut bias = vec![0f32; m];
         if let Some(&c) = inputs.get(2) {
-            let c = model
-                .outlet_fact(c)?
-                .konst
-                .clone()
-                .ok_or_else(|| anyhow!("Gemm's C is not a constant"))?;
+            let c = model.outlet_fact(c)?.konst.clone().ok_or_else(|| anyhow!("Gemm's C is not a constant"))?;
             let plain = c.try_as_plain_ram()?;
             let values = plain.as_slice::<f32>()?;
             let leading_ones = c.shape().iter().rev().skip(1).all(|&d| d == 1);
             match values.len() {
                 1 => bias.iter_mut().for_each(|b| *b = self.beta * values[0]),
-                n if n == m && leading_ones => bias
-                    .iter_mut()
-                    .zip(values)
-                    .for_each(|(b, c)| *b = self.beta * c),
+                n if n == m && leading_ones => bias.iter_mut().zip(values).for_each(|(b, c)| *b = self.beta * c),
                 _ => bail!("Gemm's C {:?} is not one value per output", c.shape()),
             }
         }
@@ -190,9 +137,7 @@ impl Dense {
     }
 
     fn of(layer: Layer) -> Dense {
-        Dense {
-            layer: Arc::new(layer),
-        }
+        Dense { layer: Arc::new(layer) }
     }
 
     /// B as `[k, m]` row-major f32 (transposed when `trans_b`), when it fits `[rows, k]` A and
@@ -234,8 +179,7 @@ impl Dense {
             }
         }
         if let Some((x, layer)) = self.absorb_predecessor(model, node)? {
-            let mut patch =
-                TypedModelPatch::replace_single_op(model, node, &[x], Dense::of(layer))?;
+            let mut patch = TypedModelPatch::replace_single_op(model, node, &[x], Dense::of(layer))?;
             patch.obliterate(node.inputs[0].node)?;
             return Ok(Some(patch));
         }
@@ -245,11 +189,7 @@ impl Dense {
     /// The layer with the node before it folded in, and that node's input, when that node
     /// is a `Scaler` or adds, subtracts or multiplies by a constant row, and feeds nothing
     /// else. Repeated, it takes a MinMaxScaler's `Mul` and `Add` both.
-    fn absorb_predecessor(
-        &self,
-        model: &TypedModel,
-        node: &TypedNode,
-    ) -> TractResult<Option<(OutletId, Layer)>> {
+    fn absorb_predecessor(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<(OutletId, Layer)>> {
         /// Enough for every scaler skl2onnx writes; a bound, so a long chain stays separate.
         const MAX_STEPS: usize = 4;
         let input = node.inputs[0];
@@ -264,9 +204,7 @@ impl Dense {
             let Some((offset, scale)) = scaler.input_affine(k) else {
                 return Ok(None);
             };
-            let layer = layer
-                .with_input_step_before(InputStep::Mul(scale))
-                .with_input_step_before(InputStep::Sub(offset));
+            let layer = layer.with_input_step_before(InputStep::Mul(scale)).with_input_step_before(InputStep::Sub(offset));
             (prec.inputs[0], layer)
         } else if let Some(c) = row_constant(model, prec, k)? {
             let step = match (c.kind, c.const_first) {
@@ -287,12 +225,7 @@ impl Dense {
     }
 
     /// The layer with `succ` (which reads `output`) folded in, if it can be.
-    fn absorb_successor(
-        &self,
-        model: &TypedModel,
-        succ: &TypedNode,
-        output: OutletId,
-    ) -> TractResult<Option<Layer>> {
+    fn absorb_successor(&self, model: &TypedModel, succ: &TypedNode, output: OutletId) -> TractResult<Option<Layer>> {
         let layer = (*self.layer).clone();
         if succ.op_is::<RowRelu>() && layer.activation() == Activation::Identity {
             return Ok(Some(layer.with_activation(Activation::Relu)));
@@ -326,38 +259,24 @@ impl EvalOp for Dense {
             bail!("Dense expects [rows, k], got {:?}", x.shape());
         };
         if k != self.layer.inputs() {
-            bail!(
-                "Dense: {k} columns for a layer of {} inputs",
-                self.layer.inputs()
-            );
+            bail!("Dense: {k} columns for a layer of {} inputs", self.layer.inputs());
         }
         let plain = x.try_as_plain_ram()?;
         let values = plain.as_slice::<f32>()?;
         let m = self.layer.outputs();
         // Written in place: tract copies a `Vec` or an ndarray into a new tensor.
         let mut out = Tensor::zero::<f32>(&[rows, m])?;
-        self.layer.forward(
-            values,
-            rows,
-            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        );
+        self.layer.forward(values, rows, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
         Ok(tvec!(out.into_tvalue()))
     }
 }
 
 impl TypedOp for Dense {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact([
-            inputs[0].shape[0].clone(),
-            self.layer.outputs().to_dim()
-        ])))
+        Ok(tvec!(f32::fact([inputs[0].shape[0].clone(), self.layer.outputs().to_dim()])))
     }
 
-    fn declutter(
-        &self,
-        model: &TypedModel,
-        node: &TypedNode,
-    ) -> TractResult<Option<TypedModelPatch>> {
+    fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
         self.fused(model, node)
     }
 
@@ -373,14 +292,7 @@ mod tests {
         let a = f32::fact([TDim::from(5), 2.to_dim()]);
         // B' is [m = 3, k = 2]: rows (1, 2), (3, 4), (5, 6).
         let b = tensor2(&[[1f32, 2.], [3., 4.], [5., 6.]]);
-        assert_eq!(
-            Dense::weights(&a, &b, true),
-            Some(vec![1., 3., 5., 2., 4., 6.])
-        );
-        assert_eq!(
-            Dense::weights(&a, &b, false),
-            None,
-            "a [3, 2] B does not fit k = 2"
-        );
+        assert_eq!(Dense::weights(&a, &b, true), Some(vec![1., 3., 5., 2., 4., 6.]));
+        assert_eq!(Dense::weights(&a, &b, false), None, "a [3, 2] B does not fit k = 2");
     }
 }

@@ -16,11 +16,7 @@ use tract_onnx::pb;
 /// `Identity`, and declares that output as a float tensor. A `ZipMap` read by another node is
 /// left alone, so the runner refuses it by name.
 pub(super) fn drop_zipmaps(graph: &mut pb::GraphProto) {
-    let consumed: HashSet<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter().cloned())
-        .collect();
+    let consumed: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
     let outputs: HashSet<String> = graph.output.iter().map(|o| o.name.clone()).collect();
     let mut dropped = HashSet::new();
     for node in &mut graph.node {
@@ -53,18 +49,12 @@ pub(super) fn drop_zipmaps(graph: &mut pb::GraphProto) {
 /// The class labels of a label output computed as `ArrayFeatureExtractor(<constant>, …)`,
 /// possibly through `Reshape`, `Identity`, `Cast`, `Squeeze` or `Flatten`.
 pub(super) fn extracted_class_labels(graph: &pb::GraphProto, label: &str) -> Option<Vec<String>> {
-    let producer: HashMap<&str, &pb::NodeProto> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
-        .collect();
+    let producer: HashMap<&str, &pb::NodeProto> = graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n))).collect();
     let mut current = label;
     for _ in 0..8 {
         let node = producer.get(current)?;
         match node.op_type.as_str() {
-            "Reshape" | "Identity" | "Cast" | "Squeeze" | "Flatten" => {
-                current = node.input.first()?
-            }
+            "Reshape" | "Identity" | "Cast" | "Squeeze" | "Flatten" => current = node.input.first()?,
             "ArrayFeatureExtractor" => {
                 let name = node.input.first()?;
                 let init = graph.initializer.iter().find(|t| &t.name == name)?;
@@ -83,12 +73,7 @@ fn tensor_labels(t: &pb::TensorProto) -> Option<Vec<String>> {
         return None;
     }
     match DataType::try_from(t.data_type).ok()? {
-        DataType::String => Some(
-            t.string_data
-                .iter()
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect(),
-        ),
+        DataType::String => Some(t.string_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
         DataType::Int64 => {
             if !t.int64_data.is_empty() {
                 Some(t.int64_data.iter().map(i64::to_string).collect())

@@ -50,10 +50,7 @@ impl Isa {
     fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("fma")
-            {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 return Isa::Avx512;
             }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -110,15 +107,7 @@ impl InputStep {
 
 impl fmt::Debug for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Layer({}→{}, {:?}, {} input steps, {:?})",
-            self.k,
-            self.m,
-            self.activation,
-            self.input.len(),
-            self.isa
-        )
+        write!(f, "Layer({}→{}, {:?}, {} input steps, {:?})", self.k, self.m, self.activation, self.input.len(), self.isa)
     }
 }
 
@@ -142,16 +131,7 @@ impl Layer {
         }
         let mut padded = vec![0f32; count * width];
         padded[..m].copy_from_slice(bias);
-        Layer {
-            k,
-            m,
-            width,
-            panels,
-            bias: padded,
-            activation: Activation::Identity,
-            input: Vec::new(),
-            isa: Isa::detect(),
-        }
+        Layer { k, m, width, panels, bias: padded, activation: Activation::Identity, input: Vec::new(), isa: Isa::detect() }
     }
 
     pub(crate) fn with_activation(mut self, activation: Activation) -> Layer {
@@ -211,11 +191,7 @@ impl Layer {
             for step in &self.input {
                 step.apply(chunk, self.k);
             }
-            self.kernel(
-                &scratch[..n * self.k],
-                n,
-                &mut out[r0 * self.m..(r0 + n) * self.m],
-            );
+            self.kernel(&scratch[..n * self.k], n, &mut out[r0 * self.m..(r0 + n) * self.m]);
         }
     }
 
@@ -305,13 +281,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn block_16_avx512<const R: usize>(
-        x: &[f32],
-        k: usize,
-        panel: &[f32],
-        bias: &[f32; 16],
-        out: &mut [[f32; 16]; R],
-    ) {
+    unsafe fn block_16_avx512<const R: usize>(x: &[f32], k: usize, panel: &[f32], bias: &[f32; 16], out: &mut [[f32; 16]; R]) {
         check::<16, R>(x, k, panel);
         let (xp, wp) = (x.as_ptr(), panel.as_ptr());
         // SAFETY: `check` bounds every read: row r's value i at r·k + i < R·k, weights at
@@ -331,21 +301,12 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_16_avx2<const R: usize>(
-        x: &[f32],
-        k: usize,
-        panel: &[f32],
-        bias: &[f32; 16],
-        out: &mut [[f32; 16]; R],
-    ) {
+    unsafe fn block_16_avx2<const R: usize>(x: &[f32], k: usize, panel: &[f32], bias: &[f32; 16], out: &mut [[f32; 16]; R]) {
         check::<16, R>(x, k, panel);
         let (xp, wp) = (x.as_ptr(), panel.as_ptr());
         // SAFETY: as in `block_16_avx512`.
         unsafe {
-            let b = [
-                _mm256_loadu_ps(bias.as_ptr()),
-                _mm256_loadu_ps(bias.as_ptr().add(8)),
-            ];
+            let b = [_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8))];
             let mut acc = [b; R];
             for i in 0..k {
                 let w0 = _mm256_loadu_ps(wp.add(i * 16));
@@ -364,13 +325,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_8_avx2<const R: usize>(
-        x: &[f32],
-        k: usize,
-        panel: &[f32],
-        bias: &[f32; 8],
-        out: &mut [[f32; 8]; R],
-    ) {
+    unsafe fn block_8_avx2<const R: usize>(x: &[f32], k: usize, panel: &[f32], bias: &[f32; 8], out: &mut [[f32; 8]; R]) {
         check::<8, R>(x, k, panel);
         let (xp, wp) = (x.as_ptr(), panel.as_ptr());
         // SAFETY: as in `block_16_avx512`, with panels 8 wide.
@@ -389,13 +344,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_4_fma<const R: usize>(
-        x: &[f32],
-        k: usize,
-        panel: &[f32],
-        bias: &[f32; 4],
-        out: &mut [[f32; 4]; R],
-    ) {
+    unsafe fn block_4_fma<const R: usize>(x: &[f32], k: usize, panel: &[f32], bias: &[f32; 4], out: &mut [[f32; 4]; R]) {
         check::<4, R>(x, k, panel);
         let (xp, wp) = (x.as_ptr(), panel.as_ptr());
         // SAFETY: as in `block_16_avx512`, with panels 4 wide.
@@ -416,14 +365,7 @@ mod x86 {
 
 /// The portable kernel: LLVM vectorises [`panel_block`] for whatever the build targets.
 fn portable<const W: usize>(l: &Layer, x: &[f32], rows: usize, out: &mut [f32]) {
-    run::<W, 4>(
-        l,
-        x,
-        rows,
-        out,
-        |x, k, p, b, o| *o = panel_block::<W, 4>(x, k, p, b),
-        |x, k, p, b, o| *o = panel_block::<W, 1>(x, k, p, b),
-    )
+    run::<W, 4>(l, x, rows, out, |x, k, p, b, o| *o = panel_block::<W, 4>(x, k, p, b), |x, k, p, b, o| *o = panel_block::<W, 1>(x, k, p, b))
 }
 
 /// Blocks of `R` rows (then single rows), each through every panel of width `W` while its rows
@@ -447,9 +389,7 @@ fn run<const W: usize, const R: usize>(
         let xs = &x[r0 * k..(r0 + height) * k];
         for p in 0..l.bias.len() / W {
             let panel = &l.panels[p * panel_len..(p + 1) * panel_len];
-            let Ok(bias) = <&[f32; W]>::try_from(&l.bias[p * W..(p + 1) * W]) else {
-                unreachable!("the bias is padded to whole panels")
-            };
+            let Ok(bias) = <&[f32; W]>::try_from(&l.bias[p * W..(p + 1) * W]) else { unreachable!("the bias is padded to whole panels") };
             let j0 = p * W;
             let n = W.min(m - j0);
             if height == R {
@@ -467,18 +407,11 @@ fn run<const W: usize, const R: usize>(
 /// `R` rows of `x` (each `k` values) through one panel: `R × W` accumulators, each weight
 /// vector loaded once and broadcast-multiplied with every row's value.
 #[inline(always)]
-fn panel_block<const W: usize, const R: usize>(
-    x: &[f32],
-    k: usize,
-    panel: &[f32],
-    bias: &[f32; W],
-) -> [[f32; W]; R] {
+fn panel_block<const W: usize, const R: usize>(x: &[f32], k: usize, panel: &[f32], bias: &[f32; W]) -> [[f32; W]; R] {
     let mut acc = [*bias; R];
     let xs: [&[f32]; R] = std::array::from_fn(|r| &x[r * k..(r + 1) * k]);
     for (i, w) in panel.chunks_exact(W).enumerate() {
-        let Ok(w) = <&[f32; W]>::try_from(w) else {
-            unreachable!("chunks_exact gives whole panels rows")
-        };
+        let Ok(w) = <&[f32; W]>::try_from(w) else { unreachable!("chunks_exact gives whole panels rows") };
         for r in 0..R {
             let v = xs[r][i];
             for t in 0..W {
@@ -526,10 +459,7 @@ mod tests {
         let mut out = vec![0f32; rows * m];
         for r in 0..rows {
             for j in 0..m {
-                out[r * m + j] = bias[j]
-                    + (0..k)
-                        .map(|i| x[r * k + i] as f64 * w[i * m + j] as f64)
-                        .sum::<f64>() as f32;
+                out[r * m + j] = bias[j] + (0..k).map(|i| x[r * k + i] as f64 * w[i * m + j] as f64).sum::<f64>() as f32;
             }
         }
         out
@@ -539,10 +469,7 @@ mod tests {
         let mut out = vec![f32::NAN; rows * layer.m];
         layer.forward(x, rows, &mut out);
         for (i, (o, w)) in out.iter().zip(want).enumerate() {
-            assert!(
-                (o - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                "{what}: output {i}: {o} vs {w}"
-            );
+            assert!((o - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what}: output {i}: {o} vs {w}");
         }
     }
 
@@ -564,31 +491,14 @@ mod tests {
                 let w: Vec<f32> = (0..k * m).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
                 let bias: Vec<f32> = (0..m).map(|j| j as f32 * 0.5 - 1.0).collect();
                 for rows in [1, 4, 7, 8, 19] {
-                    let x: Vec<f32> = (0..rows * k)
-                        .map(|i| ((i * 3) % 13) as f32 * 0.25 - 1.5)
-                        .collect();
+                    let x: Vec<f32> = (0..rows * k).map(|i| ((i * 3) % 13) as f32 * 0.25 - 1.5).collect();
                     let want = reference(&w, &bias, &x, k, m);
                     for &isa in &isas {
-                        let layer = Layer {
-                            isa,
-                            ..Layer::new(&w, &bias, m)
-                        };
-                        check(
-                            &layer,
-                            &want,
-                            &x,
-                            rows,
-                            &format!("{isa:?} k {k} m {m} rows {rows}"),
-                        );
+                        let layer = Layer { isa, ..Layer::new(&w, &bias, m) };
+                        check(&layer, &want, &x, rows, &format!("{isa:?} k {k} m {m} rows {rows}"));
                         let relu = layer.clone().with_activation(Activation::Relu);
                         let want_relu: Vec<f32> = want.iter().map(|v| v.max(0.0)).collect();
-                        check(
-                            &relu,
-                            &want_relu,
-                            &x,
-                            rows,
-                            &format!("relu {isa:?} k {k} m {m}"),
-                        );
+                        check(&relu, &want_relu, &x, rows, &format!("relu {isa:?} k {k} m {m}"));
                     }
                 }
             }
@@ -603,15 +513,9 @@ mod tests {
         let (offset, scale) = (vec![1000f32, 2., -3.], vec![0.25f32, 1., 3.]);
         // 300 rows: more than one chunk of the transform.
         let x: Vec<f32> = (0..300 * k).map(|i| (i % 17) as f32 * 60.0).collect();
-        let scaled: Vec<f32> = x
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v - offset[i % k]) * scale[i % k])
-            .collect();
+        let scaled: Vec<f32> = x.iter().enumerate().map(|(i, v)| (v - offset[i % k]) * scale[i % k]).collect();
         let want = reference(&w, &bias, &scaled, k, m);
-        let layer = Layer::new(&w, &bias, m)
-            .with_input_step_before(InputStep::Mul(scale))
-            .with_input_step_before(InputStep::Sub(offset));
+        let layer = Layer::new(&w, &bias, m).with_input_step_before(InputStep::Mul(scale)).with_input_step_before(InputStep::Sub(offset));
         check(&layer, &want, &x, 300, "scaled");
     }
 

@@ -30,13 +30,7 @@ pub fn register(reg: &mut OnnxOpRegister) {
 
 fn top_k(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     // `sorted = 0` allows any order; best first is one of them.
-    Ok((
-        expand(TopK {
-            axis: attr_int(node, "axis").unwrap_or(-1),
-            largest: attr_int(node, "largest").unwrap_or(1) != 0,
-        }),
-        vec![],
-    ))
+    Ok((expand(TopK { axis: attr_int(node, "axis").unwrap_or(-1), largest: attr_int(node, "largest").unwrap_or(1) != 0 }), vec![]))
 }
 
 #[derive(Debug, Clone)]
@@ -55,12 +49,7 @@ impl Expansion for TopK {
     }
 
     /// tract-onnx's rules for its `TopK`.
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
+    fn rules<'r, 'p: 'r, 's: 'r>(&'s self, s: &mut Solver<'r>, inputs: &'p [TensorProxy], outputs: &'p [TensorProxy]) -> InferenceResult {
         check_input_arity(inputs, 2)?;
         check_output_arity(outputs, 2)?;
         s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
@@ -70,21 +59,14 @@ impl Expansion for TopK {
         s.equals(&inputs[1].rank, 1)?;
         s.equals(&inputs[1].shape[0], 1.to_dim())?;
         s.given(&inputs[0].rank, move |s, rank| {
-            let axis = if self.axis >= 0 {
-                self.axis
-            } else {
-                self.axis + rank
-            } as usize;
+            let axis = if self.axis >= 0 { self.axis } else { self.axis + rank } as usize;
             for ix in 0..rank as usize {
                 if ix != axis {
                     s.equals(&inputs[0].shape[ix], &outputs[0].shape[ix])?;
                     s.equals(&inputs[0].shape[ix], &outputs[1].shape[ix])?;
                 } else {
                     s.given(&inputs[1].value, move |s, k| {
-                        if let Ok(k) = k
-                            .cast_to::<TDim>()
-                            .and_then(|t| t.try_as_plain_ram()?.to_scalar::<TDim>().cloned())
-                        {
+                        if let Ok(k) = k.cast_to::<TDim>().and_then(|t| t.try_as_plain_ram()?.to_scalar::<TDim>().cloned()) {
                             s.equals(&outputs[0].shape[ix], k.clone())?;
                             s.equals(&outputs[1].shape[ix], k)?;
                         }
@@ -96,33 +78,17 @@ impl Expansion for TopK {
         })
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let x = model.outlet_fact(inputs[0])?.clone();
         let axis = resolve(self.axis, x.rank())?;
-        let k = model
-            .outlet_fact(inputs[1])?
-            .konst
-            .as_ref()
-            .and_then(|k| k.cast_to_scalar::<i64>().ok())
-            .and_then(|k| usize::try_from(k).ok());
+        let k =
+            model.outlet_fact(inputs[1])?.konst.as_ref().and_then(|k| k.cast_to_scalar::<i64>().ok()).and_then(|k| usize::try_from(k).ok());
         if let (Some(k), true) = (k, x.datum_type == f32::datum_type() && axis + 1 == x.rank()) {
-            let op = RowTopK {
-                k,
-                largest: self.largest,
-            };
+            let op = RowTopK { k, largest: self.largest };
             return model.wire_node(prefix, op, &[inputs[0]]);
         }
         let fallback_k = model.symbols.new_with_prefix("k").into();
-        let op = tract_onnx::tract_hir::tract_core::ops::array::Topk {
-            axis,
-            fallback_k,
-            largest: self.largest,
-        };
+        let op = tract_onnx::tract_hir::tract_core::ops::array::Topk { axis, fallback_k, largest: self.largest };
         model.wire_node(prefix, op, &[inputs[0], inputs[1]])
     }
 }
@@ -186,19 +152,12 @@ impl EvalOp for RowTopK {
         let mut values = vec![0f32; rows * self.k];
         let mut indices = vec![0i64; rows * self.k];
         if self.k > 0 {
-            for ((row, v), i) in input
-                .chunks_exact(n)
-                .zip(values.chunks_exact_mut(self.k))
-                .zip(indices.chunks_exact_mut(self.k))
-            {
+            for ((row, v), i) in input.chunks_exact(n).zip(values.chunks_exact_mut(self.k)).zip(indices.chunks_exact_mut(self.k)) {
                 self.row(row, v, i);
             }
         }
         shape.push(self.k);
-        Ok(tvec!(
-            Tensor::from_shape(&shape, &values)?.into_tvalue(),
-            Tensor::from_shape(&shape, &indices)?.into_tvalue()
-        ))
+        Ok(tvec!(Tensor::from_shape(&shape, &values)?.into_tvalue(), Tensor::from_shape(&shape, &indices)?.into_tvalue()))
     }
 }
 
@@ -223,12 +182,7 @@ impl Expansion for Relu {
 
     expansion_rules!(like_input);
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         if model.outlet_fact(inputs[0])?.datum_type == f32::datum_type() {
             model.wire_node(prefix, RowRelu, inputs)
         } else {
@@ -249,9 +203,7 @@ impl EvalOp for RowRelu {
     fn eval(&self, _: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let mut out = args_1!(inputs).into_tensor();
         let mut view = out.try_as_plain_ram_mut()?;
-        view.as_slice_mut::<f32>()?
-            .iter_mut()
-            .for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+        view.as_slice_mut::<f32>()?.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
         Ok(tvec!(out.into_tvalue()))
     }
 }
@@ -262,40 +214,26 @@ fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
 }
 
-fn softmax(
-    ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn softmax(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     // Before opset 13, Softmax flattens everything from `axis` (default 1) into one axis.
     let coerce = ctx.onnx_operator_set_version < 13;
     let axis = attr_int(node, "axis").unwrap_or(if coerce { 1 } else { -1 });
     Ok((expand(TrailingSoftmax { axis, coerce }), vec![]))
 }
 
-fn arg_max(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn arg_max(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let axis = attr_int(node, "axis").unwrap_or(0);
     let keep_dims = attr_int(node, "keepdims").unwrap_or(1) != 0;
     let take_last = attr_int(node, "select_last_index").unwrap_or(0) != 0;
     Ok((
-        expand(TrailingArgMax {
-            axis,
-            keep_dims,
-            take_last,
-            tract: Reduce::new(Some(vec![axis]), keep_dims, Reducer::ArgMax(take_last)),
-        }),
+        expand(TrailingArgMax { axis, keep_dims, take_last, tract: Reduce::new(Some(vec![axis]), keep_dims, Reducer::ArgMax(take_last)) }),
         vec![],
     ))
 }
 
 fn resolve(axis: i64, rank: usize) -> TractResult<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
-    usize::try_from(a)
-        .ok()
-        .filter(|&a| a < rank)
-        .ok_or_else(|| anyhow!("axis {axis} out of range for rank {rank}"))
+    usize::try_from(a).ok().filter(|&a| a < rank).ok_or_else(|| anyhow!("axis {axis} out of range for rank {rank}"))
 }
 
 #[derive(Debug, Clone)]
@@ -309,22 +247,12 @@ impl Expansion for TrailingSoftmax {
         "Softmax".into()
     }
 
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
+    fn rules<'r, 'p: 'r, 's: 'r>(&'s self, s: &mut Solver<'r>, inputs: &'p [TensorProxy], outputs: &'p [TensorProxy]) -> InferenceResult {
         rules_like_input(s, inputs, outputs)?;
         s.equals(&outputs[0].rank, &inputs[0].rank)
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let fact = model.outlet_fact(inputs[0])?.clone();
         let axis = resolve(self.axis, fact.rank())?;
         if fact.datum_type == f32::datum_type() && (self.coerce || axis + 1 == fact.rank()) {
@@ -380,23 +308,11 @@ impl Expansion for TrailingArgMax {
 
     expansion_rules!(from tract);
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let fact = model.outlet_fact(inputs[0])?.clone();
         let axis = resolve(self.axis, fact.rank())?;
         if fact.datum_type == f32::datum_type() && axis + 1 == fact.rank() {
-            return model.wire_node(
-                prefix,
-                RowArgMax {
-                    keep_dims: self.keep_dims,
-                    take_last: self.take_last,
-                },
-                inputs,
-            );
+            return model.wire_node(prefix, RowArgMax { keep_dims: self.keep_dims, take_last: self.take_last }, inputs);
         }
         self.tract.wire(prefix, model, inputs)
     }
@@ -555,10 +471,7 @@ mod tests {
         let mut x = -87.0f32;
         while x < 88.0 {
             let (got, want) = (exp(x), x.exp());
-            assert!(
-                ((got - want) / want).abs() < 2.5e-7,
-                "exp({x}) = {got}, libm {want}"
-            );
+            assert!(((got - want) / want).abs() < 2.5e-7, "exp({x}) = {got}, libm {want}");
             x += 0.0137;
         }
         assert_eq!(exp(0.0), 1.0);

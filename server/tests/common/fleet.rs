@@ -29,7 +29,8 @@ pub struct Agent {
 impl Agent {
     pub fn start(server: &TestServer, token: &str, name: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("agent dir");
-        let mut args: Vec<String> = vec!["run".into(), "--server".into(), server.base.clone(), "--name".into(), name.into(), "--token".into(), token.into()];
+        let mut args: Vec<String> =
+            vec!["run".into(), "--server".into(), server.base.clone(), "--name".into(), name.into(), "--token".into(), token.into()];
         args.push("--work-dir".into());
         args.push(dir.path().join("work").display().to_string());
         args.extend(["--heartbeat-interval", "300ms", "--benchmark-interval", "1h"].map(String::from));
@@ -81,7 +82,8 @@ impl Agent {
 
     /// The node key from the agent's state file.
     pub fn key(&self) -> String {
-        let state: Value = serde_json::from_slice(&std::fs::read(self.dir.path().join("work/node-agent-state.json")).expect("state file")).expect("json");
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(self.dir.path().join("work/node-agent-state.json")).expect("state file")).expect("json");
         state["node_key"].as_str().expect("key").to_string()
     }
 }
@@ -188,7 +190,10 @@ impl User {
 
     /// Polls a job until it is finished; returns it.
     pub async fn wait_job(&self, id: &str) -> Value {
-        self.wait_job_until(id, Duration::from_secs(60), |j| ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap_or_default())).await
+        self.wait_job_until(id, Duration::from_secs(60), |j| {
+            ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap_or_default())
+        })
+        .await
     }
 }
 

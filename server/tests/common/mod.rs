@@ -171,11 +171,7 @@ impl TestServer {
     pub fn client(&self) -> Client {
         Client {
             base: self.base.clone(),
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
+            http: reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client"),
         }
     }
 
@@ -225,13 +221,7 @@ impl Client {
 
     /// Calls a server function the way a script or the hydrated app does.
     pub async fn call(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .header(ACCEPT, "application/json")
-            .form(form)
-            .send()
-            .await
-            .expect("request")
+        self.http.post(self.url(path)).header(ACCEPT, "application/json").form(form).send().await.expect("request")
     }
 
     /// Posts a form the way a browser without the WASM does.

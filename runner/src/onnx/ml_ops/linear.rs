@@ -24,20 +24,14 @@ struct Linear {
 impl Linear {
     fn new(coefficients: &[f32], intercepts: &[f32], targets: usize) -> Result<Linear, String> {
         if targets == 0 || coefficients.is_empty() || !coefficients.len().is_multiple_of(targets) {
-            return Err(format!(
-                "{} coefficients do not make {targets} rows",
-                coefficients.len()
-            ));
+            return Err(format!("{} coefficients do not make {targets} rows", coefficients.len()));
         }
         let intercepts = if intercepts.is_empty() {
             vec![0.0; targets]
         } else if intercepts.len() == targets {
             intercepts.to_vec()
         } else {
-            return Err(format!(
-                "{} intercepts for {targets} targets",
-                intercepts.len()
-            ));
+            return Err(format!("{} intercepts for {targets} targets", intercepts.len()));
         };
         let features = coefficients.len() / targets;
         let mut weights = vec![0f32; coefficients.len()];
@@ -46,9 +40,7 @@ impl Linear {
                 weights[f * targets + t] = coefficients[t * features + f];
             }
         }
-        Ok(Linear {
-            layer: Layer::new(&weights, &intercepts, targets),
-        })
+        Ok(Linear { layer: Layer::new(&weights, &intercepts, targets) })
     }
 
     fn targets(&self) -> usize {
@@ -67,10 +59,7 @@ impl Linear {
         if features == self.layer.inputs() {
             Ok(())
         } else {
-            Err(format!(
-                "it has {} coefficients per target but rows have {features} values",
-                self.layer.inputs()
-            ))
+            Err(format!("it has {} coefficients per target but rows have {features} values", self.layer.inputs()))
         }
     }
 }
@@ -88,20 +77,13 @@ pub(super) fn classifier(a: &Attrs) -> Result<Arc<dyn Kernel>, String> {
     let targets = intercepts.len();
     let linear = Linear::new(a.floats("coefficients"), intercepts, targets)?;
     if targets > 1 && labels.len() != targets {
-        return Err(format!(
-            "{} class labels for {targets} score columns",
-            labels.len()
-        ));
+        return Err(format!("{} class labels for {targets} score columns", labels.len()));
     }
     let post_transform = match a.string("post_transform") {
         Some(s) => PostTransform::parse(&s)?,
         None => PostTransform::None,
     };
-    Ok(Arc::new(Classifier {
-        linear,
-        labels,
-        post_transform,
-    }))
+    Ok(Arc::new(Classifier { linear, labels, post_transform }))
 }
 
 impl Classifier {
@@ -185,10 +167,7 @@ pub(super) fn regressor(a: &Attrs) -> Result<Arc<dyn Kernel>, String> {
         Some(s) => PostTransform::parse(&s)?,
         None => PostTransform::None,
     };
-    Ok(Arc::new(Regressor {
-        linear,
-        post_transform,
-    }))
+    Ok(Arc::new(Regressor { linear, post_transform }))
 }
 
 impl Kernel for Regressor {
@@ -230,14 +209,12 @@ enum Norm {
 struct Normalizer(Norm);
 
 pub(super) fn normalizer(a: &Attrs) -> Result<Arc<dyn Kernel>, String> {
-    Ok(Arc::new(Normalizer(
-        match a.string("norm").as_deref().unwrap_or("MAX") {
-            "MAX" => Norm::Max,
-            "L1" => Norm::L1,
-            "L2" => Norm::L2,
-            other => return Err(format!("unknown norm `{other}`")),
-        },
-    )))
+    Ok(Arc::new(Normalizer(match a.string("norm").as_deref().unwrap_or("MAX") {
+        "MAX" => Norm::Max,
+        "L1" => Norm::L1,
+        "L2" => Norm::L2,
+        other => return Err(format!("unknown norm `{other}`")),
+    })))
 }
 
 impl Kernel for Normalizer {

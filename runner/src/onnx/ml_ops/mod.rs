@@ -32,24 +32,16 @@ use tract_onnx::tract_hir::tract_core::ops::cast::cast;
 /// versions of `TreeEnsembleClassifier`, the linear models, `Normalizer` and
 /// `ArrayFeatureExtractor`).
 pub fn register(reg: &mut OnnxOpRegister) {
-    reg.insert("TreeEnsembleClassifier", |_, node| {
-        build(node, trees_op::classifier)
-    });
-    reg.insert("TreeEnsembleRegressor", |_, node| {
-        build(node, trees_op::regressor)
-    });
+    reg.insert("TreeEnsembleClassifier", |_, node| build(node, trees_op::classifier));
+    reg.insert("TreeEnsembleRegressor", |_, node| build(node, trees_op::regressor));
     reg.insert("Scaler", |_, node| build(node, preprocess::scaler));
     reg.insert("Imputer", |_, node| build(node, preprocess::imputer));
     reg.insert("SVMClassifier", |_, node| build(node, svm::classifier));
     reg.insert("SVMRegressor", |_, node| build(node, svm::regressor));
-    reg.insert("LinearClassifier", |_, node| {
-        build(node, linear::classifier)
-    });
+    reg.insert("LinearClassifier", |_, node| build(node, linear::classifier));
     reg.insert("LinearRegressor", |_, node| build(node, linear::regressor));
     reg.insert("Normalizer", |_, node| build(node, linear::normalizer));
-    reg.insert("ArrayFeatureExtractor", |_, _| {
-        Ok((expand(ArrayFeatureExtractor), vec![]))
-    });
+    reg.insert("ArrayFeatureExtractor", |_, _| Ok((expand(ArrayFeatureExtractor), vec![])));
 }
 
 /// `ArrayFeatureExtractor` as onnxruntime runs it: a scalar index still gives a last axis of
@@ -63,21 +55,12 @@ impl Expansion for ArrayFeatureExtractor {
         "ArrayFeatureExtractor".into()
     }
 
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
+    fn rules<'r, 'p: 'r, 's: 'r>(&'s self, s: &mut Solver<'r>, inputs: &'p [TensorProxy], outputs: &'p [TensorProxy]) -> InferenceResult {
         check_input_arity(inputs, 2)?;
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
         s.equals(&inputs[1].datum_type, i64::datum_type())?;
-        s.given_2(
-            &inputs[0].rank,
-            &inputs[1].rank,
-            move |s, x_rank, i_rank| s.equals(&outputs[0].rank, x_rank - 1 + i_rank.max(1)),
-        )?;
+        s.given_2(&inputs[0].rank, &inputs[1].rank, move |s, x_rank, i_rank| s.equals(&outputs[0].rank, x_rank - 1 + i_rank.max(1)))?;
         s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, x, indices| {
             let mut shape: TVec<TDim> = x.iter().take(x.len().saturating_sub(1)).cloned().collect();
             if indices.is_empty() {
@@ -90,26 +73,14 @@ impl Expansion for ArrayFeatureExtractor {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         use tract_onnx::tract_hir::tract_core::ops::array::Gather;
         let axis = model.outlet_fact(inputs[0])?.rank().saturating_sub(1);
         let mut indices = inputs[1];
         if model.outlet_fact(indices)?.rank() == 0 {
             indices = model.wire_node(format!("{prefix}.as_1d"), AxisOp::Add(0), &[indices])?[0];
         }
-        model.wire_node(
-            prefix,
-            Gather {
-                axis,
-                output_type: None,
-            },
-            &[inputs[0], indices],
-        )
+        model.wire_node(prefix, Gather { axis, output_type: None }, &[inputs[0], indices])
     }
 }
 
@@ -121,29 +92,17 @@ impl Expansion for ArrayFeatureExtractor {
 /// the nodes their fast path does not cover.
 pub(crate) fn stock_op(op: &str, ctx: &ParsingContext, node: &NodeProto) -> Built {
     static STOCK: OnceLock<OnnxOpRegister> = OnceLock::new();
-    let builder = STOCK
-        .get_or_init(|| tract_onnx::onnx().op_register)
-        .0
-        .get(op)
-        .ok_or_else(|| anyhow!("tract-onnx has no {op}"))?;
+    let builder = STOCK.get_or_init(|| tract_onnx::onnx().op_register).0.get(op).ok_or_else(|| anyhow!("tract-onnx has no {op}"))?;
     builder(ctx, node)
 }
 
 /// Whether `name` is a float constant (an initializer) of the model's graph.
 pub(crate) fn is_float_initializer(ctx: &ParsingContext, name: &str) -> bool {
-    ctx.model.graph.as_ref().is_some_and(|g| {
-        g.initializer
-            .iter()
-            .any(|t| t.name == name && t.data_type == DataType::Float as i32)
-    })
+    ctx.model.graph.as_ref().is_some_and(|g| g.initializer.iter().any(|t| t.name == name && t.data_type == DataType::Float as i32))
 }
 
 /// Rules of an op with one input and one output of the same datum type and shape.
-pub(crate) fn rules_like_input<'r, 'p: 'r>(
-    s: &mut Solver<'r>,
-    inputs: &'p [TensorProxy],
-    outputs: &'p [TensorProxy],
-) -> InferenceResult {
+pub(crate) fn rules_like_input<'r, 'p: 'r>(s: &mut Solver<'r>, inputs: &'p [TensorProxy], outputs: &'p [TensorProxy]) -> InferenceResult {
     check_input_arity(inputs, 1)?;
     check_output_arity(outputs, 1)?;
     s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
@@ -234,11 +193,7 @@ pub(crate) use typed_op_like_input;
 /// A test's copy of an output tensor's values.
 #[cfg(test)]
 fn values<T: Datum>(t: &Tensor) -> Vec<T> {
-    t.try_as_plain_ram()
-        .unwrap()
-        .as_slice::<T>()
-        .unwrap()
-        .to_vec()
+    t.try_as_plain_ram().unwrap().as_slice::<T>().unwrap().to_vec()
 }
 
 type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
@@ -246,11 +201,7 @@ type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 /// Parses a node into a kernel; a refusal names the node and says why.
 fn build(node: &NodeProto, parse: fn(&Attrs) -> Result<Arc<dyn Kernel>, String>) -> Built {
     let kernel = parse(&Attrs(node)).map_err(|e| {
-        let name = if node.name.is_empty() {
-            node.output.first().map(String::as_str).unwrap_or("")
-        } else {
-            &node.name
-        };
+        let name = if node.name.is_empty() { node.output.first().map(String::as_str).unwrap_or("") } else { &node.name };
         anyhow!("`{}` node `{name}`: {e}", node.op_type)
     })?;
     Ok((expand(MlExpansion(kernel)), vec![]))
@@ -277,10 +228,7 @@ pub struct OutputSpec {
 impl OutputSpec {
     /// An f32 output (scores, values).
     fn f32(width: Width) -> OutputSpec {
-        OutputSpec {
-            datum_type: DatumType::F32,
-            width,
-        }
+        OutputSpec { datum_type: DatumType::F32, width }
     }
 }
 
@@ -335,30 +283,18 @@ impl ClassLabels {
 
     /// A classifier's outputs: a label per row, then `scores` f32 scores per row.
     fn outputs(&self, scores: usize) -> Vec<OutputSpec> {
-        vec![
-            OutputSpec {
-                datum_type: self.datum_type(),
-                width: Width::Rank1,
-            },
-            OutputSpec::f32(Width::Fixed(scores)),
-        ]
+        vec![OutputSpec { datum_type: self.datum_type(), width: Width::Rank1 }, OutputSpec::f32(Width::Fixed(scores))]
     }
 
     /// The `[N]` label tensor for class indices.
     fn tensor(&self, indices: &[usize]) -> TractResult<Tensor> {
         Ok(match self {
             ClassLabels::Ints(v) => {
-                let labels: Vec<i64> = indices
-                    .iter()
-                    .map(|&i| v.get(i).copied().unwrap_or(0))
-                    .collect();
+                let labels: Vec<i64> = indices.iter().map(|&i| v.get(i).copied().unwrap_or(0)).collect();
                 tensor1(&labels)
             }
             ClassLabels::Strings(v) => {
-                let labels: Vec<String> = indices
-                    .iter()
-                    .map(|&i| v.get(i).cloned().unwrap_or_default())
-                    .collect();
+                let labels: Vec<String> = indices.iter().map(|&i| v.get(i).cloned().unwrap_or_default()).collect();
                 tract_ndarray::Array1::from(labels).into_tensor()
             }
         })
@@ -391,12 +327,7 @@ impl Attrs<'_> {
     }
 
     pub fn strings(&self, name: &str) -> Vec<String> {
-        self.get(name).map_or_else(Vec::new, |a| {
-            a.strings
-                .iter()
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
+        self.get(name).map_or_else(Vec::new, |a| a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
     }
 
     pub fn int(&self, name: &str) -> Option<i64> {
@@ -408,8 +339,7 @@ impl Attrs<'_> {
     }
 
     pub fn string(&self, name: &str) -> Option<String> {
-        self.get(name)
-            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        self.get(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
 
     /// Refuses the double-precision variants (`*_as_tensor`) of attributes this runner reads as
@@ -437,12 +367,7 @@ impl Expansion for MlExpansion {
         Ok(self.0.outputs().len())
     }
 
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
+    fn rules<'r, 'p: 'r, 's: 'r>(&'s self, s: &mut Solver<'r>, inputs: &'p [TensorProxy], outputs: &'p [TensorProxy]) -> InferenceResult {
         let specs = self.0.outputs();
         check_input_arity(inputs, 1)?;
         check_output_arity(outputs, specs.len())?;
@@ -465,21 +390,12 @@ impl Expansion for MlExpansion {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let mut input = inputs[0];
         if model.outlet_fact(input)?.datum_type != f32::datum_type() {
             // Integer or double features (after a Cast): the kernels compute in f32, as
             // onnxruntime does for float models.
-            input = model.wire_node(
-                format!("{prefix}.to_f32"),
-                cast(f32::datum_type()),
-                &[input],
-            )?[0];
+            input = model.wire_node(format!("{prefix}.to_f32"), cast(f32::datum_type()), &[input])?[0];
         }
         model.wire_node(prefix, MlOp(self.0.clone()), &[input])
     }
@@ -513,18 +429,12 @@ impl EvalOp for MlOp {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
         let &[rows, stride] = x.shape() else {
-            bail!(
-                "{} expects a [rows, features] input, got {:?}",
-                self.0.name(),
-                x.shape()
-            );
+            bail!("{} expects a [rows, features] input, got {:?}", self.0.name(), x.shape());
         };
         if stride == 0 {
             bail!("{} got rows of no values", self.0.name());
         }
-        self.0
-            .check_features(stride)
-            .map_err(|e| anyhow!("{}: {e}", self.0.name()))?;
+        self.0.check_features(stride).map_err(|e| anyhow!("{}: {e}", self.0.name()))?;
         let plain = x.try_as_plain_ram()?;
         let values = plain.as_slice::<f32>()?;
         let out = self.0.run(values, rows, stride)?;
@@ -536,17 +446,11 @@ impl TypedOp for MlOp {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let shape = inputs[0].shape.dims();
         let [n, f] = shape else {
-            bail!(
-                "{} expects a [rows, features] input, got {:?}",
-                self.0.name(),
-                inputs[0].shape
-            );
+            bail!("{} expects a [rows, features] input, got {:?}", self.0.name(), inputs[0].shape);
         };
         if let Some(features) = f.as_i64().and_then(|v| usize::try_from(v).ok()) {
             // At load time: a model whose rows are too short for its operator is refused here.
-            self.0
-                .check_features(features)
-                .map_err(|e| anyhow!("{}: {e}", self.0.name()))?;
+            self.0.check_features(features).map_err(|e| anyhow!("{}: {e}", self.0.name()))?;
         }
         Ok(self
             .0
@@ -569,11 +473,7 @@ mod trees_op {
     use super::*;
 
     fn attributes(a: &Attrs, leaf: &str, n_targets: usize) -> Result<Attributes, String> {
-        a.refuse_tensors(&[
-            "nodes_values_as_tensor",
-            "base_values_as_tensor",
-            &format!("{leaf}_weights_as_tensor"),
-        ])?;
+        a.refuse_tensors(&["nodes_values_as_tensor", "base_values_as_tensor", &format!("{leaf}_weights_as_tensor")])?;
         let aggregate = match a.string("aggregate_function") {
             Some(s) => Aggregate::parse(&s)?,
             None => Aggregate::Sum,
@@ -632,10 +532,7 @@ mod trees_op {
 
         fn run(&self, x: &[f32], rows: usize, stride: usize) -> TractResult<TVec<Tensor>> {
             let (labels, scores) = self.ensemble.classify(x, rows, stride);
-            Ok(tvec!(
-                self.labels.tensor(&labels)?,
-                matrix(scores, rows, self.labels.len())?
-            ))
+            Ok(tvec!(self.labels.tensor(&labels)?, matrix(scores, rows, self.labels.len())?))
         }
     }
 
@@ -674,10 +571,7 @@ mod trees_op {
 
     fn check_tree_features(e: &TreeEnsemble, features: usize) -> Result<(), String> {
         if features < e.n_features() {
-            return Err(format!(
-                "the trees read feature {} but rows have {features} values",
-                e.n_features() - 1
-            ));
+            return Err(format!("the trees read feature {} but rows have {features} values", e.n_features() - 1));
         }
         Ok(())
     }

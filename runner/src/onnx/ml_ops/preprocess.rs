@@ -14,10 +14,7 @@ fn per_feature(values: &[f32], name: &str, features: usize) -> Result<(), String
     if values.len() == 1 || values.len() == features {
         Ok(())
     } else {
-        Err(format!(
-            "`{name}` has {} values for {features} features",
-            values.len()
-        ))
+        Err(format!("`{name}` has {} values for {features} features", values.len()))
     }
 }
 
@@ -68,10 +65,7 @@ impl Kernel for Scaler {
 
     fn input_affine(&self, features: usize) -> Option<(Vec<f32>, Vec<f32>)> {
         self.check_features(features).ok()?;
-        Some((
-            expand(&self.offset, features),
-            expand(&self.scale, features),
-        ))
+        Some((expand(&self.offset, features), expand(&self.scale, features)))
     }
 }
 
@@ -143,38 +137,20 @@ mod tests {
 
     #[test]
     fn scaler_broadcasts_one_value_or_uses_one_per_feature() {
-        let k = Scaler {
-            offset: vec![1.0, 2.0],
-            scale: vec![10.0],
-        };
+        let k = Scaler { offset: vec![1.0, 2.0], scale: vec![10.0] };
         assert_eq!(run(&k, &[1.0, 2.0, 3.0, 5.0], 2), [0.0, 0.0, 20.0, 30.0]);
         assert!(k.check_features(2).is_ok());
-        assert!(k
-            .check_features(3)
-            .unwrap_err()
-            .contains("`offset` has 2 values for 3"));
+        assert!(k.check_features(3).unwrap_err().contains("`offset` has 2 values for 3"));
     }
 
     #[test]
     fn imputer_replaces_nan_or_the_given_value() {
-        let k = Imputer {
-            imputed: vec![7.0, 8.0],
-            replaced: f32::NAN,
-        };
-        assert_eq!(
-            run(&k, &[f32::NAN, 1.0, 2.0, f32::NAN], 2),
-            [7.0, 1.0, 2.0, 8.0]
-        );
-        let k = Imputer {
-            imputed: vec![9.0],
-            replaced: -1.0,
-        };
+        let k = Imputer { imputed: vec![7.0, 8.0], replaced: f32::NAN };
+        assert_eq!(run(&k, &[f32::NAN, 1.0, 2.0, f32::NAN], 2), [7.0, 1.0, 2.0, 8.0]);
+        let k = Imputer { imputed: vec![9.0], replaced: -1.0 };
         let out = run(&k, &[-1.0, 1.0, f32::NAN, -1.0], 2);
         assert_eq!(out[..2], [9.0, 1.0]);
-        assert!(
-            out[2].is_nan(),
-            "NaN is not missing when the missing value is -1"
-        );
+        assert!(out[2].is_nan(), "NaN is not missing when the missing value is -1");
         assert_eq!(out[3], 9.0);
     }
 }

@@ -27,19 +27,13 @@ impl KernelType {
             [g, c, d, ..] => (*g, *c, *d),
             _ => return Err("`kernel_params` needs gamma, coef0 and degree".into()),
         };
-        Ok(
-            match a.string("kernel_type").as_deref().unwrap_or("LINEAR") {
-                "LINEAR" => KernelType::Linear,
-                "POLY" => KernelType::Poly {
-                    gamma,
-                    coef0,
-                    degree,
-                },
-                "RBF" => KernelType::Rbf { gamma },
-                "SIGMOID" => KernelType::Sigmoid { gamma, coef0 },
-                other => return Err(format!("unknown kernel type `{other}`")),
-            },
-        )
+        Ok(match a.string("kernel_type").as_deref().unwrap_or("LINEAR") {
+            "LINEAR" => KernelType::Linear,
+            "POLY" => KernelType::Poly { gamma, coef0, degree },
+            "RBF" => KernelType::Rbf { gamma },
+            "SIGMOID" => KernelType::Sigmoid { gamma, coef0 },
+            other => return Err(format!("unknown kernel type `{other}`")),
+        })
     }
 
     /// `k(x, v)`, computed as onnxruntime does (a dot product plus `bias` for LINEAR).
@@ -47,11 +41,7 @@ impl KernelType {
         let dot = || x.iter().zip(v).map(|(a, b)| a * b).sum::<f32>();
         match self {
             KernelType::Linear => dot() + bias,
-            KernelType::Poly {
-                gamma,
-                coef0,
-                degree,
-            } => {
+            KernelType::Poly { gamma, coef0, degree } => {
                 let base = gamma * dot() + coef0;
                 if degree == 2.0 {
                     base * base
@@ -116,10 +106,7 @@ pub(super) fn classifier(a: &Attrs) -> Result<Arc<dyn Kernel>, String> {
     let features;
     if vectors > 0 {
         if counts.len() != classes {
-            return Err(format!(
-                "`vectors_per_class` has {} values for {classes} classes",
-                counts.len()
-            ));
+            return Err(format!("`vectors_per_class` has {} values for {classes} classes", counts.len()));
         }
         if support_vectors.is_empty() || !support_vectors.len().is_multiple_of(vectors) {
             return Err("`support_vectors` does not hold whole vectors".into());
@@ -196,9 +183,7 @@ impl Classifier {
             }
             let (best, max) = argmax(out);
             let label = if classes == 2 {
-                if (self.weights_all_positive && max >= 0.5)
-                    || (max > 0.0 && !self.weights_all_positive)
-                {
+                if (self.weights_all_positive && max >= 0.5) || (max > 0.0 && !self.weights_all_positive) {
                     1
                 } else {
                     best
@@ -211,11 +196,7 @@ impl Classifier {
         }
 
         kernels.clear();
-        kernels.extend(
-            self.support_vectors
-                .chunks_exact(self.features)
-                .map(|v| self.kernel.eval(x, v, 0.0)),
-        );
+        kernels.extend(self.support_vectors.chunks_exact(self.features).map(|v| self.kernel.eval(x, v, 0.0)));
         let vectors = kernels.len();
         let mut votes = vec![0u32; classes];
         let mut decisions = Vec::with_capacity(classes * (classes - 1) / 2);
@@ -247,10 +228,7 @@ impl Classifier {
             let mut index = 0;
             for i in 0..classes - 1 {
                 for j in i + 1..classes {
-                    let p = 1.0
-                        - super::trees::logistic(
-                            decisions[index] * self.prob_a[index] + self.prob_b[index],
-                        );
+                    let p = 1.0 - super::trees::logistic(decisions[index] * self.prob_a[index] + self.prob_b[index]);
                     let p = p.clamp(1.0e-7, 1.0 - 1.0e-7);
                     pairwise[i * classes + j] = p;
                     pairwise[j * classes + i] = 1.0 - p;
@@ -260,11 +238,7 @@ impl Classifier {
             multiclass_probability(classes, &pairwise, out);
         } else if classes == 2 {
             let s = decisions[0];
-            out.copy_from_slice(&if self.post_transform == PostTransform::None {
-                [-s, s]
-            } else {
-                [1.0 - s, s]
-            });
+            out.copy_from_slice(&if self.post_transform == PostTransform::None { [-s, s] } else { [1.0 - s, s] });
         } else {
             out.copy_from_slice(&decisions);
             self.post_transform.apply(out);
@@ -344,17 +318,10 @@ impl Kernel for Classifier {
         let mut scores = vec![0f32; rows * w];
         let mut labels = Vec::with_capacity(rows);
         let mut kernels = Vec::new();
-        for (row, out) in x
-            .chunks_exact(stride)
-            .take(rows)
-            .zip(scores.chunks_exact_mut(w))
-        {
+        for (row, out) in x.chunks_exact(stride).take(rows).zip(scores.chunks_exact_mut(w)) {
             labels.push(self.row(&row[..self.features], &mut kernels, out));
         }
-        Ok(tvec!(
-            self.labels.tensor(&labels)?,
-            matrix(scores, rows, w)?
-        ))
+        Ok(tvec!(self.labels.tensor(&labels)?, matrix(scores, rows, w)?))
     }
 }
 
@@ -362,9 +329,7 @@ fn check(expected: usize, features: usize) -> Result<(), String> {
     if features == expected {
         Ok(())
     } else {
-        Err(format!(
-            "it was trained on {expected} features but rows have {features} values"
-        ))
+        Err(format!("it was trained on {expected} features but rows have {features} values"))
     }
 }
 
@@ -382,8 +347,7 @@ pub(super) fn regressor(a: &Attrs) -> Result<Arc<dyn Kernel>, String> {
     let support_vectors = a.floats("support_vectors").to_vec();
     let coefficients = a.floats("coefficients").to_vec();
     let rho = a.floats("rho").first().copied().unwrap_or(0.0);
-    let vectors = usize::try_from(a.int("n_supports").unwrap_or(0))
-        .map_err(|_| "`n_supports` is negative")?;
+    let vectors = usize::try_from(a.int("n_supports").unwrap_or(0)).map_err(|_| "`n_supports` is negative")?;
     let mut kernel = KernelType::parse(a)?;
     let features = if vectors > 0 {
         if !support_vectors.len().is_multiple_of(vectors) || coefficients.len() != vectors {
@@ -397,14 +361,7 @@ pub(super) fn regressor(a: &Attrs) -> Result<Arc<dyn Kernel>, String> {
     if features == 0 {
         return Err("the model has no coefficients".into());
     }
-    Ok(Arc::new(Regressor {
-        kernel,
-        features,
-        support_vectors,
-        coefficients,
-        rho,
-        one_class: a.int("one_class").unwrap_or(0) != 0,
-    }))
+    Ok(Arc::new(Regressor { kernel, features, support_vectors, coefficients, rho, one_class: a.int("one_class").unwrap_or(0) != 0 }))
 }
 
 impl Kernel for Regressor {
@@ -458,10 +415,7 @@ mod tests {
         let r = [0.0, 0.8, 0.2, 0.0];
         let mut p = [0.0; 2];
         multiclass_probability(2, &r, &mut p);
-        assert!(
-            (p[0] - 0.8).abs() < 1e-3 && (p[1] - 0.2).abs() < 1e-3,
-            "{p:?}"
-        );
+        assert!((p[0] - 0.8).abs() < 1e-3 && (p[1] - 0.2).abs() < 1e-3, "{p:?}");
     }
 
     #[test]
@@ -478,26 +432,8 @@ mod tests {
     fn kernels() {
         let (x, v) = ([1.0, 2.0], [3.0, -1.0]);
         assert_eq!(KernelType::Linear.eval(&x, &v, 0.5), 1.5);
-        assert_eq!(
-            KernelType::Poly {
-                gamma: 2.0,
-                coef0: 1.0,
-                degree: 2.0
-            }
-            .eval(&x, &v, 0.0),
-            9.0
-        );
-        assert_eq!(
-            KernelType::Rbf { gamma: 0.5 }.eval(&x, &v, 0.0),
-            (-6.5f32).exp()
-        );
-        assert_eq!(
-            KernelType::Sigmoid {
-                gamma: 1.0,
-                coef0: 0.0
-            }
-            .eval(&x, &v, 0.0),
-            1f32.tanh()
-        );
+        assert_eq!(KernelType::Poly { gamma: 2.0, coef0: 1.0, degree: 2.0 }.eval(&x, &v, 0.0), 9.0);
+        assert_eq!(KernelType::Rbf { gamma: 0.5 }.eval(&x, &v, 0.0), (-6.5f32).exp());
+        assert_eq!(KernelType::Sigmoid { gamma: 1.0, coef0: 0.0 }.eval(&x, &v, 0.0), 1f32.tanh());
     }
 }

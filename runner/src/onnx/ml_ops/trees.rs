@@ -200,14 +200,10 @@ impl TreeEnsemble {
         }
         let missing = &a.nodes_missing_value_tracks_true;
         if !missing.is_empty() && missing.len() != n {
-            return Err(format!(
-                "`nodes_missing_value_tracks_true` has {} values for {n} nodes",
-                missing.len()
-            ));
+            return Err(format!("`nodes_missing_value_tracks_true` has {} values for {n} nodes", missing.len()));
         }
         let w = a.target_ids.len();
-        if a.target_nodeids.len() != w || a.target_treeids.len() != w || a.target_weights.len() != w
-        {
+        if a.target_nodeids.len() != w || a.target_treeids.len() != w || a.target_weights.len() != w {
             return Err("the leaf weight attributes differ in length".into());
         }
         if a.n_targets == 0 {
@@ -251,10 +247,7 @@ impl TreeEnsemble {
             match index.get(&key) {
                 Some(&c) if c != i => Ok(c),
                 Some(_) => Err(format!("node {} of tree {} is its own child", key.1, key.0)),
-                None => Err(format!(
-                    "node {} of tree {} has a {which} child {id} that does not exist",
-                    a.nodes_nodeids[i], key.0
-                )),
+                None => Err(format!("node {} of tree {} has a {which} child {id} that does not exist", a.nodes_nodeids[i], key.0)),
             }
         };
 
@@ -267,17 +260,11 @@ impl TreeEnsemble {
         for k in order {
             let key = (a.target_treeids[k], a.target_nodeids[k]);
             let Some(&node) = index.get(&key) else {
-                return Err(format!(
-                    "a weight names node {} of tree {}, which does not exist",
-                    key.1, key.0
-                ));
+                return Err(format!("a weight names node {} of tree {}, which does not exist", key.1, key.0));
             };
             let target = a.target_ids[k];
             if target < 0 || target as usize >= a.n_targets {
-                return Err(format!(
-                    "a weight is for target {target}, but there are {} targets",
-                    a.n_targets
-                ));
+                return Err(format!("a weight is for target {target}, but there are {} targets", a.n_targets));
             }
             if a.target_weights[k] < 0.0 {
                 weights_all_positive = false;
@@ -315,17 +302,9 @@ impl TreeEnsemble {
                     None => {
                         let lw = &leaf_weights[i];
                         let Some(&(_, first)) = lw.first() else {
-                            return Err(format!(
-                                "leaf {} of tree {} has no weight",
-                                a.nodes_nodeids[i], a.nodes_treeids[i]
-                            ));
+                            return Err(format!("leaf {} of tree {} has no weight", a.nodes_nodeids[i], a.nodes_treeids[i]));
                         };
-                        nodes.push(Node {
-                            feature: LEAF,
-                            value: first,
-                            a: weights.len() as u32,
-                            b: lw.len() as u32,
-                        });
+                        nodes.push(Node { feature: LEAF, value: first, a: weights.len() as u32, b: lw.len() as u32 });
                         weights.extend_from_slice(lw);
                     }
                     Some(mode) => {
@@ -405,12 +384,7 @@ impl TreeEnsemble {
         let mut p: Vec<(f32, bool)> = Vec::with_capacity(nt);
         for r in 0..rows {
             p.clear();
-            p.extend(
-                scores[r * nt..(r + 1) * nt]
-                    .iter()
-                    .copied()
-                    .zip(has[r * nt..(r + 1) * nt].iter().copied()),
-            );
+            p.extend(scores[r * nt..(r + 1) * nt].iter().copied().zip(has[r * nt..(r + 1) * nt].iter().copied()));
             let o = &mut out[r * nt..(r + 1) * nt];
             labels.push(self.finalize_classes(&mut p, o));
         }
@@ -427,35 +401,18 @@ impl TreeEnsemble {
             return (scores, has);
         }
         match (self.same_mode, self.has_missing_tracks) {
-            (Some(Mode::Leq), false) => {
-                self.accumulate::<Leq, false>(x, rows, stride, &mut scores, &mut has)
-            }
-            (Some(Mode::Leq), true) => {
-                self.accumulate::<Leq, true>(x, rows, stride, &mut scores, &mut has)
-            }
-            (Some(Mode::Lt), false) => {
-                self.accumulate::<Lt, false>(x, rows, stride, &mut scores, &mut has)
-            }
-            (Some(Mode::Gte), false) => {
-                self.accumulate::<Gte, false>(x, rows, stride, &mut scores, &mut has)
-            }
-            (Some(Mode::Gt), false) => {
-                self.accumulate::<Gt, false>(x, rows, stride, &mut scores, &mut has)
-            }
+            (Some(Mode::Leq), false) => self.accumulate::<Leq, false>(x, rows, stride, &mut scores, &mut has),
+            (Some(Mode::Leq), true) => self.accumulate::<Leq, true>(x, rows, stride, &mut scores, &mut has),
+            (Some(Mode::Lt), false) => self.accumulate::<Lt, false>(x, rows, stride, &mut scores, &mut has),
+            (Some(Mode::Gte), false) => self.accumulate::<Gte, false>(x, rows, stride, &mut scores, &mut has),
+            (Some(Mode::Gt), false) => self.accumulate::<Gt, false>(x, rows, stride, &mut scores, &mut has),
             (_, false) => self.accumulate::<AnyMode, false>(x, rows, stride, &mut scores, &mut has),
             (_, true) => self.accumulate::<AnyMode, true>(x, rows, stride, &mut scores, &mut has),
         }
         (scores, has)
     }
 
-    fn accumulate<C: Compare, const MISSING: bool>(
-        &self,
-        x: &[f32],
-        rows: usize,
-        stride: usize,
-        scores: &mut [f32],
-        has: &mut [bool],
-    ) {
+    fn accumulate<C: Compare, const MISSING: bool>(&self, x: &[f32], rows: usize, stride: usize, scores: &mut [f32], has: &mut [bool]) {
         let nt = self.n_targets;
         let nodes = self.nodes.as_slice();
         for start in (0..rows).step_by(BLOCK_ROWS) {
@@ -481,11 +438,7 @@ impl TreeEnsemble {
 
     /// One target (onnxruntime's `FinalizeScores1`): only a one-value base and PROBIT apply.
     fn finalize_single(&self, score: f32, has: bool) -> f32 {
-        let origin = if self.base_values.len() == 1 {
-            self.base_values[0]
-        } else {
-            0.0
-        };
+        let origin = if self.base_values.len() == 1 { self.base_values[0] } else { 0.0 };
         match self.aggregate {
             Aggregate::Sum => score + origin,
             Aggregate::Average => score / self.roots.len() as f32 + origin,
@@ -584,11 +537,8 @@ impl TreeEnsemble {
             0.0
         };
         let label = if self.binary_case {
-            let (positive, class) = if self.weights_all_positive {
-                (pos_weight > 0.5, SecondClass::Positive)
-            } else {
-                (pos_weight > 0.0, SecondClass::Mixed)
-            };
+            let (positive, class) =
+                if self.weights_all_positive { (pos_weight > 0.5, SecondClass::Positive) } else { (pos_weight > 0.0, SecondClass::Mixed) };
             second_class = class;
             usize::from(positive)
         } else {
@@ -656,9 +606,7 @@ impl PostTransform {
         match self {
             PostTransform::Softmax => crate::onnx::rowwise::softmax_rows(values, width),
             PostTransform::None => {}
-            _ => values
-                .chunks_exact_mut(width.max(1))
-                .for_each(|row| self.apply(row)),
+            _ => values.chunks_exact_mut(width.max(1)).for_each(|row| self.apply(row)),
         }
     }
 
@@ -795,10 +743,7 @@ mod tests {
     /// One stump per entry: `x[feature] <mode> threshold` → leaf 1 (true) else leaf 2 (false),
     /// with weights `(target, true weight, false weight)`.
     fn stumps(stumps: &[Stump], n_targets: usize) -> Attributes {
-        let mut a = Attributes {
-            n_targets,
-            ..Default::default()
-        };
+        let mut a = Attributes { n_targets, ..Default::default() };
         for (tree, &(feature, mode, threshold, weights)) in stumps.iter().enumerate() {
             let tree = tree as i64;
             for (node, m) in [(0, mode), (1, "LEAF"), (2, "LEAF")] {
@@ -861,32 +806,17 @@ mod tests {
 
     #[test]
     fn mixed_modes_use_each_nodes_own_mode() {
-        let a = stumps(
-            &[
-                (0, "BRANCH_LT", 1.0, &[(0, 1.0, 0.0)]),
-                (0, "BRANCH_EQ", 1.0, &[(0, 10.0, 0.0)]),
-            ],
-            1,
-        );
+        let a = stumps(&[(0, "BRANCH_LT", 1.0, &[(0, 1.0, 0.0)]), (0, "BRANCH_EQ", 1.0, &[(0, 10.0, 0.0)])], 1);
         assert_eq!(TreeEnsemble::new(&a).unwrap().same_mode, None);
         assert_eq!(regress(&a, &[&[0.5], &[1.0], &[1.5]]), [1.0, 10.0, 0.0]);
     }
 
     #[test]
     fn missing_values_follow_their_track() {
-        let mut a = stumps(
-            &[
-                (0, "BRANCH_LEQ", 1.0, &[(0, 1.0, 0.0)]),
-                (1, "BRANCH_LEQ", 1.0, &[(0, 10.0, 0.0)]),
-            ],
-            1,
-        );
+        let mut a = stumps(&[(0, "BRANCH_LEQ", 1.0, &[(0, 1.0, 0.0)]), (1, "BRANCH_LEQ", 1.0, &[(0, 10.0, 0.0)])], 1);
         // Tree 0's root sends NaN to the true child; tree 1's does not.
         a.nodes_missing_value_tracks_true = vec![1, 0, 0, 0, 0, 0];
-        assert_eq!(
-            regress(&a, &[&[f32::NAN, f32::NAN], &[2.0, 0.0]]),
-            [1.0, 10.0]
-        );
+        assert_eq!(regress(&a, &[&[f32::NAN, f32::NAN], &[2.0, 0.0]]), [1.0, 10.0]);
         // Without tracks, NaN compares false everywhere (true only for NEQ).
         a.nodes_missing_value_tracks_true.clear();
         assert_eq!(regress(&a, &[&[f32::NAN, f32::NAN]]), [0.0]);
@@ -897,10 +827,7 @@ mod tests {
     #[test]
     fn deeper_trees_walk_the_false_child_first_layout() {
         // x0 <= 0 ? (x1 <= 0 ? 1 : 2) : (x1 <= 0 ? 3 : 4), node ids deliberately shuffled.
-        let mut a = Attributes {
-            n_targets: 1,
-            ..Default::default()
-        };
+        let mut a = Attributes { n_targets: 1, ..Default::default() };
         let nodes = [
             (5, "BRANCH_LEQ", 0, 2, 9),
             (2, "BRANCH_LEQ", 1, 7, 0),
@@ -931,10 +858,7 @@ mod tests {
 
     #[test]
     fn aggregates_sum_average_min_max_with_base_values() {
-        let trees: [Stump; 2] = [
-            (0, "BRANCH_LEQ", 0.0, &[(0, 1.0, 2.0)]),
-            (0, "BRANCH_LEQ", 0.0, &[(0, 5.0, 7.0)]),
-        ];
+        let trees: [Stump; 2] = [(0, "BRANCH_LEQ", 0.0, &[(0, 1.0, 2.0)]), (0, "BRANCH_LEQ", 0.0, &[(0, 5.0, 7.0)])];
         let mut a = stumps(&trees, 1);
         a.base_values = vec![100.0];
         for (agg, expected) in [
@@ -950,10 +874,7 @@ mod tests {
 
     #[test]
     fn multi_target_regressor_adds_base_values_per_target_and_post_transforms() {
-        let mut a = stumps(
-            &[(0, "BRANCH_LEQ", 0.0, &[(0, 1.0, 2.0), (1, 3.0, 4.0)])],
-            2,
-        );
+        let mut a = stumps(&[(0, "BRANCH_LEQ", 0.0, &[(0, 1.0, 2.0), (1, 3.0, 4.0)])], 2);
         a.base_values = vec![10.0, 20.0];
         close(&regress(&a, &[&[-1.0], &[1.0]]), &[11.0, 23.0, 12.0, 24.0]);
         a.post_transform = PostTransform::Softmax;
@@ -990,18 +911,8 @@ mod tests {
     fn multiclass_forest_averages_votes() {
         // Random-forest style: every leaf votes for every class, weights pre-divided.
         let trees: [Stump; 2] = [
-            (
-                0,
-                "BRANCH_LEQ",
-                0.0,
-                &[(0, 0.5, 0.0), (1, 0.0, 0.25), (2, 0.0, 0.25)],
-            ),
-            (
-                0,
-                "BRANCH_LEQ",
-                0.5,
-                &[(0, 0.5, 0.0), (1, 0.0, 0.0), (2, 0.0, 0.5)],
-            ),
+            (0, "BRANCH_LEQ", 0.0, &[(0, 0.5, 0.0), (1, 0.0, 0.25), (2, 0.0, 0.25)]),
+            (0, "BRANCH_LEQ", 0.5, &[(0, 0.5, 0.0), (1, 0.0, 0.0), (2, 0.0, 0.5)]),
         ];
         let a = stumps(&trees, 3);
         let (labels, scores) = classify(&a, &[&[-1.0], &[0.25], &[1.0]]);
@@ -1012,10 +923,7 @@ mod tests {
     #[test]
     fn binary_forest_voting_for_one_class_gives_the_complement() {
         // skl2onnx's binary random forest: leaves hold P(class 1) under class id 0, no base.
-        let trees: [Stump; 2] = [
-            (0, "BRANCH_LEQ", 0.0, &[(0, 0.1, 0.4)]),
-            (0, "BRANCH_LEQ", 0.5, &[(0, 0.2, 0.45)]),
-        ];
+        let trees: [Stump; 2] = [(0, "BRANCH_LEQ", 0.0, &[(0, 0.1, 0.4)]), (0, "BRANCH_LEQ", 0.5, &[(0, 0.2, 0.45)])];
         let a = stumps(&trees, 2);
         let (labels, scores) = classify(&a, &[&[-1.0], &[0.25], &[1.0]]);
         assert_eq!(labels, [0, 1, 1], "class 1 wins above 0.5");
@@ -1033,10 +941,7 @@ mod tests {
         a.post_transform = PostTransform::Logistic;
         let (labels, scores) = classify(&a, &[&[-1.0], &[1.0]]);
         assert_eq!(labels, [0, 1]);
-        close(
-            &scores,
-            &[logistic(1.5), logistic(-1.5), logistic(-1.5), logistic(1.5)],
-        );
+        close(&scores, &[logistic(1.5), logistic(-1.5), logistic(-1.5), logistic(1.5)]);
         // Without a post transform the margin is written as [-s, s].
         a.post_transform = PostTransform::None;
         close(&classify(&a, &[&[1.0]]).1, &[-1.5, 1.5]);
@@ -1062,10 +967,7 @@ mod tests {
 
     #[test]
     fn binary_voting_for_both_classes_compares_class_one_with_zero() {
-        let a = stumps(
-            &[(0, "BRANCH_LEQ", 0.0, &[(0, 0.9, 0.2), (1, 0.1, 0.8)])],
-            2,
-        );
+        let a = stumps(&[(0, "BRANCH_LEQ", 0.0, &[(0, 0.9, 0.2), (1, 0.1, 0.8)])], 2);
         let (labels, scores) = classify(&a, &[&[-1.0], &[1.0]]);
         // Not the "binary case" (votes for two classes): class 1 whenever its score is > 0.
         assert_eq!(labels, [1, 1]);
@@ -1114,22 +1016,11 @@ mod tests {
 
     #[test]
     fn big_batches_match_row_by_row() {
-        let trees: Vec<Stump> = (0..7)
-            .map(|i| {
-                (
-                    i % 3,
-                    "BRANCH_LEQ",
-                    i as f32 * 0.1,
-                    &[(0, 1.0, -1.0), (1, 0.5, 0.25)][..],
-                )
-            })
-            .collect();
+        let trees: Vec<Stump> = (0..7).map(|i| (i % 3, "BRANCH_LEQ", i as f32 * 0.1, &[(0, 1.0, -1.0), (1, 0.5, 0.25)][..])).collect();
         let a = stumps(&trees, 2);
         let e = TreeEnsemble::new(&a).unwrap();
         let rows = 1000;
-        let x: Vec<f32> = (0..rows * 3)
-            .map(|i| ((i * 37 % 101) as f32) / 100.0)
-            .collect();
+        let x: Vec<f32> = (0..rows * 3).map(|i| ((i * 37 % 101) as f32) / 100.0).collect();
         let all = e.regress(&x, rows, 3);
         for r in (0..rows).step_by(97) {
             assert_eq!(e.regress(&x[r * 3..r * 3 + 3], 1, 3), all[r * 2..r * 2 + 2]);
