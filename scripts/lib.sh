@@ -32,6 +32,7 @@ ensure_rust_tools() {
     say "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown || die "cannot add the wasm32 target (rustup needs the network once)"
   fi
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt || die "cannot add rustfmt"
   if [ "$(cargo leptos --version 2>/dev/null | awk '{print $2}')" != "$CARGO_LEPTOS_VERSION" ]; then
     say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 12 minutes on 2 cores, once)"
     cargo install cargo-leptos@"$CARGO_LEPTOS_VERSION" --locked

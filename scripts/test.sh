@@ -12,6 +12,9 @@ ensure_python3
 ensure_postgres
 ensure_rabbitmq
 
+say "formatting (rustfmt.toml)"
+cargo fmt --all --check || die "the tree is not formatted: run cargo fmt --all"
+
 say "ONNX model zoo: scikit-learn and PyTorch-style models with onnxruntime's outputs"
 scripts/zoo.sh
 
@@ -19,7 +22,7 @@ scripts/zoo.sh
 say "unit and integration tests (release profile)"
 # `app` is selected together with `server`, so it builds with the `ssr` feature the server
 # turns on, and nothing compiles twice.
-cargo test --release --no-fail-fast -p shared -p runner -p node-agent -p server -p app
+cargo test --release --no-fail-fast -p aiedge-core -p aiedge-store -p aiedge-services -p shared -p runner -p node-agent -p server -p app
 
 say "building the site (server + WASM)"
 cargo leptos build --release

@@ -19,7 +19,7 @@ pub struct AdminDashboard {
 pub async fn admin_overview() -> Result<AdminDashboard, ServerFnError> {
     backend::require_admin()?;
     let state = backend::state()?;
-    let users = backend::users::list(&state.db).await.map_err(backend::internal)?;
+    let users = aiedge_store::users::list(&state.db).await.map_err(backend::internal)?;
     let admins = users.iter().filter(|u| u.is_admin()).count();
     Ok(AdminDashboard { users, admins })
 }

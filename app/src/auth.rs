@@ -13,47 +13,8 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "ssr")]
 use crate::backend;
 
-/// The two roles. Admins see every resource; users see their own.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    User,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "user" => Some(Role::User),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
-
-/// What the pages may know of a user. Deliberately holds no password hash or token, so it is
-/// safe to serialize to the browser.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct UserView {
-    pub id: String,
-    pub email: String,
-    pub name: String,
-    pub role: Role,
-    pub created_at_ms: i64,
-}
-
-impl UserView {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-}
+pub use aiedge_core::views::UserView;
+pub use aiedge_core::Role;
 
 /// A reason a form was refused, as a stable code that is safe to put in a URL.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -230,13 +191,13 @@ pub async fn register(
         return Ok(backend::form_refused("/register", &errors, &keep));
     };
 
-    let user = match backend::users::register(&state, &email_norm, &password, name.as_deref()).await {
+    let user = match aiedge_store::users::register(&state.db, &email_norm, &password, name.as_deref()).await {
         Ok(user) => user,
-        Err(backend::users::RegisterError::EmailTaken) => {
+        Err(aiedge_store::users::RegisterError::EmailTaken) => {
             let errors = FormErrors { email: Some(FormError::EmailTaken), ..FormErrors::default() };
             return Ok(backend::form_refused("/register", &errors, &keep));
         }
-        Err(backend::users::RegisterError::Internal(e)) => {
+        Err(aiedge_store::users::RegisterError::Internal(e)) => {
             return Err(backend::internal(e));
         }
     };
@@ -261,10 +222,10 @@ pub async fn login(
     }
 
     let user = match normalize_email(&email) {
-        Ok(email) => backend::users::authenticate(&state, &email, &password).await.map_err(backend::internal)?,
+        Ok(email) => aiedge_store::users::authenticate(&state.db, &email, &password).await.map_err(backend::internal)?,
         Err(_) => {
             // Still spend the hashing time, so a malformed address is not told apart by timing.
-            backend::password::burn_verify_time(&password).await;
+            aiedge_store::password::burn_verify_time(&password).await;
             None
         }
     };

@@ -4,22 +4,10 @@
 use std::collections::HashMap;
 
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::nodes::NodeView;
 
-/// One point of a node's history.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Sample {
-    pub at_ms: i64,
-    pub free_cpu_pct: f64,
-    pub free_mem_pct: f64,
-    pub temperature_c: Option<f64>,
-    pub score: f64,
-}
-
-/// How many points a chart keeps (about five minutes at one a second).
-pub const HISTORY_POINTS: usize = 300;
+pub use aiedge_core::views::{Sample, HISTORY_POINTS};
 
 /// Appends each node's newest heartbeat to its history, once.
 pub fn record(history: &mut HashMap<String, Vec<Sample>>, nodes: &[NodeView]) {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use leptos::prelude::*;
 
 use crate::live::Sample;
-use crate::nodes::{NodeView, SetNodeState};
+use crate::nodes::{AdminState, NodeView, SetNodeState};
 
 fn pct(v: f64) -> String {
     format!("{v:.0} %")
@@ -85,22 +85,22 @@ pub fn NodeTable(
                     </tr>
                 </thead>
                 <tbody>
-                    <For each=move || nodes.get() key=|n| (n.id.clone(), n.status.clone(), n.admin_state.clone(), n.last_heartbeat_ms) let:n>
+                    <For each=move || nodes.get() key=|n| (n.id.clone(), n.status, n.admin_state, n.last_heartbeat_ms) let:n>
                         {
                             let id = n.id.clone();
                             let m = n.metrics.clone();
-                            let status = if n.admin_state == "enabled" { n.status.clone() } else { n.admin_state.clone() };
+                            let status = n.badge();
                             let points = move || history.with(|h| h.get(&id).cloned().unwrap_or_default());
                             let last = n.last_heartbeat_ms;
                             let node_id = n.id.clone();
                             view! {
-                                <tr data-node=n.name.clone() data-status=status.clone()>
+                                <tr data-node=n.name.clone() data-status=status>
                                     <td>
                                         <strong><a href=format!("/nodes/{}", n.id) data-testid="node-link">{n.name.clone()}</a></strong>
                                         <div class="muted small">{n.facts.as_ref().map(|f| format!("{} · {} · {} cores", f.hostname, f.arch, f.cpu_cores))}</div>
                                     </td>
                                     {admin.then(|| view! { <td>{n.owner_email.clone()}</td> })}
-                                    <td><span class=format!("badge {status}") data-testid="node-status">{status.clone()}</span></td>
+                                    <td><span class=format!("badge {status}") data-testid="node-status">{status}</span></td>
                                     <td>{m.as_ref().map(|m| pct(m.free_cpu_pct))}</td>
                                     <td>{m.as_ref().map(|m| pct(m.free_mem_pct))}</td>
                                     <td>{m.as_ref().map(|m| format!("{:.1} GiB", m.free_ram_gib))}</td>
@@ -136,9 +136,9 @@ pub fn NodeTable(
                                         let (a, b, c) = (node_id.clone(), node_id.clone(), node_id.clone());
                                         view! {
                                             <td><div class="actions">
-                                                <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: a.clone(), state: "disabled".into() }); }>"Disable"</button>
-                                                <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: b.clone(), state: "draining".into() }); }>"Drain"</button>
-                                                <button class="small danger" on:click=move |_| { set_state.dispatch(SetNodeState { id: c.clone(), state: "removed".into() }); }>"Remove"</button>
+                                                <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: a.clone(), state: AdminState::Disabled }); }>"Disable"</button>
+                                                <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: b.clone(), state: AdminState::Draining }); }>"Drain"</button>
+                                                <button class="small danger" on:click=move |_| { set_state.dispatch(SetNodeState { id: c.clone(), state: AdminState::Removed }); }>"Remove"</button>
                                             </div></td>
                                         }
                                     })}

@@ -95,13 +95,15 @@ async fn main() -> anyhow::Result<()> {
     let config = server::config::Cli::try_parse_from(cli)?.config;
 
     let state = server::build_state(&config).await?;
-    let owner = app::backend::users::create(&state.db, "bench@example.org", "bench password", None, app::auth::Role::User)
+    let owner = aiedge_store::users::create(&state.db, "bench@example.org", "bench password", None, app::auth::Role::User)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let t = Instant::now();
     let mut nodes = Vec::with_capacity(args.nodes);
     for i in 0..args.nodes {
-        let new = app::backend::nodes::add(&state, &owner.id, &format!("node-{i:05}")).await?;
+        let new =
+            aiedge_store::nodes::add(&state.db, &state.settings.thermal, &state.settings.public_url, &owner.id, &format!("node-{i:05}"))
+                .await?;
         let key = state.node_keys.key_for(&new.node.id);
         nodes.push((new.node.id, key));
     }
@@ -206,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Runs one real agent for `seconds` and reports its resident memory and CPU time.
 async fn idle_agent(state: &app::backend::AppState, owner_id: &str, bin: &std::path::Path, base: &str, seconds: u64) -> anyhow::Result<()> {
-    let new = app::backend::nodes::add(state, owner_id, "idle-agent").await?;
+    let new = aiedge_store::nodes::add(&state.db, &state.settings.thermal, &state.settings.public_url, owner_id, "idle-agent").await?;
     let dir = tempfile::tempdir()?;
     let mut child = std::process::Command::new(bin)
         .args(["run", "--server", base, "--token", &new.token, "--name", "idle-agent"])

@@ -4,9 +4,10 @@
 
 use std::io::{BufRead, IsTerminal};
 
+use aiedge_store::{users, Db};
 use anyhow::{bail, Context};
 use app::auth::{check_password, normalize_email, Role};
-use app::backend::{users, AppState, Db};
+use app::backend::AppState;
 
 pub fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     if from_stdin || !std::io::stdin().is_terminal() {
@@ -45,7 +46,7 @@ pub async fn add_node(state: &AppState, owner: &str, name: &str) -> anyhow::Resu
         bail!("no account with email {email}");
     };
     let name = app::nodes::check_node_name(name).map_err(|m| anyhow::anyhow!("name: {m}"))?;
-    let new = app::backend::nodes::add(state, &user.id, &name).await?;
+    let new = aiedge_store::nodes::add(&state.db, &state.settings.thermal, &state.settings.public_url, &user.id, &name).await?;
     Ok(format!(
         "node {} ({}) added for {email}\ntoken: {}\nexpires in 30 minutes\nrun on the machine:\n  {}",
         new.node.name, new.node.id, new.token, new.command
@@ -60,6 +61,6 @@ pub async fn create_token(state: &AppState, email: &str, name: &str) -> anyhow::
         bail!("no account with email {email}");
     };
     let name = app::jobs::check_name(name).map_err(|m| anyhow::anyhow!("name: {m}"))?;
-    let new = app::backend::api_tokens::create(&state.db, &user.id, &name).await?;
+    let new = aiedge_store::api_tokens::create(&state.db, &user.id, &name).await?;
     Ok(format!("API token {:?} created for {email} (shown only now):\n{}", new.token.name, new.secret))
 }

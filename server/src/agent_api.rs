@@ -13,7 +13,8 @@ use axum::{Extension, Json};
 use serde_json::json;
 use shared::wire::{Hello, RegisterRequest, RegisterResponse, HDR_SIGNATURE, HELLO_MAX_SKEW_MS};
 
-use app::backend::nodes::{self, RedeemError};
+use aiedge_core::AdminState;
+use aiedge_store::nodes::{self, RedeemError};
 use app::backend::AppState;
 
 use crate::broker::Broker;
@@ -74,11 +75,11 @@ pub async fn hello(State(state): State<AppState>, headers: HeaderMap, body: Byte
     if hello.node_id.len() > 64 || !shared::wire::verify(&state.node_keys.key_for(&hello.node_id), &body, signature) {
         return error(StatusCode::UNAUTHORIZED, "bad_signature", "signature does not match the node's key");
     }
-    if (app::backend::now_ms() - hello.sent_at_ms).abs() > HELLO_MAX_SKEW_MS {
+    if (aiedge_store::now_ms() - hello.sent_at_ms).abs() > HELLO_MAX_SKEW_MS {
         return error(StatusCode::UNAUTHORIZED, "stale", "check-in too old or clock too far off");
     }
     match nodes::auth_info(&state.db, &hello.node_id).await {
-        Ok(Some(auth)) if auth.admin_state != "removed" => Json(json!({ "admin_state": auth.admin_state })).into_response(),
+        Ok(Some(auth)) if auth.admin_state != AdminState::Removed => Json(json!({ "admin_state": auth.admin_state })).into_response(),
         Ok(_) => error(StatusCode::FORBIDDEN, "node_removed", "this node was removed; its credentials are revoked"),
         Err(e) => {
             tracing::error!(error = %e, "check-in lookup failed");

@@ -15,8 +15,10 @@ use sha2::{Digest, Sha256};
 use shared::jobs::{AttemptReport, FinishReport, Outcome, Proceed, HDR_BODY_SHA256, HDR_NODE, HDR_REQUEST_SIGNATURE, HDR_TIME};
 use shared::wire::HELLO_MAX_SKEW_MS;
 
-use app::backend::jobs::{self, Attachment, Finish, Unstarted, Verdict};
-use app::backend::{artifacts, nodes, now_ms, AppState};
+use aiedge_core::{AdminState, Verdict};
+use aiedge_store::jobs::{self, Attachment, Finish, Unstarted};
+use aiedge_store::{artifacts, nodes, now_ms};
+use app::backend::AppState;
 
 use crate::api::{send_artifact, ApiError, UploadLimits};
 use crate::scheduler::Dispatcher;
@@ -47,7 +49,7 @@ async fn verify(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
         return Err(unauthorized("signature does not match the node's key"));
     }
     match nodes::auth_info(&state.db, node_id).await? {
-        Some(auth) if auth.admin_state != "removed" => Ok(node_id.to_string()),
+        Some(auth) if auth.admin_state != AdminState::Removed => Ok(node_id.to_string()),
         _ => Err(ApiError::new(StatusCode::FORBIDDEN, "node_removed", "this node was removed; its credentials are revoked")),
     }
 }

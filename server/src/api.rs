@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use aiedge_core::JobStatus;
 use axum::body::Body;
 use axum::extract::{Multipart, Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,9 +21,10 @@ use shared::jobs::AppKind;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{OpenApi, ToSchema};
 
+use aiedge_store::artifacts::{self, StageError, Staged};
+use aiedge_store::{api_tokens, apps, jobs};
 use app::auth::UserView;
-use app::backend::artifacts::{self, StageError, Staged};
-use app::backend::{api_tokens, apps, jobs, AppState, CurrentUser};
+use app::backend::{AppState, CurrentUser};
 use app::jobs::{check_name, AppDetails, AppView, JobView, TensorLine};
 
 use crate::scheduler::Dispatcher;
@@ -80,6 +82,16 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         ApiError::internal(e)
+    }
+}
+
+impl From<aiedge_services::ServiceError> for ApiError {
+    fn from(e: aiedge_services::ServiceError) -> Self {
+        if let aiedge_services::ServiceError::Database(e) = &e {
+            return ApiError::internal(e);
+        }
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(status, e.code(), e.public_message())
     }
 }
 
@@ -363,7 +375,7 @@ pub async fn list_applications(
 async fn own_app(state: &AppState, user: &UserView, id: &str) -> ApiResult<apps::AppRecord> {
     apps::get(&state.db, id)
         .await?
-        .filter(|a| a.deleted_at.is_none() && (a.owner_id == user.id || user.is_admin()))
+        .filter(|a| a.deleted_at.is_none() && aiedge_core::may_manage(&user, &a.owner_id))
         .ok_or_else(|| ApiError::not_found("application"))
 }
 
@@ -491,7 +503,7 @@ async fn submit_job_inner(
 async fn visible_job(state: &AppState, user: &UserView, id: &str) -> ApiResult<jobs::JobRecord> {
     jobs::record(&state.db, id)
         .await?
-        .filter(|j| j.owner_id == user.id || user.is_admin())
+        .filter(|j| aiedge_core::may_manage(user, &j.owner_id))
         // Someone else's job answers exactly like a missing one.
         .ok_or_else(|| ApiError::not_found("job"))
 }
@@ -578,22 +590,11 @@ pub async fn get_job(
 pub async fn cancel_job(
     State(state): State<AppState>,
     Extension(session): Extension<CurrentUser>,
-    Extension(dispatcher): Extension<Dispatcher>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<JobView>> {
     let user = caller(&state, &headers, &session).await?;
-    match jobs::cancel(&state.db, &id, &user).await? {
-        jobs::CancelOutcome::Cancelled => {
-            state.job_ends.announce(&id);
-            dispatcher.wake();
-        }
-        jobs::CancelOutcome::AlreadyDone => {
-            return Err(ApiError::new(StatusCode::CONFLICT, "already_finished", "the job has already finished"))
-        }
-        jobs::CancelOutcome::NotFound => return Err(ApiError::not_found("job")),
-    }
-    Ok(Json(jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?))
+    Ok(Json(aiedge_services::jobs::cancel(&state.db, state.events.as_ref(), &user, &id).await?))
 }
 
 /// Streams an artifact as a download.
@@ -633,8 +634,8 @@ pub async fn download_result(
 ) -> ApiResult<Response> {
     let user = caller(&state, &headers, &session).await?;
     let job = visible_job(&state, &user, &id).await?;
-    let key = match (&job.result_key, job.status.as_str()) {
-        (Some(key), "succeeded") => key.clone(),
+    let key = match (&job.result_key, job.status) {
+        (Some(key), JobStatus::Succeeded) => key.clone(),
         _ => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

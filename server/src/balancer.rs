@@ -13,6 +13,7 @@
 //! still used when nothing else can take it). Ties go to the lowest node id, so the same inputs
 //! give the same answer.
 
+use aiedge_core::{AdminState, NodeStatus};
 use shared::jobs::{AppKind, Candidate};
 
 /// One node as the balancer sees it.
@@ -20,8 +21,8 @@ use shared::jobs::{AppKind, Candidate};
 pub struct NodeState {
     pub id: String,
     pub name: String,
-    pub status: String,
-    pub admin_state: String,
+    pub status: NodeStatus,
+    pub admin_state: AdminState,
     /// From the latest heartbeat; `None` before the first one.
     pub score: Option<f64>,
     /// At or above the critical temperature at the latest heartbeat.
@@ -60,10 +61,10 @@ pub struct Need {
 }
 
 fn excluded(node: &NodeState, need: &Need) -> Option<String> {
-    if node.status != "active" {
+    if node.status != NodeStatus::Active {
         return Some(format!("node is {}", node.status));
     }
-    if node.admin_state != "enabled" {
+    if !node.admin_state.takes_jobs() {
         return Some(format!("node is {}", node.admin_state));
     }
     if node.in_flight >= node.capacity() {
@@ -156,8 +157,8 @@ mod tests {
         NodeState {
             id: id.into(),
             name: id.into(),
-            status: "active".into(),
-            admin_state: "enabled".into(),
+            status: NodeStatus::Active,
+            admin_state: AdminState::Enabled,
             score: Some(score),
             overheated: false,
             perf: 0.2,
@@ -208,11 +209,11 @@ mod tests {
     #[test]
     fn ineligible_nodes_are_excluded_with_a_reason() {
         let mut dead = node("dead", 9.0);
-        dead.status = "dead".into();
+        dead.status = NodeStatus::Dead;
         let mut disabled = node("disabled", 9.0);
-        disabled.admin_state = "disabled".into();
+        disabled.admin_state = AdminState::Disabled;
         let mut draining = node("draining", 9.0);
-        draining.admin_state = "draining".into();
+        draining.admin_state = AdminState::Draining;
         let mut full = node("full", 9.0);
         full.in_flight = 4;
         let mut hot = node("hot", 0.0);
@@ -249,7 +250,7 @@ mod tests {
     #[test]
     fn nothing_eligible_means_no_pick_but_all_candidates_listed() {
         let mut n = node("a", 1.0);
-        n.status = "dead".into();
+        n.status = NodeStatus::Dead;
         let (best, cands) = pick(&onnx(), &[n]);
         assert_eq!(best, None);
         assert_eq!(cands.len(), 1);

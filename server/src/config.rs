@@ -197,7 +197,7 @@ impl Config {
     /// Checks what can be checked without connecting: URL shapes and the data directory.
     pub fn validate(&self) -> anyhow::Result<()> {
         let db = self.database_url();
-        if app::backend::db::Backend::from_url(&db).is_none() {
+        if aiedge_store::db::Backend::from_url(&db).is_none() {
             bail!("bad database URL {:?}: use sqlite://PATH or postgres://USER@HOST/DB", redact(&db));
         }
         let amqp = url::Url::parse(&self.amqp_url).with_context(|| format!("bad AMQP URL {:?}", redact(&self.amqp_url)))?;

@@ -27,8 +27,10 @@ use shared::wire::{self, Heartbeat, HDR_NODE_ID, HDR_SIGNATURE};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use app::backend::nodes::{self, Latest};
-use app::backend::{now_ms, AppState};
+use aiedge_core::{AdminState, NodeStatus};
+use aiedge_store::nodes::{self, Latest};
+use aiedge_store::now_ms;
+use app::backend::AppState;
 
 use crate::broker::Broker;
 use crate::scheduler::Dispatcher;
@@ -40,13 +42,14 @@ pub struct LivenessSettings {
 }
 
 struct LiveNode {
-    status: String,
+    status: NodeStatus,
     /// The agent process heartbeating for the node (see `Heartbeat::instance`).
     instance: Option<String>,
     last_seen: Instant,
     last_seq: Option<u64>,
-    /// The node's admin state as last read from the database, and when.
-    admin_state: String,
+    /// The node's admin state as last read from the database (none yet: read on the next
+    /// heartbeat), and when.
+    admin_state: Option<AdminState>,
     checked: Instant,
 }
 
@@ -99,16 +102,13 @@ impl Fleet {
     /// the server was down is declared dead after one timeout.
     pub async fn load(state: &AppState) -> Result<Self, sqlx::Error> {
         let fleet = Self::default();
-        let alive: Vec<(String, String, Option<String>)> =
-            sqlx::query_as("select id, status, agent_instance from nodes where status in ('active', 'stopping')")
-                .fetch_all(&state.db.pool)
-                .await?;
+        let alive = nodes::heard(&state.db).await?;
         let now = Instant::now();
         let mut nodes = fleet.nodes.lock().await;
         for (id, status, instance) in alive {
             // `checked` in the past: the admin state is read on the first heartbeat.
             let checked = now.checked_sub(AUTH_CACHE).unwrap_or(now);
-            nodes.insert(id, LiveNode { status, instance, last_seen: now, last_seq: None, admin_state: String::new(), checked });
+            nodes.insert(id, LiveNode { status, instance, last_seen: now, last_seq: None, admin_state: None, checked });
         }
         drop(nodes);
         Ok(fleet)
@@ -135,8 +135,8 @@ impl Fleet {
             let nodes = self.nodes.lock().await;
             nodes
                 .get(&node_id)
-                .filter(|n| !n.admin_state.is_empty() && n.checked.elapsed() < AUTH_CACHE)
-                .map(|n| nodes::NodeAuth { status: n.status.clone(), admin_state: n.admin_state.clone() })
+                .filter(|n| n.checked.elapsed() < AUTH_CACHE)
+                .and_then(|n| Some(nodes::NodeAuth { status: n.status, admin_state: n.admin_state? }))
         };
         let auth = match cached {
             Some(auth) => auth,
@@ -144,7 +144,7 @@ impl Fleet {
                 nodes::auth_info(&state.db, &node_id).await.map_err(|e| Rejected::Database(e.to_string()))?.ok_or(Rejected::UnknownNode)?
             }
         };
-        if auth.admin_state == "removed" {
+        if auth.admin_state == AdminState::Removed {
             return Err(Rejected::Removed);
         }
         let hb: Heartbeat = serde_json::from_slice(body).map_err(|e| Rejected::Malformed(e.to_string()))?;
@@ -154,19 +154,19 @@ impl Fleet {
         let node_score = score(&hb.metrics, &settings.thermal);
         let now = now_ms();
 
-        let status = if hb.draining { "stopping" } else { "active" };
+        let status = if hb.draining { NodeStatus::Stopping } else { NodeStatus::Active };
         let (previous, restarted) = {
             let mut nodes = self.nodes.lock().await;
             let live = nodes.entry(node_id.clone()).or_insert_with(|| LiveNode {
-                status: auth.status.clone(),
+                status: auth.status,
                 instance: None,
                 last_seen: Instant::now(),
                 last_seq: None,
-                admin_state: String::new(),
+                admin_state: None,
                 checked: Instant::now(),
             });
             if cached_is_stale(live) {
-                live.admin_state = auth.admin_state.clone();
+                live.admin_state = Some(auth.admin_state);
                 live.checked = Instant::now();
             }
             // A replayed message (same process, seq not newer) is refused; a restarted agent
@@ -182,7 +182,7 @@ impl Fleet {
             if restarted {
                 live.instance = hb.instance.clone();
             }
-            (std::mem::replace(&mut live.status, status.into()), restarted)
+            (std::mem::replace(&mut live.status, status), restarted)
         };
         if restarted {
             nodes::set_agent_instance(&state.db, &node_id, hb.instance.as_deref().unwrap_or_default())
@@ -190,14 +190,9 @@ impl Fleet {
                 .map_err(|e| Rejected::Database(e.to_string()))?;
         }
         if previous != status {
-            let reason = match (previous.as_str(), status) {
-                (_, "stopping") => "agent stopping: finishing its jobs, taking no new ones",
-                ("waiting", _) => "agent connected",
-                ("stopping", _) => "agent running again",
-                _ => "heartbeats resumed",
-            };
-            nodes::transition(&state.db, &node_id, &previous, status, reason, now).await.map_err(|e| Rejected::Database(e.to_string()))?;
-            tracing::info!(node_id, from = %previous, to = status, "node status");
+            let reason = NodeStatus::heard_reason(previous, status);
+            nodes::transition(&state.db, &node_id, previous, status, reason, now).await.map_err(|e| Rejected::Database(e.to_string()))?;
+            tracing::info!(node_id, from = %previous, to = %status, "node status");
         }
         tracing::debug!(node_id, seq = hb.seq, score = node_score.total, "heartbeat");
         self.pending
@@ -225,18 +220,18 @@ impl Fleet {
         if !self.consuming.load(std::sync::atomic::Ordering::SeqCst) {
             return 0;
         }
-        let expired: Vec<(String, String)> = {
+        let expired: Vec<(String, NodeStatus)> = {
             let mut nodes = self.nodes.lock().await;
             nodes
                 .iter_mut()
-                .filter(|(_, n)| (n.status == "active" || n.status == "stopping") && n.last_seen.elapsed() > timeout)
-                .map(|(id, n)| (id.clone(), std::mem::replace(&mut n.status, "dead".into())))
+                .filter(|(_, n)| n.status.is_heard() && n.last_seen.elapsed() > timeout)
+                .map(|(id, n)| (id.clone(), std::mem::replace(&mut n.status, NodeStatus::Dead)))
                 .collect()
         };
         let dead = expired.len();
         for (id, was) in expired {
             let reason = format!("no heartbeat for {} s", timeout.as_secs_f64());
-            match nodes::transition(&state.db, &id, &was, "dead", &reason, now_ms()).await {
+            match nodes::transition(&state.db, &id, was, NodeStatus::Dead, &reason, now_ms()).await {
                 Ok(_) => tracing::warn!(node_id = %id, "node dead"),
                 Err(e) => tracing::error!(node_id = %id, error = %e, "recording node death failed"),
             }
@@ -257,7 +252,7 @@ impl Fleet {
 }
 
 fn cached_is_stale(live: &LiveNode) -> bool {
-    live.admin_state.is_empty() || live.checked.elapsed() >= AUTH_CACHE
+    live.admin_state.is_none() || live.checked.elapsed() >= AUTH_CACHE
 }
 
 /// Runs the consumer, the flusher and the sweeper until `cancel` fires.

@@ -5,6 +5,7 @@
 //! - [`broker`]: the RabbitMQ connection and its reconnects.
 //! - [`health`]: `/healthz`.
 //! - [`errors`]: malformed server-function calls answered 400.
+//! - [`events`]: what the use cases raise, turned into dispatcher wake-ups and job-end news.
 //! - [`admin_cli`]: `server admin create`, `server node add`.
 //! - [`agent_api`]: the HTTP endpoints agents call (registration, check-in).
 //! - [`agent_jobs`]: the signed HTTP endpoints agents call about their jobs (fenced by attempt).
@@ -14,7 +15,9 @@
 //! - [`heartbeats`]: heartbeats in, node status and scores out; dead-node detection.
 //! - [`live`]: server-sent event feeds for the live pages.
 //! - [`secret`]: the server secret that node keys derive from.
-//! - The web app, sessions and accounts live in the `app` crate (`app::backend`).
+//! - The web app and its server functions live in the `app` crate; the domain in
+//!   `aiedge_core` (no I/O), `aiedge_store` (every SQL statement) and `aiedge_services` (the use
+//!   cases, called by the web app, the JSON API and the agent routes alike).
 
 pub mod admin_cli;
 pub mod agent_api;
@@ -24,6 +27,7 @@ pub mod balancer;
 pub mod broker;
 pub mod config;
 pub mod errors;
+pub mod events;
 pub mod health;
 pub mod heartbeats;
 pub mod live;
@@ -34,8 +38,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aiedge_store::{nodes, sessions::DbSessionStore, Db};
 use anyhow::Context;
-use app::backend::{self, nodes, rate_limit::LimitConfig, sessions::DbSessionStore, AppState, Db, Limits, Settings};
+use app::backend::{self, rate_limit::LimitConfig, AppState, Limits, Settings};
 use app::{shell, App};
 use axum::routing::{get, post};
 use axum::{middleware, Extension, Router};
@@ -73,12 +78,19 @@ impl AgentSettings {
 /// Largest request body outside the upload routes: forms are small.
 const MAX_FORM_BODY: usize = 256 * 1024;
 
-/// Connects to the database (applying migrations) and builds the shared state.
+/// Connects to the database (applying migrations) and builds the shared state, with a
+/// dispatcher of its own that no loop runs (for tools and tests; [`launch`] runs one).
 pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
+    build_state_with(config, scheduler::Dispatcher::default()).await
+}
+
+/// The shared state, whose use cases wake `dispatcher`.
+async fn build_state_with(config: &Config, dispatcher: scheduler::Dispatcher) -> anyhow::Result<AppState> {
     config.validate()?;
     let secret = secret::load_or_create(&config.secret_file())?;
     let url = config.database_url();
     let db = Db::connect(&url).await.with_context(|| format!("database {}", redact(&url)))?;
+    let job_ends = aiedge_services::JobEnds::default();
     let leptos_options = LeptosOptions::builder()
         .output_name(env!("LEPTOS_OUTPUT_NAME"))
         .site_root(config.site_root.clone())
@@ -99,14 +111,15 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             thermal: shared::score::ThermalPolicy { warn_c: config.warn_temp, critical_c: config.critical_temp },
             max_attempts: config.max_attempts,
         }),
-        node_keys: backend::nodes::NodeKeys::new(secret),
+        node_keys: nodes::NodeKeys::new(secret),
         artifacts: Arc::new(
-            backend::artifacts::LocalStore::new(&config.data_dir)
+            aiedge_store::artifacts::LocalStore::new(&config.data_dir)
                 .with_context(|| format!("artifact store in {}", config.data_dir.display()))?,
         ),
-        job_ends: Default::default(),
-        intake: backend::jobs::Intake::start(&db),
-        finishes: backend::jobs::Finishes::start(&db),
+        events: Arc::new(events::ServerEvents { dispatcher, job_ends: job_ends.clone() }),
+        job_ends,
+        intake: aiedge_store::jobs::Intake::start(&db),
+        finishes: aiedge_store::jobs::Finishes::start(&db),
         db,
     })
 }
@@ -131,7 +144,7 @@ impl SizeLimits {
 pub fn router(state: AppState, broker: Broker, agents: AgentSettings, dispatcher: scheduler::Dispatcher, limits: SizeLimits) -> Router {
     let routes = generate_route_list(App);
     let sessions = SessionManagerLayer::new(DbSessionStore::new(state.db.clone()))
-        .with_name(backend::sessions::COOKIE_NAME)
+        .with_name(aiedge_store::sessions::COOKIE_NAME)
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
         .with_secure(state.settings.secure_cookies)
@@ -166,7 +179,8 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings, dispatcher
 
 /// Serves on `listener` until `shutdown` fires, then drains in-flight requests.
 pub async fn launch(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let state = build_state(&config).await?;
+    let dispatcher = scheduler::Dispatcher::default();
+    let state = build_state_with(&config, dispatcher.clone()).await?;
     let topology = broker::Topology::new(&config.amqp_namespace);
     let broker = Broker::start(config.amqp_url.clone(), topology, shutdown.child_token());
     spawn_housekeeping(state.clone(), shutdown.child_token());
@@ -175,7 +189,6 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
         timeout: config.heartbeat_timeout,
         thermal: shared::score::ThermalPolicy { warn_c: config.warn_temp, critical_c: config.critical_temp },
     };
-    let dispatcher = scheduler::Dispatcher::default();
     heartbeats::spawn(state.clone(), broker.clone(), fleet, liveness, dispatcher.clone(), shutdown.child_token());
     scheduler::spawn(state.clone(), broker.clone(), dispatcher.clone(), config.start_timeout, shutdown.child_token());
 
@@ -218,7 +231,7 @@ fn spawn_housekeeping(state: AppState, cancel: CancellationToken) {
                 Ok(n) => tracing::debug!(deleted = n, "expired sessions removed"),
                 Err(e) => tracing::warn!(error = %e, "session cleanup failed"),
             }
-            let now = backend::now_ms();
+            let now = aiedge_store::now_ms();
             match nodes::roll_up(&state.db, now, nodes::FULL_RATE_MS, nodes::MINUTE_RETENTION_MS).await {
                 Ok(done) => tracing::debug!(minutes = done.minutes, samples = done.samples, pruned = done.pruned, "node history rolled up"),
                 // Nothing is lost: the samples wait for the next try.

@@ -19,7 +19,8 @@ use axum::Extension;
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 
-use app::backend::{jobs, nodes, AppState, CurrentUser};
+use aiedge_store::{jobs, nodes};
+use app::backend::{AppState, CurrentUser};
 
 const POLL: Duration = Duration::from_millis(500);
 
@@ -45,14 +46,16 @@ pub async fn nodes_feed(
         let window = query.window.as_deref().unwrap_or(app::nodes::DEFAULT_WINDOW);
         let window_ms = app::nodes::window_ms(window).ok_or(StatusCode::BAD_REQUEST)?;
         // The same check as the page's: someone else's node is not found.
-        let first = nodes::detail(&state, &id, &user, window_ms).await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        let first = nodes::detail(&state.db, &state.settings.thermal, &id, &user, window_ms)
+            .await
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
         if first.is_none() {
             return Err(StatusCode::NOT_FOUND);
         }
         return Ok(feed("node", move || {
             let (state, id, user) = (state.clone(), id.clone(), user.clone());
             async move {
-                let detail = nodes::detail(&state, &id, &user, window_ms).await?;
+                let detail = nodes::detail(&state.db, &state.settings.thermal, &id, &user, window_ms).await?;
                 Ok::<_, sqlx::Error>(serde_json::to_string(&detail).unwrap_or_default())
             }
         }));
@@ -89,13 +92,13 @@ pub async fn jobs_feed(
     let user = user.ok_or(StatusCode::UNAUTHORIZED)?;
     if let Some(id) = query.job {
         let owner = jobs::owner_of(&state.db, &id).await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-        if owner.is_none_or(|o| o != user.id && !user.is_admin()) {
+        if owner.is_none_or(|o| !aiedge_core::may_manage(&user, &o)) {
             return Err(StatusCode::NOT_FOUND);
         }
         return Ok(feed("job", move || {
             let (state, id) = (state.clone(), id.clone());
             async move {
-                let detail = jobs::detail_with_log(&state, &id).await?;
+                let detail = jobs::detail_with_log(&state.db, state.artifacts.as_ref(), &id).await?;
                 Ok::<_, sqlx::Error>(serde_json::to_string(&detail).unwrap_or_default())
             }
         }));

@@ -29,7 +29,9 @@ use shared::wire::{HDR_NODE_ID, HDR_SIGNATURE};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use app::backend::{jobs, now_ms, AppState};
+use aiedge_core::AttemptOutcome;
+use aiedge_store::{jobs, nodes::FleetRow, now_ms};
+use app::backend::AppState;
 
 use crate::balancer::{self, Need, NodeState};
 use crate::broker::Broker;
@@ -129,32 +131,8 @@ enum RoundError {
     Broker(#[from] lapin::Error),
 }
 
-#[derive(sqlx::FromRow)]
-struct NodeRow {
-    id: String,
-    name: String,
-    status: String,
-    admin_state: String,
-    score: Option<f64>,
-    facts: Option<String>,
-    metrics: Option<String>,
-    /// Jobs dispatched to or running on the node.
-    in_flight: i64,
-    /// When the oldest of them was dispatched.
-    oldest_in_flight: Option<i64>,
-}
-
 async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
-    let rows: Vec<NodeRow> = sqlx::query_as(
-        "select n.id, n.name, n.status, n.admin_state, n.score, n.facts, n.metrics,
-                coalesce(f.in_flight, 0) as in_flight, f.oldest_in_flight
-         from nodes n
-         left join (select node_id, count(*) as in_flight, min(dispatched_at) as oldest_in_flight from jobs
-                    where status in ('dispatched', 'running') group by node_id) f on f.node_id = n.id
-         where n.status = 'active' and n.admin_state <> 'removed' order by n.id",
-    )
-    .fetch_all(&state.db.pool)
-    .await?;
+    let rows: Vec<FleetRow> = aiedge_store::nodes::fleet(&state.db).await?;
     let now = now_ms();
     Ok(rows
         .into_iter()
@@ -185,7 +163,8 @@ async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
 async fn recover(state: &AppState, start_timeout: Duration) -> Result<(), sqlx::Error> {
     let timeout_ms = i64::try_from(start_timeout.as_millis()).unwrap_or(i64::MAX);
     for lost in jobs::lost_attempts(&state.db, timeout_ms).await? {
-        let after = jobs::end_attempt(&state.db, &lost.job_id, &lost.node_id, lost.attempt, "lost", &lost.reason, true).await?;
+        let after =
+            jobs::end_attempt(&state.db, &lost.job_id, &lost.node_id, lost.attempt, AttemptOutcome::Lost, &lost.reason, true).await?;
         if after == jobs::AfterFailure::Failed {
             state.job_ends.announce(&lost.job_id);
         }

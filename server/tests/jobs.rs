@@ -388,7 +388,7 @@ async fn the_balancer_picks_spreads_and_respects_constraints(db: DbKind) {
         let cfg = server.config.clone();
         async move {
             let st = server::build_state(&cfg).await.unwrap();
-            app::backend::nodes::set_admin_state(&st.db, &id, &state).await.unwrap();
+            aiedge_store::nodes::set_admin_state(&st.db, &id, state.parse().unwrap()).await.unwrap();
         }
     };
     admin_state(&fast, "disabled").await;
@@ -545,7 +545,7 @@ async fn small_jobs_take_the_short_way(db: DbKind) {
 /// burst each job keeps its own input and its own first timeline event, and a submission that
 /// cannot be recorded fails alone while the rest of its group is recorded.
 async fn a_burst_of_submissions_is_recorded_whole(db: DbKind) {
-    use app::backend::{jobs, Db};
+    use aiedge_store::{jobs, Db};
 
     let server = TestServer::start(db).await;
     let user = User::new(&server, "burst@example.org").await;
@@ -576,8 +576,8 @@ async fn a_burst_of_submissions_is_recorded_whole(db: DbKind) {
     // while this intake's writer connection is held (on SQLite; PostgreSQL's writers do not
     // queue, so there the group may not form, and the outcome must be the same).
     let intake = jobs::Intake::start(&db);
-    let owner = app::backend::users::find_by_email(&db, "burst@example.org").await.unwrap().unwrap();
-    let iris = app::backend::apps::find(&db, &owner.id, "iris").await.unwrap().unwrap().view;
+    let owner = aiedge_store::users::find_by_email(&db, "burst@example.org").await.unwrap().unwrap();
+    let iris = aiedge_store::apps::find(&db, &owner.id, "iris").await.unwrap().unwrap().view;
     let held = db.writer.acquire().await.unwrap();
     let tries: Vec<_> = (0..10)
         .map(|i| {
@@ -620,7 +620,8 @@ async fn a_burst_of_submissions_is_recorded_whole(db: DbKind) {
 /// accepted and stored once), and a report that cannot be written fails alone while the rest
 /// of its group is recorded.
 async fn finish_reports_are_recorded_in_groups(db: DbKind) {
-    use app::backend::jobs::{self, InlineSuccess, Verdict};
+    use aiedge_core::Verdict;
+    use aiedge_store::jobs::{self, InlineSuccess};
 
     let server = TestServer::start(db).await;
     let user = User::new(&server, "finishes@example.org").await;

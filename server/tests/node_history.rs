@@ -4,8 +4,8 @@
 
 mod common;
 
-use app::backend::nodes::{self, Latest, RollUp, Scope, FULL_RATE_MS, MINUTE_RETENTION_MS};
-use app::backend::Db;
+use aiedge_store::nodes::{self, Latest, RollUp, Scope, FULL_RATE_MS, MINUTE_RETENTION_MS};
+use aiedge_store::Db;
 use common::{DbKind, TestDb};
 use shared::score::Score;
 use shared::wire::NodeMetrics;

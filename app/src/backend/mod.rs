@@ -1,29 +1,15 @@
-//! The server side of the app: state, database, accounts, sessions and rate limits. Compiled
-//! only with the `ssr` feature; the server functions in the page modules call into it.
+//! The web app's side of the server: the state every request gets, who is asking, and how a
+//! refusal is answered (a status for scripts and the hydrated app, a redirect back to the form
+//! for a plain browser post). Compiled only with the `ssr` feature; storage is
+//! `aiedge_store`'s.
 //!
-//! - [`db`]: the connection pool (SQLite or PostgreSQL) and the embedded migrations.
-//! - [`users`]: accounts: register, authenticate, look up, promote.
-//! - [`password`]: Argon2id hashing, off the async threads.
-//! - [`sessions`]: the session store in our database, sign-in/out, the current-user middleware.
+//! - [`sessions`]: sign-in/out, and the middleware that resolves the current user.
 //! - [`rate_limit`]: login and registration throttles.
 //! - [`guard`]: which pages need a signed-in user or an admin.
-//! - [`nodes`]: nodes, their registration tokens, transitions and metrics.
-//! - [`apps`], [`jobs`]: applications and jobs, every job status change a compare-and-set.
-//! - [`artifacts`]: where models, inputs, results and logs are stored.
-//! - [`api_tokens`]: personal API tokens, stored hashed.
 
-pub mod api_tokens;
-pub mod apps;
-pub mod artifacts;
-pub mod db;
-pub mod group_commit;
 pub mod guard;
-pub mod jobs;
-pub mod nodes;
-pub mod password;
 pub mod rate_limit;
 pub mod sessions;
-pub mod users;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -36,7 +22,7 @@ use leptos_axum::ResponseOptions;
 
 use crate::auth::{FormError, FormErrors, UserView};
 
-pub use db::Db;
+pub use aiedge_store::{now_ms, Db};
 pub use rate_limit::Limits;
 
 /// Settings the app needs at request time.
@@ -61,13 +47,16 @@ pub struct AppState {
     pub db: Db,
     pub limits: Arc<Limits>,
     pub settings: Arc<Settings>,
-    pub node_keys: nodes::NodeKeys,
-    pub artifacts: Arc<dyn artifacts::ArtifactStore>,
-    pub job_ends: jobs::JobEnds,
-    /// Where new jobs are recorded (see [`jobs::Intake`]).
-    pub intake: jobs::Intake,
-    /// Where successes that carry their result are recorded (see [`jobs::Finishes`]).
-    pub finishes: jobs::Finishes,
+    pub node_keys: aiedge_store::nodes::NodeKeys,
+    pub artifacts: Arc<dyn aiedge_store::artifacts::ArtifactStore>,
+    pub job_ends: aiedge_services::JobEnds,
+    /// What the use cases raise (wake the dispatcher, a job ended, a node changed); the
+    /// server implements it.
+    pub events: Arc<dyn aiedge_services::Events>,
+    /// Where new jobs are recorded (see [`aiedge_store::jobs::Intake`]).
+    pub intake: aiedge_store::jobs::Intake,
+    /// Where successes that carry their result are recorded (see [`aiedge_store::jobs::Finishes`]).
+    pub finishes: aiedge_store::jobs::Finishes,
 }
 
 /// The user the request was made by, resolved once per request by
@@ -110,6 +99,16 @@ pub fn deny(status: StatusCode, message: &str) -> ServerFnError {
         res.set_status(status);
     }
     ServerFnError::new(message)
+}
+
+/// Answers a refused or failed use case with its status and message (internal errors are
+/// logged here and sent without details).
+pub fn refused(err: aiedge_services::ServiceError) -> ServerFnError {
+    if let aiedge_services::ServiceError::Database(e) = &err {
+        return internal(e);
+    }
+    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    deny(status, &err.public_message())
 }
 
 /// Logs an internal error with its details and gives the caller a 500 without them.
@@ -178,9 +177,4 @@ pub fn rate_limited(page: &str, wait: Duration, keep: &[(&str, &str)]) -> Result
     } else {
         Err(deny(StatusCode::TOO_MANY_REQUESTS, &FormError::RateLimited.message()))
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

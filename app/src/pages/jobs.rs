@@ -2,13 +2,15 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
+use aiedge_core::JobStatus;
+
 use crate::jobs::{list_jobs, load_job, CancelJob, JobDetail, JobView};
 use crate::live::{clock, live_json};
 use crate::node_table::age;
 
 /// A status as a coloured badge.
 #[component]
-pub fn StatusBadge(#[prop(into)] status: Signal<String>) -> impl IntoView {
+pub fn StatusBadge(#[prop(into)] status: Signal<&'static str>) -> impl IntoView {
     view! { <span class=move || format!("badge status-{}", status.get()) data-testid="job-status">{move || status.get()}</span> }
 }
 
@@ -23,9 +25,6 @@ fn duration(job: &JobView, now: i64) -> String {
         format!("{} s", ms / 1000)
     }
 }
-
-/// Statuses in the order a job goes through them, for the summary.
-const STATUSES: [&str; 6] = ["queued", "dispatched", "running", "succeeded", "failed", "cancelled"];
 
 /// "Jobs": every job of the user, live; for admins, `?scope=all` shows everyone's, with their
 /// owners and a count per status.
@@ -56,9 +55,9 @@ pub fn Jobs() -> impl IntoView {
                                             <th>"Status"</th><th>"Node"</th><th>"Rows"</th><th>"Submitted"</th><th>"Took"</th>
                                         </tr></thead>
                                         <tbody>
-                                            <For each=move || live.get() key=|j| (j.id.clone(), j.status.clone(), j.progress_rows) let:job>
+                                            <For each=move || live.get() key=|j| (j.id.clone(), j.status, j.progress_rows) let:job>
                                                 {
-                                                    let status = job.status.clone();
+                                                    let status = job.status.as_str();
                                                     let created = job.created_at_ms;
                                                     let j2 = job.clone();
                                                     view! {
@@ -96,7 +95,8 @@ pub fn Jobs() -> impl IntoView {
 fn StatusSummary(live: ReadSignal<Vec<JobView>>) -> impl IntoView {
     let counts = move || {
         let list = live.read();
-        STATUSES.map(|s| (s, list.iter().filter(|j| j.status == s).count()))
+        // In the order a job goes through them.
+        JobStatus::ALL.iter().map(|s| (s.as_str(), list.iter().filter(|j| j.status == *s).count())).collect::<Vec<_>>()
     };
     view! {
         <div class="status-summary" data-testid="status-summary">
@@ -155,7 +155,7 @@ pub fn JobPage() -> impl IntoView {
 fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
     let cancel = ServerAction::<CancelJob>::new();
     let job = move || live.get().map(|d| d.job);
-    let status = Signal::derive(move || job().map(|j| j.status).unwrap_or_default());
+    let status = Signal::derive(move || job().map_or("", |j| j.status.as_str()));
     let id = move || job().map(|j| j.id).unwrap_or_default();
     view! {
         <Title text=move || format!("Job {}", id().chars().take(8).collect::<String>()) />
@@ -170,7 +170,7 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
                     {(j.attempt > 1).then(|| format!(" · attempt {} of {}", j.attempt, j.max_attempts))}
                 </p>
             })}
-            {move || job().filter(|j| j.status == "running").map(|j| {
+            {move || job().filter(|j| j.status == JobStatus::Running).map(|j| {
                 let (done, total) = (j.progress_rows.unwrap_or(0), j.input_rows.unwrap_or(0));
                 view! {
                     <p class="row">
@@ -181,7 +181,7 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
             })}
             {move || job().and_then(|j| j.error.clone()).map(|e| view! { <div class="alert" role="alert" data-testid="job-error">{e}</div> })}
             <div class="row">
-                {move || job().filter(|j| j.status == "succeeded" && j.has_result).map(|j| view! {
+                {move || job().filter(|j| j.status == JobStatus::Succeeded && j.has_result).map(|j| view! {
                     <a class="button" href=format!("/api/v1/jobs/{}/result", j.id) download data-testid="download">"Download predictions.csv"</a>
                 })}
                 {move || job().filter(|j| !j.is_terminal()).map(|j| view! {
@@ -197,7 +197,7 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
             <ol class="timeline" data-testid="timeline">
                 {move || live.get().map(|d| d.events.into_iter().map(|e| view! {
                     <li>
-                        <span class=format!("badge status-{}", e.status)>{e.status.clone()}</span>
+                        <span class=format!("badge status-{}", e.status)>{e.status.as_str()}</span>
                         " " <time>{clock_time(e.at_ms)}</time> " " {e.message.clone()}
                     </li>
                 }).collect_view())}
@@ -217,7 +217,7 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
                                 <td><time>{clock_time(a.dispatched_at_ms)}</time></td>
                                 <td>{a.started_at_ms.map(clock_time)}</td>
                                 <td>{a.finished_at_ms.map(clock_time)}</td>
-                                <td><span class=format!("badge status-{}", a.outcome)>{a.outcome.clone()}</span></td>
+                                <td><span class=format!("badge status-{}", a.outcome)>{a.outcome.as_str()}</span></td>
                                 <td>{a.reason.clone()}</td>
                             </tr>
                         }).collect_view()}

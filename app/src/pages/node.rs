@@ -56,7 +56,7 @@ fn NodeView(live: ReadSignal<NodeDetail>) -> impl IntoView {
     let now = clock();
     let name = move || live.with(|d| d.node.name.clone());
     let title = format!("Node {}", live.with_untracked(|d| d.node.name.clone()));
-    let status = move || live.with(|d| if d.node.admin_state == "enabled" { d.node.status.clone() } else { d.node.admin_state.clone() });
+    let status = move || live.with(|d| d.node.badge());
     let last = move || live.with(|d| d.node.last_heartbeat_ms);
     view! {
         // A plain string: leptos_meta may read a title's closure after this view is gone (a
@@ -259,16 +259,16 @@ fn transitions(d: &NodeDetail, now: ReadSignal<i64>) -> AnyView {
         })}
         <ol class="timeline transitions" data-testid="transitions">
             {d.events.iter().zip(ends).map(|(e, end)| {
-                let (to, at) = (e.to_status.clone(), e.at_ms);
+                let (to, at) = (e.to_status, e.at_ms);
                 let lasted = move || match end {
                     Some(end) => format!("{to} for {}", duration(end - at)),
                     None => format!("{to} since {}", age(now.get(), Some(at))),
                 };
                 view! {
-                    <li data-from=e.from_status.clone() data-to=e.to_status.clone()>
-                        <span class=format!("badge {}", e.from_status)>{e.from_status.clone()}</span>
+                    <li data-from=e.from_status.as_str() data-to=e.to_status.as_str()>
+                        <span class=format!("badge {}", e.from_status)>{e.from_status.as_str()}</span>
                         " → "
-                        <span class=format!("badge {}", e.to_status)>{e.to_status.clone()}</span>
+                        <span class=format!("badge {}", e.to_status)>{e.to_status.as_str()}</span>
                         " " <time>{date_time(e.at_ms)}</time>
                         " · " <span class="reason">{e.reason.clone()}</span>
                         " · " <span class="muted small">{lasted}</span>

@@ -55,7 +55,7 @@ async fn drop_pg_database(name: &str) {
 /// A fresh, migrated database alone (no server), for tests of the storage layer: a SQLite
 /// file in a temp dir, or a new PostgreSQL database that `close` drops.
 pub struct TestDb {
-    pub db: app::backend::Db,
+    pub db: aiedge_store::Db,
     _dir: tempfile::TempDir,
     pg_database: Option<String>,
 }
@@ -70,7 +70,7 @@ impl TestDb {
                 (format!("{}/{name}", postgres_admin_url()), Some(name))
             }
         };
-        let db = app::backend::Db::connect(&url).await.expect("connect and migrate the test database");
+        let db = aiedge_store::Db::connect(&url).await.expect("connect and migrate the test database");
         Self { db, _dir: dir, pg_database }
     }
 

@@ -4,13 +4,14 @@
 //! timeline event, so two racing reports (a late agent, a cancel, the scheduler) cannot both
 //! win: the loser sees `false` and is told no.
 
+use aiedge_core::{AttemptOutcome, JobStatus, Verdict};
 use shared::jobs::Decision;
 use sqlx::FromRow;
 
 use super::group_commit::{values, values_from, GroupCommit, GroupWrite};
 use super::{now_ms, Db};
-use crate::auth::UserView;
-use crate::jobs::{AttemptView, JobDetail, JobEventView, JobView};
+use aiedge_core::views::UserView;
+use aiedge_core::views::{AttemptView, JobDetail, JobEventView, JobView};
 
 #[derive(FromRow)]
 struct JobRow {
@@ -41,15 +42,16 @@ fn u64_of(v: Option<i64>) -> Option<u64> {
     v.and_then(|v| u64::try_from(v).ok())
 }
 
-impl From<JobRow> for JobView {
-    fn from(r: JobRow) -> Self {
-        JobView {
+impl TryFrom<JobRow> for JobView {
+    type Error = sqlx::Error;
+    fn try_from(r: JobRow) -> Result<Self, sqlx::Error> {
+        Ok(JobView {
             id: r.id,
             app_id: r.app_id,
             app_name: r.app_name,
             app_kind: r.app_kind,
             owner_email: r.owner_email,
-            status: r.status,
+            status: super::state(&r.status)?,
             input_name: r.input_name,
             input_rows: u64_of(r.input_rows),
             node_id: r.node_id,
@@ -65,7 +67,7 @@ impl From<JobRow> for JobView {
             dispatched_at_ms: r.dispatched_at,
             started_at_ms: r.started_at,
             finished_at_ms: r.finished_at,
-        }
+        })
     }
 }
 
@@ -75,36 +77,14 @@ const SELECT: &str = r#"select j.id, j.app_id, a.name as app_name, a.kind as app
     from jobs j join applications a on a.id = j.app_id join users u on u.id = j.owner_id
     left join nodes n on n.id = j.node_id"#;
 
-/// Announces jobs that reached an end state (succeeded, failed, cancelled), by id, so that
-/// API callers waiting for one (`GET /api/v1/jobs/{id}?wait=…`) answer at once. Waiters also
-/// look again every second, so an end that is not announced is still seen.
-#[derive(Clone)]
-pub struct JobEnds(tokio::sync::broadcast::Sender<std::sync::Arc<str>>);
-
-impl Default for JobEnds {
-    fn default() -> Self {
-        Self(tokio::sync::broadcast::channel(1024).0)
-    }
-}
-
-impl JobEnds {
-    pub fn announce(&self, id: &str) {
-        // No receiver is fine: nobody is waiting.
-        let _ = self.0.send(id.into());
-    }
-
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<str>> {
-        self.0.subscribe()
-    }
-}
-
 /// A job as the server's own machinery needs it (keys included; never sent to a browser).
 #[derive(Clone, Debug, FromRow)]
 pub struct JobRecord {
     pub id: String,
     pub owner_id: String,
     pub app_id: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub node_id: Option<String>,
     pub attempt: i32,
     pub input_key: String,
@@ -134,7 +114,7 @@ async fn event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job_id: &str,
     at: i64,
-    status: &str,
+    status: JobStatus,
     attempt: i32,
     node_id: Option<&str>,
     message: &str,
@@ -146,7 +126,7 @@ async fn event(
 struct Step<'a> {
     job_id: &'a str,
     at: i64,
-    status: &'a str,
+    status: JobStatus,
     attempt: i32,
     node_id: Option<&'a str>,
     message: String,
@@ -160,7 +140,14 @@ async fn insert_events(tx: &mut sqlx::Transaction<'_, sqlx::Any>, steps: &[Step<
     let sql = values("insert into job_events (id, job_id, at, status, attempt, node_id, message) values", steps.len(), 7);
     let mut insert = sqlx::query(&sql);
     for s in steps {
-        insert = insert.bind(event_id()).bind(s.job_id).bind(s.at).bind(s.status).bind(s.attempt).bind(s.node_id).bind(s.message.as_str());
+        insert = insert
+            .bind(event_id())
+            .bind(s.job_id)
+            .bind(s.at)
+            .bind(s.status.as_str())
+            .bind(s.attempt)
+            .bind(s.node_id)
+            .bind(s.message.as_str());
     }
     insert.execute(&mut **tx).await?;
     Ok(())
@@ -169,7 +156,7 @@ async fn insert_events(tx: &mut sqlx::Transaction<'_, sqlx::Any>, steps: &[Step<
 /// A job to record, see [`create`].
 pub struct NewJob<'a> {
     pub owner: &'a UserView,
-    pub app: &'a crate::jobs::AppView,
+    pub app: &'a aiedge_core::views::AppView,
     pub input_key: &'a str,
     pub input_name: &'a str,
     pub input_rows: Option<u64>,
@@ -197,7 +184,7 @@ pub async fn create(intake: &Intake, new: NewJob<'_>) -> Result<JobView, sqlx::E
         app_name: new.app.name.clone(),
         app_kind: new.app.kind.clone(),
         owner_email: new.owner.email.clone(),
-        status: "queued".into(),
+        status: JobStatus::Queued,
         input_name: row.input_name.clone(),
         input_rows: new.input_rows,
         node_id: None,
@@ -270,7 +257,7 @@ async fn insert_queued(db: &Db, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
             .bind(&r.id)
             .bind(&r.owner_id)
             .bind(&r.app_id)
-            .bind("queued")
+            .bind(JobStatus::Queued.as_str())
             .bind(&r.input_key)
             .bind(&r.input_name)
             .bind(r.input_rows)
@@ -280,7 +267,14 @@ async fn insert_queued(db: &Db, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
     insert.execute(&mut *tx).await?;
     let steps: Vec<Step> = rows
         .iter()
-        .map(|r| Step { job_id: &r.id, at: r.created_at, status: "queued", attempt: 0, node_id: None, message: "submitted".into() })
+        .map(|r| Step {
+            job_id: &r.id,
+            at: r.created_at,
+            status: JobStatus::Queued,
+            attempt: 0,
+            node_id: None,
+            message: "submitted".into(),
+        })
         .collect();
     insert_events(&mut tx, &steps).await?;
     tx.commit().await
@@ -288,7 +282,7 @@ async fn insert_queued(db: &Db, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
 
 pub async fn view(db: &Db, id: &str) -> Result<Option<JobView>, sqlx::Error> {
     let row: Option<JobRow> = sqlx::query_as(&format!("{SELECT} where j.id = $1")).bind(id).fetch_optional(&db.pool).await?;
-    Ok(row.map(Into::into))
+    row.map(JobView::try_from).transpose()
 }
 
 pub async fn record(db: &Db, id: &str) -> Result<Option<JobRecord>, sqlx::Error> {
@@ -312,7 +306,7 @@ pub async fn list(db: &Db, owner_id: Option<&str>, limit: i64) -> Result<Vec<Job
         }
         None => sqlx::query_as(&format!("{SELECT} order by j.created_at desc, j.id limit $1")).bind(limit).fetch_all(&db.pool).await?,
     };
-    Ok(rows.into_iter().map(Into::into).collect())
+    rows.into_iter().map(JobView::try_from).collect()
 }
 
 /// The job page's data, without the log (the server adds its tail from the artifact store).
@@ -329,14 +323,16 @@ pub async fn detail(db: &Db, id: &str) -> Result<Option<JobDetail>, sqlx::Error>
         job,
         events: events
             .into_iter()
-            .map(|(at, status, attempt, node_id, message)| JobEventView {
-                at_ms: at,
-                status,
-                attempt: u32::try_from(attempt).unwrap_or(0),
-                node_id,
-                message,
+            .map(|(at, status, attempt, node_id, message)| {
+                Ok(JobEventView {
+                    at_ms: at,
+                    status: super::state(&status)?,
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    node_id,
+                    message,
+                })
             })
-            .collect(),
+            .collect::<Result<_, sqlx::Error>>()?,
         decision: decision.and_then(|d| serde_json::from_str::<Decision>(&d).ok()),
         log_tail: None,
     }))
@@ -414,7 +410,13 @@ pub async fn mark_dispatched(db: &Db, reservations: &[Reservation<'_>]) -> Resul
         let sql = values("insert into job_attempts (job_id, attempt, node_id, node_name, dispatched_at, outcome) values", won.len(), 6);
         let mut insert = sqlx::query(&sql);
         for r in &won {
-            insert = insert.bind(r.id).bind(r.expected_attempt + 1).bind(r.node_id).bind(r.node_name).bind(now).bind("dispatched");
+            insert = insert
+                .bind(r.id)
+                .bind(r.expected_attempt + 1)
+                .bind(r.node_id)
+                .bind(r.node_name)
+                .bind(now)
+                .bind(AttemptOutcome::Dispatched.as_str());
         }
         insert.execute(&mut *tx).await?;
         let steps: Vec<Step> = won
@@ -422,7 +424,7 @@ pub async fn mark_dispatched(db: &Db, reservations: &[Reservation<'_>]) -> Resul
             .map(|r| Step {
                 job_id: r.id,
                 at: now,
-                status: "dispatched",
+                status: JobStatus::Dispatched,
                 attempt: r.expected_attempt + 1,
                 node_id: Some(r.node_id),
                 message: format!("sent to {}'s queue", r.node_name),
@@ -453,20 +455,12 @@ pub async fn undo_dispatch(db: &Db, id: &str, node_id: &str, attempt: i32, why: 
         return Ok(false);
     }
     sqlx::query("delete from job_attempts where job_id = $1 and attempt = $2").bind(id).bind(attempt).execute(&mut *tx).await?;
-    event(&mut tx, id, now, "queued", attempt - 1, None, why).await?;
+    event(&mut tx, id, now, JobStatus::Queued, attempt - 1, None, why).await?;
     tx.commit().await?;
     Ok(true)
 }
 
-/// What the server answers an agent about one of its attempts.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Proceed,
-    /// Stop: the job was cancelled, finished, or given to another attempt.
-    Stop(String),
-}
-
-fn stop_reason(current: Option<(String, Option<String>, i32)>, node_id: &str, attempt: i32) -> Verdict {
+fn stop_reason(current: Option<(JobStatus, Option<String>, i32)>, node_id: &str, attempt: i32) -> Verdict {
     match current {
         None => Verdict::Stop("no such job".into()),
         Some((_, node, att)) if node.as_deref() != Some(node_id) || att != attempt => {
@@ -476,8 +470,11 @@ fn stop_reason(current: Option<(String, Option<String>, i32)>, node_id: &str, at
     }
 }
 
-async fn current(db: &Db, id: &str) -> Result<Option<(String, Option<String>, i32)>, sqlx::Error> {
-    sqlx::query_as("select status, node_id, attempt from jobs where id = $1").bind(id).fetch_optional(&db.pool).await
+/// The job's status, node and attempt now.
+async fn current(db: &Db, id: &str) -> Result<Option<(JobStatus, Option<String>, i32)>, sqlx::Error> {
+    let row: Option<(String, Option<String>, i32)> =
+        sqlx::query_as("select status, node_id, attempt from jobs where id = $1").bind(id).fetch_optional(&db.pool).await?;
+    row.map(|(status, node, attempt)| Ok((super::state(&status)?, node, attempt))).transpose()
 }
 
 /// The agent process `instance` starts attempt `attempt`: dispatched → running.
@@ -493,7 +490,7 @@ pub async fn start(db: &Db, id: &str, node_id: &str, attempt: i32, instance: Opt
     // is fine; from another process it is a redelivery to a restarted agent, which must not
     // run the attempt a second time (the restart is noticed and the job moves on).
     if let Some((status, node, att)) = &now_state {
-        if status == "running" && node.as_deref() == Some(node_id) && *att == attempt {
+        if *status == JobStatus::Running && node.as_deref() == Some(node_id) && *att == attempt {
             let (started_by,): (Option<String>,) =
                 sqlx::query_as("select agent_instance from job_attempts where job_id = $1 and attempt = $2")
                     .bind(id)
@@ -539,7 +536,7 @@ async fn start_in(
         .bind(attempt)
         .execute(&mut **tx)
         .await?;
-    event(tx, id, at, "running", attempt, Some(node_id), "started on the node").await?;
+    event(tx, id, at, JobStatus::Running, attempt, Some(node_id), "started on the node").await?;
     Ok(true)
 }
 
@@ -547,11 +544,7 @@ async fn start_in(
 pub async fn check_attempt(db: &Db, id: &str, node_id: &str, attempt: i32) -> Result<Verdict, sqlx::Error> {
     let now_state = current(db, id).await?;
     match &now_state {
-        Some((status, node, att))
-            if (status == "running" || status == "dispatched") && node.as_deref() == Some(node_id) && *att == attempt =>
-        {
-            Ok(Verdict::Proceed)
-        }
+        Some((status, node, att)) if status.is_live() && node.as_deref() == Some(node_id) && *att == attempt => Ok(Verdict::Proceed),
         _ => Ok(stop_reason(now_state, node_id, attempt)),
     }
 }
@@ -641,7 +634,7 @@ pub enum AfterFailure {
     NotLive,
 }
 
-/// Ends attempt `attempt` on `node_id` as `outcome` ("failed" or "lost") because of `reason`:
+/// Ends attempt `attempt` on `node_id` as `outcome` (failed or lost) because of `reason`:
 /// the job goes back to the queue (`retry`, attempts left) or fails, listing every attempt's
 /// reason. A compare-and-set on (status, node, attempt), so it races safely with the agent's
 /// own reports, cancels and the other sweeps.
@@ -650,7 +643,7 @@ pub async fn end_attempt(
     id: &str,
     node_id: &str,
     attempt: i32,
-    outcome: &str,
+    outcome: AttemptOutcome,
     reason: &str,
     retry: bool,
 ) -> Result<AfterFailure, sqlx::Error> {
@@ -667,7 +660,7 @@ pub async fn end_attempt(
     .await?;
     let Some((max_attempts, node_name)) = row else { return Ok(AfterFailure::NotLive) };
     sqlx::query("update job_attempts set outcome = $1, reason = $2, finished_at = $3 where job_id = $4 and attempt = $5")
-        .bind(outcome)
+        .bind(outcome.as_str())
         .bind(reason)
         .bind(now)
         .bind(id)
@@ -699,7 +692,7 @@ pub async fn end_attempt(
     if done.execute(&mut *tx).await?.rows_affected() == 0 {
         return Ok(AfterFailure::NotLive);
     }
-    let status = if requeue { "queued" } else { "failed" };
+    let status = if requeue { JobStatus::Queued } else { JobStatus::Failed };
     event(&mut tx, id, now, status, attempt, Some(node_id), &message).await?;
     tx.commit().await?;
     Ok(if requeue { AfterFailure::Requeued } else { AfterFailure::Failed })
@@ -723,7 +716,7 @@ pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<
     let (rows, result, unstarted) = match how {
         Finish::Succeeded { rows, result, unstarted } => (rows, result, unstarted),
         Finish::Failed { error, retry } => {
-            return match end_attempt(db, id, node_id, attempt, "failed", error, retry).await? {
+            return match end_attempt(db, id, node_id, attempt, AttemptOutcome::Failed, error, retry).await? {
                 AfterFailure::Requeued | AfterFailure::Failed => Ok(Verdict::Proceed),
                 AfterFailure::NotLive => {
                     let now_state = current(db, id).await?;
@@ -736,7 +729,7 @@ pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<
                             .await?
                             .unwrap_or((None,));
                     // The same report again (the first answer was lost) is accepted again.
-                    if outcome.as_deref() == Some("failed") {
+                    if outcome.as_deref() == Some(AttemptOutcome::Failed.as_str()) {
                         return Ok(Verdict::Proceed);
                     }
                     Ok(stop_reason(now_state, node_id, attempt))
@@ -777,7 +770,7 @@ pub async fn finish(db: &Db, id: &str, node_id: &str, attempt: i32, how: Finish<
         .bind(attempt)
         .execute(&mut *tx)
         .await?;
-    event(&mut tx, id, now, "succeeded", attempt, Some(node_id), &format!("finished: {rows} rows")).await?;
+    event(&mut tx, id, now, JobStatus::Succeeded, attempt, Some(node_id), &format!("finished: {rows} rows")).await?;
     tx.commit().await?;
     Ok(Verdict::Proceed)
 }
@@ -787,10 +780,10 @@ async fn refused_success(db: &Db, id: &str, node_id: &str, attempt: i32, unstart
     let now_state = current(db, id).await?;
     if let Some((s, node, att)) = &now_state {
         // A repeated report of the same outcome (the first answer was lost) is accepted again.
-        if s == "succeeded" && node.as_deref() == Some(node_id) && *att == attempt {
+        if *s == JobStatus::Succeeded && node.as_deref() == Some(node_id) && *att == attempt {
             return Ok(Verdict::Proceed);
         }
-        if s == "running" && node.as_deref() == Some(node_id) && *att == attempt && !unstarted {
+        if *s == JobStatus::Running && node.as_deref() == Some(node_id) && *att == attempt && !unstarted {
             return Ok(Verdict::Stop("upload the result before reporting success".into()));
         }
     }
@@ -849,8 +842,8 @@ async fn record_successes(db: &Db, group: &[InlineSuccess]) -> Result<Vec<Verdic
     );
     let mut update = sqlx::query_as::<_, (String, i32, String)>(&sql).bind(now);
     for (s, started) in group.iter().zip(&started) {
-        let from = if started.is_some() { "dispatched" } else { "running" };
-        update = update.bind(&s.id).bind(&s.node_id).bind(s.attempt).bind(s.rows as i64).bind(key(s)).bind(*started).bind(from);
+        let from = if started.is_some() { JobStatus::Dispatched } else { JobStatus::Running };
+        update = update.bind(&s.id).bind(&s.node_id).bind(s.attempt).bind(s.rows as i64).bind(key(s)).bind(*started).bind(from.as_str());
     }
     let mut changed = update.fetch_all(&mut *tx).await?;
     // Each changed row to the first report it answers (the same report twice: the second is
@@ -889,9 +882,9 @@ async fn record_successes(db: &Db, group: &[InlineSuccess]) -> Result<Vec<Verdic
             let s = &group[i];
             let step = |at, status, message| Step { job_id: &s.id, at, status, attempt: s.attempt, node_id: Some(&s.node_id), message };
             if let Some(at) = started[i] {
-                steps.push(step(at, "running", "started on the node".into()));
+                steps.push(step(at, JobStatus::Running, "started on the node".into()));
             }
-            steps.push(step(now, "succeeded", format!("finished: {} rows", s.rows)));
+            steps.push(step(now, JobStatus::Succeeded, format!("finished: {} rows", s.rows)));
         }
         insert_events(&mut tx, &steps).await?;
     }
@@ -917,7 +910,7 @@ pub enum CancelOutcome {
 pub async fn cancel(db: &Db, id: &str, by: &UserView) -> Result<CancelOutcome, sqlx::Error> {
     let owner = owner_of(db, id).await?;
     match owner {
-        Some(owner) if owner == by.id || by.is_admin() => {}
+        Some(owner) if aiedge_core::may_manage(by, &owner) => {}
         _ => return Ok(CancelOutcome::NotFound),
     }
     let now = now_ms();
@@ -942,7 +935,7 @@ pub async fn cancel(db: &Db, id: &str, by: &UserView) -> Result<CancelOutcome, s
     .bind(attempt)
     .execute(&mut *tx)
     .await?;
-    event(&mut tx, id, now, "cancelled", attempt, node.as_deref(), &format!("cancelled by {}", by.email)).await?;
+    event(&mut tx, id, now, JobStatus::Cancelled, attempt, node.as_deref(), &format!("cancelled by {}", by.email)).await?;
     tx.commit().await?;
     Ok(CancelOutcome::Cancelled)
 }
@@ -994,19 +987,20 @@ pub async fn attempts(db: &Db, id: &str) -> Result<Vec<AttemptView>, sqlx::Error
     .bind(id)
     .fetch_all(&db.pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(attempt, node_id, node_name, dispatched, started, finished, outcome, reason)| AttemptView {
-            attempt: u32::try_from(attempt).unwrap_or(0),
-            node_id,
-            node_name,
-            dispatched_at_ms: dispatched,
-            started_at_ms: started,
-            finished_at_ms: finished,
-            outcome,
-            reason,
+    rows.into_iter()
+        .map(|(attempt, node_id, node_name, dispatched, started, finished, outcome, reason)| {
+            Ok(AttemptView {
+                attempt: u32::try_from(attempt).unwrap_or(0),
+                node_id,
+                node_name,
+                dispatched_at_ms: dispatched,
+                started_at_ms: started,
+                finished_at_ms: finished,
+                outcome: super::state(&outcome)?,
+                reason,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// For each queued job that has run before, the nodes its earlier attempts were on.
@@ -1028,14 +1022,14 @@ pub async fn tried_nodes(db: &Db) -> Result<std::collections::HashMap<String, Ve
 const LOG_TAIL_BYTES: usize = 16 * 1024;
 
 /// The job page's data with the end of its log, read from the artifact store.
-pub async fn detail_with_log(state: &super::AppState, id: &str) -> Result<Option<JobDetail>, sqlx::Error> {
+pub async fn detail_with_log(db: &Db, artifacts: &dyn super::artifacts::ArtifactStore, id: &str) -> Result<Option<JobDetail>, sqlx::Error> {
     use tokio::io::AsyncReadExt;
-    let Some(mut detail) = detail(&state.db, id).await? else { return Ok(None) };
+    let Some(mut detail) = detail(db, id).await? else { return Ok(None) };
     if detail.job.has_log {
         let key: Option<(Option<String>,)> =
-            sqlx::query_as("select log_key from jobs where id = $1").bind(id).fetch_optional(&state.db.pool).await?;
+            sqlx::query_as("select log_key from jobs where id = $1").bind(id).fetch_optional(&db.pool).await?;
         if let Some((Some(key),)) = key {
-            if let Ok(mut artifact) = super::artifacts::open(&state.db, state.artifacts.as_ref(), &key).await {
+            if let Ok(mut artifact) = super::artifacts::open(db, artifacts, &key).await {
                 let mut bytes = Vec::new();
                 // Logs are capped by the agent, so reading one whole is bounded.
                 if artifact.reader.read_to_end(&mut bytes).await.is_ok() {

@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 
 use super::{now_ms, Db};
-use crate::jobs::{AppDetails, AppView};
+use aiedge_core::views::{AppDetails, AppView};
 
 #[derive(FromRow)]
 struct AppRow {

@@ -2,8 +2,9 @@
 
 use sqlx::FromRow;
 
-use super::{now_ms, password, AppState, Db};
-use crate::auth::{Role, UserView};
+use super::{now_ms, password, Db};
+use aiedge_core::views::UserView;
+use aiedge_core::Role;
 
 /// A user row as stored. Holds the password hash, so it is deliberately not `Serialize`:
 /// only [`UserView`] leaves the server.
@@ -78,8 +79,8 @@ pub async fn create(db: &Db, email: &str, password: &str, name: Option<&str>, ro
 }
 
 /// Registration from the web form: always a plain user.
-pub async fn register(state: &AppState, email: &str, password: &str, name: Option<&str>) -> Result<UserView, RegisterError> {
-    create(&state.db, email, password, name, Role::User).await
+pub async fn register(db: &Db, email: &str, password: &str, name: Option<&str>) -> Result<UserView, RegisterError> {
+    create(db, email, password, name, Role::User).await
 }
 
 async fn find_row_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
@@ -88,8 +89,8 @@ async fn find_row_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx
 
 /// The account for these credentials, or `None`. Unknown emails cost a hash verification
 /// too, so timing does not reveal which emails have accounts.
-pub async fn authenticate(state: &AppState, email: &str, password: &str) -> Result<Option<UserView>, sqlx::Error> {
-    let Some(row) = find_row_by_email(&state.db, email).await? else {
+pub async fn authenticate(db: &Db, email: &str, password: &str) -> Result<Option<UserView>, sqlx::Error> {
+    let Some(row) = find_row_by_email(db, email).await? else {
         password::burn_verify_time(password).await;
         return Ok(None);
     };

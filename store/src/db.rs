@@ -8,13 +8,40 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use sqlx::any::AnyPoolOptions;
-use sqlx::migrate::Migrator;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, Migrator};
 use sqlx::AnyPool;
 use sqlx::Executor;
 
-/// The schema, embedded at compile time and applied at start-up.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+/// The schema, embedded at compile time and applied at start-up: the migrations both engines
+/// share (`migrations/`), and those written for one of them (`migrations/sqlite/`,
+/// `migrations/postgres/`, where their SQL differs), applied together in version order.
+static COMMON: Migrator = sqlx::migrate!("../migrations");
+static SQLITE_ONLY: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_ONLY: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The migrations one engine runs, in version order.
+#[derive(Debug)]
+struct Schema(Vec<Migration>);
+
+impl MigrationSource<'static> for Schema {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move { Ok(self.0) })
+    }
+}
+
+/// The migrator for `backend`: the shared migrations and its own.
+pub async fn migrator(backend: Backend) -> Result<Migrator, sqlx::migrate::MigrateError> {
+    let own = match backend {
+        Backend::Sqlite => &SQLITE_ONLY,
+        Backend::Postgres => &POSTGRES_ONLY,
+    };
+    let mut all: Vec<Migration> = COMMON.iter().chain(own.iter()).cloned().collect();
+    all.sort_by_key(|m| m.version);
+    Migrator::new(Schema(all)).await
+}
 
 /// Which database engine a URL names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +157,7 @@ impl Db {
                 })
         };
         let pool = options(if backend == Backend::Sqlite { 8 } else { 16 }).connect(&url).await.map_err(DbError::Connect)?;
-        MIGRATOR.run(&pool).await.map_err(DbError::Migrate)?;
+        migrator(backend).await.map_err(DbError::Migrate)?.run(&pool).await.map_err(DbError::Migrate)?;
         let (writer, lane) = match backend {
             Backend::Sqlite => (options(1).connect(&url).await.map_err(DbError::Connect)?, Some(Lane::start().map_err(DbError::Thread)?)),
             // PostgreSQL's connections are sockets of this runtime, woken by its own workers.

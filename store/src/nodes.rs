@@ -15,11 +15,12 @@ use shared::score::Score;
 use shared::wire::{NodeFacts, NodeMetrics};
 use sqlx::FromRow;
 
+use aiedge_core::views::{NewNode, NodeDetail, NodeEvent, NodeView, Sample, UserView};
+use aiedge_core::{AdminState, NodeStatus};
+use shared::score::ThermalPolicy;
+
 use super::db::Backend;
-use super::{now_ms, AppState, Db};
-use crate::auth::UserView;
-use crate::live::Sample;
-use crate::nodes::{NewNode, NodeDetail, NodeEvent, NodeView};
+use super::{now_ms, Db};
 
 /// How long a registration token stays valid.
 pub const TOKEN_TTL_MS: i64 = 30 * 60 * 1000;
@@ -75,23 +76,23 @@ struct NodeRow {
 }
 
 impl NodeRow {
-    fn view(self, policy: &shared::score::ThermalPolicy) -> NodeView {
+    fn view(self, policy: &shared::score::ThermalPolicy) -> Result<NodeView, sqlx::Error> {
         let metrics: Option<NodeMetrics> = self.metrics.as_deref().and_then(|m| serde_json::from_str(m).ok());
         let score: Option<Score> = metrics.as_ref().map(|m| shared::score::score(m, policy));
         let _ = self.score;
-        NodeView {
+        Ok(NodeView {
             id: self.id,
             name: self.name,
             owner_email: self.owner_email,
-            status: self.status,
-            admin_state: self.admin_state,
+            status: super::state(&self.status)?,
+            admin_state: super::state(&self.admin_state)?,
             facts: self.facts.as_deref().and_then(|f| serde_json::from_str(f).ok()),
             metrics,
             score,
             last_heartbeat_ms: self.last_heartbeat_at,
             created_at_ms: self.created_at,
             recent_failures: u32::try_from(self.recent_failures).unwrap_or(0),
-        }
+        })
     }
 }
 
@@ -119,13 +120,14 @@ pub enum AddError {
 }
 
 /// Adds a node in the `waiting` state and issues its one-time token.
-pub async fn add(state: &AppState, owner_id: &str, name: &str) -> Result<NewNode, AddError> {
+/// `public_url`: where the agent reaches the server, for the command shown to the owner.
+pub async fn add(db: &Db, thermal: &ThermalPolicy, public_url: &str, owner_id: &str, name: &str) -> Result<NewNode, AddError> {
     let id = uuid::Uuid::new_v4().to_string();
     let now = now_ms();
     let token = new_token();
     let expires_at_ms = now + TOKEN_TTL_MS;
     let internal = |e: sqlx::Error| AddError::Internal(e.to_string());
-    let mut tx = state.db.writer.begin().await.map_err(internal)?;
+    let mut tx = db.writer.begin().await.map_err(internal)?;
     let inserted = sqlx::query("insert into nodes (id, owner_id, name, created_at) values ($1, $2, $3, $4)")
         .bind(&id)
         .bind(owner_id)
@@ -145,9 +147,8 @@ pub async fn add(state: &AppState, owner_id: &str, name: &str) -> Result<NewNode
         .await
         .map_err(internal)?;
     tx.commit().await.map_err(internal)?;
-    let node =
-        get(&state.db, &id, &state.settings.thermal).await.map_err(internal)?.ok_or_else(|| AddError::Internal("node vanished".into()))?;
-    let command = format!("node-agent run --server {} --token {token} --name '{}'", state.settings.public_url, name.replace('\'', r"'\''"));
+    let node = get(db, &id, thermal).await.map_err(internal)?.ok_or_else(|| AddError::Internal("node vanished".into()))?;
+    let command = format!("node-agent run --server {} --token {token} --name '{}'", public_url, name.replace('\'', r"'\''"));
     tracing::info!(node_id = %id, owner_id, "node added");
     Ok(NewNode { node, token, expires_at_ms, command })
 }
@@ -196,7 +197,7 @@ pub async fn redeem(db: &Db, token: &str, facts: &NodeFacts) -> Result<String, R
     }
     let admin_state: Option<(String,)> =
         sqlx::query_as("select admin_state from nodes where id = $1").bind(&node_id).fetch_optional(&db.pool).await.map_err(internal)?;
-    if admin_state.is_none_or(|(s,)| s == "removed") {
+    if admin_state.is_none_or(|(s,)| s == AdminState::Removed.as_str()) {
         return Err(RedeemError::Removed);
     }
     sqlx::query("update nodes set facts = $1 where id = $2")
@@ -210,7 +211,7 @@ pub async fn redeem(db: &Db, token: &str, facts: &NodeFacts) -> Result<String, R
 
 pub async fn get(db: &Db, id: &str, policy: &shared::score::ThermalPolicy) -> Result<Option<NodeView>, sqlx::Error> {
     let row = sqlx::query_as::<_, NodeRow>(&format!("{} where n.id = $1", select())).bind(id).fetch_optional(&db.pool).await?;
-    Ok(row.map(|r| r.view(policy)))
+    row.map(|r| r.view(policy)).transpose()
 }
 
 /// Nodes of one owner, or all of them; removed nodes are left out. Scores (with their factors)
@@ -229,34 +230,91 @@ pub async fn list(db: &Db, owner_id: Option<&str>, policy: &shared::score::Therm
                 .await?
         }
     };
-    Ok(rows.into_iter().map(|r| r.view(policy)).collect())
+    rows.into_iter().map(|r| r.view(policy)).collect()
+}
+
+/// Nodes whose heartbeats arrive (active or stopping), with their agent process: the heartbeat
+/// path watches them from start-up, so one that died while the server was down is noticed.
+pub async fn heard(db: &Db) -> Result<Vec<(String, NodeStatus, Option<String>)>, sqlx::Error> {
+    let rows: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("select id, status, agent_instance from nodes where status in ('active', 'stopping')").fetch_all(&db.pool).await?;
+    rows.into_iter().map(|(id, status, instance)| Ok((id, super::state(&status)?, instance))).collect()
+}
+
+/// An active node as the dispatcher reads it each round, with the jobs it holds.
+pub struct FleetRow {
+    pub id: String,
+    pub name: String,
+    pub status: NodeStatus,
+    pub admin_state: AdminState,
+    pub score: Option<f64>,
+    pub facts: Option<String>,
+    pub metrics: Option<String>,
+    /// Jobs dispatched to or running on the node.
+    pub in_flight: i64,
+    /// When the oldest of them was dispatched.
+    pub oldest_in_flight: Option<i64>,
+}
+
+/// The active, not removed nodes and their jobs in flight, by id: one grouped join.
+pub async fn fleet(db: &Db) -> Result<Vec<FleetRow>, sqlx::Error> {
+    type Row = (String, String, String, String, Option<f64>, Option<String>, Option<String>, i64, Option<i64>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select n.id, n.name, n.status, n.admin_state, n.score, n.facts, n.metrics,
+                coalesce(f.in_flight, 0) as in_flight, f.oldest_in_flight
+         from nodes n
+         left join (select node_id, count(*) as in_flight, min(dispatched_at) as oldest_in_flight from jobs
+                    where status in ('dispatched', 'running') group by node_id) f on f.node_id = n.id
+         where n.status = 'active' and n.admin_state <> 'removed' order by n.id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, name, status, admin_state, score, facts, metrics, in_flight, oldest_in_flight)| {
+            Ok(FleetRow {
+                id,
+                name,
+                status: super::state(&status)?,
+                admin_state: super::state(&admin_state)?,
+                score,
+                facts,
+                metrics,
+                in_flight,
+                oldest_in_flight,
+            })
+        })
+        .collect()
 }
 
 /// What the heartbeat path needs to know of a node to trust its messages.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeAuth {
-    pub status: String,
-    pub admin_state: String,
+    pub status: NodeStatus,
+    pub admin_state: AdminState,
 }
 
 pub async fn auth_info(db: &Db, id: &str) -> Result<Option<NodeAuth>, sqlx::Error> {
     let row: Option<(String, String)> =
         sqlx::query_as("select status, admin_state from nodes where id = $1").bind(id).fetch_optional(&db.pool).await?;
-    Ok(row.map(|(status, admin_state)| NodeAuth { status, admin_state }))
+    row.map(|(status, admin_state)| Ok(NodeAuth { status: super::state(&status)?, admin_state: super::state(&admin_state)? })).transpose()
 }
 
 /// Records a status transition with its reason, unless the node is no longer in `from`.
-pub async fn transition(db: &Db, id: &str, from: &str, to: &str, reason: &str, at: i64) -> Result<bool, sqlx::Error> {
+pub async fn transition(db: &Db, id: &str, from: NodeStatus, to: NodeStatus, reason: &str, at: i64) -> Result<bool, sqlx::Error> {
     let mut tx = db.writer.begin().await?;
-    let done =
-        sqlx::query("update nodes set status = $1 where id = $2 and status = $3").bind(to).bind(id).bind(from).execute(&mut *tx).await?;
+    let done = sqlx::query("update nodes set status = $1 where id = $2 and status = $3")
+        .bind(to.as_str())
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&mut *tx)
+        .await?;
     if done.rows_affected() == 1 {
         sqlx::query("insert into node_events (id, node_id, at, from_status, to_status, reason) values ($1, $2, $3, $4, $5, $6)")
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(id)
             .bind(at)
-            .bind(from)
-            .bind(to)
+            .bind(from.as_str())
+            .bind(to.as_str())
             .bind(reason)
             .execute(&mut *tx)
             .await?;
@@ -329,9 +387,9 @@ pub async fn set_agent_instance(db: &Db, id: &str, instance: &str) -> Result<(),
 
 /// Sets a node's admin state; removal is final. Returns false when the node does not exist or
 /// was removed already.
-pub async fn set_admin_state(db: &Db, id: &str, state: &str) -> Result<bool, sqlx::Error> {
+pub async fn set_admin_state(db: &Db, id: &str, state: AdminState) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("update nodes set admin_state = $1 where id = $2 and admin_state <> 'removed'")
-        .bind(state)
+        .bind(state.as_str())
         .bind(id)
         .execute(&db.writer)
         .await?;
@@ -545,30 +603,37 @@ fn thin(points: &[Point], since: i64, span: i64) -> Vec<Sample> {
 
 /// A node's page for `viewer`: `None` when the node does not exist or belongs to someone else
 /// and the viewer is not an admin (the two look the same).
-pub async fn detail(state: &AppState, id: &str, viewer: &UserView, window_ms: i64) -> Result<Option<NodeDetail>, sqlx::Error> {
-    let owner: Option<(String,)> =
-        sqlx::query_as("select owner_id from nodes where id = $1").bind(id).fetch_optional(&state.db.pool).await?;
+pub async fn detail(
+    db: &Db,
+    thermal: &ThermalPolicy,
+    id: &str,
+    viewer: &UserView,
+    window_ms: i64,
+) -> Result<Option<NodeDetail>, sqlx::Error> {
+    let owner: Option<(String,)> = sqlx::query_as("select owner_id from nodes where id = $1").bind(id).fetch_optional(&db.pool).await?;
     let Some((owner_id,)) = owner else { return Ok(None) };
-    if owner_id != viewer.id && !viewer.is_admin() {
+    if !aiedge_core::may_manage(viewer, &owner_id) {
         return Ok(None);
     }
-    let Some(node) = get(&state.db, id, &state.settings.thermal).await? else { return Ok(None) };
+    let Some(node) = get(db, id, thermal).await? else { return Ok(None) };
     let events: Vec<(i64, String, String, String)> =
         sqlx::query_as("select at, from_status, to_status, reason from node_events where node_id = $1 order by at desc, id desc limit $2")
             .bind(id)
             .bind(EVENTS_SHOWN)
-            .fetch_all(&state.db.pool)
+            .fetch_all(&db.pool)
             .await?;
     let (events_total,): (i64,) =
-        sqlx::query_as("select count(*) from node_events where node_id = $1").bind(id).fetch_one(&state.db.pool).await?;
-    let mut history = history(&state.db, Scope::Node(id), now_ms(), window_ms, crate::live::HISTORY_POINTS).await?;
+        sqlx::query_as("select count(*) from node_events where node_id = $1").bind(id).fetch_one(&db.pool).await?;
+    let mut history = history(db, Scope::Node(id), now_ms(), window_ms, aiedge_core::views::HISTORY_POINTS).await?;
     Ok(Some(NodeDetail {
         mine: owner_id == viewer.id,
         node,
         events: events
             .into_iter()
-            .map(|(at_ms, from_status, to_status, reason)| NodeEvent { at_ms, from_status, to_status, reason })
-            .collect(),
+            .map(|(at_ms, from_status, to_status, reason)| {
+                Ok(NodeEvent { at_ms, from_status: super::state(&from_status)?, to_status: super::state(&to_status)?, reason })
+            })
+            .collect::<Result<_, sqlx::Error>>()?,
         events_total: u64::try_from(events_total).unwrap_or(0),
         history: history.remove(id).unwrap_or_default(),
         window_ms,

@@ -5,8 +5,8 @@ use sha2::{Digest, Sha256};
 use sqlx::FromRow;
 
 use super::{now_ms, Db};
-use crate::auth::UserView;
-use crate::jobs::{NewToken, TokenView};
+use aiedge_core::views::UserView;
+use aiedge_core::views::{NewToken, TokenView};
 
 pub const TOKEN_PREFIX: &str = "aie_";
 /// A token's last use is written at most this often, so API traffic is not a stream of writes.
@@ -118,7 +118,7 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Option<UserView>, sqlx
         id: row.id,
         email: row.email,
         name: row.name,
-        role: crate::auth::Role::parse(&row.role).unwrap_or(crate::auth::Role::User),
+        role: aiedge_core::Role::parse(&row.role).unwrap_or(aiedge_core::Role::User),
         created_at_ms: row.created_at,
     }))
 }

@@ -1,0 +1,241 @@
+//! Accounts, applications, jobs and nodes as the pages and the JSON API show them. None holds
+//! a secret (password hash, token hash, artifact key), so each is safe to send to a browser.
+
+use serde::{Deserialize, Serialize};
+use shared::jobs::Decision;
+use shared::score::Score;
+use shared::wire::{NodeFacts, NodeMetrics};
+
+use crate::states::{AdminState, AttemptOutcome, JobStatus, NodeStatus, Role};
+
+/// What the pages may know of a user. Deliberately holds no password hash or token, so it is
+/// safe to serialize to the browser.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at_ms: i64,
+}
+
+impl UserView {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// One tensor of an ONNX model, for display: `input: f32 [N, 4]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TensorLine {
+    pub name: String,
+    pub dtype: String,
+    pub shape: String,
+}
+
+/// What an application is, as checked at upload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum AppDetails {
+    Onnx {
+        inputs: Vec<TensorLine>,
+        outputs: Vec<TensorLine>,
+        /// Columns an input CSV must have.
+        features: u64,
+        /// Header of the predictions CSV.
+        columns: Vec<String>,
+    },
+    Script {
+        entry: String,
+        runtime: String,
+        output: String,
+        time_limit_secs: u64,
+        memory_mb: u64,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppView {
+    pub id: String,
+    pub name: String,
+    /// onnx or script.
+    pub kind: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub details: AppDetails,
+    /// Rows of the default input CSV, if the application has one.
+    pub default_input_rows: Option<u64>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobView {
+    pub id: String,
+    pub app_id: String,
+    pub app_name: String,
+    pub app_kind: String,
+    pub owner_email: String,
+    pub status: JobStatus,
+    pub input_name: String,
+    pub input_rows: Option<u64>,
+    pub node_id: Option<String>,
+    pub node_name: Option<String>,
+    pub attempt: u32,
+    /// Attempts the job gets before it fails for good.
+    pub max_attempts: u32,
+    pub error: Option<String>,
+    pub result_rows: Option<u64>,
+    pub progress_rows: Option<u64>,
+    pub has_result: bool,
+    pub has_log: bool,
+    pub created_at_ms: i64,
+    pub dispatched_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+impl JobView {
+    /// True once the job can no longer change.
+    pub fn is_terminal(&self) -> bool {
+        self.status.is_terminal()
+    }
+}
+
+/// One step of a job's timeline.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobEventView {
+    pub at_ms: i64,
+    pub status: JobStatus,
+    pub attempt: u32,
+    pub node_id: Option<String>,
+    pub message: String,
+}
+
+/// One dispatch of a job to a node, and how it ended.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub node_id: Option<String>,
+    pub node_name: String,
+    pub dispatched_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub outcome: AttemptOutcome,
+    /// Why it ended, when it did not succeed.
+    pub reason: Option<String>,
+}
+
+/// Everything the job page shows.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobDetail {
+    pub job: JobView,
+    pub events: Vec<JobEventView>,
+    /// Every attempt, first first.
+    #[serde(default)]
+    pub attempts: Vec<AttemptView>,
+    pub decision: Option<Decision>,
+    /// The last few KiB of the log, when there is one.
+    pub log_tail: Option<String>,
+}
+
+/// A personal API token as listed (the secret itself is shown once, at creation).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the token, to tell tokens apart.
+    pub prefix: String,
+    pub created_at_ms: i64,
+    pub last_used_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A token just created: the only time its secret is shown.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewToken {
+    pub token: TokenView,
+    pub secret: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeView {
+    pub id: String,
+    pub name: String,
+    pub owner_email: String,
+    pub status: NodeStatus,
+    pub admin_state: AdminState,
+    pub facts: Option<NodeFacts>,
+    pub metrics: Option<NodeMetrics>,
+    pub score: Option<Score>,
+    pub last_heartbeat_ms: Option<i64>,
+    pub created_at_ms: i64,
+    /// Job attempts that failed or were lost on this node in the last 24 hours.
+    #[serde(default)]
+    pub recent_failures: u32,
+}
+
+impl NodeView {
+    /// The word a badge shows: the admin's decision when it is not "enabled", else the status.
+    pub fn badge(&self) -> &'static str {
+        if self.admin_state == AdminState::Enabled {
+            self.status.as_str()
+        } else {
+            self.admin_state.as_str()
+        }
+    }
+}
+
+/// A freshly added node with its one-time token: the only time the token is ever shown.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NewNode {
+    pub node: NodeView,
+    pub token: String,
+    pub expires_at_ms: i64,
+    /// The exact command to run on the machine.
+    pub command: String,
+}
+
+/// One recorded change of a node's status.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeEvent {
+    pub at_ms: i64,
+    pub from_status: NodeStatus,
+    pub to_status: NodeStatus,
+    /// Why, e.g. "no heartbeat for 10 s" or "heartbeats resumed".
+    pub reason: String,
+}
+
+/// One point of a node's history.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Sample {
+    pub at_ms: i64,
+    pub free_cpu_pct: f64,
+    pub free_mem_pct: f64,
+    pub temperature_c: Option<f64>,
+    pub score: f64,
+}
+
+/// How many points a live chart keeps (about five minutes at one a second).
+pub const HISTORY_POINTS: usize = 300;
+
+/// A node's page: the node, its history over `window_ms`, and its newest transitions.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeDetail {
+    pub node: NodeView,
+    /// The viewer owns the node (otherwise an admin is looking).
+    pub mine: bool,
+    /// Newest first, at most the latest 50.
+    pub events: Vec<NodeEvent>,
+    /// How many transitions were recorded in all.
+    pub events_total: u64,
+    /// Averages over equal spans of the window, oldest first.
+    pub history: Vec<Sample>,
+    pub window_ms: i64,
+}

@@ -1,0 +1,19 @@
+//! The use cases: each change of a job's or a node's state happens in one function here, which
+//! checks who may make it, asks the store to make it, and raises what follows from it through
+//! [`Events`]. Server functions, the JSON API and the agent routes are adapters over these
+//! calls, so a rule (who may cancel, what a cancel wakes) is written once.
+//!
+//! - [`jobs`]: cancel.
+//! - [`nodes`]: the admin state of a node (enable, disable, drain, remove).
+//! - [`events`]: the side effects a use case raises, implemented by the server.
+//! - [`error`]: one error type for every use case, which knows its HTTP status.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod events;
+pub mod jobs;
+pub mod nodes;
+
+pub use error::{Result, ServiceError};
+pub use events::{Events, JobEnds};

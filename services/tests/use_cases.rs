@@ -1,0 +1,150 @@
+//! The service tier: each use case against a real SQLite database in a temp dir, with no broker
+//! and no agent, and the events it raises recorded. Seconds, not minutes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Mutex;
+
+use aiedge_core::views::{AppDetails, UserView};
+use aiedge_core::{AdminState, JobStatus, Role};
+use aiedge_services::{Events, ServiceError};
+use aiedge_store::{apps, jobs, nodes, users, Db};
+
+/// Records what the use cases raise.
+#[derive(Default)]
+struct Recorded(Mutex<Vec<String>>);
+
+impl Recorded {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl Events for Recorded {
+    fn job_ended(&self, job_id: &str) {
+        self.0.lock().unwrap().push(format!("job_ended {job_id}"));
+    }
+    fn dispatch_wanted(&self) {
+        self.0.lock().unwrap().push("dispatch_wanted".into());
+    }
+    fn node_changed(&self, node_id: &str) {
+        self.0.lock().unwrap().push(format!("node_changed {node_id}"));
+    }
+}
+
+struct World {
+    db: Db,
+    _dir: tempfile::TempDir,
+    alice: UserView,
+    bob: UserView,
+    admin: UserView,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
+    let alice = users::create(&db, "alice@example.org", "a long password", None, Role::User).await.unwrap();
+    let bob = users::create(&db, "bob@example.org", "a long password", None, Role::User).await.unwrap();
+    let admin = users::create(&db, "root@example.org", "a long password", None, Role::Admin).await.unwrap();
+    World { db, _dir: dir, alice, bob, admin }
+}
+
+/// A queued job of `owner`'s, recorded through the store's intake as the API does.
+async fn queued_job(w: &World, owner: &UserView) -> String {
+    let app = apps::create(
+        &w.db,
+        apps::NewApp {
+            id: uuid::Uuid::new_v4().to_string(),
+            owner_id: owner.id.clone(),
+            name: format!("model-{}", uuid::Uuid::new_v4().simple()),
+            kind: shared_kind(),
+            artifact_key: "apps/model.onnx".into(),
+            sha256: "0".repeat(64),
+            size_bytes: 1,
+            details: AppDetails::Onnx { inputs: vec![], outputs: vec![], features: 1, columns: vec![] },
+            runtime: None,
+            features: Some(1),
+            default_input: None,
+        },
+    )
+    .await
+    .unwrap();
+    let intake = jobs::Intake::start(&w.db);
+    let job = jobs::create(
+        &intake,
+        jobs::NewJob {
+            owner,
+            app: &app,
+            input_key: "inline:in",
+            input_name: "in.csv",
+            input_rows: Some(1),
+            max_attempts: 3,
+            inline_input: Some("1\n"),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    job.id
+}
+
+fn shared_kind() -> shared::jobs::AppKind {
+    shared::jobs::AppKind::Onnx
+}
+
+async fn status(w: &World, id: &str) -> JobStatus {
+    jobs::view(&w.db, id).await.unwrap().unwrap().status
+}
+
+#[tokio::test]
+async fn the_owner_cancels_and_the_dispatcher_hears_of_it() {
+    let w = world().await;
+    let events = Recorded::default();
+    let id = queued_job(&w, &w.alice).await;
+    let job = aiedge_services::jobs::cancel(&w.db, &events, &w.alice, &id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert_eq!(events.take(), vec![format!("job_ended {id}"), "dispatch_wanted".to_string()]);
+
+    // Again: a conflict, and nothing is raised.
+    let again = aiedge_services::jobs::cancel(&w.db, &events, &w.alice, &id).await.unwrap_err();
+    assert!(matches!(again, ServiceError::Conflict { code: "already_finished", .. }), "{again:?}");
+    assert_eq!(again.status(), 409);
+    assert!(events.take().is_empty());
+}
+
+#[tokio::test]
+async fn someone_elses_job_looks_missing_and_stays_as_it_was() {
+    let w = world().await;
+    let events = Recorded::default();
+    let id = queued_job(&w, &w.alice).await;
+    let err = aiedge_services::jobs::cancel(&w.db, &events, &w.bob, &id).await.unwrap_err();
+    assert!(matches!(err, ServiceError::NotFound("job")), "{err:?}");
+    assert_eq!(err.status(), 404);
+    assert!(matches!(aiedge_services::jobs::get(&w.db, &w.bob, &id).await, Err(ServiceError::NotFound(_))));
+    assert_eq!(status(&w, &id).await, JobStatus::Queued);
+    assert!(events.take().is_empty());
+
+    // An admin may.
+    aiedge_services::jobs::cancel(&w.db, &events, &w.admin, &id).await.unwrap();
+    assert_eq!(status(&w, &id).await, JobStatus::Cancelled);
+    assert_eq!(aiedge_services::jobs::get(&w.db, &w.alice, &id).await.unwrap().status, JobStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn only_admins_change_a_nodes_admin_state_and_removal_is_final() {
+    let w = world().await;
+    let events = Recorded::default();
+    let thermal = shared::score::ThermalPolicy { warn_c: 80.0, critical_c: 90.0 };
+    let node = nodes::add(&w.db, &thermal, "http://127.0.0.1:1", &w.alice.id, "box").await.unwrap().node;
+
+    let err = aiedge_services::nodes::set_admin_state(&w.db, &events, &w.alice, &node.id, AdminState::Disabled).await.unwrap_err();
+    assert_eq!(err.status(), 403);
+    assert_eq!(nodes::get(&w.db, &node.id, &thermal).await.unwrap().unwrap().admin_state, AdminState::Enabled);
+    assert!(events.take().is_empty());
+
+    aiedge_services::nodes::set_admin_state(&w.db, &events, &w.admin, &node.id, AdminState::Removed).await.unwrap();
+    assert_eq!(events.take(), vec![format!("node_changed {}", node.id), "dispatch_wanted".to_string()]);
+    let err = aiedge_services::nodes::set_admin_state(&w.db, &events, &w.admin, &node.id, AdminState::Enabled).await.unwrap_err();
+    assert!(matches!(err, ServiceError::NotFound("node")), "{err:?}");
+    assert!(events.take().is_empty());
+}
