@@ -121,6 +121,19 @@ async fn caller(state: &AppState, headers: &HeaderMap, session: &CurrentUser) ->
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "sign in or send `Authorization: Bearer <API token>`"))
 }
 
+/// Who is calling the JSON API (see [`caller`]), as an extractor: a handler that takes it is
+/// answered 401 before it runs when nobody is.
+pub struct Caller(pub UserView);
+
+impl axum::extract::FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        let session = parts.extensions.get::<CurrentUser>().cloned().unwrap_or_default();
+        caller(state, &parts.headers, &session).await.map(Caller)
+    }
+}
+
 /// True for a plain browser form post: answer with a redirect, not JSON.
 fn wants_html(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
@@ -363,12 +376,7 @@ async fn upload_application_inner(
 /// `GET /api/v1/applications`: the caller's applications.
 #[utoipa::path(get, path = "/api/v1/applications", tag = "applications",
     responses((status = 200, body = [AppView]), (status = 401, body = ErrorBody)), security(("token" = [])))]
-pub async fn list_applications(
-    State(state): State<AppState>,
-    Extension(session): Extension<CurrentUser>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Vec<AppView>>> {
-    let user = caller(&state, &headers, &session).await?;
+pub async fn list_applications(State(state): State<AppState>, Caller(user): Caller) -> ApiResult<Json<Vec<AppView>>> {
     Ok(Json(apps::list(&state.db, &user.id).await?))
 }
 
@@ -384,11 +392,9 @@ async fn own_app(state: &AppState, user: &UserView, id: &str) -> ApiResult<apps:
     responses((status = 200, body = AppView), (status = 404, body = ErrorBody)), security(("token" = [])))]
 pub async fn get_application(
     State(state): State<AppState>,
-    Extension(session): Extension<CurrentUser>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<AppView>> {
-    let user = caller(&state, &headers, &session).await?;
     Ok(Json(own_app(&state, &user, &id).await?.view))
 }
 
@@ -397,11 +403,9 @@ pub async fn get_application(
     responses((status = 204), (status = 404, body = ErrorBody)), security(("token" = [])))]
 pub async fn delete_application(
     State(state): State<AppState>,
-    Extension(session): Extension<CurrentUser>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
-    let user = caller(&state, &headers, &session).await?;
     if apps::delete(&state.db, &id, &user.id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -520,11 +524,9 @@ pub struct ListQuery {
     responses((status = 200, body = [JobView]), (status = 401, body = ErrorBody)), security(("token" = [])))]
 pub async fn list_jobs(
     State(state): State<AppState>,
-    Extension(session): Extension<CurrentUser>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     axum::extract::Query(q): axum::extract::Query<ListQuery>,
 ) -> ApiResult<Json<Vec<JobView>>> {
-    let user = caller(&state, &headers, &session).await?;
     Ok(Json(jobs::list(&state.db, Some(&user.id), q.limit.unwrap_or(100).clamp(1, 1000)).await?))
 }
 
@@ -547,12 +549,10 @@ const WAIT_RECHECK: Duration = Duration::from_secs(1);
     responses((status = 200, body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
 pub async fn get_job(
     State(state): State<AppState>,
-    Extension(session): Extension<CurrentUser>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
     axum::extract::Query(q): axum::extract::Query<WaitQuery>,
 ) -> ApiResult<Json<JobView>> {
-    let user = caller(&state, &headers, &session).await?;
     visible_job(&state, &user, &id).await?;
     let wait = Duration::try_from_secs_f64(q.wait.unwrap_or(0.0))
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_wait", "wait is a number of seconds, 0 to 60"))?;
@@ -587,13 +587,7 @@ pub async fn get_job(
 /// `POST /api/v1/jobs/{id}/cancel`.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
-pub async fn cancel_job(
-    State(state): State<AppState>,
-    Extension(session): Extension<CurrentUser>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Json<JobView>> {
-    let user = caller(&state, &headers, &session).await?;
+pub async fn cancel_job(State(state): State<AppState>, Caller(user): Caller, UrlPath(id): UrlPath<String>) -> ApiResult<Json<JobView>> {
     Ok(Json(aiedge_services::jobs::cancel(&state.db, state.events.as_ref(), &user, &id).await?))
 }
 
@@ -626,13 +620,7 @@ fn safe_name(s: &str) -> String {
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/result", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, content_type = "text/csv", description = "predictions.csv"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("token" = [])))]
-pub async fn download_result(
-    State(state): State<AppState>,
-    Extension(session): Extension<CurrentUser>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Response> {
-    let user = caller(&state, &headers, &session).await?;
+pub async fn download_result(State(state): State<AppState>, Caller(user): Caller, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
     let job = visible_job(&state, &user, &id).await?;
     let key = match (&job.result_key, job.status) {
         (Some(key), JobStatus::Succeeded) => key.clone(),
@@ -652,13 +640,7 @@ pub async fn download_result(
 /// `GET /api/v1/jobs/{id}/log`: the job's captured output, if it has one.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/log", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, content_type = "text/plain"), (status = 404, body = ErrorBody)), security(("token" = [])))]
-pub async fn download_log(
-    State(state): State<AppState>,
-    Extension(session): Extension<CurrentUser>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Response> {
-    let user = caller(&state, &headers, &session).await?;
+pub async fn download_log(State(state): State<AppState>, Caller(user): Caller, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
     let job = visible_job(&state, &user, &id).await?;
     let key = job.log_key.ok_or_else(|| ApiError::not_found("log"))?;
     send_artifact(&state, &key, "text/plain; charset=utf-8", None).await
