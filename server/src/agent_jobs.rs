@@ -73,17 +73,31 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))
 }
 
+/// A signed report from an agent, as an extractor: the calling node, its signature over the
+/// request checked, and the JSON body it signed. Replaces the "verify, then parse" opening each
+/// report handler had; it must be a handler's last argument (it reads the body).
+pub struct SignedReport<T> {
+    pub node: String,
+    pub report: T,
+}
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for SignedReport<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
+        let (method, uri, headers) = (req.method().clone(), req.uri().clone(), req.headers().clone());
+        let body = Bytes::from_request(req, state).await.map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))?;
+        let node = verify(state, &method, &uri, &headers, &sha_hex(&body)).await?;
+        Ok(Self { node, report: parse(&body)? })
+    }
+}
+
 /// `POST …/{id}/start`: may this node run attempt N? dispatched → running.
 pub async fn start(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedReport { node, report }: SignedReport<AttemptReport>,
 ) -> ApiResult<Json<Proceed>> {
-    let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
-    let report: AttemptReport = parse(&body)?;
     let verdict = jobs::start(&state.db, &id, &node, attempt_of(report.attempt), report.instance.as_deref()).await?;
     if verdict == Verdict::Proceed {
         tracing::info!(job_id = %id, node_id = %node, attempt = report.attempt, "job running");
@@ -97,13 +111,8 @@ pub async fn give_back(
     State(state): State<AppState>,
     Extension(dispatcher): Extension<Dispatcher>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedReport { node, report }: SignedReport<AttemptReport>,
 ) -> ApiResult<Json<Proceed>> {
-    let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
-    let report: AttemptReport = parse(&body)?;
     let why = format!("no slot came free on the node within {} s; back in the queue", shared::jobs::RETURN_AFTER_MS / 1000);
     if jobs::undo_dispatch(&state.db, &id, &node, attempt_of(report.attempt), &why).await? {
         tracing::info!(job_id = %id, node_id = %node, attempt = report.attempt, "job returned by the node; back in the queue");
@@ -117,13 +126,8 @@ pub async fn give_back(
 pub async fn progress(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedReport { node, report }: SignedReport<AttemptReport>,
 ) -> ApiResult<Json<Proceed>> {
-    let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
-    let report: AttemptReport = parse(&body)?;
     Ok(answer(jobs::progress(&state.db, &id, &node, attempt_of(report.attempt), report.rows_done).await?))
 }
 
@@ -253,13 +257,8 @@ pub async fn finish(
     State(state): State<AppState>,
     Extension(dispatcher): Extension<Dispatcher>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedReport { node, report }: SignedReport<FinishReport>,
 ) -> ApiResult<Json<Proceed>> {
-    let node = verify(&state, &method, &uri, &headers, &sha_hex(&body)).await?;
-    let report: FinishReport = parse(&body)?;
     if report.result_csv.as_ref().is_some_and(|r| r.len() > shared::jobs::INLINE_MAX) {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
