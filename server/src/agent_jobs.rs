@@ -12,16 +12,16 @@ use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use shared::jobs::{AttemptReport, FinishReport, Outcome, Proceed, HDR_BODY_SHA256, HDR_NODE, HDR_REQUEST_SIGNATURE, HDR_TIME};
+use shared::jobs::{AttemptReport, FinishReport, Proceed, HDR_BODY_SHA256, HDR_NODE, HDR_REQUEST_SIGNATURE, HDR_TIME};
 use shared::wire::HELLO_MAX_SKEW_MS;
 
 use aiedge_core::{AdminState, Verdict};
-use aiedge_store::jobs::{self, Attachment, Finish, Unstarted};
+use aiedge_services::attempts;
+use aiedge_store::jobs::{self, Attachment};
 use aiedge_store::{artifacts, nodes, now_ms};
 use app::backend::AppState;
 
 use crate::api::{send_artifact, ApiError, UploadLimits};
-use crate::scheduler::Dispatcher;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -98,28 +98,17 @@ pub async fn start(
     UrlPath(id): UrlPath<String>,
     SignedReport { node, report }: SignedReport<AttemptReport>,
 ) -> ApiResult<Json<Proceed>> {
-    let verdict = jobs::start(&state.db, &id, &node, attempt_of(report.attempt), report.instance.as_deref()).await?;
-    if verdict == Verdict::Proceed {
-        tracing::info!(job_id = %id, node_id = %node, attempt = report.attempt, "job running");
-    }
-    Ok(answer(verdict))
+    Ok(answer(attempts::start(&state.db, &node, &id, report.attempt, report.instance.as_deref()).await?))
 }
 
 /// `POST …/{id}/return`: the node held attempt N ahead of its slots and none came free in time
 /// (see `shared::jobs`); dispatched → queued, the attempt not counted.
 pub async fn give_back(
     State(state): State<AppState>,
-    Extension(dispatcher): Extension<Dispatcher>,
     UrlPath(id): UrlPath<String>,
     SignedReport { node, report }: SignedReport<AttemptReport>,
 ) -> ApiResult<Json<Proceed>> {
-    let why = format!("no slot came free on the node within {} s; back in the queue", shared::jobs::RETURN_AFTER_MS / 1000);
-    if jobs::undo_dispatch(&state.db, &id, &node, attempt_of(report.attempt), &why).await? {
-        tracing::info!(job_id = %id, node_id = %node, attempt = report.attempt, "job returned by the node; back in the queue");
-        dispatcher.wake();
-        return Ok(answer(Verdict::Proceed));
-    }
-    Ok(answer(Verdict::Stop("the attempt is no longer waiting on this node".into())))
+    Ok(answer(attempts::give_back(&state.db, state.events.as_ref(), &node, &id, report.attempt).await?))
 }
 
 /// `POST …/{id}/progress`: rows done; the answer says whether to carry on.
@@ -128,7 +117,7 @@ pub async fn progress(
     UrlPath(id): UrlPath<String>,
     SignedReport { node, report }: SignedReport<AttemptReport>,
 ) -> ApiResult<Json<Proceed>> {
-    Ok(answer(jobs::progress(&state.db, &id, &node, attempt_of(report.attempt), report.rows_done).await?))
+    Ok(answer(attempts::progress(&state.db, &node, &id, report.attempt, report.rows_done).await?))
 }
 
 #[derive(Deserialize)]
@@ -137,13 +126,7 @@ pub struct AttemptQuery {
 }
 
 async fn live_attempt(state: &AppState, id: &str, node: &str, attempt: u32) -> ApiResult<jobs::JobRecord> {
-    match jobs::check_attempt(&state.db, id, node, attempt_of(attempt)).await? {
-        Verdict::Proceed => {
-            jobs::record(&state.db, id).await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such job"))
-        }
-        // Not this node's job (or no longer): the same answer as a job that does not exist.
-        Verdict::Stop(reason) => Err(ApiError::new(StatusCode::CONFLICT, "not_your_attempt", reason)),
-    }
+    Ok(attempts::live(&state.db, node, id, attempt).await?)
 }
 
 /// `GET …/{id}/application?attempt=N`: the model or bundle.
@@ -255,53 +238,10 @@ pub async fn log(
 /// `POST …/{id}/finish`: the attempt's outcome. Refused for an attempt that is no longer live.
 pub async fn finish(
     State(state): State<AppState>,
-    Extension(dispatcher): Extension<Dispatcher>,
     UrlPath(id): UrlPath<String>,
     SignedReport { node, report }: SignedReport<FinishReport>,
 ) -> ApiResult<Json<Proceed>> {
-    if report.result_csv.as_ref().is_some_and(|r| r.len() > shared::jobs::INLINE_MAX) {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("an inline result is at most {} bytes; upload larger ones", shared::jobs::INLINE_MAX),
-        ));
-    }
-    let (attempt, outcome) = (report.attempt, report.outcome.clone());
-    let unstarted = report.ran_ms.map(|ran_ms| Unstarted { instance: report.instance, ran_ms });
-    let verdict = match (report.outcome, report.result_csv) {
-        // The usual report of a small job: written in groups with the others arriving now.
-        (Outcome::Succeeded { rows }, Some(result)) => {
-            let success =
-                jobs::InlineSuccess { id: id.clone(), node_id: node.clone(), attempt: attempt_of(attempt), rows, result, unstarted };
-            state.finishes.write(success).await?
-        }
-        (outcome, _) => {
-            let (db, id_, node_) = (state.db.clone(), id.clone(), node.clone());
-            state
-                .db
-                .exec(async move {
-                    let how = match &outcome {
-                        // Its result was uploaded before (reported only once done, it is refused:
-                        // such a report must carry its result).
-                        Outcome::Succeeded { rows } => Finish::Succeeded { rows: *rows, result: None, unstarted },
-                        // The application's own failure fails the job now; the node's trouble moves it on.
-                        Outcome::Failed { error, user_error } => Finish::Failed { error: error.as_str(), retry: !user_error },
-                    };
-                    jobs::finish(&db, &id_, &node_, attempt_of(attempt), how).await
-                })
-                .await?
-        }
-    };
-    match &verdict {
-        Verdict::Proceed => {
-            tracing::info!(job_id = %id, node_id = %node, attempt, ?outcome, "job finished");
-            state.job_ends.announce(&id);
-            // A slot is free again, or the job is back in the queue.
-            dispatcher.wake();
-        }
-        Verdict::Stop(reason) => tracing::warn!(job_id = %id, node_id = %node, attempt, reason, "finish refused"),
-    }
-    Ok(answer(verdict))
+    Ok(answer(attempts::finish(&state.db, &state.finishes, state.events.as_ref(), &node, &id, report).await?))
 }
 
 /// The agent job routes.

@@ -29,7 +29,6 @@ use shared::wire::{HDR_NODE_ID, HDR_SIGNATURE};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use aiedge_core::AttemptOutcome;
 use aiedge_store::{jobs, nodes::FleetRow, now_ms};
 use app::backend::AppState;
 
@@ -160,17 +159,8 @@ async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
 }
 
 /// Ends the attempts that can no longer finish; their jobs are queued again or fail.
-async fn recover(state: &AppState, start_timeout: Duration) -> Result<(), sqlx::Error> {
-    let timeout_ms = i64::try_from(start_timeout.as_millis()).unwrap_or(i64::MAX);
-    for lost in jobs::lost_attempts(&state.db, timeout_ms).await? {
-        let after =
-            jobs::end_attempt(&state.db, &lost.job_id, &lost.node_id, lost.attempt, AttemptOutcome::Lost, &lost.reason, true).await?;
-        if after == jobs::AfterFailure::Failed {
-            state.job_ends.announce(&lost.job_id);
-        }
-        tracing::warn!(job_id = %lost.job_id, node_id = %lost.node_id, attempt = lost.attempt, reason = %lost.reason, ?after, "attempt lost");
-    }
-    Ok(())
+async fn recover(state: &AppState, start_timeout: Duration) -> Result<(), aiedge_services::ServiceError> {
+    aiedge_services::attempts::recover(&state.db, state.events.as_ref(), start_timeout).await.map(drop)
 }
 
 /// A job on its way: its publish awaits the broker's confirm.

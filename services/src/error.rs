@@ -14,6 +14,9 @@ pub enum ServiceError {
     /// 409: the thing is not in a state that allows this (e.g. a finished job is cancelled).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// 413: more than the use case takes.
+    #[error("{0}")]
+    TooLarge(String),
     /// 422: the request itself is wrong.
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
@@ -31,6 +34,7 @@ impl ServiceError {
             ServiceError::NotFound(_) => 404,
             ServiceError::Forbidden(_) => 403,
             ServiceError::Conflict { .. } => 409,
+            ServiceError::TooLarge(_) => 413,
             ServiceError::Invalid { .. } => 422,
             ServiceError::Database(_) => 500,
         }
@@ -41,6 +45,7 @@ impl ServiceError {
         match self {
             ServiceError::NotFound(_) => "not_found",
             ServiceError::Forbidden(_) => "forbidden",
+            ServiceError::TooLarge(_) => "too_large",
             ServiceError::Conflict { code, .. } | ServiceError::Invalid { code, .. } => code,
             ServiceError::Database(_) => "internal",
         }

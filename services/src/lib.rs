@@ -3,13 +3,16 @@
 //! [`Events`]. Server functions, the JSON API and the agent routes are adapters over these
 //! calls, so a rule (who may cancel, what a cancel wakes) is written once.
 //!
-//! - [`jobs`]: cancel.
+//! - [`jobs`]: what a user does with a job (cancel, look).
+//! - [`attempts`]: what a node does with one (start, progress, give back, finish), and the
+//!   recovery of attempts that can no longer finish.
 //! - [`nodes`]: the admin state of a node (enable, disable, drain, remove).
 //! - [`events`]: the side effects a use case raises, implemented by the server.
 //! - [`error`]: one error type for every use case, which knows its HTTP status.
 
 #![forbid(unsafe_code)]
 
+pub mod attempts;
 pub mod error;
 pub mod events;
 pub mod jobs;
