@@ -21,13 +21,12 @@ use shared::jobs::AppKind;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{OpenApi, ToSchema};
 
+use aiedge_services::jobs::{Input, Intakes};
 use aiedge_store::artifacts::{self, StageError, Staged};
 use aiedge_store::{api_tokens, apps, jobs};
 use app::auth::UserView;
 use app::backend::{AppState, CurrentUser};
 use app::jobs::{check_name, AppDetails, AppView, JobView, TensorLine};
-
-use crate::scheduler::Dispatcher;
 
 /// Upload limits, from the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -87,7 +86,7 @@ impl From<sqlx::Error> for ApiError {
 
 impl From<aiedge_services::ServiceError> for ApiError {
     fn from(e: aiedge_services::ServiceError) -> Self {
-        if let aiedge_services::ServiceError::Database(e) = &e {
+        if e.status() == 500 {
             return ApiError::internal(e);
         }
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -239,13 +238,6 @@ async fn check_input(path: &Path, features: Option<u64>) -> ApiResult<Option<u64
     .await
     .map_err(ApiError::internal)?
     .map_err(|e| ApiError::bad("invalid_csv", e.to_string()))?;
-    Ok(Some(rows))
-}
-
-/// [`check_input`] for an input held in memory (at most `INLINE_MAX` bytes: checked in place).
-fn check_csv(text: &[u8], features: Option<u64>) -> ApiResult<Option<u64>> {
-    let Some(features) = features else { return Ok(None) };
-    let (_, rows) = runner::onnx::check_csv(text, Some(features as usize)).map_err(|e| ApiError::bad("invalid_csv", e.to_string()))?;
     Ok(Some(rows))
 }
 
@@ -422,15 +414,11 @@ pub async fn submit_job(
     State(state): State<AppState>,
     Extension(limits): Extension<UploadLimits>,
     Extension(session): Extension<CurrentUser>,
-    Extension(dispatcher): Extension<Dispatcher>,
     headers: HeaderMap,
     multipart: Multipart,
 ) -> Response {
     let html = wants_html(&headers);
     let result = submit_job_inner(&state, limits, &headers, &session, multipart).await;
-    if result.is_ok() {
-        dispatcher.wake();
-    }
     answer(html, result, |job: &JobView| format!("/jobs/{}", job.id), "/jobs")
 }
 
@@ -458,50 +446,18 @@ async fn submit_job_inner(
     }
     let application =
         application.ok_or_else(|| ApiError::bad("missing_application", "name the application (`application`: id or name)"))?;
-    let app = apps::find(&state.db, &user.id, application.trim()).await?.ok_or_else(|| ApiError::not_found("application"))?;
-    let job_id_hint = uuid::Uuid::new_v4().to_string();
-    let (input_key, input_name, rows, inline) = match input {
-        Some((received, filename)) => {
-            if received.size() == 0 {
-                return Err(ApiError::bad("invalid_csv", "the input CSV is empty"));
-            }
-            let key = format!("inputs/{job_id_hint}.csv");
-            match received {
-                // Small inputs (most interactive jobs) are stored with the job's row.
-                artifacts::Received::Inline { text, .. } => {
-                    let rows = check_csv(text.as_bytes(), app.features)?;
-                    (artifacts::inline_key(&key), filename, rows, Some(text))
-                }
-                artifacts::Received::Staged(staged) => {
-                    let rows = check_input(staged.path(), app.features).await?;
-                    state.artifacts.commit(staged, &key).await.map_err(ApiError::internal)?;
-                    (key, filename, rows, None)
-                }
-            }
-        }
-        None => {
-            let key = app
-                .default_input_key
-                .clone()
-                .ok_or_else(|| ApiError::bad("missing_input", "this application has no default input: attach a CSV as `input`"))?;
-            (key, "default input".to_string(), app.view.default_input_rows, None)
-        }
+    let input = match input {
+        Some((received, name)) => Input::Sent { received, name },
+        None => Input::Default,
     };
-    let view = jobs::create(
-        &state.intake,
-        jobs::NewJob {
-            owner: &user,
-            app: &app.view,
-            input_key: &input_key,
-            input_name: &input_name,
-            input_rows: rows,
-            max_attempts: state.settings.max_attempts,
-            inline_input: inline.as_deref(),
-        },
-    )
-    .await?;
-    tracing::info!(job_id = %view.id, app_id = %app.view.id, user = %user.id, "job submitted");
-    Ok((StatusCode::CREATED, view))
+    let to = Intakes {
+        db: &state.db,
+        intake: &state.intake,
+        artifacts: state.artifacts.as_ref(),
+        events: state.events.as_ref(),
+        max_attempts: state.settings.max_attempts,
+    };
+    Ok((StatusCode::CREATED, aiedge_services::jobs::submit(&to, &user, &application, input).await?))
 }
 
 async fn visible_job(state: &AppState, user: &UserView, id: &str) -> ApiResult<jobs::JobRecord> {

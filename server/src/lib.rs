@@ -141,7 +141,7 @@ impl SizeLimits {
 }
 
 /// The whole HTTP surface: pages, server functions, the JSON API, agent endpoints, health.
-pub fn router(state: AppState, broker: Broker, agents: AgentSettings, dispatcher: scheduler::Dispatcher, limits: SizeLimits) -> Router {
+pub fn router(state: AppState, broker: Broker, agents: AgentSettings, limits: SizeLimits) -> Router {
     let routes = generate_route_list(App);
     let sessions = SessionManagerLayer::new(DbSessionStore::new(state.db.clone()))
         .with_name(aiedge_store::sessions::COOKIE_NAME)
@@ -172,7 +172,6 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings, dispatcher
         .layer(sessions)
         .layer(Extension(broker))
         .layer(Extension(agents))
-        .layer(Extension(dispatcher))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -194,7 +193,7 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
 
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, database = ?state.db.backend, "serving");
-    let app = router(state, broker, AgentSettings::from_config(&config), dispatcher, SizeLimits::from_config(&config));
+    let app = router(state, broker, AgentSettings::from_config(&config), SizeLimits::from_config(&config));
     // IMPORTANT: without TCP_NODELAY a streamed response (headers, then body) waits out the
     // client's delayed ACK: every artifact download took ~40 ms in the jobs benchmark.
     use axum::serve::ListenerExt;

@@ -23,6 +23,9 @@ pub enum ServiceError {
     /// 500: the database failed; the details are logged, not sent.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// 500: the artifact store failed; the details are logged, not sent.
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -36,7 +39,7 @@ impl ServiceError {
             ServiceError::Conflict { .. } => 409,
             ServiceError::TooLarge(_) => 413,
             ServiceError::Invalid { .. } => 422,
-            ServiceError::Database(_) => 500,
+            ServiceError::Database(_) | ServiceError::Storage(_) => 500,
         }
     }
 
@@ -47,14 +50,14 @@ impl ServiceError {
             ServiceError::Forbidden(_) => "forbidden",
             ServiceError::TooLarge(_) => "too_large",
             ServiceError::Conflict { code, .. } | ServiceError::Invalid { code, .. } => code,
-            ServiceError::Database(_) => "internal",
+            ServiceError::Database(_) | ServiceError::Storage(_) => "internal",
         }
     }
 
     /// What the caller is told: the message, except for internal errors.
     pub fn public_message(&self) -> String {
         match self {
-            ServiceError::Database(_) => "internal error".into(),
+            ServiceError::Database(_) | ServiceError::Storage(_) => "internal error".into(),
             other => other.to_string(),
         }
     }

@@ -1,8 +1,9 @@
 //! Use cases of jobs.
 
 use aiedge_core::views::{JobView, UserView};
-use aiedge_store::jobs::{self as store, CancelOutcome};
-use aiedge_store::Db;
+use aiedge_store::artifacts::{self, ArtifactStore, Received};
+use aiedge_store::jobs::{self as store, CancelOutcome, Intake};
+use aiedge_store::{apps, Db};
 
 use crate::{Events, Result, ServiceError};
 
@@ -31,4 +32,101 @@ pub async fn get(db: &Db, caller: &UserView, id: &str) -> Result<JobView> {
         Some(owner) if aiedge_core::may_manage(caller, &owner) => store::view(db, id).await?.ok_or(ServiceError::NotFound("job")),
         _ => Err(ServiceError::NotFound("job")),
     }
+}
+
+/// What a job runs on.
+pub enum Input {
+    /// A CSV the caller sent, as received (small ones in memory, larger ones staged on disk).
+    Sent { received: Received, name: String },
+    /// The application's default input.
+    Default,
+}
+
+/// Where a submission goes, and what it may use.
+pub struct Intakes<'a> {
+    pub db: &'a Db,
+    pub intake: &'a Intake,
+    pub artifacts: &'a dyn ArtifactStore,
+    pub events: &'a dyn Events,
+    /// Attempts a new job gets.
+    pub max_attempts: u32,
+}
+
+/// Submits a job: one of the caller's applications (by id or name) on `input`, which is checked
+/// against the model (every row has its feature count) before anything is stored. A large input
+/// is stored as a file first and removed again if the job cannot be recorded, so a failed
+/// submission leaves nothing behind. The dispatcher is woken for the new job.
+#[tracing::instrument(skip_all, fields(user_id = %caller.id))]
+pub async fn submit(to: &Intakes<'_>, caller: &UserView, application: &str, input: Input) -> Result<JobView> {
+    let app = apps::find(to.db, &caller.id, application.trim()).await?.ok_or(ServiceError::NotFound("application"))?;
+    let invalid = |message: String| ServiceError::Invalid { code: "invalid_csv", message };
+    let key = format!("inputs/{}.csv", uuid::Uuid::new_v4());
+    let (input_key, input_name, rows, inline, stored) = match input {
+        Input::Sent { received, name } => {
+            if received.size() == 0 {
+                return Err(invalid("the input CSV is empty".into()));
+            }
+            match received {
+                // Small inputs (most interactive jobs) are stored with the job's row.
+                Received::Inline { text, .. } => {
+                    let rows = check_csv(text.as_bytes(), app.features).map_err(invalid)?;
+                    (artifacts::inline_key(&key), name, rows, Some(text), false)
+                }
+                Received::Staged(staged) => {
+                    let rows = check_csv_file(staged.path().to_path_buf(), app.features).await?;
+                    to.artifacts.commit(staged, &key).await.map_err(|e| ServiceError::Storage(e.to_string()))?;
+                    (key, name, rows, None, true)
+                }
+            }
+        }
+        Input::Default => {
+            let key = app.default_input_key.clone().ok_or_else(|| ServiceError::Invalid {
+                code: "missing_input",
+                message: "this application has no default input: attach a CSV as `input`".into(),
+            })?;
+            (key, "default input".to_string(), app.view.default_input_rows, None, false)
+        }
+    };
+    let new = store::NewJob {
+        owner: caller,
+        app: &app.view,
+        input_key: &input_key,
+        input_name: &input_name,
+        input_rows: rows,
+        max_attempts: to.max_attempts,
+        inline_input: inline.as_deref(),
+    };
+    let view = match store::create(to.intake, new).await {
+        Ok(view) => view,
+        Err(e) => {
+            if stored {
+                let _ = to.artifacts.delete(&input_key).await;
+            }
+            return Err(e.into());
+        }
+    };
+    tracing::info!(job_id = %view.id, app_id = %app.view.id, "job submitted");
+    to.events.dispatch_wanted();
+    Ok(view)
+}
+
+/// Rows of an input CSV for an ONNX model with `features` columns (script inputs are the
+/// script's business: `None`).
+fn check_csv(text: &[u8], features: Option<u64>) -> std::result::Result<Option<u64>, String> {
+    let Some(features) = features else { return Ok(None) };
+    let (_, rows) = runner::onnx::check_csv(text, Some(features as usize)).map_err(|e| e.to_string())?;
+    Ok(Some(rows))
+}
+
+/// [`check_csv`] for a staged file, on the blocking pool.
+async fn check_csv_file(path: std::path::PathBuf, features: Option<u64>) -> Result<Option<u64>> {
+    let Some(features) = features else { return Ok(None) };
+    let checked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(runner::onnx::OnnxError::Io)?;
+        runner::onnx::check_csv(std::io::BufReader::new(file), Some(features as usize))
+    })
+    .await
+    .map_err(|e| ServiceError::Storage(e.to_string()))?;
+    let (_, rows) = checked.map_err(|e| ServiceError::Invalid { code: "invalid_csv", message: e.to_string() })?;
+    Ok(Some(rows))
 }

@@ -148,3 +148,37 @@ async fn only_admins_change_a_nodes_admin_state_and_removal_is_final() {
     assert!(matches!(err, ServiceError::NotFound("node")), "{err:?}");
     assert!(events.take().is_empty());
 }
+
+#[tokio::test]
+async fn a_submission_is_checked_before_anything_is_stored_and_wakes_the_dispatcher() {
+    use aiedge_services::jobs::{submit, Input, Intakes};
+    use aiedge_store::artifacts::{LocalStore, Received};
+    let w = world().await;
+    let events = Recorded::default();
+    let first = queued_job(&w, &w.alice).await; // also makes one of Alice's applications
+    let app = jobs::view(&w.db, &first).await.unwrap().unwrap().app_id;
+    let data = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(data.path()).unwrap();
+    let intake = jobs::Intake::start(&w.db);
+    let to = Intakes { db: &w.db, intake: &intake, artifacts: &store, events: &events, max_attempts: 3 };
+    let sent = |text: &str| Input::Sent { received: Received::Inline { text: text.into(), sha256: String::new() }, name: "in.csv".into() };
+    let count = || async { jobs::list(&w.db, None, 1000).await.unwrap().len() };
+    let before = count().await;
+
+    // Two columns for a one-feature model; not a number; nothing at all; someone else's app.
+    for (input, code) in [(sent("a,b\n1,2\n"), "invalid_csv"), (sent("a\nx\n"), "invalid_csv"), (sent(""), "invalid_csv")] {
+        let err = submit(&to, &w.alice, &app, input).await.unwrap_err();
+        assert_eq!((err.status(), err.code()), (422, code), "{err:?}");
+    }
+    let err = submit(&to, &w.bob, &app, sent("a\n1\n")).await.unwrap_err();
+    assert_eq!(err.status(), 404);
+    let err = submit(&to, &w.alice, &app, Input::Default).await.unwrap_err();
+    assert_eq!(err.code(), "missing_input", "{err:?}");
+    assert_eq!(count().await, before, "a refused submission records nothing");
+    assert!(events.take().is_empty());
+
+    let job = submit(&to, &w.alice, &app, sent("a\n1\n2\n")).await.unwrap();
+    assert_eq!((job.status, job.input_rows), (JobStatus::Queued, Some(2)));
+    assert_eq!(events.take(), vec!["dispatch_wanted".to_string()]);
+    assert_eq!(count().await, before + 1);
+}

@@ -104,8 +104,8 @@ pub fn deny(status: StatusCode, message: &str) -> ServerFnError {
 /// Answers a refused or failed use case with its status and message (internal errors are
 /// logged here and sent without details).
 pub fn refused(err: aiedge_services::ServiceError) -> ServerFnError {
-    if let aiedge_services::ServiceError::Database(e) = &err {
-        return internal(e);
+    if err.status() == 500 {
+        return internal(err);
     }
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     deny(status, &err.public_message())
