@@ -98,7 +98,7 @@ pub async fn start(
     UrlPath(id): UrlPath<String>,
     SignedReport { node, report }: SignedReport<AttemptReport>,
 ) -> ApiResult<Json<Proceed>> {
-    Ok(answer(attempts::start(&state.db, &node, &id, report.attempt, report.instance.as_deref()).await?))
+    Ok(answer(attempts::start(&state.db, state.events.as_ref(), &node, &id, report.attempt, report.instance.as_deref()).await?))
 }
 
 /// `POST …/{id}/return`: the node held attempt N ahead of its slots and none came free in time
@@ -117,7 +117,7 @@ pub async fn progress(
     UrlPath(id): UrlPath<String>,
     SignedReport { node, report }: SignedReport<AttemptReport>,
 ) -> ApiResult<Json<Proceed>> {
-    Ok(answer(attempts::progress(&state.db, &node, &id, report.attempt, report.rows_done).await?))
+    Ok(answer(attempts::progress(&state.db, state.events.as_ref(), &node, &id, report.attempt, report.rows_done).await?))
 }
 
 #[derive(Deserialize)]

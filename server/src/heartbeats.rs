@@ -192,6 +192,7 @@ impl Fleet {
         if previous != status {
             let reason = NodeStatus::heard_reason(previous, status);
             nodes::transition(&state.db, &node_id, previous, status, reason, now).await.map_err(|e| Rejected::Database(e.to_string()))?;
+            state.changes.nodes_changed();
             tracing::info!(node_id, from = %previous, to = %status, "node status");
         }
         tracing::debug!(node_id, seq = hb.seq, score = node_score.total, "heartbeat");
@@ -232,7 +233,10 @@ impl Fleet {
         for (id, was) in expired {
             let reason = format!("no heartbeat for {} s", timeout.as_secs_f64());
             match nodes::transition(&state.db, &id, was, NodeStatus::Dead, &reason, now_ms()).await {
-                Ok(_) => tracing::warn!(node_id = %id, "node dead"),
+                Ok(_) => {
+                    tracing::warn!(node_id = %id, "node dead");
+                    state.changes.nodes_changed();
+                }
                 Err(e) => tracing::error!(node_id = %id, error = %e, "recording node death failed"),
             }
         }
@@ -245,8 +249,9 @@ impl Fleet {
         if batch.is_empty() {
             return;
         }
-        if let Err(e) = nodes::save_latest(&state.db, &batch).await {
-            tracing::error!(error = %e, nodes = batch.len(), "saving heartbeats failed");
+        match nodes::save_latest(&state.db, &batch).await {
+            Ok(()) => state.changes.nodes_changed(),
+            Err(e) => tracing::error!(error = %e, nodes = batch.len(), "saving heartbeats failed"),
         }
     }
 }

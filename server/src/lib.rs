@@ -91,6 +91,7 @@ async fn build_state_with(config: &Config, dispatcher: scheduler::Dispatcher) ->
     let url = config.database_url();
     let db = Db::connect(&url).await.with_context(|| format!("database {}", redact(&url)))?;
     let job_ends = aiedge_services::JobEnds::default();
+    let changes = aiedge_services::Changes::default();
     let leptos_options = LeptosOptions::builder()
         .output_name(env!("LEPTOS_OUTPUT_NAME"))
         .site_root(config.site_root.clone())
@@ -116,8 +117,9 @@ async fn build_state_with(config: &Config, dispatcher: scheduler::Dispatcher) ->
             aiedge_store::artifacts::LocalStore::new(&config.data_dir)
                 .with_context(|| format!("artifact store in {}", config.data_dir.display()))?,
         ),
-        events: Arc::new(events::ServerEvents { dispatcher, job_ends: job_ends.clone() }),
+        events: Arc::new(events::ServerEvents { dispatcher, job_ends: job_ends.clone(), changes: changes.clone() }),
         job_ends,
+        changes,
         intake: aiedge_store::jobs::Intake::start(&db),
         finishes: aiedge_store::jobs::Finishes::start(&db),
         db,

@@ -3,11 +3,12 @@
 //! with `?node=ID&window=1h` that node's page; `GET /live/jobs` does the same for jobs, or for
 //! one job's page.
 //!
-//! The feed reads the database every half second and sends only when something changed.
-//! Heartbeats are flushed about once a second and status changes are written at once, so a
-//! browser sees a heartbeat within about 1.5 s and a death within half a second of it being
-//! declared. One cheap query per open page keeps this simple and always consistent with what
-//! a reload would show.
+//! A feed queries when it is told something it shows changed (`aiedge_services::Changes`:
+//! the use cases and the dispatcher notify job changes, the heartbeat path node changes), at
+//! most every [`MIN_GAP`], and sends only what differs from its last message. An idle page costs
+//! nothing but a look every [`FALLBACK`], for changes nobody announced (another process wrote
+//! the database). Heartbeats are flushed about once a second, so a browser sees one within
+//! about 1.3 s. The query is the page's own, so a feed is always what a reload would show.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -22,7 +23,10 @@ use serde::Deserialize;
 use aiedge_store::{jobs, nodes};
 use app::backend::{AppState, CurrentUser};
 
-const POLL: Duration = Duration::from_millis(500);
+/// The least time between two queries of one feed, however often things change.
+const MIN_GAP: Duration = Duration::from_millis(250);
+/// A feed looks again after this long even when it was told nothing.
+const FALLBACK: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 pub struct LiveQuery {
@@ -52,7 +56,7 @@ pub async fn nodes_feed(
         if first.is_none() {
             return Err(StatusCode::NOT_FOUND);
         }
-        return Ok(feed("node", move || {
+        return Ok(feed("node", state.changes.watch_nodes(), move || {
             let (state, id, user) = (state.clone(), id.clone(), user.clone());
             async move {
                 let detail = nodes::detail(&state.db, &state.settings.thermal, &id, &user, window_ms).await?;
@@ -65,7 +69,7 @@ pub async fn nodes_feed(
         Some("all") => return Err(StatusCode::FORBIDDEN),
         _ => Some(user.id.clone()),
     };
-    Ok(feed("nodes", move || {
+    Ok(feed("nodes", state.changes.watch_nodes(), move || {
         let (state, owner) = (state.clone(), owner.clone());
         async move {
             nodes::list(&state.db, owner.as_deref(), &state.settings.thermal).await.map(|l| serde_json::to_string(&l).unwrap_or_default())
@@ -95,7 +99,7 @@ pub async fn jobs_feed(
         if owner.is_none_or(|o| !aiedge_core::may_manage(&user, &o)) {
             return Err(StatusCode::NOT_FOUND);
         }
-        return Ok(feed("job", move || {
+        return Ok(feed("job", state.changes.watch_jobs(), move || {
             let (state, id) = (state.clone(), id.clone());
             async move {
                 let detail = jobs::detail_with_log(&state.db, state.artifacts.as_ref(), &id).await?;
@@ -108,7 +112,7 @@ pub async fn jobs_feed(
         Some("all") => return Err(StatusCode::FORBIDDEN),
         _ => Some(user.id.clone()),
     };
-    Ok(feed("jobs", move || {
+    Ok(feed("jobs", state.changes.watch_jobs(), move || {
         let (state, owner) = (state.clone(), owner.clone());
         async move { jobs::list(&state.db, owner.as_deref(), 200).await.map(|l| serde_json::to_string(&l).unwrap_or_default()) }
     }))
@@ -117,30 +121,38 @@ pub async fn jobs_feed(
 /// A boxed stream of events, so one handler can answer with either kind of feed.
 pub type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 
-/// Polls `query` every [`POLL`] and sends its JSON as an `event` whenever it changed. The first
-/// answer goes out at once.
-fn feed<F, Fut, E>(event: &'static str, query: F) -> Sse<KeepAliveStream<Events>>
+/// Sends `query`'s JSON as an `event` at once, then again whenever it differs after a change
+/// notice on `changed` (or after [`FALLBACK`] without one).
+fn feed<F, Fut, E>(event: &'static str, changed: tokio::sync::watch::Receiver<u64>, query: F) -> Sse<KeepAliveStream<Events>>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<String, E>> + Send,
     E: std::fmt::Display,
 {
-    let stream = stream::unfold((query, String::new()), move |(query, last)| async move {
+    let start = (query, changed, String::new(), None::<tokio::time::Instant>);
+    let stream = stream::unfold(start, move |(query, mut changed, last, mut queried)| async move {
         loop {
-            if !last.is_empty() {
-                tokio::time::sleep(POLL).await;
+            if let Some(at) = queried {
+                tokio::select! {
+                    // Closed: the server is stopping; the fallback still serves.
+                    _ = changed.changed() => {}
+                    () = tokio::time::sleep(FALLBACK) => {}
+                }
+                tokio::time::sleep_until(at + MIN_GAP).await;
             }
+            // Marked seen before the query, so a change during it is not missed.
+            changed.borrow_and_update();
+            queried = Some(tokio::time::Instant::now());
             let json = match query().await.map_err(|e| e.to_string()) {
                 Ok(json) => json,
                 Err(e) => {
                     tracing::warn!(error = %e, event, "live feed query failed");
-                    tokio::time::sleep(POLL).await;
                     continue;
                 }
             };
             if json != last {
                 let sse = Event::default().event(event).data(json.clone());
-                return Some((Ok(sse), (query, json)));
+                return Some((Ok(sse), (query, changed, json, queried)));
             }
         }
     });

@@ -272,6 +272,9 @@ async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usi
             })
             .collect();
         let reserved = if reservations.is_empty() { Vec::new() } else { jobs::mark_dispatched(&state.db, &reservations).await? };
+        if reserved.iter().any(|r| *r) {
+            state.changes.jobs_changed();
+        }
         drop(reservations);
         let mut out = Vec::new();
         for (p, ok) in placed.into_iter().zip(reserved) {

@@ -17,17 +17,22 @@ fn attempt_of(n: u32) -> i32 {
 
 /// The agent process `instance` starts attempt `attempt`: dispatched → running.
 #[tracing::instrument(skip_all, fields(job_id = %id, node_id = %node, attempt))]
-pub async fn start(db: &Db, node: &str, id: &str, attempt: u32, instance: Option<&str>) -> Result<Verdict> {
+pub async fn start(db: &Db, events: &dyn Events, node: &str, id: &str, attempt: u32, instance: Option<&str>) -> Result<Verdict> {
     let verdict = store::start(db, id, node, attempt_of(attempt), instance).await?;
     if verdict == Verdict::Proceed {
         tracing::info!("job running");
+        events.job_changed(id);
     }
     Ok(verdict)
 }
 
 /// Progress of a running attempt; the verdict tells the agent whether to carry on.
-pub async fn progress(db: &Db, node: &str, id: &str, attempt: u32, rows_done: u64) -> Result<Verdict> {
-    Ok(store::progress(db, id, node, attempt_of(attempt), rows_done).await?)
+pub async fn progress(db: &Db, events: &dyn Events, node: &str, id: &str, attempt: u32, rows_done: u64) -> Result<Verdict> {
+    let verdict = store::progress(db, id, node, attempt_of(attempt), rows_done).await?;
+    if verdict == Verdict::Proceed {
+        events.job_changed(id);
+    }
+    Ok(verdict)
 }
 
 /// The node held the attempt ahead of its slots and none came free in time: dispatched →
@@ -37,6 +42,7 @@ pub async fn give_back(db: &Db, events: &dyn Events, node: &str, id: &str, attem
     let why = format!("no slot came free on the node within {} s; back in the queue", shared::jobs::RETURN_AFTER_MS / 1000);
     if store::undo_dispatch(db, id, node, attempt_of(attempt), &why).await? {
         tracing::info!("job returned by the node; back in the queue");
+        events.job_changed(id);
         events.dispatch_wanted();
         return Ok(Verdict::Proceed);
     }
@@ -87,6 +93,7 @@ pub async fn finish(db: &Db, finishes: &Finishes, events: &dyn Events, node: &st
     match &verdict {
         Verdict::Proceed => {
             tracing::info!(?outcome, "job finished");
+            events.job_changed(id);
             events.job_ended(id);
             events.dispatch_wanted();
         }
@@ -103,6 +110,7 @@ pub async fn recover(db: &Db, events: &dyn Events, start_timeout: Duration) -> R
     let lost = store::lost_attempts(db, timeout_ms).await?;
     for l in &lost {
         let after = store::end_attempt(db, &l.job_id, &l.node_id, l.attempt, AttemptOutcome::Lost, &l.reason, true).await?;
+        events.job_changed(&l.job_id);
         if after == AfterFailure::Failed {
             events.job_ended(&l.job_id);
         }

@@ -15,6 +15,7 @@ pub async fn cancel(db: &Db, events: &dyn Events, caller: &UserView, id: &str) -
     match store::cancel(db, id, caller).await? {
         CancelOutcome::Cancelled => {
             tracing::info!("job cancelled");
+            events.job_changed(id);
             events.job_ended(id);
             events.dispatch_wanted();
         }
@@ -106,6 +107,7 @@ pub async fn submit(to: &Intakes<'_>, caller: &UserView, application: &str, inpu
         }
     };
     tracing::info!(job_id = %view.id, app_id = %app.view.id, "job submitted");
+    to.events.job_changed(&view.id);
     to.events.dispatch_wanted();
     Ok(view)
 }

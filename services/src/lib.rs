@@ -19,4 +19,4 @@ pub mod jobs;
 pub mod nodes;
 
 pub use error::{Result, ServiceError};
-pub use events::{Events, JobEnds};
+pub use events::{Changes, Events, JobEnds};

@@ -21,6 +21,9 @@ impl Recorded {
 }
 
 impl Events for Recorded {
+    fn job_changed(&self, job_id: &str) {
+        self.0.lock().unwrap().push(format!("job_changed {job_id}"));
+    }
     fn job_ended(&self, job_id: &str) {
         self.0.lock().unwrap().push(format!("job_ended {job_id}"));
     }
@@ -103,7 +106,7 @@ async fn the_owner_cancels_and_the_dispatcher_hears_of_it() {
     let id = queued_job(&w, &w.alice).await;
     let job = aiedge_services::jobs::cancel(&w.db, &events, &w.alice, &id).await.unwrap();
     assert_eq!(job.status, JobStatus::Cancelled);
-    assert_eq!(events.take(), vec![format!("job_ended {id}"), "dispatch_wanted".to_string()]);
+    assert_eq!(events.take(), vec![format!("job_changed {id}"), format!("job_ended {id}"), "dispatch_wanted".to_string()]);
 
     // Again: a conflict, and nothing is raised.
     let again = aiedge_services::jobs::cancel(&w.db, &events, &w.alice, &id).await.unwrap_err();
@@ -179,6 +182,6 @@ async fn a_submission_is_checked_before_anything_is_stored_and_wakes_the_dispatc
 
     let job = submit(&to, &w.alice, &app, sent("a\n1\n2\n")).await.unwrap();
     assert_eq!((job.status, job.input_rows), (JobStatus::Queued, Some(2)));
-    assert_eq!(events.take(), vec!["dispatch_wanted".to_string()]);
+    assert_eq!(events.take(), vec![format!("job_changed {}", job.id), "dispatch_wanted".to_string()]);
     assert_eq!(count().await, before + 1);
 }

@@ -50,6 +50,8 @@ pub struct AppState {
     pub node_keys: aiedge_store::nodes::NodeKeys,
     pub artifacts: Arc<dyn aiedge_store::artifacts::ArtifactStore>,
     pub job_ends: aiedge_services::JobEnds,
+    /// Change notices for the live feeds.
+    pub changes: aiedge_services::Changes,
     /// What the use cases raise (wake the dispatcher, a job ended, a node changed); the
     /// server implements it.
     pub events: Arc<dyn aiedge_services::Events>,
