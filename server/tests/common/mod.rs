@@ -74,12 +74,31 @@ impl TestDb {
         Self { db, _dir: dir, pg_database }
     }
 
-    pub async fn close(self) {
+    pub async fn close(mut self) {
         self.db.pool.close().await;
-        if let Some(name) = self.pg_database {
+        if let Some(name) = self.pg_database.take() {
             drop_pg_database(&name).await;
         }
     }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_database.take() {
+            drop_pg_database_blocking(name);
+        }
+    }
+}
+
+/// Drops a test database from synchronous code (a `Drop` while a failed test unwinds), on a
+/// thread of its own since the caller may be inside a runtime.
+fn drop_pg_database_blocking(name: String) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            rt.block_on(drop_pg_database(&name));
+        }
+    })
+    .join();
 }
 
 pub struct TestServer {
@@ -175,13 +194,25 @@ impl TestServer {
         }
     }
 
-    pub async fn stop(self) {
-        self.delete_node_queues().await;
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
+        let handle = std::mem::replace(&mut self.handle, tokio::spawn(async { Ok(()) }));
+        let result = tokio::time::timeout(Duration::from_secs(10), handle).await;
         assert!(matches!(result, Ok(Ok(Ok(())))), "server did not stop cleanly: {result:?}");
-        if let Some(name) = self.pg_database {
+        // After the server: its database has one writer at a time.
+        self.delete_node_queues().await;
+        if let Some(name) = self.pg_database.take() {
             drop_pg_database(&name).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    /// A test that failed before `stop` still stops its server and drops its database.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(name) = self.pg_database.take() {
+            drop_pg_database_blocking(name);
         }
     }
 }
@@ -190,8 +221,9 @@ impl TestServer {
     /// Node queues and the dead letters are durable and never expire by design; a test
     /// removes its own.
     async fn delete_node_queues(&self) {
-        let Ok(state) = server::build_state(&self.config).await else { return };
-        let ids: Vec<(String,)> = sqlx::query_as("select id from nodes").fetch_all(&state.db.pool).await.unwrap_or_default();
+        let Ok(db) = aiedge_store::Db::connect(&self.config.database_url()).await else { return };
+        let ids: Vec<(String,)> = sqlx::query_as("select id from nodes").fetch_all(&db.pool).await.unwrap_or_default();
+        db.pool.close().await;
         let topology = server::broker::Topology::new(&self.config.amqp_namespace);
         let Ok(conn) = lapin::Connection::connect(&self.config.amqp_url, lapin::ConnectionProperties::default()).await else {
             return;
