@@ -33,6 +33,7 @@ ensure_rust_tools() {
     rustup target add wasm32-unknown-unknown || die "cannot add the wasm32 target (rustup needs the network once)"
   fi
   cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt || die "cannot add rustfmt"
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy || die "cannot add clippy"
   if [ "$(cargo leptos --version 2>/dev/null | awk '{print $2}')" != "$CARGO_LEPTOS_VERSION" ]; then
     say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 12 minutes on 2 cores, once)"
     cargo install cargo-leptos@"$CARGO_LEPTOS_VERSION" --locked

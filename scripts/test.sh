@@ -15,6 +15,10 @@ ensure_rabbitmq
 say "formatting (rustfmt.toml)"
 cargo fmt --all --check || die "the tree is not formatted: run cargo fmt --all"
 
+say "lints (clippy, warnings are errors)"
+cargo clippy --tests --examples -p aiedge-core -p aiedge-store -p aiedge-services -p shared -p runner -p node-agent -p server -p app \
+  -- -D warnings
+
 say "ONNX model zoo: scikit-learn and PyTorch-style models with onnxruntime's outputs"
 scripts/zoo.sh
 

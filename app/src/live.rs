@@ -31,12 +31,16 @@ pub fn record(history: &mut HashMap<String, Vec<Sample>>, nodes: &[NodeView]) {
     }
 }
 
-/// The live list of nodes for `scope` ("mine" or "all"), seeded with `initial`.
+/// Per node id, its recent history for the charts.
+pub type Histories = HashMap<String, Vec<Sample>>;
+
+/// The live list of nodes for `scope` ("mine" or "all"), seeded with `initial`; with their
+/// histories and whether the feed is connected.
 pub fn live_nodes(
     scope: &'static str,
     initial: Vec<NodeView>,
-    initial_history: HashMap<String, Vec<Sample>>,
-) -> (ReadSignal<Vec<NodeView>>, ReadSignal<HashMap<String, Vec<Sample>>>, ReadSignal<bool>) {
+    initial_history: Histories,
+) -> (ReadSignal<Vec<NodeView>>, ReadSignal<Histories>, ReadSignal<bool>) {
     let (nodes, set_nodes) = signal(initial);
     let (history, set_history) = signal(initial_history);
     let (connected, set_connected) = signal(false);

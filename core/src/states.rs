@@ -159,11 +159,10 @@ impl NodeStatus {
     /// Whether a node in this state may move to `next` (a node never goes back to waiting).
     pub const fn can_become(self, next: NodeStatus) -> bool {
         use NodeStatus::*;
-        match (self, next) {
-            (Waiting, Active | Stopping) => true,
-            (Active, Stopping | Dead) | (Stopping, Active | Dead) | (Dead, Active | Stopping) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Waiting, Active | Stopping) | (Active, Stopping | Dead) | (Stopping, Active | Dead) | (Dead, Active | Stopping)
+        )
     }
 
     /// True while heartbeats arrive, so the dead-node sweep watches it.

@@ -9,9 +9,12 @@
 //!    server queue's depth each second (a server that keeps up holds it near zero);
 //! 2. flood: publishes `--flood` heartbeats as fast as it can and times how long the server
 //!    takes to drain them: the ingest ceiling.
+//!
 //! With `--agent-bin`, it also runs one real agent for `--seconds` and reports its resident
 //! memory and CPU time. Publisher and server share this machine's cores, so the ceiling is a
 //! lower bound.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks may panic
 
 use std::time::{Duration, Instant};
 

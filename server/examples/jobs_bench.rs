@@ -16,6 +16,7 @@
 //! 2. throughput: `--jobs` jobs from `--concurrency` concurrent submitters; jobs/s = jobs /
 //!    (first submit → last `finished_at`).
 //! 3. the runner alone (no server): `runner::onnx::Model::predict_csv` rows/s.
+//!
 //! Server, agents and this client share the machine's cores; the numbers are for all of them.
 //! The agent binary is `target/release/node-agent` beside this example, or `AIEDGE_AGENT_BIN`.
 //!
@@ -27,6 +28,8 @@
 //! Diagnostics: `--trace` (server tracing to stderr, by `RUST_LOG`, e.g. `tower_http=debug` for
 //! each request's timing), `--agent-log` (agents' warnings), `--closed-loop` (no backlog: each
 //! submitter waits for its job), `--scratch /dev/shm` (data and work dirs off the disk).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks may panic
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -157,6 +157,8 @@ pub async fn input(
     send_artifact(&state, &job.input_key, "text/csv", None).await
 }
 
+// One argument per extractor of the two upload routes.
+#[allow(clippy::too_many_arguments)]
 async fn upload(
     state: &AppState,
     id: &str,
@@ -203,6 +205,7 @@ async fn upload(
 }
 
 /// `PUT …/{id}/result?attempt=N`: the predictions CSV.
+#[allow(clippy::too_many_arguments)] // one argument per extractor
 pub async fn result(
     State(state): State<AppState>,
     Extension(limits): Extension<UploadLimits>,
@@ -221,6 +224,7 @@ pub async fn result(
 pub struct LogLimit(pub u64);
 
 /// `PUT …/{id}/log?attempt=N`: the captured output.
+#[allow(clippy::too_many_arguments)] // one argument per extractor
 pub async fn log(
     State(state): State<AppState>,
     Extension(limit): Extension<LogLimit>,

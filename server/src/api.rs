@@ -232,7 +232,7 @@ async fn check_input(path: &Path, features: Option<u64>) -> ApiResult<Option<u64
     let Some(features) = features else { return Ok(None) };
     let path = path.to_path_buf();
     let (_, rows) = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path).map_err(|e| runner::onnx::OnnxError::Io(e))?;
+        let file = std::fs::File::open(&path).map_err(runner::onnx::OnnxError::Io)?;
         runner::onnx::check_csv(std::io::BufReader::new(file), Some(features as usize))
     })
     .await
@@ -375,7 +375,7 @@ pub async fn list_applications(State(state): State<AppState>, Caller(user): Call
 async fn own_app(state: &AppState, user: &UserView, id: &str) -> ApiResult<apps::AppRecord> {
     apps::get(&state.db, id)
         .await?
-        .filter(|a| a.deleted_at.is_none() && aiedge_core::may_manage(&user, &a.owner_id))
+        .filter(|a| a.deleted_at.is_none() && aiedge_core::may_manage(user, &a.owner_id))
         .ok_or_else(|| ApiError::not_found("application"))
 }
 

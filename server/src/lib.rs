@@ -3,7 +3,7 @@
 //!
 //! - [`config`]: flags and environment.
 //! - [`broker`]: the RabbitMQ connection and its reconnects.
-//! - [`health`]: `/healthz`.
+//! - [`health`] answers `/healthz`.
 //! - [`errors`]: malformed server-function calls answered 400.
 //! - [`events`]: what the use cases raise, turned into dispatcher wake-ups and job-end news.
 //! - [`admin_cli`]: `server admin create`, `server node add`.

@@ -1,6 +1,8 @@
 //! Registration, login, remember-me, logout, rate limiting and roles, through real HTTP against
 //! a real server, on SQLite and on PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks may panic
+
 mod common;
 
 use common::{session_cookie, DbKind, TestServer};
@@ -67,7 +69,9 @@ async fn invalid_registrations_get_field_errors_and_change_nothing(db: DbKind) {
     let server = TestServer::start(db).await;
     let client = server.client();
 
-    let cases: Vec<(Vec<(&str, String)>, &str, &str)> = vec![
+    // (form fields, field with the error, error code)
+    type Case<'a> = (Vec<(&'a str, String)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![], "email", "email_missing"),
         (vec![("email", "".into()), ("password", "".into())], "email", "email_missing"),
         (vec![("email", "not-an-email".into()), ("password", PASSWORD.into())], "email", "email_invalid"),

@@ -5,6 +5,8 @@
 //!
 //! A test binary of its own, so no other test shares the proxy.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks may panic
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

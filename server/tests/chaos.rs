@@ -10,6 +10,8 @@
 //! The scenarios run one at a time (one restarts the broker), with a short dead-node timeout
 //! so the suite stays quick; `examples/failover_bench.rs` measures failover with the defaults.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks may panic
+
 mod common;
 
 use std::time::{Duration, Instant};

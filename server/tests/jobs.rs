@@ -3,6 +3,8 @@
 //! personal token, the way a script would; results are compared with onnxruntime's outputs
 //! (computed when the fixtures were made, see scripts/make_fixtures.py).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks may panic
+
 mod common;
 
 use std::io::Write;
@@ -137,7 +139,9 @@ async fn bad_uploads_are_refused_and_change_nothing(db: DbKind) {
     let server = TestServer::start(db).await;
     let user = User::new(&server, "careless@example.org").await;
     let model = std::fs::read(fixture("iris_logreg.onnx")).unwrap();
-    let cases: Vec<(&str, &str, Vec<u8>, Option<Vec<u8>>, &str, &str)> = vec![
+    // (what, file name, file, default input, error code, message fragment)
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, Option<Vec<u8>>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         ("truncated", "t.onnx", std::fs::read(fixture("bad_truncated.onnx")).unwrap(), None, "invalid_model", ""),
         ("unknown op", "u.onnx", std::fs::read(fixture("bad_op.onnx")).unwrap(), None, "invalid_model", "Frobnicate"),
         ("empty", "e.onnx", Vec::new(), None, "empty_file", ""),

@@ -2,6 +2,8 @@
 //! become one averaged row per node and minute, exactly once; week-old minutes go; and the
 //! charts' query reads across both tables.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks may panic
+
 mod common;
 
 use aiedge_store::nodes::{self, Latest, RollUp, Scope, FULL_RATE_MS, MINUTE_RETENTION_MS};

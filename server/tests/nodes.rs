@@ -5,6 +5,8 @@
 //! The agent binary is the one cargo built beside these tests (`cargo test -p node-agent -p
 //! server` builds it), or `AIEDGE_AGENT_BIN`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks may panic
+
 mod common;
 
 use std::path::Path;

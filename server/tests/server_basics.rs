@@ -1,6 +1,8 @@
 //! Health, configuration errors, the admin CLI, malformed cookies and graceful shutdown, through
 //! the real binary where it matters.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks may panic
+
 mod common;
 
 use std::io::Write;

@@ -3,6 +3,8 @@
 //! downloaded and compared with onnxruntime's. `runner/tests/zoo.rs` checks every zoo model in
 //! process; this checks that what the runner can do, a user gets. A missing zoo fails the test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks may panic
+
 mod common;
 
 use std::path::PathBuf;

@@ -980,7 +980,8 @@ pub async fn lost_attempts(db: &Db, start_timeout_ms: i64) -> Result<Vec<LostAtt
 
 /// A job's attempts, first first.
 pub async fn attempts(db: &Db, id: &str) -> Result<Vec<AttemptView>, sqlx::Error> {
-    let rows: Vec<(i32, Option<String>, String, i64, Option<i64>, Option<i64>, String, Option<String>)> = sqlx::query_as(
+    type Row = (i32, Option<String>, String, i64, Option<i64>, Option<i64>, String, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
         "select attempt, node_id, node_name, dispatched_at, started_at, finished_at, outcome, reason
          from job_attempts where job_id = $1 order by attempt",
     )

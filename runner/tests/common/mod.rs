@@ -1,5 +1,7 @@
 //! Helpers the runner's test files share.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 /// The cells of a CSV text, header row included.
 pub fn records(text: &str) -> Vec<Vec<String>> {
     csv::ReaderBuilder::new()

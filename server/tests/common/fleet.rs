@@ -1,6 +1,8 @@
 //! A fleet for the job tests: real `node-agent` processes (which a test can kill, pause, resume
 //! and restart with the same credentials), and users who drive the JSON API with a token.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

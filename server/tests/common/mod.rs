@@ -2,6 +2,7 @@
 //! SQLite file in a temp dir, or a fresh PostgreSQL database (dropped again by `stop`), and the
 //! real RabbitMQ. Set `AIEDGE_TEST_POSTGRES` to point at another PostgreSQL server.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fleet;
 
