@@ -4,7 +4,7 @@
 //! about one attempt: the server answers only for the job's live attempt on that very node, so
 //! a node cannot fetch another node's inputs, and a late or forged report changes nothing.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
@@ -33,8 +33,10 @@ fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", message)
 }
 
-/// Checks the request signature; returns the calling node's id.
-async fn verify(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, body_sha256: &str) -> ApiResult<String> {
+/// Who a signed request says it is from, checked before anything of its body is read: a node
+/// id, a request time within the allowed skew, and a node that exists and was not removed.
+/// Returns the node id and the time, for [`check_signature`].
+async fn claimed_node(state: &AppState, headers: &HeaderMap) -> ApiResult<(String, i64)> {
     let node_id = header(headers, HDR_NODE);
     if node_id.is_empty() || node_id.len() > 64 {
         return Err(unauthorized("missing node id"));
@@ -43,15 +45,35 @@ async fn verify(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMa
     if (now_ms() - time).abs() > HELLO_MAX_SKEW_MS {
         return Err(unauthorized("request too old or clock too far off"));
     }
+    match nodes::auth_info(&state.db, node_id).await? {
+        Some(auth) if auth.admin_state != AdminState::Removed => Ok((node_id.to_string(), time)),
+        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "node_removed", "this node was removed; its credentials are revoked")),
+        None => Err(unauthorized("unknown node")),
+    }
+}
+
+/// Checks the signature of `node_id` over method, path, time and body hash.
+fn check_signature(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    (node_id, time): (&str, i64),
+    body_sha256: &str,
+) -> ApiResult<()> {
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let covered = shared::jobs::request_string(method.as_str(), path, time, body_sha256);
     if !shared::wire::verify(&state.node_keys.key_for(node_id), covered.as_bytes(), header(headers, HDR_REQUEST_SIGNATURE)) {
         return Err(unauthorized("signature does not match the node's key"));
     }
-    match nodes::auth_info(&state.db, node_id).await? {
-        Some(auth) if auth.admin_state != AdminState::Removed => Ok(node_id.to_string()),
-        _ => Err(ApiError::new(StatusCode::FORBIDDEN, "node_removed", "this node was removed; its credentials are revoked")),
-    }
+    Ok(())
+}
+
+/// Checks a signed request whose body hash is known up front; returns the calling node's id.
+async fn verify(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, body_sha256: &str) -> ApiResult<String> {
+    let (node, time) = claimed_node(state, headers).await?;
+    check_signature(state, method, uri, headers, (&node, time), body_sha256)?;
+    Ok(node)
 }
 
 fn sha_hex(bytes: &[u8]) -> String {
@@ -73,6 +95,9 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))
 }
 
+/// The largest report body: an inline result (`INLINE_MAX`) and its JSON around it, escaped.
+const REPORT_MAX_BYTES: usize = 2 * shared::jobs::INLINE_MAX + 16 * 1024;
+
 /// A signed report from an agent, as an extractor: the calling node, its signature over the
 /// request checked, and the JSON body it signed. Replaces the "verify, then parse" opening each
 /// report handler had; it must be a handler's last argument (it reads the body).
@@ -86,8 +111,13 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for Si
 
     async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
         let (method, uri, headers) = (req.method().clone(), req.uri().clone(), req.headers().clone());
-        let body = Bytes::from_request(req, state).await.map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))?;
-        let node = verify(state, &method, &uri, &headers, &sha_hex(&body)).await?;
+        // Nobody's body is read before they have named a live node within the time window.
+        let (node, time) = claimed_node(state, &headers).await?;
+        // A report is small: its inline result at most, and a little JSON around it.
+        let body = axum::body::to_bytes(req.into_body(), REPORT_MAX_BYTES).await.map_err(|_| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("a report is at most {REPORT_MAX_BYTES} bytes"))
+        })?;
+        check_signature(state, &method, &uri, &headers, (&node, time), &sha_hex(&body))?;
         Ok(Self { node, report: parse(&body)? })
     }
 }
