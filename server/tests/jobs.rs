@@ -517,6 +517,26 @@ async fn small_jobs_take_the_short_way(db: DbKind) {
     assert_eq!(res["proceed"], false, "{res}");
     let res = signed_finish(&server, &node_id, &key, &id, &report(attempt, "x".repeat(shared::jobs::INLINE_MAX + 1))).await;
     assert_eq!(res.status(), 413);
+    // A body far over any report's size: from a node that does not exist it is refused as
+    // unauthorized before it is read (reading it first would answer 413); from a real node
+    // whose signature cannot be checked without it, as too large.
+    // Over the report cap (2 × 64 KiB + 16 KiB), and small enough for loopback's socket buffers,
+    // so the client has sent it all when the answer comes.
+    let big = vec![b'x'; 256 << 10];
+    let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis().to_string();
+    let path = format!("{}/{id}/finish", shared::jobs::JOBS_PATH);
+    for (who, status) in [("no-such-node", 401), (node_id.as_str(), 413)] {
+        let res = reqwest::Client::new()
+            .post(server.url(&path))
+            .header(shared::jobs::HDR_NODE, who)
+            .header(shared::jobs::HDR_TIME, &time)
+            .header(shared::jobs::HDR_REQUEST_SIGNATURE, "0".repeat(64))
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{who}");
+    }
     assert_eq!(user.job(&id).await["status"], "dispatched");
     // The live attempt's report: started and finished in one step, and the same report again
     // (its answer lost) is accepted without storing anything twice.
