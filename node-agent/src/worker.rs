@@ -611,12 +611,23 @@ impl Worker {
             .map_err(|e| (format!("sandbox: {e}"), false))?;
         match outcome {
             runner::sandbox::Outcome::Exited(0) => {
-                let produced = tokio::fs::metadata(&script_output).await.is_ok_and(|m| m.is_file());
-                if !produced {
-                    return Err((format!("the script exited 0 but did not write `{}`", manifest.output), true));
+                // Read without following links: the script controls its directory.
+                let (work, name, to) = (workdir.clone(), manifest.output.clone(), output.to_path_buf());
+                let copied = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    let mut from = runner::sandbox::open_output(&work, &name)?;
+                    let mut into = std::fs::File::create(&to)?;
+                    std::io::copy(&mut from, &mut into).map(drop)
+                })
+                .await
+                .map_err(|e| (e.to_string(), false))?;
+                match copied {
+                    Ok(()) => Ok(count_rows(output).await),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Err((format!("the script exited 0 but did not write `{}`", manifest.output), true))
+                    }
+                    // A link, a directory or a FIFO where the output should be: the script's fault.
+                    Err(e) => Err((e.to_string(), e.kind() == std::io::ErrorKind::InvalidData)),
                 }
-                tokio::fs::copy(&script_output, output).await.map_err(|e| (e.to_string(), false))?;
-                Ok(count_rows(output).await)
             }
             other => {
                 // Limits and the script's own failures are the application's problem.

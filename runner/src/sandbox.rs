@@ -822,8 +822,72 @@ fn find_program(name: &OsStr) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("`{}` not found in {SANDBOX_PATH}", name.to_string_lossy()))
 }
 
+/// Opens what a script wrote at `relative` (its manifest's `output`) inside `workdir` without
+/// following a link anywhere on the way: every directory on the path must be a real directory
+/// and the file a regular file, opened with `O_NOFOLLOW` (and `O_NONBLOCK`, so a FIFO cannot
+/// hang the agent). A script that makes its output a link to a file of the machine (the agent's
+/// state, a server secret) gets an error, never that file. `relative` is a checked manifest
+/// path (no `..`, not absolute).
+pub fn open_output(workdir: &Path, relative: &str) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("the output `{relative}` {why}"));
+    let parts: Vec<&str> = relative.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let Some((file, dirs)) = parts.split_last() else { return Err(refuse("is empty")) };
+    let mut path = workdir.to_path_buf();
+    for dir in dirs {
+        if *dir == ".." {
+            return Err(refuse("leaves the work directory"));
+        }
+        path.push(dir);
+        if !std::fs::symlink_metadata(&path)?.file_type().is_dir() {
+            return Err(refuse("passes through a link or a file"));
+        }
+    }
+    path.push(file);
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let opened = std::fs::OpenOptions::new().read(true).custom_flags(flags.bits()).open(&path).map_err(|e| {
+        // ELOOP: the last component is a link.
+        if e.raw_os_error() == Some(nix::libc::ELOOP) {
+            refuse("is a link")
+        } else {
+            e
+        }
+    })?;
+    if !opened.metadata()?.file_type().is_file() {
+        return Err(refuse("is not a regular file"));
+    }
+    Ok(opened)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn outputs_are_read_without_following_links() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(work.join("out")).unwrap();
+        let secret = dir.path().join("secret.txt");
+        std::fs::write(&secret, "the agent's key").unwrap();
+        std::fs::write(work.join("out/p.csv"), "a\n1\n").unwrap();
+        let mut text = String::new();
+        open_output(&work, "out/p.csv").unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "a\n1\n");
+
+        // The output itself a link, relative or absolute; a directory on the way a link; a
+        // directory; a FIFO: each refused, and the secret never read.
+        std::os::unix::fs::symlink("../secret.txt", work.join("rel.csv")).unwrap();
+        std::os::unix::fs::symlink(&secret, work.join("abs.csv")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), work.join("up")).unwrap();
+        nix::unistd::mkfifo(&work.join("fifo.csv"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        for name in ["rel.csv", "abs.csv", "up/secret.txt", "out", "fifo.csv", "../secret.txt"] {
+            let err = open_output(&work, name).unwrap_err();
+            assert!(!err.to_string().contains("agent's key"), "{name}: {err}");
+        }
+        assert!(open_output(&work, "missing.csv").is_err());
+    }
+
     use super::*;
 
     fn job() -> ScriptJob {
