@@ -93,6 +93,19 @@ async fn models_and_scripts_run_on_a_node(db: DbKind) {
     let log = user.get(&format!("/api/v1/jobs/{}/log", job["id"].as_str().unwrap())).await.text().await.unwrap();
     assert!(log.contains("doubled 2 rows"), "{log}");
 
+    // Attack: a script that makes its output a link to a file of the machine (the agent's state
+    // file with its node key, in the real attack; /etc/passwd here) gets no result back.
+    let thief = "entry = \"python3 t.py\"\nruntime = \"python3\"\noutput = \"out.csv\"\ntime_limit_secs = 30\n";
+    let steal = "import os\nos.symlink('/etc/passwd', os.environ['AIEDGE_OUTPUT'])\n";
+    json(user.upload("thief", "t.zip", bundle(thief, &[("t.py", steal)]), None).await, 201).await;
+    let job = json(user.submit("thief", Some(b"x\n1\n".to_vec())).await, 201).await;
+    let done = user.wait_job(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(done["error"].as_str().unwrap().contains("is a link"), "{done}");
+    assert_eq!(done["attempt"], 1, "the script's own doing: not tried on another node");
+    let res = user.get(&format!("/api/v1/jobs/{}/result", job["id"].as_str().unwrap())).await;
+    assert_eq!(res.status(), 409, "no result exists");
+
     // Over the time limit: killed, and the job says why.
     let sleeper = "entry = \"python3 s.py\"\nruntime = \"python3\"\noutput = \"out.csv\"\ntime_limit_secs = 1\n";
     json(user.upload("sleeper", "s.zip", bundle(sleeper, &[("s.py", "import time\ntime.sleep(60)\n")]), None).await, 201).await;
