@@ -161,7 +161,12 @@ pub fn check_password(password: &str) -> Result<(), FormError> {
 /// Only same-site paths are followed after login, so `?next=` cannot send a user elsewhere.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        // Browsers drop tabs and newlines from a URL ("/\t/evil" is "//evil": another site), and
+        // read a backslash as a slash; a path with none of them that starts with exactly one
+        // slash stays on this site.
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.chars().any(|c| c == '\\' || c.is_control()) && n.len() <= 2048 => {
+            n.to_string()
+        }
         _ => "/home".to_string(),
     }
 }
@@ -312,6 +317,11 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example")), "/home");
         assert_eq!(safe_next(Some("https://evil.example")), "/home");
         assert_eq!(safe_next(Some("/\\evil.example")), "/home");
+        // Browsers drop these characters, which turns the path into "//evil.example".
+        for sneaky in ["/\t/evil.example", "/\n/evil.example", "/\r/evil.example", "/\u{0}/evil.example"] {
+            assert_eq!(safe_next(Some(sneaky)), "/home", "{sneaky:?}");
+        }
+        assert_eq!(safe_next(Some("/jobs?scope=all")), "/jobs?scope=all");
         assert_eq!(safe_next(None), "/home");
     }
 }
