@@ -163,7 +163,7 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings, limits: Si
         .route("/live/jobs", get(live::jobs_feed))
         .leptos_routes_with_context(&state, routes, move || provide_context(context_state.clone()), move || shell(shell_options.clone()))
         .layer(RequestBodyLimitLayer::new(MAX_FORM_BODY));
-    Router::new()
+    let router = Router::new()
         .merge(pages)
         .merge(api::router(limits.uploads))
         .merge(agent_jobs::router(limits.uploads, limits.log))
@@ -175,7 +175,24 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings, limits: Si
         .layer(Extension(broker))
         .layer(Extension(agents))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    with_security_headers(router)
+}
+
+/// Headers every response carries: no content-type sniffing, no framing by other sites (click-
+/// jacking), no referrer sent to other sites, no plugins, and forms that post only here. The
+/// policy stops short of `script-src`: hydration runs inline scripts.
+fn with_security_headers(router: Router) -> Router {
+    use axum::http::{header, HeaderValue};
+    use tower_http::set_header::SetResponseHeaderLayer;
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'; base-uri 'self'; object-src 'none'; form-action 'self'"),
+        ))
 }
 
 /// Serves on `listener` until `shutdown` fires, then drains in-flight requests.

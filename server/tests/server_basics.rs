@@ -42,6 +42,16 @@ async fn healthz_reports_database_and_broker(db: DbKind) {
     assert_eq!(body["broker"], "unreachable");
     // Pages still work while the broker is away.
     assert_eq!(reqwest::get(server.url("/")).await.unwrap().status(), 200);
+
+    // Every response, a page, an API error, a health check or a missing file, carries the
+    // security headers.
+    for path in ["/", "/healthz", "/api/v1/jobs", "/pkg/none.js", "/login?error=%3Cscript%3E"] {
+        let res = reqwest::get(server.url(path)).await.unwrap();
+        let h = res.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert!(h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"), "{path}");
+    }
     server.stop().await;
 }
 
