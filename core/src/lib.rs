@@ -8,12 +8,14 @@
 //! - [`access`]: who may act on what ("owner or admin", written once).
 //! - [`verdict`]: what the server answers an agent about one of its attempts.
 //! - [`names`]: validation of the names people give things.
+//! - [`reported`]: what a node says of itself, held to what a machine can be.
 //! - [`views`]: accounts, applications, jobs and nodes as pages and the API show them.
 
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod names;
+pub mod reported;
 pub mod states;
 pub mod verdict;
 pub mod views;

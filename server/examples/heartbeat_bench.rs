@@ -53,7 +53,7 @@ fn heartbeat(node_id: &str, seq: u64) -> Vec<u8> {
     serde_json::to_vec(&shared::wire::Heartbeat {
         node_id: node_id.to_string(),
         seq,
-        sent_at_ms: 0,
+        sent_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
         metrics: shared::wire::NodeMetrics {
             free_cpu_pct: 50.0 + (seq % 50) as f64,
             free_mem_pct: 60.0,

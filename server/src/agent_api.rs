@@ -30,13 +30,14 @@ pub async fn register(
     Extension(broker): Extension<Broker>,
     body: Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Response {
-    let Json(req) = match body {
+    let Json(mut req) = match body {
         Ok(req) => req,
         Err(rejection) => return error(StatusCode::BAD_REQUEST, "bad_request", &rejection.body_text()),
     };
     if req.token.len() > 256 || req.facts.hostname.len() > 255 || req.facts.os.len() > 255 {
         return error(StatusCode::BAD_REQUEST, "bad_request", "field too long");
     }
+    aiedge_core::reported::clamp_facts(&mut req.facts);
     let node_id = match nodes::redeem(&state.db, &req.token, &req.facts).await {
         Ok(id) => id,
         Err(e @ RedeemError::Unknown) => return error(StatusCode::UNAUTHORIZED, "token_unknown", &e.to_string()),

@@ -23,11 +23,11 @@ use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptio
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::ExchangeKind;
 use shared::score::{score, ThermalPolicy};
-use shared::wire::{self, Heartbeat, HDR_NODE_ID, HDR_SIGNATURE};
+use shared::wire::{self, Heartbeat, HDR_NODE_ID, HDR_SIGNATURE, HELLO_MAX_SKEW_MS};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use aiedge_core::{AdminState, NodeStatus};
+use aiedge_core::{reported, AdminState, NodeStatus};
 use aiedge_store::nodes::{self, Latest};
 use aiedge_store::now_ms;
 use app::backend::AppState;
@@ -147,10 +147,19 @@ impl Fleet {
         if auth.admin_state == AdminState::Removed {
             return Err(Rejected::Removed);
         }
-        let hb: Heartbeat = serde_json::from_slice(body).map_err(|e| Rejected::Malformed(e.to_string()))?;
+        let mut hb: Heartbeat = serde_json::from_slice(body).map_err(|e| Rejected::Malformed(e.to_string()))?;
         if hb.node_id != node_id {
             return Err(Rejected::NodeMismatch);
         }
+        // A heartbeat from another time (replayed, or held back) says nothing about now.
+        if (now_ms() - hb.sent_at_ms).abs() > HELLO_MAX_SKEW_MS {
+            return Err(Rejected::Stale);
+        }
+        // What the node says of itself, held to what a machine can be (see `aiedge_core::reported`).
+        if let Some(facts) = hb.facts.as_mut() {
+            reported::clamp_facts(facts);
+        }
+        reported::clamp_metrics(&mut hb.metrics, hb.facts.as_ref());
         let node_score = score(&hb.metrics, &settings.thermal);
         let now = now_ms();
 
