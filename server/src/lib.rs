@@ -2,6 +2,7 @@
 //! listener. `main.rs` is a thin shell over [`launch`].
 //!
 //! - [`config`]: flags and environment.
+//! - [`cross_site`]: state-changing requests from other sites refused (CSRF).
 //! - [`broker`]: the RabbitMQ connection and its reconnects.
 //! - [`health`] answers `/healthz`.
 //! - [`errors`]: malformed server-function calls answered 400.
@@ -26,6 +27,7 @@ pub mod api;
 pub mod balancer;
 pub mod broker;
 pub mod config;
+pub mod cross_site;
 pub mod errors;
 pub mod events;
 pub mod health;
@@ -170,6 +172,7 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings, limits: Si
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn(backend::guard::guard_pages))
         .layer(middleware::from_fn(errors::bad_arguments_are_400))
+        .layer(middleware::from_fn_with_state(state.clone(), cross_site::same_site_only))
         .layer(middleware::from_fn_with_state(state.clone(), backend::sessions::resolve_user))
         .layer(sessions)
         .layer(Extension(broker))
