@@ -2,7 +2,7 @@
 
 use aiedge_core::views::{JobView, UserView};
 use aiedge_store::artifacts::{self, ArtifactStore, Received};
-use aiedge_store::jobs::{self as store, CancelOutcome, Intake};
+use aiedge_store::jobs::{self as store, Intake};
 use aiedge_store::{apps, Db};
 
 use crate::{Events, Result, ServiceError};
@@ -12,25 +12,27 @@ use crate::{Events, Result, ServiceError};
 /// is answered as missing.
 #[tracing::instrument(skip_all, fields(job_id = %id, user_id = %caller.id))]
 pub async fn cancel(db: &Db, events: &dyn Events, caller: &UserView, id: &str) -> Result<JobView> {
-    match store::cancel(db, id, caller).await? {
-        CancelOutcome::Cancelled => {
-            tracing::info!("job cancelled");
-            events.job_changed(id);
-            events.job_ended(id);
-            events.dispatch_wanted();
-        }
-        CancelOutcome::AlreadyDone => {
-            return Err(ServiceError::Conflict { code: "already_finished", message: "the job has already finished".into() })
-        }
-        CancelOutcome::NotFound => return Err(ServiceError::NotFound("job")),
+    ensure_visible(db, caller, id).await?;
+    if !store::cancel(db, id, &caller.email).await? {
+        return Err(ServiceError::Conflict { code: "already_finished", message: "the job has already finished".into() });
     }
+    tracing::info!("job cancelled");
+    events.job_changed(id);
+    events.job_ended(id);
+    events.dispatch_wanted();
     store::view(db, id).await?.ok_or(ServiceError::NotFound("job"))
 }
 
 /// A job's summary, for its owner or an admin.
 pub async fn get(db: &Db, caller: &UserView, id: &str) -> Result<JobView> {
+    ensure_visible(db, caller, id).await?;
+    store::view(db, id).await?.ok_or(ServiceError::NotFound("job"))
+}
+
+/// Not found unless the job exists and `caller` may manage it (its owner or an admin).
+async fn ensure_visible(db: &Db, caller: &UserView, id: &str) -> Result<()> {
     match store::owner_of(db, id).await? {
-        Some(owner) if aiedge_core::may_manage(caller, &owner) => store::view(db, id).await?.ok_or(ServiceError::NotFound("job")),
+        Some(owner) if aiedge_core::may_manage(caller, &owner) => Ok(()),
         _ => Err(ServiceError::NotFound("job")),
     }
 }
