@@ -40,7 +40,7 @@ ensure_node_packages
 ensure_rabbitmq
 
 say "building (release)"
-cargo leptos build --release
+cargo leptos build --release --precompress
 cargo build --release -p node-agent
 
 mkdir -p "$DATA_DIR"

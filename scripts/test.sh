@@ -29,7 +29,7 @@ say "unit and integration tests (release profile)"
 cargo test --release --no-fail-fast -p aiedge-core -p aiedge-store -p aiedge-services -p shared -p runner -p node-agent -p server -p app
 
 say "building the site (server + WASM)"
-cargo leptos build --release
+cargo leptos build --release --precompress
 
 say "browser journeys (Playwright + Chromium)"
 (cd end2end && npx playwright test)

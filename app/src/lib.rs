@@ -29,7 +29,7 @@ pub mod upload;
 pub mod backend;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
@@ -44,6 +44,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light dark" />
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
                 <AutoReload options=options.clone() />
+                // In the shell, not the hydrated body: its path names the build (see the
+                // server's `assets`), which only the server knows.
+                <link rel="stylesheet" id="leptos" href=format!("/{}/{}.css", options.site_pkg_dir, options.output_name) />
                 <HydrationScripts options />
                 <MetaTags />
             </head>
@@ -60,7 +63,6 @@ pub fn App() -> impl IntoView {
     mark_hydrated();
 
     view! {
-        <Stylesheet id="leptos" href="/pkg/aiedge.css" />
         <Title formatter=|title: String| {
             if title.is_empty() { "AI on the Edge".to_string() } else { format!("{title} · AI on the Edge") }
         } />

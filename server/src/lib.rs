@@ -24,6 +24,7 @@ pub mod admin_cli;
 pub mod agent_api;
 pub mod agent_jobs;
 pub mod api;
+pub mod assets;
 pub mod balancer;
 pub mod broker;
 pub mod config;
@@ -97,7 +98,7 @@ async fn build_state_with(config: &Config, dispatcher: scheduler::Dispatcher) ->
     let leptos_options = LeptosOptions::builder()
         .output_name(env!("LEPTOS_OUTPUT_NAME"))
         .site_root(config.site_root.clone())
-        .site_pkg_dir("pkg")
+        .site_pkg_dir(assets::pkg_path(std::path::Path::new(&config.site_root)))
         .site_addr(config.bind)
         .build();
     Ok(AppState {
@@ -165,7 +166,9 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings, limits: Si
         .route("/live/jobs", get(live::jobs_feed))
         .leptos_routes_with_context(&state, routes, move || provide_context(context_state.clone()), move || shell(shell_options.clone()))
         .layer(RequestBodyLimitLayer::new(MAX_FORM_BODY));
-    let router = Router::new()
+    let site_root = std::path::PathBuf::from(state.leptos_options.site_root.as_ref());
+    let router = assets::serve(Router::new(), &site_root, &state.leptos_options.site_pkg_dir);
+    let router = router
         .merge(pages)
         .merge(api::router(limits.uploads))
         .merge(agent_jobs::router(limits.uploads, limits.log))
@@ -177,9 +180,17 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings, limits: Si
         .layer(sessions)
         .layer(Extension(broker))
         .layer(Extension(agents))
+        .layer(compression())
         .layer(TraceLayer::new_for_http())
         .with_state(state);
     with_security_headers(router)
+}
+
+/// Compresses what a client asks to have compressed (pages, JSON, CSV downloads). Leaves alone
+/// what is already compressed (the precompressed site files), event streams (each event must go
+/// out as it happens) and tiny bodies. A middle level: pages are made per request.
+fn compression() -> tower_http::compression::CompressionLayer {
+    tower_http::compression::CompressionLayer::new().quality(tower_http::CompressionLevel::Precise(5))
 }
 
 /// Headers every response carries: no content-type sniffing, no framing by other sites (click-

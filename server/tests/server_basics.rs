@@ -95,6 +95,49 @@ async fn malformed_cookies_are_anonymous(db: DbKind) {
     server.stop().await;
 }
 
+/// The browser's files are named by their content, kept for a year, and sent precompressed;
+/// pages are compressed when the client asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_files_are_versioned_cached_and_compressed() {
+    let site = tempfile::tempdir().unwrap();
+    let pkg = site.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("aiedge.js"), "export function hydrate() {}").unwrap();
+    std::fs::write(pkg.join("aiedge.css"), "body { margin: 0 }").unwrap();
+    std::fs::write(pkg.join("aiedge.js.br"), "pretend brotli").unwrap();
+    let root = site.path().to_str().unwrap().to_string();
+    let server = TestServer::start_with(DbKind::Sqlite, |c| c.site_root = root).await;
+    let client = reqwest::Client::new();
+
+    let page = client.get(server.url("/")).header("accept-encoding", "identity").send().await.unwrap();
+    let html = page.text().await.unwrap();
+    let start = html.find("/pkg/").expect("the page names its script") + "/pkg/".len();
+    let version = &html[start..start + 16];
+    assert!(version.chars().all(|c| c.is_ascii_hexdigit()), "{version}");
+    assert!(html.contains(&format!("/pkg/{version}/aiedge.css")), "the stylesheet is versioned too");
+
+    let js = server.url(&format!("/pkg/{version}/aiedge.js"));
+    let res = client.get(&js).header("accept-encoding", "br, gzip").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(res.headers()["content-encoding"], "br", "the precompressed copy");
+    assert_eq!(res.text().await.unwrap(), "pretend brotli");
+    let res = client.get(&js).header("accept-encoding", "identity").send().await.unwrap();
+    assert!(res.headers().get("content-encoding").is_none());
+    assert_eq!(res.text().await.unwrap(), "export function hydrate() {}");
+
+    // An old or made-up version is not this build: a 404 that no cache keeps.
+    let res = client.get(server.url("/pkg/0123456789abcdef/aiedge.js")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.headers().get("cache-control").is_none_or(|v| !v.to_str().unwrap().contains("immutable")));
+
+    // Pages are compressed on the fly for clients that ask.
+    let res = client.get(server.url("/login")).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    server.stop().await;
+}
+
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).env("RUST_LOG", "off").output().expect("run server binary")
 }
