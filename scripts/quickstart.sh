@@ -68,7 +68,8 @@ curl -fsS "http://$BIND/healthz" >/dev/null || die "the server is not healthy; s
 mkdir -p "$AGENT_DIR"
 token_args=()
 if [ ! -f "$AGENT_DIR/node-agent-state.json" ]; then
-  token="$("$SERVER" --data-dir "$DATA_DIR" node add --owner "$ADMIN_EMAIL" --name "$(hostname)-local" \
+  # Shared with everyone: the quickstart's users run their jobs on the local machine.
+  token="$("$SERVER" --data-dir "$DATA_DIR" node add --owner "$ADMIN_EMAIL" --name "$(hostname)-local" --share-with-everyone \
     | sed -n 's/^token: //p')"
   [ -n "$token" ] || die "could not issue a registration token for the local node"
   token_args=(--token "$token")

@@ -12,7 +12,7 @@ use crate::backend;
 
 pub use aiedge_core::names::{check_node_name, NAME_MAX_CHARS as NODE_NAME_MAX_CHARS};
 pub use aiedge_core::views::{NewNode, NodeDetail, NodeEvent, NodeView};
-pub use aiedge_core::AdminState;
+pub use aiedge_core::{AdminState, Sharing};
 
 /// The windows a node's page charts: the key in its URL (`?window=24h`), a label, the length.
 pub const WINDOWS: &[(&str, &str, i64)] = &[
@@ -103,6 +103,19 @@ pub async fn set_node_state(id: String, state: AdminState) -> Result<(), ServerF
     let admin = backend::require_admin()?;
     let app = backend::state()?;
     aiedge_services::nodes::set_admin_state(&app.db, app.events.as_ref(), &admin, &id, state).await.map_err(backend::refused)
+}
+
+/// Whose jobs the node runs besides its owner's (its owner or an admin decides): `users` is a
+/// comma- or space-separated list of e-mail addresses, used with [`Sharing::Users`]. The page
+/// shows the change (a plain form post is sent back to it).
+#[server(endpoint = "nodes/share")]
+pub async fn set_node_sharing(id: String, sharing: Sharing, #[server(default)] users: String) -> Result<(), ServerFnError> {
+    let user = backend::require_user()?;
+    let app = backend::state()?;
+    let emails: Vec<String> = users.split([',', ' ', '\n', ';']).map(str::to_string).collect();
+    aiedge_services::nodes::set_sharing(&app.db, app.events.as_ref(), &user, &id, sharing, &emails).await.map_err(backend::refused)?;
+    leptos_axum::redirect(&format!("/nodes/{id}"));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! - [`states`]: [`JobStatus`], [`AttemptOutcome`], [`NodeStatus`], [`AdminState`] and
 //!   [`Role`], each a closed set stored as TEXT (with a CHECK in the schema), with its allowed
 //!   transitions.
-//! - [`access`]: who may act on what ("owner or admin", written once).
+//! - [`access`]: who may act on what ("owner or admin", written once), and which nodes may run
+//!   whose jobs (pools and sharing).
+//! - [`balancer`]: which node runs a job (one pure function).
 //! - [`verdict`]: what the server answers an agent about one of its attempts.
 //! - [`names`]: validation of the names people give things.
 //! - [`reported`]: what a node says of itself, held to what a machine can be.
@@ -14,12 +16,13 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod balancer;
 pub mod names;
 pub mod reported;
 pub mod states;
 pub mod verdict;
 pub mod views;
 
-pub use access::may_manage;
-pub use states::{AdminState, AttemptOutcome, JobStatus, NodeStatus, Role, UnknownState};
+pub use access::{may_manage, may_run, NodeAccess};
+pub use states::{AdminState, AttemptOutcome, JobStatus, NodeStatus, Pool, Role, Sharing, UnknownState};
 pub use verdict::Verdict;

@@ -209,6 +209,30 @@ impl AdminState {
 }
 
 states! {
+    /// Whose jobs a node runs besides its owner's. A node is its owner's machine, and it sees
+    /// everything a job carries (the model, the input, the result), so it is private until its
+    /// owner says otherwise.
+    Sharing, "node sharing" {
+        /// Its owner's jobs only.
+        Private = "private",
+        /// Anyone's jobs.
+        Everyone = "everyone",
+        /// Its owner's and those of the users named for it.
+        Users = "users",
+    }
+}
+
+states! {
+    /// Which nodes a job may run on, as its owner chose at submission.
+    Pool, "job pool" {
+        /// The owner's nodes and the nodes shared with the owner.
+        Shared = "shared",
+        /// The owner's own nodes only.
+        Own = "own",
+    }
+}
+
+states! {
     /// The two roles. Admins see every resource; users see their own.
     Role, "role" {
         User = "user",
@@ -241,6 +265,12 @@ mod tests {
         }
         for s in AttemptOutcome::ALL {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in Sharing::ALL {
+            assert_eq!(s.as_str().parse::<Sharing>(), Ok(*s));
+        }
+        for s in Pool::ALL {
+            assert_eq!(s.as_str().parse::<Pool>(), Ok(*s));
         }
         assert_eq!("Queued".parse::<JobStatus>().unwrap_err().to_string(), "unknown job status \"Queued\"");
     }

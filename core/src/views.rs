@@ -6,7 +6,7 @@ use shared::jobs::Decision;
 use shared::score::Score;
 use shared::wire::{NodeFacts, NodeMetrics};
 
-use crate::states::{AdminState, AttemptOutcome, JobStatus, NodeStatus, Role};
+use crate::states::{AdminState, AttemptOutcome, JobStatus, NodeStatus, Pool, Role, Sharing};
 
 /// What the pages may know of a user. Deliberately holds no password hash or token, so it is
 /// safe to serialize to the browser.
@@ -83,7 +83,11 @@ pub struct JobView {
     pub input_name: String,
     pub input_rows: Option<u64>,
     pub node_id: Option<String>,
+    /// The node's name when it is the job owner's own, else "a shared node".
     pub node_name: Option<String>,
+    /// The nodes it may run on.
+    #[serde(default = "shared_pool")]
+    pub pool: Pool,
     pub attempt: u32,
     /// Attempts the job gets before it fails for good.
     pub max_attempts: u32,
@@ -171,6 +175,9 @@ pub struct NodeView {
     pub owner_email: String,
     pub status: NodeStatus,
     pub admin_state: AdminState,
+    /// Whose jobs it runs besides its owner's.
+    #[serde(default = "private")]
+    pub sharing: Sharing,
     pub facts: Option<NodeFacts>,
     pub metrics: Option<NodeMetrics>,
     pub score: Option<Score>,
@@ -179,6 +186,14 @@ pub struct NodeView {
     /// Job attempts that failed or were lost on this node in the last 24 hours.
     #[serde(default)]
     pub recent_failures: u32,
+}
+
+fn shared_pool() -> Pool {
+    Pool::Shared
+}
+
+fn private() -> Sharing {
+    Sharing::Private
 }
 
 impl NodeView {
@@ -231,6 +246,9 @@ pub struct NodeDetail {
     pub node: NodeView,
     /// The viewer owns the node (otherwise an admin is looking).
     pub mine: bool,
+    /// The e-mail addresses of the users it is shared with by name.
+    #[serde(default)]
+    pub shared_with: Vec<String>,
     /// Newest first, at most the latest 50.
     pub events: Vec<NodeEvent>,
     /// How many transitions were recorded in all.

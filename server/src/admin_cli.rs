@@ -39,17 +39,23 @@ pub async fn create_admin(db: &Db, email: &str, password: &str) -> anyhow::Resul
     }
 }
 
-/// `server node add`: adds a node for an existing account and returns the text to print.
-pub async fn add_node(state: &AppState, owner: &str, name: &str) -> anyhow::Result<String> {
+/// `server node add`: adds a node for an existing account, private to it or shared with everyone,
+/// and returns the text to print.
+pub async fn add_node(state: &AppState, owner: &str, name: &str, sharing: aiedge_core::Sharing) -> anyhow::Result<String> {
     let email = normalize_email(owner).map_err(|e| anyhow::anyhow!("owner: {}", e.message()))?;
     let Some(user) = users::find_by_email(&state.db, &email).await? else {
         bail!("no account with email {email}");
     };
     let name = app::nodes::check_node_name(name).map_err(|m| anyhow::anyhow!("name: {m}"))?;
     let new = aiedge_store::nodes::add(&state.db, &state.settings.thermal, &state.settings.public_url, &user.id, &name).await?;
+    aiedge_services::nodes::set_sharing(&state.db, state.events.as_ref(), &user, &new.node.id, sharing, &[]).await?;
     Ok(format!(
-        "node {} ({}) added for {email}\ntoken: {}\nexpires in 30 minutes\nrun on the machine:\n  {}",
-        new.node.name, new.node.id, new.token, new.command
+        "node {} ({}) added for {email}, {}\ntoken: {}\nexpires in 30 minutes\nrun on the machine:\n  {}",
+        new.node.name,
+        new.node.id,
+        if sharing == aiedge_core::Sharing::Everyone { "running everyone's jobs" } else { "running its owner's jobs only" },
+        new.token,
+        new.command
     ))
 }
 

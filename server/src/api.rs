@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use aiedge_core::JobStatus;
+use aiedge_core::{JobStatus, Pool};
 use axum::body::Body;
 use axum::extract::{Multipart, Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -406,9 +406,10 @@ pub async fn delete_application(
 }
 
 /// `POST /api/v1/jobs`, multipart: `application` (id or name), optional `input` (CSV; default:
-/// the application's default input).
+/// the application's default input), optional `pool` (`shared`, the default: the caller's nodes
+/// and those shared with them; `own`: the caller's nodes only).
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs",
-    request_body(content_type = "multipart/form-data", description = "fields: application (id or name), input (optional CSV)"),
+    request_body(content_type = "multipart/form-data", description = "fields: application (id or name), input (optional CSV), pool (optional: shared or own)"),
     responses((status = 201, body = JobView), (status = 422, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
 pub async fn submit_job(
     State(state): State<AppState>,
@@ -430,10 +431,14 @@ async fn submit_job_inner(
     mut multipart: Multipart,
 ) -> ApiResult<(StatusCode, JobView)> {
     let user = caller(state, headers, session).await?;
-    let (mut application, mut input) = (None, None);
+    let (mut application, mut input, mut pool) = (None, None, Pool::Shared);
     while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string()))? {
         match field.name().unwrap_or_default() {
             "application" => application = Some(text_field(field).await?),
+            "pool" => {
+                let word = text_field(field).await?;
+                pool = word.trim().parse().map_err(|_| ApiError::bad("bad_pool", "`pool` is `shared` (default) or `own`"))?;
+            }
             "input" => {
                 let filename = field_filename(&field);
                 let received = artifacts::receive(state.artifacts.staging_dir(), field, limits.max_bytes).await?;
@@ -457,7 +462,7 @@ async fn submit_job_inner(
         events: state.events.as_ref(),
         max_attempts: state.settings.max_attempts,
     };
-    Ok((StatusCode::CREATED, aiedge_services::jobs::submit(&to, &user, &application, input).await?))
+    Ok((StatusCode::CREATED, aiedge_services::jobs::submit(&to, &user, &application, input, pool).await?))
 }
 
 async fn visible_job(state: &AppState, user: &UserView, id: &str) -> ApiResult<jobs::JobRecord> {

@@ -58,6 +58,9 @@ pub enum NodeCommand {
         /// The node's name, unique among the owner's nodes.
         #[arg(long)]
         name: String,
+        /// Run everyone's jobs on it, not only its owner's (nodes are private by default).
+        #[arg(long)]
+        share_with_everyone: bool,
     },
 }
 
@@ -151,7 +154,14 @@ pub struct Config {
     #[arg(long, env = "AIEDGE_AMQP_NAMESPACE", default_value = "aiedge", global = true)]
     pub amqp_namespace: String,
 
-    /// Broker URL handed to agents at registration (default: the server's own).
+    /// RabbitMQ's management API, with an administrator's credentials, through which each node
+    /// gets a broker user of its own (default: the broker URL's host, port 15672, and its
+    /// credentials). The `rabbitmq_management` plugin must be enabled.
+    #[arg(long, env = "AIEDGE_AMQP_MANAGEMENT_URL", global = true, hide_env_values = true)]
+    pub amqp_management_url: Option<String>,
+
+    /// Broker URL handed to agents at registration, without credentials: each node gets its own
+    /// (default: the server's broker URL).
     #[arg(long, env = "AIEDGE_AGENT_AMQP_URL", global = true, hide_env_values = true)]
     pub agent_amqp_url: Option<String>,
 

@@ -11,7 +11,6 @@
 //! - [`agent_api`]: the HTTP endpoints agents call (registration, check-in).
 //! - [`agent_jobs`]: the signed HTTP endpoints agents call about their jobs (fenced by attempt).
 //! - [`api`]: the JSON API under `/api/v1` (uploads, jobs, downloads) and its OpenAPI document.
-//! - [`balancer`]: which node runs a job (one pure function).
 //! - [`scheduler`]: queued jobs out to the nodes' queues, with publisher confirms.
 //! - [`heartbeats`]: heartbeats in, node status and scores out; dead-node detection.
 //! - [`live`]: server-sent event feeds for the live pages.
@@ -25,7 +24,6 @@ pub mod agent_api;
 pub mod agent_jobs;
 pub mod api;
 pub mod assets;
-pub mod balancer;
 pub mod broker;
 pub mod config;
 pub mod cross_site;

@@ -34,9 +34,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("database is up to date");
             Ok(())
         }
-        Command::Node(NodeCommand::Add { owner, name }) => {
+        Command::Node(NodeCommand::Add { owner, name, share_with_everyone }) => {
             let state = server::build_state(&cli.config).await?;
-            println!("{}", server::admin_cli::add_node(&state, &owner, &name).await?);
+            let sharing = if share_with_everyone { aiedge_core::Sharing::Everyone } else { aiedge_core::Sharing::Private };
+            println!("{}", server::admin_cli::add_node(&state, &owner, &name, sharing).await?);
             Ok(())
         }
         Command::Token(TokenCommand::Create { email, name }) => {

@@ -1,4 +1,4 @@
-//! The dispatcher: takes queued jobs, asks the [balancer](crate::balancer) for a node, and
+//! The dispatcher: takes queued jobs, asks the [balancer](aiedge_core::balancer) for a node, and
 //! publishes each job to that node's durable queue.
 //!
 //! A round runs when woken (a job was submitted, one finished) and at least once a second (a
@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use aiedge_store::{jobs, nodes::FleetRow, now_ms};
 use app::backend::AppState;
 
-use crate::balancer::{self, Need, NodeState};
 use crate::broker::Broker;
+use aiedge_core::balancer::{self, Need, NodeState};
 
 /// Jobs looked at per round, at most.
 const ROUND_LIMIT: i64 = 1000;
@@ -46,6 +46,40 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// gets no more than its slots, and the queue waits on the server for whichever node frees
 /// first.
 const AHEAD_WHILE_OLDEST_UNDER_MS: i64 = 1_000;
+/// The nodes' track records cover the attempts that ended this long ago at most...
+const TRACK_WINDOW_MS: i64 = 3600 * 1000;
+/// ...and are read again this often (not every round: they move slowly).
+const TRACK_REFRESH: Duration = Duration::from_secs(10);
+
+/// What the server saw of each node's recent attempts, as a factor on its score (see
+/// [`balancer::observed`]).
+#[derive(Default)]
+struct TrackRecords {
+    read_at: Option<Instant>,
+    observed: HashMap<String, f64>,
+}
+
+impl TrackRecords {
+    async fn refresh(&mut self, state: &AppState) {
+        if self.read_at.is_some_and(|at| at.elapsed() < TRACK_REFRESH) {
+            return;
+        }
+        self.read_at = Some(Instant::now());
+        match aiedge_store::nodes::track_records(&state.db, now_ms() - TRACK_WINDOW_MS).await {
+            Ok(rows) => {
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                let fleet = rows.iter().fold((0, 0), |(ok, bad), (_, o, b)| (ok + count(*o), bad + count(*b)));
+                self.observed = rows.into_iter().map(|(id, ok, bad)| (id, balancer::observed((count(ok), count(bad)), fleet))).collect();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the nodes' track records"),
+        }
+    }
+
+    /// A node with no attempts in the window has a clean record.
+    fn of(&self, node: &str) -> f64 {
+        self.observed.get(node).copied().unwrap_or(1.0)
+    }
+}
 
 /// Wakes the dispatcher; cheap to clone into handlers.
 #[derive(Clone, Default)]
@@ -74,6 +108,7 @@ pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, start_time
     state.db.clone().spawn(async move {
         let mut link: Option<Link> = None;
         let mut last_recovery: Option<Instant> = None;
+        let mut records = TrackRecords::default();
         loop {
             tokio::select! {
                 _ = dispatcher.wake.notified() => {}
@@ -92,8 +127,9 @@ pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, start_time
                 link = Link::open(&broker).await;
             }
             let Some(l) = link.as_mut() else { continue };
+            records.refresh(&state).await;
             let began = Instant::now();
-            match round(&state, &broker, l).await {
+            match round(&state, &broker, l, &records).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(dispatched = n, took_us = began.elapsed().as_micros() as u64, "dispatch round"),
                 Err(e) => {
@@ -130,7 +166,7 @@ enum RoundError {
     Broker(#[from] lapin::Error),
 }
 
-async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
+async fn nodes(state: &AppState, records: &TrackRecords) -> Result<Vec<NodeState>, sqlx::Error> {
     let rows: Vec<FleetRow> = aiedge_store::nodes::fleet(&state.db).await?;
     let now = now_ms();
     Ok(rows
@@ -148,8 +184,12 @@ async fn nodes(state: &AppState) -> Result<Vec<NodeState>, sqlx::Error> {
                 ahead: facts.as_ref().filter(|_| quick).map_or(0, |f| f.queue_ahead),
                 accepts_scripts: facts.as_ref().is_some_and(|f| f.accepts_scripts),
                 runtimes: facts.map(|f| f.runtimes.into_iter().map(|r| r.name).collect()).unwrap_or_default(),
+                observed: records.of(&r.id),
                 id: r.id,
                 name: r.name,
+                owner_id: r.owner_id,
+                sharing: r.sharing,
+                shared_with: r.shared_with,
                 status: r.status,
                 admin_state: r.admin_state,
                 score: r.score,
@@ -171,6 +211,8 @@ struct Placed {
     job: jobs::QueuedJob,
     kind: AppKind,
     node: usize,
+    /// The node's name as the job's owner sees it (another owner's node is unnamed).
+    shown_name: String,
     decision: Decision,
 }
 
@@ -183,11 +225,18 @@ fn place(page: Vec<jobs::QueuedJob>, nodes: &mut [NodeState], tried: &mut HashMa
             break;
         }
         let Some(kind) = AppKind::parse(&job.app_kind) else { continue };
-        let need = Need { kind, runtime: job.app_runtime.clone(), tried: tried.remove(&job.id).unwrap_or_default() };
+        let need = Need {
+            owner_id: job.owner_id.clone(),
+            pool: job.pool,
+            kind,
+            runtime: job.app_runtime.clone(),
+            tried: tried.remove(&job.id).unwrap_or_default(),
+        };
         let (Some(i), candidates) = balancer::pick(&need, nodes) else { continue };
         nodes[i].in_flight += 1;
+        let shown_name = candidates.iter().find(|c| c.node_id == nodes[i].id).map_or_else(String::new, |c| c.node_name.clone());
         let decision = Decision { at_ms: now_ms(), attempt: (job.attempt + 1) as u32, chosen: nodes[i].id.clone(), candidates };
-        placed.push(Placed { job, kind, node: i, decision });
+        placed.push(Placed { job, kind, node: i, shown_name, decision });
     }
     placed
 }
@@ -235,11 +284,11 @@ async fn publish(state: &AppState, broker: &Broker, link: &Link, p: Placed, node
 }
 
 /// One round; returns how many jobs went out.
-async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usize, RoundError> {
+async fn round(state: &AppState, broker: &Broker, link: &mut Link, records: &TrackRecords) -> Result<usize, RoundError> {
     let mut pending = Vec::new();
     // The fleet first: while every node is full (the usual case under a backlog, where each
     // submission wakes a round) the queue is not read at all.
-    let mut nodes = nodes(state).await?;
+    let mut nodes = nodes(state, records).await?;
     if !nodes.iter().any(balancer::has_room) {
         return Ok(0);
     }
@@ -267,7 +316,7 @@ async fn round(state: &AppState, broker: &Broker, link: &mut Link) -> Result<usi
                 id: &p.job.id,
                 expected_attempt: p.job.attempt,
                 node_id: &nodes[p.node].id,
-                node_name: &nodes[p.node].name,
+                node_name: &p.shown_name,
                 decision: &p.decision,
             })
             .collect();

@@ -236,7 +236,7 @@ async fn bad_uploads_are_refused_and_change_nothing(db: DbKind) {
 
 async fn only_owners_and_their_nodes_get_at_jobs(db: DbKind) {
     let server = TestServer::start(db).await;
-    let alice = User::new(&server, "alice@example.org").await;
+    let mut alice = User::new(&server, "alice@example.org").await;
     let mallory = User::new(&server, "mallory@example.org").await;
     let (a_node, a_token) = alice.add_node("alice-box").await;
     let (m_node, m_token) = mallory.add_node("mallory-box").await;
@@ -261,8 +261,10 @@ async fn only_owners_and_their_nodes_get_at_jobs(db: DbKind) {
     let id = job["id"].as_str().unwrap();
     let done = alice.wait_job(id).await;
     assert_eq!(done["status"], "succeeded");
-    // Alice's job ran on a node; whichever it was, the other one must not reach its files.
+    // Mallory's node is private to her (as every node is until its owner shares it): Alice's
+    // job ran on Alice's node, whatever Mallory's claims.
     let ran_on = done["node_id"].as_str().unwrap().to_string();
+    assert_eq!(ran_on, a_node, "{done}");
     let (other_node, other_key) = if ran_on == a_node { (m_node.clone(), m_agent.key()) } else { (a_node.clone(), a_agent.key()) };
 
     // Mallory sees nothing of it.
@@ -312,7 +314,54 @@ async fn only_owners_and_their_nodes_get_at_jobs(db: DbKind) {
     assert!(server::admin_cli::create_token(&state, "nobody@example.org", "ci").await.is_err());
     // Mallory cannot revoke Alice's tokens.
     assert_eq!(mallory.web.call("/api/tokens/revoke", &[("id", token_id)]).await.status(), 404);
+
+    alice.token = minted.to_string();
+    pools_are_private_until_shared(&alice, a_agent, &a_node, &mallory, &m_node).await;
     server.stop().await;
+}
+
+/// With Alice's node gone, her jobs wait rather than run on Mallory's private node; once Mallory
+/// shares it with her by name, they run there, and Alice sees it only as "a shared node". A job
+/// Alice keeps to her own nodes never goes there. Nobody else changes another's sharing.
+async fn pools_are_private_until_shared(alice: &User, mut a_agent: Agent, a_node: &str, mallory: &User, m_node: &str) {
+    a_agent.kill();
+    alice.wait_node_status(a_node, "dead", Duration::from_secs(30)).await;
+    let waiting = json(alice.submit("iris", None).await, 201).await;
+    let waiting = waiting["id"].as_str().unwrap();
+    // Dispatch rounds run at least once a second; several have passed with a node idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let job = alice.job(waiting).await;
+    assert_eq!(job["status"], "queued", "{job}");
+
+    // Only the owner (or an admin) decides; anyone else is told the node does not exist.
+    async fn share(who: &User, node: &str, sharing: &str, users: &str) -> reqwest::Response {
+        who.web.call("/api/nodes/share", &[("id", node), ("sharing", sharing), ("users", users)]).await
+    }
+    assert_eq!(share(alice, m_node, "everyone", "").await.status(), 404);
+    let res = share(mallory, m_node, "users", "nobody@example.org").await;
+    assert_eq!(res.status(), 422, "an unknown account is refused");
+    assert_eq!(mallory.node(m_node).await["sharing"], "private", "and nothing changed");
+
+    // Kept to Alice's own nodes, a job never leaves them.
+    let form = reqwest::multipart::Form::new().text("application", "iris").text("pool", "own");
+    let own_only = json(alice.post_form("/api/v1/jobs", form).await, 201).await;
+    assert_eq!(own_only["pool"], "own");
+    let own_only = own_only["id"].as_str().unwrap();
+
+    assert_eq!(share(mallory, m_node, "users", "Alice@Example.org").await.status(), 200);
+    assert_eq!(mallory.node(m_node).await["sharing"], "users");
+    let done = alice.wait_job(waiting).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["node_id"], m_node);
+    assert_eq!(done["node_name"], "a shared node", "another owner's node is not named");
+    let detail: Value = alice.web.get(&format!("/api/jobs/detail?id={waiting}")).await.json().await.unwrap();
+    assert!(!detail.to_string().contains("mallory-box"), "the job's page names no other owner's node: {detail}");
+    let job = alice.job(own_only).await;
+    assert_eq!(job["status"], "queued", "kept to her own nodes: {job}");
+    assert_eq!(
+        alice.http.post(alice.url(&format!("/api/v1/jobs/{own_only}/cancel"))).bearer_auth(&alice.token).send().await.unwrap().status(),
+        200
+    );
 }
 
 async fn the_balancer_picks_spreads_and_respects_constraints(db: DbKind) {
@@ -631,6 +680,7 @@ async fn a_burst_of_submissions_is_recorded_whole(db: DbKind) {
                     input_name: "direct.csv",
                     input_rows: Some(1),
                     max_attempts: 1,
+                    pool: aiedge_core::Pool::Shared,
                     inline_input: Some("a,b,c,d\n1,2,3,4\n"),
                 };
                 jobs::create(&intake, new).await.map(|job| job.id)

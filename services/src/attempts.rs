@@ -35,18 +35,37 @@ pub async fn progress(db: &Db, events: &dyn Events, node: &str, id: &str, attemp
     Ok(verdict)
 }
 
+/// Give-backs a job gets in its life before each further one counts as an attempt.
+pub const FREE_RETURNS: i32 = 3;
+
 /// The node held the attempt ahead of its slots and none came free in time: dispatched →
-/// queued, the attempt not counted, and the dispatcher woken to place it again.
+/// queued, the attempt not counted, and the dispatcher woken to place it again. After
+/// [`FREE_RETURNS`] of them in a job's life, a give-back counts as a lost attempt (queued again
+/// while attempts are left, else failed), so no node can bounce a job for ever.
 #[tracing::instrument(skip_all, fields(job_id = %id, node_id = %node, attempt))]
 pub async fn give_back(db: &Db, events: &dyn Events, node: &str, id: &str, attempt: u32) -> Result<Verdict> {
-    let why = format!("no slot came free on the node within {} s; back in the queue", shared::jobs::RETURN_AFTER_MS / 1000);
-    if store::undo_dispatch(db, id, node, attempt_of(attempt), &why).await? {
-        tracing::info!("job returned by the node; back in the queue");
-        events.job_changed(id);
-        events.dispatch_wanted();
-        return Ok(Verdict::Proceed);
+    let wait_s = shared::jobs::RETURN_AFTER_MS / 1000;
+    let why = format!("no slot came free on the node within {wait_s} s; back in the queue");
+    let after = match store::give_back(db, id, node, attempt_of(attempt), &why, FREE_RETURNS).await? {
+        store::GivenBack::NotLive => return Ok(Verdict::stop("the attempt is no longer waiting on this node")),
+        store::GivenBack::Queued => {
+            tracing::info!("job returned by the node; back in the queue");
+            None
+        }
+        store::GivenBack::TooOften => {
+            let why =
+                format!("given back by nodes more than {FREE_RETURNS} times (no slot came free within {wait_s} s): counted as an attempt");
+            let after = store::end_attempt(db, id, node, attempt_of(attempt), AttemptOutcome::Lost, &why, true).await?;
+            tracing::warn!(?after, "job given back too often; the attempt counts");
+            Some(after)
+        }
+    };
+    events.job_changed(id);
+    if after == Some(AfterFailure::Failed) {
+        events.job_ended(id);
     }
-    Ok(Verdict::stop("the attempt is no longer waiting on this node"))
+    events.dispatch_wanted();
+    Ok(Verdict::Proceed)
 }
 
 /// The job of the live attempt `attempt` on `node`, for fetching its application and input or

@@ -1,6 +1,7 @@
 //! Use cases of jobs.
 
 use aiedge_core::views::{JobView, UserView};
+use aiedge_core::Pool;
 use aiedge_store::artifacts::{self, ArtifactStore, Received};
 use aiedge_store::jobs::{self as store, Intake};
 use aiedge_store::{apps, Db};
@@ -58,9 +59,10 @@ pub struct Intakes<'a> {
 /// Submits a job: one of the caller's applications (by id or name) on `input`, which is checked
 /// against the model (every row has its feature count) before anything is stored. A large input
 /// is stored as a file first and removed again if the job cannot be recorded, so a failed
-/// submission leaves nothing behind. The dispatcher is woken for the new job.
-#[tracing::instrument(skip_all, fields(user_id = %caller.id))]
-pub async fn submit(to: &Intakes<'_>, caller: &UserView, application: &str, input: Input) -> Result<JobView> {
+/// submission leaves nothing behind. The dispatcher is woken for the new job, which runs on the
+/// nodes of `pool`.
+#[tracing::instrument(skip_all, fields(user_id = %caller.id, %pool))]
+pub async fn submit(to: &Intakes<'_>, caller: &UserView, application: &str, input: Input, pool: Pool) -> Result<JobView> {
     let app = apps::find(to.db, &caller.id, application.trim()).await?.ok_or(ServiceError::NotFound("application"))?;
     let invalid = |message: String| ServiceError::Invalid { code: "invalid_csv", message };
     let key = format!("inputs/{}.csv", uuid::Uuid::new_v4());
@@ -97,6 +99,7 @@ pub async fn submit(to: &Intakes<'_>, caller: &UserView, application: &str, inpu
         input_name: &input_name,
         input_rows: rows,
         max_attempts: to.max_attempts,
+        pool,
         inline_input: inline.as_deref(),
     };
     let view = match store::create(to.intake, new).await {

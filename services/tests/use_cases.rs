@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 
 use aiedge_core::views::{AppDetails, UserView};
-use aiedge_core::{AdminState, JobStatus, Role};
+use aiedge_core::{AdminState, JobStatus, Pool, Role};
 use aiedge_services::{Events, ServiceError};
 use aiedge_store::{apps, jobs, nodes, users, Db};
 
@@ -82,6 +82,7 @@ async fn queued_job(w: &World, owner: &UserView) -> String {
             input_name: "in.csv",
             input_rows: Some(1),
             max_attempts: 3,
+            pool: aiedge_core::Pool::Shared,
             inline_input: Some("1\n"),
         },
     )
@@ -146,7 +147,10 @@ async fn only_admins_change_a_nodes_admin_state_and_removal_is_final() {
     assert!(events.take().is_empty());
 
     aiedge_services::nodes::set_admin_state(&w.db, &events, &w.admin, &node.id, AdminState::Removed).await.unwrap();
-    assert_eq!(events.take(), vec![format!("node_changed {}", node.id), "dispatch_wanted".to_string()]);
+    assert_eq!(
+        events.take(),
+        vec![format!("node_changed {}", node.id), "dispatch_wanted".to_string()]
+    );
     let err = aiedge_services::nodes::set_admin_state(&w.db, &events, &w.admin, &node.id, AdminState::Enabled).await.unwrap_err();
     assert!(matches!(err, ServiceError::NotFound("node")), "{err:?}");
     assert!(events.take().is_empty());
@@ -170,18 +174,100 @@ async fn a_submission_is_checked_before_anything_is_stored_and_wakes_the_dispatc
 
     // Two columns for a one-feature model; not a number; nothing at all; someone else's app.
     for (input, code) in [(sent("a,b\n1,2\n"), "invalid_csv"), (sent("a\nx\n"), "invalid_csv"), (sent(""), "invalid_csv")] {
-        let err = submit(&to, &w.alice, &app, input).await.unwrap_err();
+        let err = submit(&to, &w.alice, &app, input, Pool::Shared).await.unwrap_err();
         assert_eq!((err.status(), err.code()), (422, code), "{err:?}");
     }
-    let err = submit(&to, &w.bob, &app, sent("a\n1\n")).await.unwrap_err();
+    let err = submit(&to, &w.bob, &app, sent("a\n1\n"), Pool::Shared).await.unwrap_err();
     assert_eq!(err.status(), 404);
-    let err = submit(&to, &w.alice, &app, Input::Default).await.unwrap_err();
+    let err = submit(&to, &w.alice, &app, Input::Default, Pool::Shared).await.unwrap_err();
     assert_eq!(err.code(), "missing_input", "{err:?}");
     assert_eq!(count().await, before, "a refused submission records nothing");
     assert!(events.take().is_empty());
 
-    let job = submit(&to, &w.alice, &app, sent("a\n1\n2\n")).await.unwrap();
-    assert_eq!((job.status, job.input_rows), (JobStatus::Queued, Some(2)));
+    let job = submit(&to, &w.alice, &app, sent("a\n1\n2\n"), Pool::Own).await.unwrap();
+    assert_eq!((job.status, job.input_rows, job.pool), (JobStatus::Queued, Some(2), Pool::Own));
     assert_eq!(events.take(), vec![format!("job_changed {}", job.id), "dispatch_wanted".to_string()]);
     assert_eq!(count().await, before + 1);
+}
+
+/// Reserves the job's next attempt for `node` as the dispatcher does; returns its number.
+async fn dispatch(w: &World, id: &str, node: &str) -> u32 {
+    let attempt = jobs::view(&w.db, id).await.unwrap().unwrap().attempt;
+    let decision = shared::jobs::Decision { at_ms: 0, attempt: attempt + 1, chosen: node.into(), candidates: vec![] };
+    let reservation = jobs::Reservation { id, expected_attempt: attempt as i32, node_id: node, node_name: "box", decision: &decision };
+    assert_eq!(jobs::mark_dispatched(&w.db, &[reservation]).await.unwrap(), vec![true]);
+    attempt + 1
+}
+
+#[tokio::test]
+async fn a_job_given_back_too_often_counts_an_attempt_and_cannot_bounce_for_ever() {
+    use aiedge_services::attempts::{give_back, FREE_RETURNS};
+    let w = world().await;
+    let events = Recorded::default();
+    let thermal = shared::score::ThermalPolicy { warn_c: 80.0, critical_c: 90.0 };
+    let node = nodes::add(&w.db, &thermal, "http://127.0.0.1:1", &w.alice.id, "box").await.unwrap().node.id;
+    let other = nodes::add(&w.db, &thermal, "http://127.0.0.1:1", &w.alice.id, "other").await.unwrap().node.id;
+    let id = queued_job(&w, &w.alice).await;
+
+    // The free give-backs: queued again, the attempt forgotten.
+    for _ in 0..FREE_RETURNS {
+        let attempt = dispatch(&w, &id, &node).await;
+        assert_eq!(attempt, 1);
+        assert_eq!(give_back(&w.db, &events, &node, &id, attempt).await.unwrap(), aiedge_core::Verdict::Proceed);
+        assert_eq!(status(&w, &id).await, JobStatus::Queued);
+        assert_eq!(events.take(), vec![format!("job_changed {id}"), "dispatch_wanted".to_string()]);
+    }
+    // Another node's give-back of an attempt that is not its own changes nothing.
+    let attempt = dispatch(&w, &id, &node).await;
+    assert!(matches!(give_back(&w.db, &events, &other, &id, attempt).await.unwrap(), aiedge_core::Verdict::Stop(_)));
+    assert_eq!(status(&w, &id).await, JobStatus::Dispatched);
+    assert!(events.take().is_empty());
+
+    // From now on each one counts: attempt 1 is lost, the job queued for attempt 2 of 3...
+    give_back(&w.db, &events, &node, &id, attempt).await.unwrap();
+    let job = jobs::view(&w.db, &id).await.unwrap().unwrap();
+    assert_eq!((job.status, job.attempt), (JobStatus::Queued, 1));
+    let attempts = jobs::attempts(&w.db, &id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, aiedge_core::AttemptOutcome::Lost);
+    assert!(attempts[0].reason.as_deref().unwrap_or_default().contains("given back"), "{attempts:?}");
+    events.take();
+    // ...and after the last attempt the job fails for good, and its end is announced.
+    for _ in 0..2 {
+        let attempt = dispatch(&w, &id, &node).await;
+        give_back(&w.db, &events, &node, &id, attempt).await.unwrap();
+    }
+    assert_eq!(status(&w, &id).await, JobStatus::Failed);
+    assert!(events.take().contains(&format!("job_ended {id}")));
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_admin_shares_a_node_and_only_with_real_accounts() {
+    use aiedge_core::Sharing;
+    use aiedge_services::nodes::set_sharing;
+    let w = world().await;
+    let events = Recorded::default();
+    let thermal = shared::score::ThermalPolicy { warn_c: 80.0, critical_c: 90.0 };
+    let node = nodes::add(&w.db, &thermal, "http://127.0.0.1:1", &w.alice.id, "box").await.unwrap().node;
+    assert_eq!(node.sharing, Sharing::Private, "private by default");
+    let sharing_now = || async { nodes::get(&w.db, &node.id, &thermal).await.unwrap().unwrap().sharing };
+
+    let err = set_sharing(&w.db, &events, &w.bob, &node.id, Sharing::Everyone, &[]).await.unwrap_err();
+    assert!(matches!(err, ServiceError::NotFound("node")), "someone else's node looks missing: {err:?}");
+    let err = set_sharing(&w.db, &events, &w.alice, &node.id, Sharing::Users, &["bob@example.org".into(), "ghost@example.org".into()])
+        .await
+        .unwrap_err();
+    assert_eq!((err.status(), err.code()), (422, "unknown_user"));
+    let err = set_sharing(&w.db, &events, &w.alice, &node.id, Sharing::Users, &[" ".into()]).await.unwrap_err();
+    assert_eq!(err.code(), "no_users");
+    assert_eq!(sharing_now().await, Sharing::Private, "a refused change changes nothing");
+    assert!(events.take().is_empty());
+
+    set_sharing(&w.db, &events, &w.alice, &node.id, Sharing::Users, &[" BOB@example.org".into(), "bob@example.org".into()]).await.unwrap();
+    assert_eq!(events.take(), vec![format!("node_changed {}", node.id), "dispatch_wanted".to_string()]);
+    assert_eq!(sharing_now().await, Sharing::Users);
+    assert_eq!(nodes::shared_with(&w.db, &node.id).await.unwrap(), vec!["bob@example.org".to_string()]);
+    // An admin may change it; going back to private forgets the names.
+    set_sharing(&w.db, &events, &w.admin, &node.id, Sharing::Private, &["bob@example.org".into()]).await.unwrap();
+    assert!(nodes::shared_with(&w.db, &node.id).await.unwrap().is_empty());
 }

@@ -154,7 +154,13 @@ pub struct Candidate {
     /// Jobs the node may hold beyond `max_jobs` now (see the balancer): 0 when it holds none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ahead: u32,
-    /// What the pick compares: the score shared among the jobs in flight, `score / (1 + in_flight)`.
+    /// What the server saw of the node's recent attempts, against the whole fleet's: 1 unless the
+    /// node fails or loses work more often than the fleet does, down to [`OBSERVED_MIN`]. It
+    /// multiplies the score, so a node that lies about its speed or botches jobs loses its work.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub observed: f64,
+    /// What the pick compares: the score, tempered by what was observed, shared among the jobs in
+    /// flight: `score × observed / (1 + in_flight)`.
     pub effective: f64,
     /// Why the node could not take the job; `None` when it was eligible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -172,6 +178,19 @@ pub struct Decision {
     pub attempt: u32,
     pub chosen: String,
     pub candidates: Vec<Candidate>,
+}
+
+/// The least a node's track record may multiply its score by: a node that failed every job of
+/// late still gets work when no other node can take it, and can win its way back.
+pub const OBSERVED_MIN: f64 = 0.05;
+
+fn one() -> f64 {
+    1.0
+}
+
+#[allow(clippy::float_cmp)] // 1.0 exactly is the default that is not written
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 fn is_zero(n: &u32) -> bool {

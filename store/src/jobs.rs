@@ -4,7 +4,7 @@
 //! timeline event, so two racing reports (a late agent, a cancel, the scheduler) cannot both
 //! win: the loser sees `false` and is told no.
 
-use aiedge_core::{AttemptOutcome, JobStatus, Verdict};
+use aiedge_core::{AttemptOutcome, JobStatus, Pool, Verdict};
 use shared::jobs::Decision;
 use sqlx::FromRow;
 
@@ -25,6 +25,9 @@ struct JobRow {
     input_rows: Option<i64>,
     node_id: Option<String>,
     node_name: Option<String>,
+    node_owner_id: Option<String>,
+    owner_id: String,
+    pool: String,
     attempt: i32,
     max_attempts: i32,
     error: Option<String>,
@@ -55,7 +58,13 @@ impl TryFrom<JobRow> for JobView {
             input_name: r.input_name,
             input_rows: u64_of(r.input_rows),
             node_id: r.node_id,
-            node_name: r.node_name,
+            // Another owner's node (shared with this job's owner) is not named.
+            node_name: if r.node_owner_id.is_some_and(|o| o != r.owner_id) {
+                Some(aiedge_core::balancer::SHARED_NODE_NAME.to_string())
+            } else {
+                r.node_name
+            },
+            pool: super::state(&r.pool)?,
             attempt: u32::try_from(r.attempt).unwrap_or(0),
             max_attempts: u32::try_from(r.max_attempts).unwrap_or(0),
             error: r.error,
@@ -72,7 +81,7 @@ impl TryFrom<JobRow> for JobView {
 }
 
 const SELECT: &str = r#"select j.id, j.app_id, a.name as app_name, a.kind as app_kind, u.email as owner_email, j.status,
-    j.input_name, j.input_rows, j.node_id, n.name as node_name, j.attempt, j.max_attempts, j.error, j.result_key, j.result_rows,
+    j.input_name, j.input_rows, j.node_id, n.name as node_name, n.owner_id as node_owner_id, j.owner_id, j.pool, j.attempt, j.max_attempts, j.error, j.result_key, j.result_rows,
     j.log_key, j.progress_rows, j.created_at, j.dispatched_at, j.started_at, j.finished_at
     from jobs j join applications a on a.id = j.app_id join users u on u.id = j.owner_id
     left join nodes n on n.id = j.node_id"#;
@@ -161,6 +170,7 @@ pub struct NewJob<'a> {
     pub input_name: &'a str,
     pub input_rows: Option<u64>,
     pub max_attempts: u32,
+    pub pool: Pool,
     /// The input's content, stored under `input_key` (an inline key) in the same transaction.
     pub inline_input: Option<&'a str>,
 }
@@ -176,6 +186,7 @@ pub async fn create(intake: &Intake, new: NewJob<'_>) -> Result<JobView, sqlx::E
         input_rows: new.input_rows.map(|r| r as i64),
         created_at: now_ms(),
         max_attempts: i32::try_from(new.max_attempts.max(1)).unwrap_or(i32::MAX),
+        pool: new.pool,
         inline_input: new.inline_input.map(str::to_string),
     };
     let view = JobView {
@@ -189,6 +200,7 @@ pub async fn create(intake: &Intake, new: NewJob<'_>) -> Result<JobView, sqlx::E
         input_rows: new.input_rows,
         node_id: None,
         node_name: None,
+        pool: new.pool,
         attempt: 0,
         max_attempts: row.max_attempts as u32,
         error: None,
@@ -215,6 +227,7 @@ pub struct QueuedRow {
     input_rows: Option<i64>,
     created_at: i64,
     max_attempts: i32,
+    pool: Pool,
     inline_input: Option<String>,
 }
 
@@ -247,9 +260,9 @@ async fn insert_queued(db: &Db, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
         insert.execute(&mut *tx).await?;
     }
     let sql = values(
-        "insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, created_at, max_attempts) values",
+        "insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, created_at, max_attempts, pool) values",
         rows.len(),
-        9,
+        10,
     );
     let mut insert = sqlx::query(&sql);
     for r in rows {
@@ -262,7 +275,8 @@ async fn insert_queued(db: &Db, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
             .bind(&r.input_name)
             .bind(r.input_rows)
             .bind(r.created_at)
-            .bind(r.max_attempts);
+            .bind(r.max_attempts)
+            .bind(r.pool.as_str());
     }
     insert.execute(&mut *tx).await?;
     let steps: Vec<Step> = rows
@@ -342,6 +356,9 @@ pub async fn detail(db: &Db, id: &str) -> Result<Option<JobDetail>, sqlx::Error>
 #[derive(Clone, Debug, FromRow)]
 pub struct QueuedJob {
     pub id: String,
+    pub owner_id: String,
+    #[sqlx(try_from = "String")]
+    pub pool: Pool,
     pub attempt: i32,
     pub app_kind: String,
     pub app_runtime: Option<String>,
@@ -357,7 +374,7 @@ pub struct QueuedJob {
 pub async fn queued(db: &Db, after: Option<(i64, &str)>, limit: i64) -> Result<Vec<QueuedJob>, sqlx::Error> {
     let (at, id) = after.unwrap_or((i64::MIN, ""));
     sqlx::query_as(
-        "select j.id, j.attempt, a.kind as app_kind, a.runtime as app_runtime, a.sha256 as app_sha256, a.size_bytes as app_size,
+        "select j.id, j.owner_id, j.pool, j.attempt, a.kind as app_kind, a.runtime as app_runtime, a.sha256 as app_sha256, a.size_bytes as app_size,
                 j.input_key, i.content as input_inline, j.created_at
          from jobs j join applications a on a.id = j.app_id left join inline_artifacts i on i.key = j.input_key
          where j.status = 'queued' and (j.created_at, j.id) > ($1, $2)
@@ -437,27 +454,57 @@ pub async fn mark_dispatched(db: &Db, reservations: &[Reservation<'_>]) -> Resul
 }
 
 /// Puts a job dispatched to `node_id` and not started back in the queue: its message could not
-/// be published, or the node held it ahead and found no slot in time. The attempt never
-/// happened, so its number is given back. False when the attempt is no longer in that state.
+/// be published. The attempt never happened, so its number is given back. False when the
+/// attempt is no longer in that state.
 pub async fn undo_dispatch(db: &Db, id: &str, node_id: &str, attempt: i32, why: &str) -> Result<bool, sqlx::Error> {
+    Ok(requeue_unstarted(db, id, node_id, attempt, why, None).await? == GivenBack::Queued)
+}
+
+/// What became of a job its node gave back unstarted (see [`give_back`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GivenBack {
+    /// Queued again, the attempt not counted.
+    Queued,
+    /// The job was given back `free` times before: this one must count as an attempt (the caller
+    /// ends it as lost).
+    TooOften,
+    /// The attempt is not the job's live one on that node (nothing changed).
+    NotLive,
+}
+
+/// The node gave the dispatched, unstarted attempt back (no slot came free in time): the job is
+/// queued again and the attempt forgotten, up to `free` times in a job's life; after that each
+/// give-back is [`GivenBack::TooOften`] and nothing changes here.
+pub async fn give_back(db: &Db, id: &str, node_id: &str, attempt: i32, why: &str, free: i32) -> Result<GivenBack, sqlx::Error> {
+    requeue_unstarted(db, id, node_id, attempt, why, Some(free)).await
+}
+
+/// Dispatched → queued for the live, unstarted attempt, which is forgotten; a counted give-back
+/// (`free`: how many are forgiven) bumps the job's returns, and is refused past `free`.
+async fn requeue_unstarted(db: &Db, id: &str, node_id: &str, attempt: i32, why: &str, free: Option<i32>) -> Result<GivenBack, sqlx::Error> {
     let now = now_ms();
     let mut tx = db.writer.begin().await?;
     let done = sqlx::query(
-        "update jobs set status = 'queued', node_id = null, attempt = $1 where id = $2 and status = 'dispatched' and attempt = $3 and node_id = $4",
+        "update jobs set status = 'queued', node_id = null, attempt = $1, returns = returns + $2
+         where id = $3 and status = 'dispatched' and attempt = $4 and node_id = $5 and returns < $6",
     )
     .bind(attempt - 1)
+    .bind(i32::from(free.is_some()))
     .bind(id)
     .bind(attempt)
     .bind(node_id)
+    .bind(free.unwrap_or(i32::MAX))
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
-        return Ok(false);
+        drop(tx);
+        let live = matches!(current(db, id).await?, Some((JobStatus::Dispatched, Some(n), a)) if n == node_id && a == attempt);
+        return Ok(if live && free.is_some() { GivenBack::TooOften } else { GivenBack::NotLive });
     }
     sqlx::query("delete from job_attempts where job_id = $1 and attempt = $2").bind(id).bind(attempt).execute(&mut *tx).await?;
     event(&mut tx, id, now, JobStatus::Queued, attempt - 1, None, why).await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(GivenBack::Queued)
 }
 
 fn stop_reason(current: Option<(JobStatus, Option<String>, i32)>, node_id: &str, attempt: i32) -> Verdict {
@@ -650,7 +697,8 @@ pub async fn end_attempt(
     let now = now_ms();
     let mut tx = db.writer.begin().await?;
     let row: Option<(i32, String)> = sqlx::query_as(
-        "select j.max_attempts, coalesce(n.name, '') from jobs j left join nodes n on n.id = j.node_id
+        // The attempt's node name as the job's owner sees it (another owner's node is unnamed).
+        "select j.max_attempts, coalesce(a.node_name, '') from jobs j left join job_attempts a on a.job_id = j.id and a.attempt = j.attempt
          where j.id = $1 and j.status in ('dispatched', 'running') and j.node_id = $2 and j.attempt = $3",
     )
     .bind(id)

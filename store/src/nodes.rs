@@ -16,7 +16,7 @@ use shared::wire::{NodeFacts, NodeMetrics};
 use sqlx::FromRow;
 
 use aiedge_core::views::{NewNode, NodeDetail, NodeEvent, NodeView, Sample, UserView};
-use aiedge_core::{AdminState, NodeStatus};
+use aiedge_core::{AdminState, NodeStatus, Sharing};
 use shared::score::ThermalPolicy;
 
 use super::db::Backend;
@@ -67,6 +67,7 @@ struct NodeRow {
     owner_email: String,
     status: String,
     admin_state: String,
+    sharing: String,
     facts: Option<String>,
     metrics: Option<String>,
     score: Option<f64>,
@@ -86,6 +87,7 @@ impl NodeRow {
             owner_email: self.owner_email,
             status: super::state(&self.status)?,
             admin_state: super::state(&self.admin_state)?,
+            sharing: super::state(&self.sharing)?,
             facts: self.facts.as_deref().and_then(|f| serde_json::from_str(f).ok()),
             metrics,
             score,
@@ -104,7 +106,7 @@ pub const RECENT_FAILURES_MS: i64 = 24 * 3600 * 1000;
 fn select() -> String {
     let since = now_ms() - RECENT_FAILURES_MS;
     format!(
-        "select n.id, n.name, u.email as owner_email, n.status, n.admin_state, n.facts, n.metrics,
+        "select n.id, n.name, u.email as owner_email, n.status, n.admin_state, n.sharing, n.facts, n.metrics,
          n.score, n.last_heartbeat_at, n.created_at,
          (select count(*) from job_attempts a where a.node_id = n.id and a.outcome in ('failed', 'lost') and a.finished_at >= {since}) as recent_failures
          from nodes n join users u on u.id = n.owner_id"
@@ -245,6 +247,10 @@ pub async fn heard(db: &Db) -> Result<Vec<(String, NodeStatus, Option<String>)>,
 pub struct FleetRow {
     pub id: String,
     pub name: String,
+    pub owner_id: String,
+    pub sharing: Sharing,
+    /// The users it is shared with, when `sharing` is [`Sharing::Users`].
+    pub shared_with: Vec<String>,
     pub status: NodeStatus,
     pub admin_state: AdminState,
     pub score: Option<f64>,
@@ -256,11 +262,12 @@ pub struct FleetRow {
     pub oldest_in_flight: Option<i64>,
 }
 
-/// The active, not removed nodes and their jobs in flight, by id: one grouped join.
+/// The active, not removed nodes and their jobs in flight, by id: one grouped join (and one more
+/// query for the users nodes are shared with, when some node names any).
 pub async fn fleet(db: &Db) -> Result<Vec<FleetRow>, sqlx::Error> {
-    type Row = (String, String, String, String, Option<f64>, Option<String>, Option<String>, i64, Option<i64>);
+    type Row = (String, String, String, String, String, String, Option<f64>, Option<String>, Option<String>, i64, Option<i64>);
     let rows: Vec<Row> = sqlx::query_as(
-        "select n.id, n.name, n.status, n.admin_state, n.score, n.facts, n.metrics,
+        "select n.id, n.name, n.owner_id, n.sharing, n.status, n.admin_state, n.score, n.facts, n.metrics,
                 coalesce(f.in_flight, 0) as in_flight, f.oldest_in_flight
          from nodes n
          left join (select node_id, count(*) as in_flight, min(dispatched_at) as oldest_in_flight from jobs
@@ -269,11 +276,15 @@ pub async fn fleet(db: &Db) -> Result<Vec<FleetRow>, sqlx::Error> {
     )
     .fetch_all(&db.pool)
     .await?;
-    rows.into_iter()
-        .map(|(id, name, status, admin_state, score, facts, metrics, in_flight, oldest_in_flight)| {
+    let mut fleet = rows
+        .into_iter()
+        .map(|(id, name, owner_id, sharing, status, admin_state, score, facts, metrics, in_flight, oldest_in_flight)| {
             Ok(FleetRow {
                 id,
                 name,
+                owner_id,
+                sharing: super::state(&sharing)?,
+                shared_with: Vec::new(),
                 status: super::state(&status)?,
                 admin_state: super::state(&admin_state)?,
                 score,
@@ -283,7 +294,78 @@ pub async fn fleet(db: &Db) -> Result<Vec<FleetRow>, sqlx::Error> {
                 oldest_in_flight,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    if fleet.iter().any(|n| n.sharing == Sharing::Users) {
+        let shares: Vec<(String, String)> = sqlx::query_as(
+            "select s.node_id, s.user_id from node_shares s join nodes n on n.id = s.node_id
+             where n.sharing = 'users' and n.status = 'active' and n.admin_state <> 'removed'",
+        )
+        .fetch_all(&db.pool)
+        .await?;
+        for (node_id, user_id) in shares {
+            if let Some(node) = fleet.iter_mut().find(|n| n.id == node_id) {
+                node.shared_with.push(user_id);
+            }
+        }
+    }
+    Ok(fleet)
+}
+
+/// Whose jobs the node runs besides its owner's: `users` names them (their ids) when `sharing`
+/// is [`Sharing::Users`], and is ignored otherwise. One transaction; false for no such node.
+pub async fn set_sharing(db: &Db, id: &str, sharing: Sharing, users: &[String]) -> Result<bool, sqlx::Error> {
+    let mut tx = db.writer.begin().await?;
+    let done = sqlx::query("update nodes set sharing = $1 where id = $2 and admin_state <> 'removed'")
+        .bind(sharing.as_str())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query("delete from node_shares where node_id = $1").bind(id).execute(&mut *tx).await?;
+    if sharing == Sharing::Users {
+        for user in users {
+            sqlx::query("insert into node_shares (node_id, user_id) values ($1, $2) on conflict do nothing")
+                .bind(id)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Who owns the node, unless it is missing or removed.
+pub async fn owner_of(db: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> =
+        sqlx::query_as("select owner_id from nodes where id = $1 and admin_state <> 'removed'").bind(id).fetch_optional(&db.pool).await?;
+    Ok(row.map(|(owner,)| owner))
+}
+
+/// The e-mail addresses of the users a node is shared with by name, sorted.
+pub async fn shared_with(db: &Db, id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("select u.email from node_shares s join users u on u.id = s.user_id where s.node_id = $1 order by u.email")
+            .bind(id)
+            .fetch_all(&db.pool)
+            .await?;
+    Ok(rows.into_iter().map(|(e,)| e).collect())
+}
+
+/// What the server saw of each node's attempts that ended since `since_ms`: (node id,
+/// succeeded, failed or lost). Cancelled attempts say nothing about the node.
+pub async fn track_records(db: &Db, since_ms: i64) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select node_id,
+                sum(case when outcome = 'succeeded' then 1 else 0 end),
+                sum(case when outcome in ('failed', 'lost') then 1 else 0 end)
+         from job_attempts where finished_at >= $1 and node_id is not null group by node_id",
+    )
+    .bind(since_ms)
+    .fetch_all(&db.pool)
+    .await
 }
 
 /// What the heartbeat path needs to know of a node to trust its messages.
@@ -625,9 +707,11 @@ pub async fn detail(
     let (events_total,): (i64,) =
         sqlx::query_as("select count(*) from node_events where node_id = $1").bind(id).fetch_one(&db.pool).await?;
     let mut history = history(db, Scope::Node(id), now_ms(), window_ms, aiedge_core::views::HISTORY_POINTS).await?;
+    let shared_with = if node.sharing == Sharing::Users { shared_with(db, id).await? } else { Vec::new() };
     Ok(Some(NodeDetail {
         mine: owner_id == viewer.id,
         node,
+        shared_with,
         events: events
             .into_iter()
             .map(|(at_ms, from_status, to_status, reason)| {

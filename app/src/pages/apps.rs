@@ -105,6 +105,10 @@ pub fn AppPage() -> impl IntoView {
                                         <label for="job-input">{if has_default { "Input CSV (leave empty for the default input)" } else { "Input CSV" }}</label>
                                         <input id="job-input" name="input" type="file" accept=".csv,text/csv" required=!has_default />
                                     </div>
+                                    <label class="choice">
+                                        <input type="checkbox" name="pool" value="own" data-testid="own-nodes-only" />
+                                        " Only on my own nodes, not on nodes others share with me"
+                                    </label>
                                 </UploadForm>
                             </section>
                             <section class="card">

@@ -7,9 +7,10 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
+use crate::components::FormAlert;
 use crate::live::{clock, live_json, Sample};
 use crate::node_table::age;
-use crate::nodes::{load_node, window_ms, NodeDetail, DEFAULT_WINDOW, NO_SUCH_NODE, WINDOWS};
+use crate::nodes::{load_node, window_ms, NodeDetail, SetNodeSharing, Sharing, DEFAULT_WINDOW, NO_SUCH_NODE, WINDOWS};
 
 #[component]
 pub fn NodePage() -> impl IntoView {
@@ -78,12 +79,61 @@ fn NodeView(live: ReadSignal<NodeDetail>) -> impl IntoView {
             </div>
             {move || live.with(|d| charts(&d.history, d.window_ms, now.get_untracked()))}
         </section>
+        <SharingForm live />
         <section class="card">
             <h2>"Transitions"</h2>
             {move || live.with(|d| transitions(d, now))}
         </section>
     }
     .into_any()
+}
+
+/// Whose jobs the node runs: a plain form, so it works before the WASM loads.
+#[component]
+fn SharingForm(live: ReadSignal<NodeDetail>) -> impl IntoView {
+    let share = ServerAction::<SetNodeSharing>::new();
+    let result = share.value();
+    let alert = Signal::derive(move || match result.get() {
+        Some(Err(ServerFnError::ServerError(m))) => Some(m),
+        Some(Err(_)) => Some("Could not reach the server. Try again.".into()),
+        _ => None,
+    });
+    let (id, sharing, named) = live.with_untracked(|d| (d.node.id.clone(), d.node.sharing, d.shared_with.join(", ")));
+    let option = move |value: Sharing, label: &'static str| {
+        view! {
+            <label class="choice">
+                <input type="radio" name="sharing" value=value.as_str() checked=sharing == value />
+                " " {label}
+            </label>
+        }
+    };
+    view! {
+        <section class="card" data-testid="node-sharing">
+            <h2>"Sharing"</h2>
+            <p class="muted">
+                "A node sees everything a job it runs carries: the model, the input and the result. It runs its owner's jobs, and other people's only if you share it. Their jobs show it as “a shared node”, without its name."
+            </p>
+            <p>"Now: " <strong data-testid="sharing-now">{move || live.with(|d| describe(d.node.sharing, &d.shared_with))}</strong></p>
+            <FormAlert message=alert />
+            <ActionForm action=share attr:class="stack">
+                <input type="hidden" name="id" value=id />
+                {option(Sharing::Private, "Private: my jobs only")}
+                {option(Sharing::Everyone, "Everyone's jobs")}
+                {option(Sharing::Users, "The jobs of these accounts:")}
+                <label for="share-users" class="sr-only">"Accounts (e-mail addresses)"</label>
+                <input id="share-users" name="users" value=named placeholder="ana@example.org, bo@example.org" maxlength="4000" />
+                <button type="submit">"Save sharing"</button>
+            </ActionForm>
+        </section>
+    }
+}
+
+fn describe(sharing: Sharing, named: &[String]) -> String {
+    match sharing {
+        Sharing::Private => "private (its owner's jobs only)".into(),
+        Sharing::Everyone => "shared with everyone".into(),
+        Sharing::Users => format!("shared with {}", named.join(", ")),
+    }
 }
 
 /// What the node is and how it is doing now.

@@ -1,5 +1,10 @@
 //! The load balancer's choice, as one pure function: which node runs a job.
 //!
+//! A job sees only the nodes of its pool (see [`crate::access::may_run`]): its owner's, and
+//! those shared with its owner unless it was kept to its owner's nodes. Nodes outside the pool
+//! are not candidates at all, and nodes of other owners are listed without their names, so a
+//! decision tells its reader nothing about machines that are not theirs.
+//!
 //! Eligible: active, enabled (not disabled, draining or removed), not overheated, room for a
 //! job (a free slot, or a place in the few jobs a fast node holds ahead, see
 //! [`NodeState::ahead`]), and able to run the job (a script job needs its runtime on the node, and the owner's
@@ -7,20 +12,30 @@
 //! and comes last: its slots are the capacity its owner lent, and a fleet that is busy for a
 //! while must not starve the queue.
 //! A node with a free slot comes before one that would only hold the job ahead.
-//! Among those the highest *effective* score wins: the node's score shared among the jobs it
-//! already holds, `score / (1 + in_flight)`, so a burst spreads out before the next heartbeats
-//! tell the truth. A job that failed or was lost on some nodes prefers the others (they are
+//! Among those the highest *effective* score wins: the node's score, tempered by what the server
+//! saw of its recent attempts (`observed`, see [`Candidate::observed`]), shared among the jobs it
+//! already holds, `score × observed / (1 + in_flight)`, so a burst spreads out before the next
+//! heartbeats tell the truth, and a node that claims more than it delivers loses its work. A job that failed or was lost on some nodes prefers the others (they are
 //! still used when nothing else can take it). Ties go to the lowest node id, so the same inputs
 //! give the same answer.
 
-use aiedge_core::{AdminState, NodeStatus};
 use shared::jobs::{AppKind, Candidate};
+
+use crate::access::{may_run, NodeAccess};
+use crate::{AdminState, NodeStatus, Pool, Sharing};
+
+/// How other owners' nodes are named in a decision.
+pub const SHARED_NODE_NAME: &str = "a shared node";
 
 /// One node as the balancer sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeState {
     pub id: String,
     pub name: String,
+    pub owner_id: String,
+    pub sharing: Sharing,
+    /// The users it is shared with, when `sharing` is [`Sharing::Users`].
+    pub shared_with: Vec<String>,
     pub status: NodeStatus,
     pub admin_state: AdminState,
     /// From the latest heartbeat; `None` before the first one.
@@ -38,6 +53,9 @@ pub struct NodeState {
     pub runtimes: Vec<String>,
     /// Jobs sent to it and not finished.
     pub in_flight: u32,
+    /// Its track record against the fleet's, in [`shared::jobs::OBSERVED_MIN`]..=1 (see
+    /// [`Candidate::observed`]).
+    pub observed: f64,
 }
 
 impl NodeState {
@@ -49,18 +67,26 @@ impl NodeState {
     fn capacity(&self) -> u32 {
         self.max_jobs.saturating_add(self.ahead)
     }
+
+    fn access(&self) -> NodeAccess<'_> {
+        NodeAccess { owner_id: &self.owner_id, sharing: self.sharing, shared_with: &self.shared_with }
+    }
 }
 
 /// What a job needs from a node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Need {
+    /// The job's owner and the nodes they allowed it on.
+    pub owner_id: String,
+    pub pool: Pool,
     pub kind: AppKind,
     pub runtime: Option<String>,
     /// Nodes the job's earlier attempts ran on.
     pub tried: Vec<String>,
 }
 
-fn excluded(node: &NodeState, need: &Need) -> Option<String> {
+/// Why the node cannot take a job of `kind` (needing `runtime`) now, if it cannot.
+fn excluded(node: &NodeState, kind: AppKind, runtime: Option<&str>) -> Option<String> {
     if node.status != NodeStatus::Active {
         return Some(format!("node is {}", node.status));
     }
@@ -74,11 +100,11 @@ fn excluded(node: &NodeState, need: &Need) -> Option<String> {
             format!("no free slot ({} of {} busy, {} held ahead)", node.max_jobs, node.max_jobs, node.ahead)
         });
     }
-    if need.kind == AppKind::Script {
+    if kind == AppKind::Script {
         if !node.accepts_scripts {
             return Some("the node does not run script jobs".into());
         }
-        if let Some(runtime) = &need.runtime {
+        if let Some(runtime) = runtime {
             if !node.runtimes.iter().any(|r| r == runtime) {
                 return Some(format!("no {runtime} on the node"));
             }
@@ -97,7 +123,7 @@ fn excluded(node: &NodeState, need: &Need) -> Option<String> {
 /// Whether the node could take some job now (an ONNX job, the kind that needs least): the
 /// dispatcher stops reading the queue when no node can.
 pub fn has_room(node: &NodeState) -> bool {
-    excluded(node, &Need { kind: AppKind::Onnx, runtime: None, tried: Vec::new() }).is_none()
+    excluded(node, AppKind::Onnx, None).is_none()
 }
 
 /// How many jobs the node could take now (as [`has_room`] sees it): its free slots and places
@@ -110,34 +136,39 @@ pub fn room(node: &NodeState) -> u32 {
     }
 }
 
-/// Every node as a candidate with its effective score, and the index of the winner, if any.
+/// Every node of the job's pool as a candidate with its effective score (other owners' nodes
+/// unnamed), and the index in `nodes` of the winner, if any.
 pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>) {
-    let candidates: Vec<Candidate> = nodes
+    let in_pool: Vec<(usize, Candidate)> = nodes
         .iter()
-        .map(|n| {
+        .enumerate()
+        .filter(|(_, n)| may_run(n.access(), &need.owner_id, need.pool).is_ok())
+        .map(|(i, n)| {
             let score = n.score.unwrap_or(0.0);
-            Candidate {
+            let name = if n.owner_id == need.owner_id { n.name.clone() } else { SHARED_NODE_NAME.to_string() };
+            let candidate = Candidate {
                 node_id: n.id.clone(),
-                node_name: n.name.clone(),
+                node_name: name,
                 score,
                 in_flight: n.in_flight,
                 max_jobs: n.max_jobs,
                 ahead: n.ahead,
-                effective: score / (1.0 + f64::from(n.in_flight)),
-                excluded: excluded(n, need),
+                observed: n.observed,
+                effective: score * n.observed / (1.0 + f64::from(n.in_flight)),
+                excluded: excluded(n, need.kind, need.runtime.as_deref()),
                 tried: need.tried.contains(&n.id),
-            }
+            };
+            (i, candidate)
         })
         .collect();
-    let best = candidates
+    let best = in_pool
         .iter()
-        .enumerate()
         .filter(|(_, c)| c.excluded.is_none())
         // A node not tried before; then one with a free slot (over holding the job ahead); then
         // the highest effective score; then (busy nodes all score 0) the higher performance
         // shared the same way; then the lowest id (reversed, since max_by keeps the last max).
         .max_by(|(i, a), (j, b)| {
-            let perf = |k: usize, c: &Candidate| nodes[k].perf / (1.0 + f64::from(c.in_flight));
+            let perf = |k: usize, c: &Candidate| nodes[k].perf * c.observed / (1.0 + f64::from(c.in_flight));
             b.tried
                 .cmp(&a.tried)
                 .then_with(|| nodes[*i].free_slot().cmp(&nodes[*j].free_slot()))
@@ -145,8 +176,18 @@ pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>)
                 .then_with(|| perf(*i, a).total_cmp(&perf(*j, b)))
                 .then_with(|| b.node_id.cmp(&a.node_id))
         })
-        .map(|(i, _)| i);
-    (best, candidates)
+        .map(|(i, _)| *i);
+    (best, in_pool.into_iter().map(|(_, c)| c).collect())
+}
+
+/// A node's track record against the fleet's, from the attempts that ended on it lately:
+/// `ok` succeeded, `bad` failed or lost. Each rate is smoothed (one success and one failure
+/// assumed), so a new node starts near the fleet; a node that fails no more often than the fleet
+/// (a broken model fails everywhere) keeps 1; one that fails more is scaled down by how much,
+/// never below [`shared::jobs::OBSERVED_MIN`].
+pub fn observed(node: (u64, u64), fleet: (u64, u64)) -> f64 {
+    let rate = |(ok, bad): (u64, u64)| (ok as f64 + 1.0) / ((ok + bad) as f64 + 2.0);
+    (rate(node) / rate(fleet)).clamp(shared::jobs::OBSERVED_MIN, 1.0)
 }
 
 #[cfg(test)]
@@ -157,6 +198,10 @@ mod tests {
         NodeState {
             id: id.into(),
             name: id.into(),
+            owner_id: "owner".into(),
+            sharing: Sharing::Private,
+            shared_with: vec![],
+            observed: 1.0,
             status: NodeStatus::Active,
             admin_state: AdminState::Enabled,
             score: Some(score),
@@ -171,7 +216,7 @@ mod tests {
     }
 
     fn onnx() -> Need {
-        Need { kind: AppKind::Onnx, runtime: None, tried: vec![] }
+        Need { owner_id: "owner".into(), pool: Pool::Shared, kind: AppKind::Onnx, runtime: None, tried: vec![] }
     }
 
     fn winner(need: &Need, nodes: &[NodeState]) -> Option<String> {
@@ -235,7 +280,7 @@ mod tests {
 
     #[test]
     fn script_jobs_need_the_runtime_and_consent() {
-        let need = Need { kind: AppKind::Script, runtime: Some("python3".into()), tried: vec![] };
+        let need = Need { kind: AppKind::Script, runtime: Some("python3".into()), ..onnx() };
         let mut no_python = node("no-python", 9.0);
         no_python.runtimes.clear();
         let mut refuses = node("refuses", 9.0);
@@ -314,5 +359,57 @@ mod tests {
         let (_, cands) = pick(&onnx(), &nodes);
         assert_eq!(cands[0].excluded.as_deref(), Some("no free slot (1 of 1 busy, 2 held ahead)"));
         assert_eq!(cands[0].ahead, 2);
+    }
+
+    #[test]
+    fn a_job_sees_only_its_pool_and_other_owners_nodes_unnamed() {
+        let mine = node("mine", 1.0);
+        let mut private = node("private", 9.0);
+        private.owner_id = "mallory".into();
+        let mut open = node("open", 5.0);
+        open.owner_id = "bob".into();
+        open.sharing = Sharing::Everyone;
+        let mut named = node("named", 7.0);
+        named.owner_id = "carol".into();
+        named.sharing = Sharing::Users;
+        named.shared_with = vec!["owner".into()];
+        let nodes = [mine, private, open, named];
+
+        // The strongest node is private to Mallory: not a candidate, not even listed.
+        let (best, cands) = pick(&onnx(), &nodes);
+        assert_eq!(best.map(|i| nodes[i].id.as_str()), Some("named"));
+        let listed: Vec<_> = cands.iter().map(|c| (c.node_id.as_str(), c.node_name.as_str())).collect();
+        assert_eq!(listed, [("mine", "mine"), ("open", SHARED_NODE_NAME), ("named", SHARED_NODE_NAME)]);
+
+        // Kept to its owner's nodes, the job sees only them.
+        let (best, cands) = pick(&Need { pool: Pool::Own, ..onnx() }, &nodes);
+        assert_eq!(best.map(|i| nodes[i].id.as_str()), Some("mine"));
+        assert_eq!(cands.len(), 1);
+
+        // Someone the named node is not shared with gets the open one.
+        let (best, cands) = pick(&Need { owner_id: "dave".into(), ..onnx() }, &nodes);
+        assert_eq!(best.map(|i| nodes[i].id.as_str()), Some("open"));
+        assert_eq!(cands.len(), 1);
+    }
+
+    #[test]
+    fn a_node_that_fails_more_than_the_fleet_loses_its_work() {
+        // The fleet: 90 % of attempts succeed lately.
+        let fleet = (900, 100);
+        assert!((observed((90, 10), fleet) - 1.0).abs() < 0.01, "as good as the fleet");
+        assert_eq!(observed((100, 0), fleet), 1.0, "better than the fleet is not a bonus");
+        assert!((observed((0, 0), fleet) - 0.5 / (901.0 / 1002.0)).abs() < 1e-9, "a new node starts near the fleet");
+        assert_eq!(observed((0, 500), fleet), shared::jobs::OBSERVED_MIN, "never below the floor");
+        // A liar: claims ten times the speed, fails half its jobs.
+        let mut liar = node("liar", 10.0);
+        liar.observed = observed((50, 50), fleet);
+        let honest = node("honest", 2.0);
+        let nodes = [liar, honest];
+        let (best, cands) = pick(&onnx(), &nodes);
+        assert!(cands[0].effective < 10.0);
+        assert_eq!(best.map(|i| nodes[i].id.as_str()), Some("liar"), "ten times the claim still outweighs half the success");
+        let mut worse = nodes.clone();
+        worse[0].observed = observed((5, 95), fleet);
+        assert_eq!(pick(&onnx(), &worse).0.map(|i| worse[i].id.as_str()), Some("honest"));
     }
 }
