@@ -72,11 +72,19 @@ wait_port() {
 }
 
 ensure_rabbitmq() {
-  port_open 127.0.0.1 5672 && return 0
-  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
-  say "starting RabbitMQ"
-  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
-  wait_port 127.0.0.1 5672 RabbitMQ
+  if ! port_open 127.0.0.1 5672; then
+    command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+    say "starting RabbitMQ"
+    as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+    wait_port 127.0.0.1 5672 RabbitMQ
+  fi
+  # Each node gets a broker user of its own through the management API (server/src/broker_users.rs).
+  if ! port_open 127.0.0.1 15672; then
+    say "enabling RabbitMQ's management plugin (a broker user per node)"
+    as_root rabbitmq-plugins enable rabbitmq_management >/dev/null \
+      || die "cannot enable rabbitmq_management: run 'rabbitmq-plugins enable rabbitmq_management' as root"
+    wait_port 127.0.0.1 15672 "RabbitMQ's management API"
+  fi
 }
 
 ensure_postgres() {

@@ -1,7 +1,8 @@
 //! The RabbitMQ link that carries heartbeats.
 //!
-//! One connection, one channel in publisher-confirm mode, and the durable fanout exchange
-//! declared on every (re)connect so the agent works whether or not the server has started yet.
+//! One connection, one channel in publisher-confirm mode, and the durable fanout exchange the
+//! server declared, checked (passively) on every (re)connect; until the server has declared it,
+//! the agent keeps reconnecting.
 //! Heartbeats are non-persistent and expire after a few intervals: a heartbeat nobody read in
 //! time is worthless, and this keeps them from piling up while the server is away.
 
@@ -26,7 +27,8 @@ pub struct Link {
 }
 
 impl Link {
-    /// Connects, enables publisher confirms and declares the heartbeat exchange.
+    /// Connects, enables publisher confirms and checks that the heartbeat exchange exists (the
+    /// server declares it; a node's broker user may not declare anything).
     pub async fn open(amqp_url: &str, exchange: &str) -> lapin::Result<Self> {
         let props = ConnectionProperties::default()
             .with_executor(tokio_executor_trait::Tokio::current())
@@ -48,7 +50,7 @@ impl Link {
             .exchange_declare(
                 exchange,
                 ExchangeKind::Fanout,
-                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+                ExchangeDeclareOptions { passive: true, durable: true, ..ExchangeDeclareOptions::default() },
                 FieldTable::default(),
             )
             .await?;

@@ -54,12 +54,18 @@ pub async fn register(
         // Not fatal: the queue is declared again whenever the broker connection comes back.
         tracing::warn!(node_id, error = %e, "node queue not declared yet");
     }
+    let node_key = state.node_keys.key_for(&node_id);
+    if let Err(e) = agents.broker_users.grant(&node_id, &node_key).await {
+        // Not fatal either (the token is spent now): the agent retries its broker connection,
+        // and its first check-in grants the user again.
+        tracing::error!(node_id, error = %e, "the node's broker user is not granted yet");
+    }
     tracing::info!(node_id, hostname = %req.facts.hostname, "node registered");
     Json(RegisterResponse {
-        node_key: state.node_keys.key_for(&node_id),
+        amqp_url: agents.broker_users.url_for(&node_id, &node_key),
+        node_key,
         jobs_queue: broker.topology.node_queue(&node_id),
         node_id,
-        amqp_url: agents.amqp_url.clone(),
         heartbeat_exchange: agents.heartbeat_exchange.clone(),
         heartbeat_interval_ms: agents.heartbeat_interval.as_millis() as u64,
     })
@@ -68,7 +74,12 @@ pub async fn register(
 
 /// A signed check-in: 200 while the node stands, 403 once it was removed, 401 for a bad
 /// signature or a stale timestamp (a replayed request).
-pub async fn hello(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn hello(
+    State(state): State<AppState>,
+    Extension(agents): Extension<AgentSettings>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let signature = headers.get(HDR_SIGNATURE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let Ok(hello) = serde_json::from_slice::<Hello>(&body) else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "body must be a check-in");
@@ -80,7 +91,13 @@ pub async fn hello(State(state): State<AppState>, headers: HeaderMap, body: Byte
         return error(StatusCode::UNAUTHORIZED, "stale", "check-in too old or clock too far off");
     }
     match nodes::auth_info(&state.db, &hello.node_id).await {
-        Ok(Some(auth)) if auth.admin_state != AdminState::Removed => Json(json!({ "admin_state": auth.admin_state })).into_response(),
+        Ok(Some(auth)) if auth.admin_state != AdminState::Removed => {
+            let key = state.node_keys.key_for(&hello.node_id);
+            if let Err(e) = agents.broker_users.ensure(&hello.node_id, &key).await {
+                tracing::error!(node_id = %hello.node_id, error = %e, "cannot grant the node's broker user");
+            }
+            Json(json!({ "admin_state": auth.admin_state, "amqp_url": agents.broker_users.url_for(&hello.node_id, &key) })).into_response()
+        }
         Ok(_) => error(StatusCode::FORBIDDEN, "node_removed", "this node was removed; its credentials are revoked"),
         Err(e) => {
             tracing::error!(error = %e, "check-in lookup failed");

@@ -29,6 +29,11 @@ impl Topology {
         Self { namespace: namespace.to_string() }
     }
 
+    /// The prefix of every name.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// The durable fanout exchange agents publish heartbeats to.
     pub fn heartbeat_exchange(&self) -> String {
         format!("{}.heartbeats", self.namespace)

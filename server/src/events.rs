@@ -3,12 +3,14 @@
 
 use aiedge_services::{Changes, Events, JobEnds};
 
+use crate::broker_users::BrokerUsers;
 use crate::scheduler::Dispatcher;
 
 pub struct ServerEvents {
     pub dispatcher: Dispatcher,
     pub job_ends: JobEnds,
     pub changes: Changes,
+    pub broker_users: BrokerUsers,
 }
 
 impl Events for ServerEvents {
@@ -29,5 +31,17 @@ impl Events for ServerEvents {
         // gone. The heartbeat path re-reads the admin state within `heartbeats::AUTH_CACHE`.
         self.dispatcher.node_lost();
         self.changes.nodes_changed();
+    }
+
+    fn node_removed(&self, node_id: &str) {
+        // Off the request: the broker may be slow or away; its user is deleted when it answers
+        // (and a removed node's heartbeats and reports are refused meanwhile anyway).
+        let (users, node_id) = (self.broker_users.clone(), node_id.to_string());
+        tokio::spawn(async move {
+            match users.revoke(&node_id).await {
+                Ok(()) => tracing::info!(node_id, "node's broker user deleted, its connections closed"),
+                Err(e) => tracing::error!(node_id, error = %e, "cannot revoke the removed node's broker user"),
+            }
+        });
     }
 }

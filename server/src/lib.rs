@@ -4,6 +4,7 @@
 //! - [`config`]: flags and environment.
 //! - [`cross_site`]: state-changing requests from other sites refused (CSRF).
 //! - [`broker`]: the RabbitMQ connection and its reconnects.
+//! - [`broker_users`]: a RabbitMQ user per node, allowed its own queue and the heartbeat exchange.
 //! - [`health`] answers `/healthz`.
 //! - [`errors`]: malformed server-function calls answered 400.
 //! - [`events`]: what the use cases raise, turned into dispatcher wake-ups and job-end news.
@@ -25,6 +26,7 @@ pub mod agent_jobs;
 pub mod api;
 pub mod assets;
 pub mod broker;
+pub mod broker_users;
 pub mod config;
 pub mod cross_site;
 pub mod errors;
@@ -58,22 +60,34 @@ use crate::broker::Broker;
 use crate::config::{redact, Config};
 use crate::heartbeats::{Fleet, LivenessSettings};
 
-/// What agents are told at registration.
+/// What agents are told at registration, and their broker users.
 #[derive(Clone, Debug)]
 pub struct AgentSettings {
-    pub amqp_url: String,
+    pub broker_users: broker_users::BrokerUsers,
     pub heartbeat_exchange: String,
     pub heartbeat_interval: Duration,
 }
 
 impl AgentSettings {
-    pub fn from_config(config: &Config) -> Self {
+    pub fn new(config: &Config, broker_users: broker_users::BrokerUsers) -> Self {
         Self {
-            amqp_url: config.agent_amqp_url.clone().unwrap_or_else(|| config.amqp_url.clone()),
+            broker_users,
             heartbeat_exchange: broker::Topology::new(&config.amqp_namespace).heartbeat_exchange(),
             heartbeat_interval: config.heartbeat_interval,
         }
     }
+}
+
+/// The means to give each node a broker user of its own (see [`broker_users`]).
+pub fn broker_users(config: &Config) -> anyhow::Result<broker_users::BrokerUsers> {
+    // The configuration's own checks first: they name a bad URL best.
+    config.validate()?;
+    broker_users::BrokerUsers::new(
+        &config.amqp_url,
+        config.amqp_management_url.as_deref(),
+        config.agent_amqp_url.as_deref().unwrap_or(&config.amqp_url),
+        broker::Topology::new(&config.amqp_namespace),
+    )
 }
 
 /// Largest request body outside the upload routes: forms are small.
@@ -82,11 +96,15 @@ const MAX_FORM_BODY: usize = 256 * 1024;
 /// Connects to the database (applying migrations) and builds the shared state, with a
 /// dispatcher of its own that no loop runs (for tools and tests; [`launch`] runs one).
 pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
-    build_state_with(config, scheduler::Dispatcher::default()).await
+    build_state_with(config, scheduler::Dispatcher::default(), broker_users(config)?).await
 }
 
 /// The shared state, whose use cases wake `dispatcher`.
-async fn build_state_with(config: &Config, dispatcher: scheduler::Dispatcher) -> anyhow::Result<AppState> {
+async fn build_state_with(
+    config: &Config,
+    dispatcher: scheduler::Dispatcher,
+    broker_users: broker_users::BrokerUsers,
+) -> anyhow::Result<AppState> {
     config.validate()?;
     let secret = secret::load_or_create(&config.secret_file())?;
     let url = config.database_url();
@@ -118,7 +136,7 @@ async fn build_state_with(config: &Config, dispatcher: scheduler::Dispatcher) ->
             aiedge_store::artifacts::LocalStore::new(&config.data_dir)
                 .with_context(|| format!("artifact store in {}", config.data_dir.display()))?,
         ),
-        events: Arc::new(events::ServerEvents { dispatcher, job_ends: job_ends.clone(), changes: changes.clone() }),
+        events: Arc::new(events::ServerEvents { dispatcher, job_ends: job_ends.clone(), changes: changes.clone(), broker_users }),
         job_ends,
         changes,
         intake: aiedge_store::jobs::Intake::start(&db),
@@ -210,7 +228,8 @@ fn with_security_headers(router: Router) -> Router {
 /// Serves on `listener` until `shutdown` fires, then drains in-flight requests.
 pub async fn launch(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let dispatcher = scheduler::Dispatcher::default();
-    let state = build_state_with(&config, dispatcher.clone()).await?;
+    let users = broker_users(&config)?;
+    let state = build_state_with(&config, dispatcher.clone(), users.clone()).await?;
     let topology = broker::Topology::new(&config.amqp_namespace);
     let broker = Broker::start(config.amqp_url.clone(), topology, shutdown.child_token());
     spawn_housekeeping(state.clone(), shutdown.child_token());
@@ -224,7 +243,7 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
 
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, database = ?state.db.backend, "serving");
-    let app = router(state, broker, AgentSettings::from_config(&config), SizeLimits::from_config(&config));
+    let app = router(state, broker, AgentSettings::new(&config, users), SizeLimits::from_config(&config));
     // IMPORTANT: without TCP_NODELAY a streamed response (headers, then body) waits out the
     // client's delayed ACK: every artifact download took ~40 ms in the jobs benchmark.
     use axum::serve::ListenerExt;

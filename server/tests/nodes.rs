@@ -338,6 +338,42 @@ async fn a_removed_node_is_refused_and_its_agent_stops(db: DbKind) {
     let agent = Agent::start(&server, dir.path(), a["token"].as_str(), "doomed");
     wait_status(&owner, &id, "active", Duration::from_secs(20)).await;
 
+    // The node talks to the broker as itself, and reaches nothing but its own queue.
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap()).unwrap();
+    let amqp_url = state["amqp_url"].as_str().unwrap().to_string();
+    assert!(!amqp_url.contains("guest"), "the server's own broker user never leaves the server: {amqp_url}");
+    let other = add_node(&owner, "neighbour").await;
+    let other_id = other["node"]["id"].as_str().unwrap().to_string();
+    // The neighbour's queue exists once it enrols (the server declares it then).
+    let other_dir = tempfile::tempdir().unwrap();
+    let neighbour = Agent::start(&server, other_dir.path(), other["token"].as_str(), "neighbour");
+    wait_status(&owner, &other_id, "active", Duration::from_secs(20)).await;
+    let ns = &server.config.amqp_namespace;
+    let conn = lapin::Connection::connect(&amqp_url, ConnectionProperties::default()).await.expect("the node's credentials connect");
+    let refused = |r: Result<lapin::Consumer, lapin::Error>| match r {
+        Err(lapin::Error::ProtocolError(e)) => e.get_id() == 403,
+        other => panic!("expected ACCESS_REFUSED, got {other:?}"),
+    };
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_consume(&format!("{ns}.node.{id}"), "probe", Default::default(), FieldTable::default()).await.expect("its own queue");
+    ch.close(200, "done").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    assert!(
+        refused(ch.basic_consume(&format!("{ns}.node.{other_id}"), "spy", Default::default(), FieldTable::default()).await),
+        "another node's queue"
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let declared = ch.queue_declare("spy-queue", Default::default(), FieldTable::default()).await;
+    assert!(matches!(declared, Err(lapin::Error::ProtocolError(ref e)) if e.get_id() == 403), "declaring a queue: {declared:?}");
+    let ch = conn.create_channel().await.unwrap();
+    let bound =
+        ch.queue_bind(&format!("{ns}.node.{id}"), &format!("{ns}.jobs"), &other_id, Default::default(), FieldTable::default()).await;
+    assert!(matches!(bound, Err(lapin::Error::ProtocolError(ref e)) if e.get_id() == 403), "binding to the jobs exchange: {bound:?}");
+    let ch = conn.create_channel().await.unwrap();
+    let deleted = ch.queue_delete(&format!("{ns}.server.heartbeats"), Default::default()).await;
+    assert!(matches!(deleted, Err(lapin::Error::ProtocolError(ref e)) if e.get_id() == 403), "deleting the server's queue: {deleted:?}");
+    drop(neighbour);
+
     // Only admins remove nodes.
     let res = owner.call("/api/nodes/set-state", &[("id", &id), ("state", "removed")]).await;
     assert_eq!(res.status(), 403);
@@ -346,6 +382,14 @@ async fn a_removed_node_is_refused_and_its_agent_stops(db: DbKind) {
     let res = admin.call("/api/nodes/set-state", &[("id", &id), ("state", "removed")]).await;
     assert_eq!(res.status(), 200);
     assert!(node(&owner, &id).await.is_null(), "removed nodes leave the list");
+    // Its broker user is gone at once: its open connection is closed, and it cannot come back.
+    let start = Instant::now();
+    while conn.status().connected() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the removed node's broker connection stays open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = lapin::Connection::connect(&amqp_url, ConnectionProperties::default()).await;
+    assert!(again.is_err(), "the removed node's broker credentials still work");
 
     // Its heartbeats are refused from now on, and its agent is told so at its next check-in
     // (at start, and every 30 s): restart it to see that at once.

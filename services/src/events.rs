@@ -15,6 +15,9 @@ pub trait Events: Send + Sync + 'static {
     /// A node's admin state changed: what is cached of it is stale, and the attempts of a
     /// removed node must move on.
     fn node_changed(&self, node_id: &str);
+    /// A node was removed for good: whatever credentials it holds outside the database (its
+    /// broker user) must be revoked now.
+    fn node_removed(&self, node_id: &str);
 }
 
 /// Tells the live feeds that something they show changed, so they query again instead of

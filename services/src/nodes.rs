@@ -19,6 +19,9 @@ pub async fn set_admin_state(db: &Db, events: &dyn Events, caller: &UserView, id
     }
     tracing::info!("node admin state changed");
     events.node_changed(id);
+    if state == AdminState::Removed {
+        events.node_removed(id);
+    }
     events.dispatch_wanted();
     Ok(())
 }

@@ -33,6 +33,9 @@ impl Events for Recorded {
     fn node_changed(&self, node_id: &str) {
         self.0.lock().unwrap().push(format!("node_changed {node_id}"));
     }
+    fn node_removed(&self, node_id: &str) {
+        self.0.lock().unwrap().push(format!("node_removed {node_id}"));
+    }
 }
 
 struct World {
@@ -149,7 +152,7 @@ async fn only_admins_change_a_nodes_admin_state_and_removal_is_final() {
     aiedge_services::nodes::set_admin_state(&w.db, &events, &w.admin, &node.id, AdminState::Removed).await.unwrap();
     assert_eq!(
         events.take(),
-        vec![format!("node_changed {}", node.id), "dispatch_wanted".to_string()]
+        vec![format!("node_changed {}", node.id), format!("node_removed {}", node.id), "dispatch_wanted".to_string()]
     );
     let err = aiedge_services::nodes::set_admin_state(&w.db, &events, &w.admin, &node.id, AdminState::Enabled).await.unwrap_err();
     assert!(matches!(err, ServiceError::NotFound("node")), "{err:?}");
