@@ -109,7 +109,8 @@ pub struct Config {
     #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site", global = true)]
     pub site_root: String,
 
-    /// Take the client address from `X-Forwarded-For` (only behind a proxy you trust).
+    /// Take the client address from `X-Forwarded-For`: its last entry, the one the proxy in front
+    /// of the server appended (only behind one reverse proxy you trust).
     #[arg(long, env = "AIEDGE_TRUST_FORWARDED_FOR", global = true)]
     pub trust_forwarded_for: bool,
 

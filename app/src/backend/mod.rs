@@ -124,19 +124,22 @@ pub fn client_ip() -> IpAddr {
     let Some(parts) = parts() else {
         return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     };
+    let peer =
+        parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let trust_proxy = use_context::<AppState>().is_some_and(|s| s.settings.trust_forwarded_for);
-    if trust_proxy {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if let Some(ip) = forwarded {
-            return ip;
-        }
+    if !trust_proxy {
+        return peer;
     }
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    let values: Vec<&str> = parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    forwarded_client(&values, peer)
+}
+
+/// The client as the trusted proxy in front of us saw it: the right-most `X-Forwarded-For`
+/// entry, the one that proxy appended. Entries to its left came from the client, who can write
+/// anything there (a rate limiter keyed on them is keyed on the attacker's choice). No header, or
+/// a last entry that is not an address: the peer (the proxy) itself.
+fn forwarded_client(values: &[&str], peer: IpAddr) -> IpAddr {
+    values.iter().flat_map(|v| v.split(',')).next_back().and_then(|last| last.trim().parse().ok()).unwrap_or(peer)
 }
 
 /// True when the request is a plain browser navigation or form post (no WASM yet).
@@ -178,5 +181,24 @@ pub fn rate_limited(page: &str, wait: Duration, keep: &[(&str, &str)]) -> Result
         Ok(form_refused(page, &errors, keep))
     } else {
         Err(deny(StatusCode::TOO_MANY_REQUESTS, &FormError::RateLimited.message()))
+    }
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_client_cannot_choose_its_address() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(forwarded_client(&["203.0.113.7"], proxy), client);
+        // A client that sends its own header gets its made-up entries ignored: the proxy appends.
+        assert_eq!(forwarded_client(&["1.2.3.4, 5.6.7.8, 203.0.113.7"], proxy), client);
+        assert_eq!(forwarded_client(&["1.2.3.4", "203.0.113.7"], proxy), client, "several header lines are one list");
+        assert_eq!(forwarded_client(&[], proxy), proxy);
+        assert_eq!(forwarded_client(&["1.2.3.4, garbage"], proxy), proxy);
+        assert_eq!(forwarded_client(&[" 2001:db8::1 "], proxy), "2001:db8::1".parse::<IpAddr>().unwrap());
     }
 }
