@@ -9,6 +9,10 @@
 //! nothing but a look every [`FALLBACK`], for changes nobody announced (another process wrote
 //! the database). Heartbeats are flushed about once a second, so a browser sees one within
 //! about 1.3 s. The query is the page's own, so a feed is always what a reload would show.
+//!
+//! Before each query a feed checks that the session it was opened with still stands: a logout,
+//! a change of password or role (which end the account's sessions) or expiry ends the stream
+//! within [`FALLBACK`], so nothing more is shown to a browser that is no longer entitled to it.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -20,8 +24,10 @@ use axum::Extension;
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 
+use aiedge_store::sessions::DbSessionStore;
 use aiedge_store::{jobs, nodes};
 use app::backend::{AppState, CurrentUser};
+use tower_sessions::Session;
 
 /// The least time between two queries of one feed, however often things change.
 const MIN_GAP: Duration = Duration::from_millis(250);
@@ -40,12 +46,32 @@ pub struct LiveQuery {
     window: Option<String>,
 }
 
+/// Whether the session a feed was opened with still stands; none at all (no cookie) never does.
+fn session_check(
+    state: &AppState,
+    session: &Session,
+) -> impl Fn() -> futures_util::future::BoxFuture<'static, bool> + Send + Sync + 'static {
+    let (store, id) = (DbSessionStore::new(state.db.clone()), session.id());
+    move || {
+        let store = store.clone();
+        Box::pin(async move {
+            match id {
+                // A failed lookup keeps the feed: the database may be back at the next look.
+                Some(id) => store.is_live(&id).await.unwrap_or(true),
+                None => false,
+            }
+        })
+    }
+}
+
 pub async fn nodes_feed(
     State(state): State<AppState>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
+    session: Session,
     Query(query): Query<LiveQuery>,
 ) -> Result<Sse<KeepAliveStream<Events>>, StatusCode> {
     let user = user.ok_or(StatusCode::UNAUTHORIZED)?;
+    let alive = session_check(&state, &session);
     if let Some(id) = query.node {
         let window = query.window.as_deref().unwrap_or(app::nodes::DEFAULT_WINDOW);
         let window_ms = app::nodes::window_ms(window).ok_or(StatusCode::BAD_REQUEST)?;
@@ -56,7 +82,7 @@ pub async fn nodes_feed(
         if first.is_none() {
             return Err(StatusCode::NOT_FOUND);
         }
-        return Ok(feed("node", state.changes.watch_nodes(), move || {
+        return Ok(feed("node", state.changes.watch_nodes(), alive, move || {
             let (state, id, user) = (state.clone(), id.clone(), user.clone());
             async move {
                 let detail = nodes::detail(&state.db, &state.settings.thermal, &id, &user, window_ms).await?;
@@ -69,7 +95,7 @@ pub async fn nodes_feed(
         Some("all") => return Err(StatusCode::FORBIDDEN),
         _ => Some(user.id.clone()),
     };
-    Ok(feed("nodes", state.changes.watch_nodes(), move || {
+    Ok(feed("nodes", state.changes.watch_nodes(), alive, move || {
         let (state, owner) = (state.clone(), owner.clone());
         async move {
             nodes::list(&state.db, owner.as_deref(), &state.settings.thermal).await.map(|l| serde_json::to_string(&l).unwrap_or_default())
@@ -91,15 +117,17 @@ pub struct JobsQuery {
 pub async fn jobs_feed(
     State(state): State<AppState>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
+    session: Session,
     Query(query): Query<JobsQuery>,
 ) -> Result<Sse<KeepAliveStream<Events>>, StatusCode> {
     let user = user.ok_or(StatusCode::UNAUTHORIZED)?;
+    let alive = session_check(&state, &session);
     if let Some(id) = query.job {
         let owner = jobs::owner_of(&state.db, &id).await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
         if owner.is_none_or(|o| !aiedge_core::may_manage(&user, &o)) {
             return Err(StatusCode::NOT_FOUND);
         }
-        return Ok(feed("job", state.changes.watch_jobs(), move || {
+        return Ok(feed("job", state.changes.watch_jobs(), alive, move || {
             let (state, id) = (state.clone(), id.clone());
             async move {
                 let detail = jobs::detail_with_log(&state.db, state.artifacts.as_ref(), &id).await?;
@@ -112,7 +140,7 @@ pub async fn jobs_feed(
         Some("all") => return Err(StatusCode::FORBIDDEN),
         _ => Some(user.id.clone()),
     };
-    Ok(feed("jobs", state.changes.watch_jobs(), move || {
+    Ok(feed("jobs", state.changes.watch_jobs(), alive, move || {
         let (state, owner) = (state.clone(), owner.clone());
         async move { jobs::list(&state.db, owner.as_deref(), 200).await.map(|l| serde_json::to_string(&l).unwrap_or_default()) }
     }))
@@ -122,37 +150,45 @@ pub async fn jobs_feed(
 pub type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 
 /// Sends `query`'s JSON as an `event` at once, then again whenever it differs after a change
-/// notice on `changed` (or after [`FALLBACK`] without one).
-fn feed<F, Fut, E>(event: &'static str, changed: tokio::sync::watch::Receiver<u64>, query: F) -> Sse<KeepAliveStream<Events>>
+/// notice on `changed` (or after [`FALLBACK`] without one), while `alive` says the session stands.
+fn feed<A, F, Fut, E>(event: &'static str, changed: tokio::sync::watch::Receiver<u64>, alive: A, query: F) -> Sse<KeepAliveStream<Events>>
 where
+    A: Fn() -> futures_util::future::BoxFuture<'static, bool> + Send + Sync + 'static,
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<String, E>> + Send,
     E: std::fmt::Display,
 {
     let start = (query, changed, String::new(), None::<tokio::time::Instant>);
-    let stream = stream::unfold(start, move |(query, mut changed, last, mut queried)| async move {
-        loop {
-            if let Some(at) = queried {
-                tokio::select! {
-                    // Closed: the server is stopping; the fallback still serves.
-                    _ = changed.changed() => {}
-                    () = tokio::time::sleep(FALLBACK) => {}
+    let alive = std::sync::Arc::new(alive);
+    let stream = stream::unfold(start, move |(query, mut changed, last, mut queried)| {
+        let alive = alive.clone();
+        async move {
+            loop {
+                if let Some(at) = queried {
+                    tokio::select! {
+                        // Closed: the server is stopping; the fallback still serves.
+                        _ = changed.changed() => {}
+                        () = tokio::time::sleep(FALLBACK) => {}
+                    }
+                    tokio::time::sleep_until(at + MIN_GAP).await;
                 }
-                tokio::time::sleep_until(at + MIN_GAP).await;
-            }
-            // Marked seen before the query, so a change during it is not missed.
-            changed.borrow_and_update();
-            queried = Some(tokio::time::Instant::now());
-            let json = match query().await.map_err(|e| e.to_string()) {
-                Ok(json) => json,
-                Err(e) => {
-                    tracing::warn!(error = %e, event, "live feed query failed");
-                    continue;
+                if !alive().await {
+                    return None;
                 }
-            };
-            if json != last {
-                let sse = Event::default().event(event).data(json.clone());
-                return Some((Ok(sse), (query, changed, json, queried)));
+                // Marked seen before the query, so a change during it is not missed.
+                changed.borrow_and_update();
+                queried = Some(tokio::time::Instant::now());
+                let json = match query().await.map_err(|e| e.to_string()) {
+                    Ok(json) => json,
+                    Err(e) => {
+                        tracing::warn!(error = %e, event, "live feed query failed");
+                        continue;
+                    }
+                };
+                if json != last {
+                    let sse = Event::default().event(event).data(json.clone());
+                    return Some((Ok(sse), (query, changed, json, queried)));
+                }
             }
         }
     });

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{session_cookie, DbKind, TestServer};
 use serde_json::{json, Value};
 
@@ -181,11 +183,26 @@ async fn logout_ends_the_session_on_the_server(db: DbKind) {
     let cookie = session_cookie(res.headers()).expect("cookie");
     let pair = cookie.split(';').next().unwrap().to_string();
 
+    // A live feed opened with the session streams while it stands...
+    let mut feed = reqwest::Client::new().get(server.url("/live/jobs")).header("cookie", pair.clone()).send().await.unwrap();
+    assert_eq!(feed.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(5), feed.chunk()).await.unwrap().unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event: jobs"), "{first:?}");
+
     let res = client.call("/api/auth/logout", &[]).await;
     assert_eq!(res.status(), 200);
     assert_eq!(client.me().await, Value::Null);
     let home = client.get("/home").await;
     assert_eq!(home.status(), 303);
+
+    // ...and ends once it is gone: the browser is shown nothing more.
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(chunk) = feed.chunk().await.unwrap() {
+            assert!(!String::from_utf8_lossy(&chunk).contains("event:"), "an event after logout: {chunk:?}");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the live feed went on after logout");
 
     // Replaying the old cookie gets nothing: the session is gone from the database.
     let replay = reqwest::Client::new().get(server.url("/api/auth/me")).header("cookie", pair).send().await.unwrap();

@@ -29,6 +29,17 @@ impl DbSessionStore {
         Self { db }
     }
 
+    /// Whether the session is still there and unexpired (a logout, a change of password or role,
+    /// or expiry ends it).
+    pub async fn is_live(&self, id: &Id) -> Result<bool, sqlx::Error> {
+        let row: Option<(i64,)> = sqlx::query_as("select expires_at from sessions where id = $1 and expires_at > $2")
+            .bind(key(id))
+            .bind(super::now_ms())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Deletes expired sessions; run now and then.
     pub async fn delete_expired(&self) -> Result<u64, sqlx::Error> {
         let done = sqlx::query("delete from sessions where expires_at <= $1").bind(super::now_ms()).execute(&self.db.writer).await?;
