@@ -222,7 +222,8 @@ pub async fn login(
     let state = backend::state()?;
     let keep = [("email", email.as_str()), ("next", next.as_deref().unwrap_or(""))];
     let account_key = email.trim().to_lowercase();
-    if let Err(wait) = state.limits.login.check(backend::client_ip(), &account_key) {
+    let ip = backend::client_ip();
+    if let Err(wait) = state.limits.login.check(ip, &account_key) {
         return backend::rate_limited("/login", wait, &keep);
     }
 
@@ -237,6 +238,7 @@ pub async fn login(
     let Some(user) = user else {
         return Ok(backend::form_refused("/login", &FormErrors::form(FormError::InvalidCredentials), &keep));
     };
+    state.limits.login.signed_in(ip, &account_key);
     let remember = remember.is_some_and(|r| !r.is_empty() && r != "false" && r != "off");
     backend::sessions::sign_in(&user, remember).await?;
     leptos_axum::redirect(&safe_next(next.as_deref()));

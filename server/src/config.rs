@@ -118,7 +118,8 @@ pub struct Config {
     #[arg(long, env = "AIEDGE_LOGIN_PER_IP_PER_MIN", default_value_t = 20, global = true)]
     pub login_per_ip_per_min: u32,
 
-    /// Login attempts allowed per account per minute.
+    /// Login attempts allowed per account from one client address per minute (ten times as many
+    /// per account from all addresses together, except from addresses it signed in from).
     #[arg(long, env = "AIEDGE_LOGIN_PER_ACCOUNT_PER_MIN", default_value_t = 5, global = true)]
     pub login_per_account_per_min: u32,
 
