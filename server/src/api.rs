@@ -157,12 +157,21 @@ fn answer<T: Serialize>(
 }
 
 /// A text field of a multipart form, capped.
-async fn text_field(field: axum::extract::multipart::Field<'_>) -> ApiResult<String> {
-    let text = field.text().await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string()))?;
-    if text.len() > 4096 {
-        return Err(ApiError::bad("bad_field", "form field too long"));
+/// The longest text field of a multipart form (a name, an id), in bytes.
+const TEXT_FIELD_MAX: usize = 4096;
+
+/// A text field, read chunk by chunk and refused as soon as it is longer than
+/// [`TEXT_FIELD_MAX`]: a field of gigabytes is never held in memory.
+async fn text_field(mut field: axum::extract::multipart::Field<'_>) -> ApiResult<String> {
+    let bad_upload = |e: axum::extract::multipart::MultipartError| ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string());
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(bad_upload)? {
+        if bytes.len() + chunk.len() > TEXT_FIELD_MAX {
+            return Err(ApiError::bad("bad_field", format!("a form field is at most {TEXT_FIELD_MAX} bytes")));
+        }
+        bytes.extend_from_slice(&chunk);
     }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|_| ApiError::bad("bad_field", "a form field must be UTF-8 text"))
 }
 
 /// A file field's name as given, cleaned for display.

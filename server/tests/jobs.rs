@@ -230,6 +230,13 @@ async fn bad_uploads_are_refused_and_change_nothing(db: DbKind) {
     assert_eq!(res["error"]["code"], "missing_input");
     let res = json(user.submit("no-such-app", None).await, 404).await;
     assert_eq!(res["error"]["code"], "not_found");
+    // A text field is refused once it is too long, not read whole first; a pool that is no pool.
+    let form = reqwest::multipart::Form::new().text("application", "x".repeat(8 << 20));
+    let res = json(user.post_form("/api/v1/jobs", form).await, 422).await;
+    assert_eq!(res["error"]["code"], "bad_field");
+    let form = reqwest::multipart::Form::new().text("application", "iris").text("pool", "everyone's");
+    let res = json(user.post_form("/api/v1/jobs", form).await, 422).await;
+    assert_eq!(res["error"]["code"], "bad_pool");
     assert_eq!(json(user.get("/api/v1/jobs").await, 200).await, serde_json::json!([]));
     server.stop().await;
 }
