@@ -46,7 +46,10 @@ struct LiveNode {
     /// The agent process heartbeating for the node (see `Heartbeat::instance`).
     instance: Option<String>,
     last_seen: Instant,
+    /// The latest sequence number of `instance` (unknown after a server restart).
     last_seq: Option<u64>,
+    /// The sender's clock on the latest heartbeat accepted (kept in the database too).
+    last_sent_at: Option<i64>,
     /// The node's admin state as last read from the database (none yet: read on the next
     /// heartbeat), and when.
     admin_state: Option<AdminState>,
@@ -105,10 +108,19 @@ impl Fleet {
         let alive = nodes::heard(&state.db).await?;
         let now = Instant::now();
         let mut nodes = fleet.nodes.lock().await;
-        for (id, status, instance) in alive {
+        for n in alive {
             // `checked` in the past: the admin state is read on the first heartbeat.
             let checked = now.checked_sub(AUTH_CACHE).unwrap_or(now);
-            nodes.insert(id, LiveNode { status, instance, last_seen: now, last_seq: None, admin_state: None, checked });
+            let live = LiveNode {
+                status: n.status,
+                instance: n.instance,
+                last_seen: now,
+                last_seq: None,
+                last_sent_at: n.last_sent_at,
+                admin_state: None,
+                checked,
+            };
+            nodes.insert(n.id, live);
         }
         drop(nodes);
         Ok(fleet)
@@ -136,7 +148,7 @@ impl Fleet {
             nodes
                 .get(&node_id)
                 .filter(|n| n.checked.elapsed() < AUTH_CACHE)
-                .and_then(|n| Some(nodes::NodeAuth { status: n.status, admin_state: n.admin_state? }))
+                .and_then(|n| Some(nodes::NodeAuth { status: n.status, admin_state: n.admin_state?, last_sent_at: n.last_sent_at }))
         };
         let auth = match cached {
             Some(auth) => auth,
@@ -171,6 +183,7 @@ impl Fleet {
                 instance: None,
                 last_seen: Instant::now(),
                 last_seq: None,
+                last_sent_at: auth.last_sent_at,
                 admin_state: None,
                 checked: Instant::now(),
             });
@@ -178,16 +191,16 @@ impl Fleet {
                 live.admin_state = Some(auth.admin_state);
                 live.checked = Instant::now();
             }
-            // A replayed message (same process, seq not newer) is refused; a restarted agent
-            // starts again at 0, which shows as a big step back and is accepted.
-            if let Some(last) = live.last_seq {
-                if hb.seq <= last && last - hb.seq < 1000 && hb.seq != 0 {
-                    return Err(Rejected::Stale);
-                }
+            // Only what is newer than the latest heartbeat counts: by the sender's clock (kept
+            // across server restarts), and within one agent process by its sequence. A replayed
+            // message, even of an older process (which would fake a restart), is refused.
+            let restarted = hb.instance.is_some() && live.instance != hb.instance;
+            if !is_newer(live, &hb, restarted) {
+                return Err(Rejected::Stale);
             }
             live.last_seq = Some(hb.seq);
+            live.last_sent_at = Some(hb.sent_at_ms);
             live.last_seen = Instant::now();
-            let restarted = hb.instance.is_some() && live.instance != hb.instance;
             if restarted {
                 live.instance = hb.instance.clone();
             }
@@ -205,10 +218,10 @@ impl Fleet {
             tracing::info!(node_id, from = %previous, to = %status, "node status");
         }
         tracing::debug!(node_id, seq = hb.seq, score = node_score.total, "heartbeat");
-        self.pending
-            .lock()
-            .await
-            .insert(node_id.clone(), Latest { node_id, at: now, metrics: hb.metrics, facts: hb.facts, score: node_score });
+        self.pending.lock().await.insert(
+            node_id.clone(),
+            Latest { node_id, at: now, sent_at: hb.sent_at_ms, metrics: hb.metrics, facts: hb.facts, score: node_score },
+        );
         Ok(())
     }
 
@@ -263,6 +276,19 @@ impl Fleet {
             Err(e) => tracing::error!(error = %e, nodes = batch.len(), "saving heartbeats failed"),
         }
     }
+}
+
+/// Whether `hb` is newer than the latest heartbeat accepted from the node: not older by the
+/// sender's clock (strictly newer from a new agent process), and with a higher sequence number
+/// than the last one of the same process.
+fn is_newer(live: &LiveNode, hb: &Heartbeat, new_process: bool) -> bool {
+    let by_clock = match live.last_sent_at {
+        None => true,
+        Some(last) if new_process => hb.sent_at_ms > last,
+        Some(last) => hb.sent_at_ms >= last,
+    };
+    let by_seq = new_process || live.last_seq.is_none_or(|last| hb.seq > last);
+    by_clock && by_seq
 }
 
 fn cached_is_stale(live: &LiveNode) -> bool {

@@ -59,7 +59,7 @@ async fn sample(db: &Db, node: &str, at: i64, cpu: f64, temp: Option<f64>, score
         running_jobs: 0,
     };
     let score = Score { load: 1.0, perf: 1.0, thermal: 1.0, total: score };
-    nodes::save_latest(db, &[Latest { node_id: node.into(), at, metrics, facts: None, score }]).await.unwrap();
+    nodes::save_latest(db, &[Latest { node_id: node.into(), at, sent_at: at, metrics, facts: None, score }]).await.unwrap();
 }
 
 type MinuteRow = (String, i64, i64, f64, f64, Option<f64>, i64, f64);
@@ -246,6 +246,7 @@ async fn known_and_unknown_temperatures_are_saved_together(kind: DbKind) {
     let latest = |node: &str, at: i64, temp: Option<f64>| Latest {
         node_id: node.into(),
         at,
+        sent_at: at,
         metrics: NodeMetrics {
             free_cpu_pct: 50.0,
             free_mem_pct: 50.0,

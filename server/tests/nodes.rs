@@ -276,7 +276,7 @@ async fn publish(channel: &lapin::Channel, exchange: &str, node_id: Option<&str>
 }
 
 async fn forged_and_malformed_heartbeats_are_dropped(db: DbKind) {
-    let server = fast_server(db).await;
+    let mut server = fast_server(db).await;
     let owner = server.client();
     owner.register("owner@example.org", PASSWORD).await;
     let a = add_node(&owner, "alpha").await;
@@ -284,7 +284,7 @@ async fn forged_and_malformed_heartbeats_are_dropped(db: DbKind) {
     let a_id = a["node"]["id"].as_str().unwrap().to_string();
     let b_id = b["node"]["id"].as_str().unwrap().to_string();
     let dir_a = tempfile::tempdir().unwrap();
-    let _agent_a = Agent::start(&server, dir_a.path(), a["token"].as_str(), "alpha");
+    let mut agent_a = Agent::start(&server, dir_a.path(), a["token"].as_str(), "alpha");
     wait_status(&owner, &a_id, "active", Duration::from_secs(20)).await;
     let state: Value = serde_json::from_str(&std::fs::read_to_string(dir_a.path().join("state.json")).unwrap()).unwrap();
     let key_a = state["node_key"].as_str().unwrap();
@@ -319,8 +319,54 @@ async fn forged_and_malformed_heartbeats_are_dropped(db: DbKind) {
     assert_eq!(na["status"], "active");
     assert!(na["metrics"]["events_per_sec"].as_f64().unwrap() < 1.0e9, "forged metrics believed: {na}");
     assert_eq!(reqwest::get(server.url("/healthz")).await.unwrap().status(), 200);
+
+    // Replays. With A's agent stopped, two heartbeats signed with A's key are accepted in order;
+    // the first one, captured and sent again, is refused, also after a server restart (a
+    // replayed heartbeat of an old agent process would fake a restart and move A's jobs away).
+    agent_a.kill9();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let beat = |seq: u64, ahead_ms: i64, events: f64| {
+        serde_json::to_vec(&serde_json::json!({
+            "node_id": a_id, "seq": seq, "sent_at_ms": now + ahead_ms, "instance": "captured-process",
+            "metrics": { "free_cpu_pct": 50.0, "free_mem_pct": 50.0, "free_ram_gib": 1.0,
+                         "events_per_sec": events, "temperature_c": null, "running_jobs": 0 }
+        }))
+        .unwrap()
+    };
+    let (first, second, third) = (beat(1, 1000, 1111.0), beat(2, 2000, 2222.0), beat(3, 3000, 3333.0));
+    publish(&ch, &exchange, Some(&a_id), Some(&shared::wire::sign(key_a, &first)), &first).await;
+    wait_events(&owner, &a_id, 1111.0).await;
+    publish(&ch, &exchange, Some(&a_id), Some(&shared::wire::sign(key_a, &second)), &second).await;
+    wait_events(&owner, &a_id, 2222.0).await;
+    publish(&ch, &exchange, Some(&a_id), Some(&shared::wire::sign(key_a, &first)), &first).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(events_of(&owner, &a_id).await, Some(2222.0), "a replayed heartbeat was believed");
+    let _ = conn.close(200, "bye").await;
+    server.take_down().await;
+    server.bring_up().await;
+    let conn = lapin::Connection::connect(&server.config.amqp_url, ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    publish(&ch, &exchange, Some(&a_id), Some(&shared::wire::sign(key_a, &first)), &first).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(events_of(&owner, &a_id).await, Some(2222.0), "a replayed heartbeat was believed after a restart");
+    // The path works after the restart: a newer one is taken.
+    publish(&ch, &exchange, Some(&a_id), Some(&shared::wire::sign(key_a, &third)), &third).await;
+    wait_events(&owner, &a_id, 3333.0).await;
     let _ = conn.close(200, "bye").await;
     server.stop().await;
+}
+
+/// The benchmark events per second a node's latest accepted heartbeat reported.
+async fn events_of(owner: &common::Client, id: &str) -> Option<f64> {
+    node(owner, id).await["metrics"]["events_per_sec"].as_f64()
+}
+
+async fn wait_events(owner: &common::Client, id: &str, want: f64) {
+    let start = Instant::now();
+    while events_of(owner, id).await != Some(want) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the heartbeat with {want} events/s was not accepted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn a_removed_node_is_refused_and_its_agent_stops(db: DbKind) {

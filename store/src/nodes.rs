@@ -237,10 +237,24 @@ pub async fn list(db: &Db, owner_id: Option<&str>, policy: &shared::score::Therm
 
 /// Nodes whose heartbeats arrive (active or stopping), with their agent process: the heartbeat
 /// path watches them from start-up, so one that died while the server was down is noticed.
-pub async fn heard(db: &Db) -> Result<Vec<(String, NodeStatus, Option<String>)>, sqlx::Error> {
-    let rows: Vec<(String, String, Option<String>)> =
-        sqlx::query_as("select id, status, agent_instance from nodes where status in ('active', 'stopping')").fetch_all(&db.pool).await?;
-    rows.into_iter().map(|(id, status, instance)| Ok((id, super::state(&status)?, instance))).collect()
+pub async fn heard(db: &Db) -> Result<Vec<Heard>, sqlx::Error> {
+    let rows: Vec<(String, String, Option<String>, Option<i64>)> =
+        sqlx::query_as("select id, status, agent_instance, last_sent_at from nodes where status in ('active', 'stopping')")
+            .fetch_all(&db.pool)
+            .await?;
+    rows.into_iter()
+        .map(|(id, status, instance, last_sent_at)| Ok(Heard { id, status: super::state(&status)?, instance, last_sent_at }))
+        .collect()
+}
+
+/// A node the heartbeat path watches, as the database last knew it.
+pub struct Heard {
+    pub id: String,
+    pub status: NodeStatus,
+    /// The agent process heard last.
+    pub instance: Option<String>,
+    /// The sender's clock on the latest heartbeat accepted.
+    pub last_sent_at: Option<i64>,
 }
 
 /// An active node as the dispatcher reads it each round, with the jobs it holds.
@@ -373,12 +387,17 @@ pub async fn track_records(db: &Db, since_ms: i64) -> Result<Vec<(String, i64, i
 pub struct NodeAuth {
     pub status: NodeStatus,
     pub admin_state: AdminState,
+    /// The sender's clock on the latest heartbeat accepted.
+    pub last_sent_at: Option<i64>,
 }
 
 pub async fn auth_info(db: &Db, id: &str) -> Result<Option<NodeAuth>, sqlx::Error> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("select status, admin_state from nodes where id = $1").bind(id).fetch_optional(&db.pool).await?;
-    row.map(|(status, admin_state)| Ok(NodeAuth { status: super::state(&status)?, admin_state: super::state(&admin_state)? })).transpose()
+    let row: Option<(String, String, Option<i64>)> =
+        sqlx::query_as("select status, admin_state, last_sent_at from nodes where id = $1").bind(id).fetch_optional(&db.pool).await?;
+    row.map(|(status, admin_state, last_sent_at)| {
+        Ok(NodeAuth { status: super::state(&status)?, admin_state: super::state(&admin_state)?, last_sent_at })
+    })
+    .transpose()
 }
 
 /// Records a status transition with its reason, unless the node is no longer in `from`.
@@ -409,6 +428,8 @@ pub async fn transition(db: &Db, id: &str, from: NodeStatus, to: NodeStatus, rea
 pub struct Latest {
     pub node_id: String,
     pub at: i64,
+    /// The sender's clock on it.
+    pub sent_at: i64,
     pub metrics: NodeMetrics,
     pub facts: Option<NodeFacts>,
     pub score: Score,
@@ -420,10 +441,11 @@ pub async fn save_latest(db: &Db, batch: &[Latest]) -> Result<(), sqlx::Error> {
     let mut tx = db.writer.begin().await?;
     for l in batch {
         let metrics = serde_json::to_string(&l.metrics).unwrap_or_default();
-        sqlx::query("update nodes set metrics = $1, score = $2, last_heartbeat_at = $3 where id = $4")
+        sqlx::query("update nodes set metrics = $1, score = $2, last_heartbeat_at = $3, last_sent_at = $4 where id = $5")
             .bind(&metrics)
             .bind(l.score.total)
             .bind(l.at)
+            .bind(l.sent_at)
             .bind(&l.node_id)
             .execute(&mut *tx)
             .await?;
