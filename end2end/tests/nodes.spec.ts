@@ -80,3 +80,34 @@ test('an owner adds a node, and an admin watches it go from active to dead live'
   await expect(page.getByTestId('node-charts').locator('figure')).toHaveCount(4);
   await page.screenshot({ path: 'test-results/node-page.png', fullPage: true });
 });
+
+test('an owner shares a node with named accounts from its page; an unknown address is refused', async ({ page }) => {
+  await logIn(page, ADMIN.email, ADMIN.password);
+  await page.goto('/nodes');
+  await hydrated(page);
+  const name = `e2e-share-${Date.now()}`;
+  await page.fill('#node-name', name);
+  await page.getByRole('button', { name: 'Add node' }).click();
+  await expect(page.getByTestId('agent-command')).toBeVisible();
+  await page.goto('/nodes');
+  await page.getByRole('link', { name, exact: true }).click();
+  await hydrated(page);
+
+  const sharing = page.getByTestId('node-sharing');
+  await expect(sharing.getByTestId('sharing-now')).toContainText('private');
+  await sharing.getByLabel('The jobs of these accounts:').check();
+  await sharing.locator('#share-users').fill('nobody@e2e.example.org');
+  await sharing.getByRole('button', { name: 'Save sharing' }).click();
+  await expect(sharing.getByTestId('form-alert')).toContainText('no account has the address nobody@e2e.example.org');
+  await expect(sharing.getByTestId('sharing-now')).toContainText('private');
+
+  await sharing.locator('#share-users').fill(ADMIN.email.toUpperCase());
+  await sharing.getByRole('button', { name: 'Save sharing' }).click();
+  await expect(sharing.getByTestId('sharing-now')).toHaveText(`shared with ${ADMIN.email}`);
+  await page.screenshot({ path: 'test-results/node-sharing.png', fullPage: true });
+
+  // Everyone's: the same form, another choice.
+  await sharing.getByLabel("Everyone's jobs").check();
+  await sharing.getByRole('button', { name: 'Save sharing' }).click();
+  await expect(sharing.getByTestId('sharing-now')).toHaveText('shared with everyone');
+});
