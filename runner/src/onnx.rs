@@ -178,7 +178,23 @@ impl Model {
     }
 
     /// [`Model::load`] for a model already in memory (an upload).
+    ///
+    /// A file of the wrong shape can make tract panic instead of returning an error (found by
+    /// `tests/hostile_input.rs`: a changed byte in a valid model, "no entry found for key" in
+    /// tract-onnx 0.23). Such a panic is caught here and answered as an invalid model, so an
+    /// upload or a job gets an error and nothing else stops. IMPORTANT: this needs unwinding; a
+    /// build with `panic = "abort"` would lose the server's or agent's process instead.
     pub fn from_bytes(bytes: &[u8]) -> Result<Model, OnnxError> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Model::read(bytes))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+                Err(OnnxError::Invalid(format!("tract stopped reading it ({})", why.as_deref().unwrap_or("no reason given"))))
+            }
+        }
+    }
+
+    fn read(bytes: &[u8]) -> Result<Model, OnnxError> {
         if bytes.is_empty() {
             return Err(OnnxError::NotOnnx("the file is empty".into()));
         }
