@@ -95,6 +95,20 @@ pub fn Field(
     }
 }
 
+/// What a form's alert line says once its action answered: the server's words for a refusal,
+/// a line of our own when the server could not be reached, nothing after a success.
+pub fn action_alert<T, V>(value: V) -> Signal<Option<String>>
+where
+    V: Get<Value = Option<Result<T, ServerFnError>>> + Send + Sync + 'static,
+    T: 'static,
+{
+    Signal::derive(move || match value.get() {
+        Some(Err(ServerFnError::ServerError(message))) => Some(message),
+        Some(Err(_)) => Some("Could not reach the server. Check your connection and try again.".to_string()),
+        _ => None,
+    })
+}
+
 /// An error about the form as a whole.
 #[component]
 pub fn FormAlert(#[prop(into)] message: Signal<Option<String>>) -> impl IntoView {

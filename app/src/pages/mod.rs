@@ -42,11 +42,8 @@ where
         Some(Err(_)) => FormErrors::default(),
         None => FormErrors::from_query(|k| query.read().get(k)),
     });
-    let alert = Signal::derive(move || match value2.get() {
-        Some(Err(ServerFnError::ServerError(message))) => Some(message),
-        Some(Err(_)) => Some("Could not reach the server. Check your connection and try again.".to_string()),
-        _ => errors.get().form.map(FormError::message),
-    });
+    let reply = crate::components::action_alert(value2);
+    let alert = Signal::derive(move || reply.get().or_else(|| errors.get().form.map(FormError::message)));
     (errors, alert)
 }
 

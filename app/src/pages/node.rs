@@ -93,11 +93,7 @@ fn NodeView(live: ReadSignal<NodeDetail>) -> impl IntoView {
 fn SharingForm(live: ReadSignal<NodeDetail>) -> impl IntoView {
     let share = ServerAction::<SetNodeSharing>::new();
     let result = share.value();
-    let alert = Signal::derive(move || match result.get() {
-        Some(Err(ServerFnError::ServerError(m))) => Some(m),
-        Some(Err(_)) => Some("Could not reach the server. Try again.".into()),
-        _ => None,
-    });
+    let alert = crate::components::action_alert(result);
     let (id, sharing, named) = live.with_untracked(|d| (d.node.id.clone(), d.node.sharing, d.shared_with.join(", ")));
     let option = move |value: Sharing, label: &'static str| {
         view! {

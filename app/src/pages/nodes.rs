@@ -11,11 +11,7 @@ use crate::nodes::{my_nodes, node_history, AddNode};
 pub fn Nodes() -> impl IntoView {
     let add = ServerAction::<AddNode>::new();
     let added = add.value();
-    let alert = Signal::derive(move || match added.get() {
-        Some(Err(ServerFnError::ServerError(m))) => Some(m),
-        Some(Err(_)) => Some("Could not reach the server. Try again.".into()),
-        _ => None,
-    });
+    let alert = crate::components::action_alert(added);
     let data = Resource::new(move || add.version().get(), |_| async move { (my_nodes().await, node_history("mine".into()).await) });
     let now = clock();
 

@@ -13,11 +13,7 @@ pub fn Settings() -> impl IntoView {
     let revoke = ServerAction::<RevokeToken>::new();
     let created = create.value();
     let tokens = Resource::new(move || (create.version().get(), revoke.version().get()), |_| my_tokens());
-    let alert = Signal::derive(move || match created.get() {
-        Some(Err(ServerFnError::ServerError(m))) => Some(m),
-        Some(Err(_)) => Some("Could not reach the server. Try again.".into()),
-        _ => None,
-    });
+    let alert = crate::components::action_alert(created);
     let now = clock();
     view! {
         <Title text="Settings" />
