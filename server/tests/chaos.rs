@@ -233,9 +233,11 @@ async fn a_restarted_agents_lost_attempt_is_noticed_at_once() {
     let attempts = c.attempts(&job).await;
     assert_eq!((attempts[0].2.as_str(), attempts[0].3.as_deref()), ("lost", Some("agent restarted")), "{attempts:?}");
     // The killed agent's script dies with it (its parent-death signal, delivered at once but
-    // acted on when the process is next scheduled): soon only attempt 2's runs.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while scripts_running("sleep.py") > 1 && Instant::now() < deadline {
+    // acted on when the process is next scheduled): soon only attempt 2's runs. (Attempt 2 is
+    // "running" as soon as its agent says so, a moment before its script is spawned: wait for
+    // exactly one, not for at most one.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scripts_running("sleep.py") != 1 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(scripts_running("sleep.py"), 1);
