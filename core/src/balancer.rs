@@ -24,8 +24,18 @@ use shared::jobs::{AppKind, Candidate};
 use crate::access::{may_run, NodeAccess};
 use crate::{AdminState, NodeStatus, Pool, Sharing};
 
-/// How other owners' nodes are named in a decision.
+/// How other owners' nodes are named to a job's owner.
 pub const SHARED_NODE_NAME: &str = "a shared node";
+
+/// A node's name as the owner of a job sees it: their own node by its name, anyone else's as
+/// [`SHARED_NODE_NAME`] (decisions, job pages and timelines all name nodes this way).
+pub fn node_name_for(job_owner: &str, node_owner: &str, name: &str) -> String {
+    if node_owner == job_owner {
+        name.to_string()
+    } else {
+        SHARED_NODE_NAME.to_string()
+    }
+}
 
 /// One node as the balancer sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -145,10 +155,9 @@ pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>)
         .filter(|(_, n)| may_run(n.access(), &need.owner_id, need.pool).is_ok())
         .map(|(i, n)| {
             let score = n.score.unwrap_or(0.0);
-            let name = if n.owner_id == need.owner_id { n.name.clone() } else { SHARED_NODE_NAME.to_string() };
             let candidate = Candidate {
                 node_id: n.id.clone(),
-                node_name: name,
+                node_name: node_name_for(&need.owner_id, &n.owner_id, &n.name),
                 score,
                 in_flight: n.in_flight,
                 max_jobs: n.max_jobs,

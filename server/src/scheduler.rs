@@ -234,7 +234,7 @@ fn place(page: Vec<jobs::QueuedJob>, nodes: &mut [NodeState], tried: &mut HashMa
         };
         let (Some(i), candidates) = balancer::pick(&need, nodes) else { continue };
         nodes[i].in_flight += 1;
-        let shown_name = candidates.iter().find(|c| c.node_id == nodes[i].id).map_or_else(String::new, |c| c.node_name.clone());
+        let shown_name = balancer::node_name_for(&job.owner_id, &nodes[i].owner_id, &nodes[i].name);
         let decision = Decision { at_ms: now_ms(), attempt: (job.attempt + 1) as u32, chosen: nodes[i].id.clone(), candidates };
         placed.push(Placed { job, kind, node: i, shown_name, decision });
     }

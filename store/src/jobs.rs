@@ -59,11 +59,10 @@ impl TryFrom<JobRow> for JobView {
             input_rows: u64_of(r.input_rows),
             node_id: r.node_id,
             // Another owner's node (shared with this job's owner) is not named.
-            node_name: if r.node_owner_id.is_some_and(|o| o != r.owner_id) {
-                Some(aiedge_core::balancer::SHARED_NODE_NAME.to_string())
-            } else {
-                r.node_name
-            },
+            node_name: r
+                .node_name
+                .zip(r.node_owner_id)
+                .map(|(name, node_owner)| aiedge_core::balancer::node_name_for(&r.owner_id, &node_owner, &name)),
             pool: super::state(&r.pool)?,
             attempt: u32::try_from(r.attempt).unwrap_or(0),
             max_attempts: u32::try_from(r.max_attempts).unwrap_or(0),
