@@ -46,21 +46,25 @@ pub struct LiveQuery {
     window: Option<String>,
 }
 
-/// Whether the session a feed was opened with still stands; none at all (no cookie) never does.
-fn session_check(
-    state: &AppState,
-    session: &Session,
-) -> impl Fn() -> futures_util::future::BoxFuture<'static, bool> + Send + Sync + 'static {
-    let (store, id) = (DbSessionStore::new(state.db.clone()), session.id());
-    move || {
-        let store = store.clone();
-        Box::pin(async move {
-            match id {
-                // A failed lookup keeps the feed: the database may be back at the next look.
-                Some(id) => store.is_live(&id).await.unwrap_or(true),
-                None => false,
-            }
-        })
+/// The session a feed was opened with, looked up again before each query.
+#[derive(Clone)]
+struct SessionWatch {
+    store: DbSessionStore,
+    id: Option<tower_sessions::session::Id>,
+}
+
+impl SessionWatch {
+    fn new(state: &AppState, session: &Session) -> Self {
+        Self { store: DbSessionStore::new(state.db.clone()), id: session.id() }
+    }
+
+    /// Whether it still stands; none at all (no cookie) never does.
+    async fn stands(&self) -> bool {
+        match &self.id {
+            // A failed lookup keeps the feed: the database may be back at the next look.
+            Some(id) => self.store.is_live(id).await.unwrap_or(true),
+            None => false,
+        }
     }
 }
 
@@ -71,7 +75,7 @@ pub async fn nodes_feed(
     Query(query): Query<LiveQuery>,
 ) -> Result<Sse<KeepAliveStream<Events>>, StatusCode> {
     let user = user.ok_or(StatusCode::UNAUTHORIZED)?;
-    let alive = session_check(&state, &session);
+    let alive = SessionWatch::new(&state, &session);
     if let Some(id) = query.node {
         let window = query.window.as_deref().unwrap_or(app::nodes::DEFAULT_WINDOW);
         let window_ms = app::nodes::window_ms(window).ok_or(StatusCode::BAD_REQUEST)?;
@@ -121,7 +125,7 @@ pub async fn jobs_feed(
     Query(query): Query<JobsQuery>,
 ) -> Result<Sse<KeepAliveStream<Events>>, StatusCode> {
     let user = user.ok_or(StatusCode::UNAUTHORIZED)?;
-    let alive = session_check(&state, &session);
+    let alive = SessionWatch::new(&state, &session);
     if let Some(id) = query.job {
         let owner = jobs::owner_of(&state.db, &id).await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
         if owner.is_none_or(|o| !aiedge_core::may_manage(&user, &o)) {
@@ -150,16 +154,19 @@ pub async fn jobs_feed(
 pub type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 
 /// Sends `query`'s JSON as an `event` at once, then again whenever it differs after a change
-/// notice on `changed` (or after [`FALLBACK`] without one), while `alive` says the session stands.
-fn feed<A, F, Fut, E>(event: &'static str, changed: tokio::sync::watch::Receiver<u64>, alive: A, query: F) -> Sse<KeepAliveStream<Events>>
+/// notice on `changed` (or after [`FALLBACK`] without one), while the session stands.
+fn feed<F, Fut, E>(
+    event: &'static str,
+    changed: tokio::sync::watch::Receiver<u64>,
+    alive: SessionWatch,
+    query: F,
+) -> Sse<KeepAliveStream<Events>>
 where
-    A: Fn() -> futures_util::future::BoxFuture<'static, bool> + Send + Sync + 'static,
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<String, E>> + Send,
     E: std::fmt::Display,
 {
     let start = (query, changed, String::new(), None::<tokio::time::Instant>);
-    let alive = std::sync::Arc::new(alive);
     let stream = stream::unfold(start, move |(query, mut changed, last, mut queried)| {
         let alive = alive.clone();
         async move {
@@ -172,7 +179,7 @@ where
                     }
                     tokio::time::sleep_until(at + MIN_GAP).await;
                 }
-                if !alive().await {
+                if !alive.stands().await {
                     return None;
                 }
                 // Marked seen before the query, so a change during it is not missed.
