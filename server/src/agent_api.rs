@@ -84,7 +84,8 @@ pub async fn hello(
     let Ok(hello) = serde_json::from_slice::<Hello>(&body) else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "body must be a check-in");
     };
-    if hello.node_id.len() > 64 || !shared::wire::verify(&state.node_keys.key_for(&hello.node_id), &body, signature) {
+    let key = state.node_keys.key_for(&hello.node_id);
+    if hello.node_id.len() > 64 || !shared::wire::verify(&key, &body, signature) {
         return error(StatusCode::UNAUTHORIZED, "bad_signature", "signature does not match the node's key");
     }
     if (aiedge_store::now_ms() - hello.sent_at_ms).abs() > HELLO_MAX_SKEW_MS {
@@ -92,7 +93,6 @@ pub async fn hello(
     }
     match nodes::auth_info(&state.db, &hello.node_id).await {
         Ok(Some(auth)) if auth.admin_state != AdminState::Removed => {
-            let key = state.node_keys.key_for(&hello.node_id);
             if let Err(e) = agents.broker_users.ensure(&hello.node_id, &key).await {
                 tracing::error!(node_id = %hello.node_id, error = %e, "cannot grant the node's broker user");
             }
