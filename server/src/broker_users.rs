@@ -155,8 +155,9 @@ impl BrokerUsers {
     }
 }
 
+/// A URL part with its %-escapes decoded (a `+` stays a `+`: this is not a form).
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// `name` as a regular expression that matches only itself.
@@ -178,13 +179,13 @@ mod tests {
     #[test]
     fn urls_and_names() {
         let users = BrokerUsers::new(
-            "amqp://srv:s%40cret@broker.lan:5672/%2f",
+            "amqp://srv:s%40c+ret@broker.lan:5672/%2f",
             None,
             "amqp://ignored:x@broker.example:5672/%2f",
             Topology::new("ai.edge"),
         )
         .unwrap();
-        assert_eq!(users.admin, ("srv".to_string(), "s@cret".to_string()));
+        assert_eq!(users.admin, ("srv".to_string(), "s@c+ret".to_string()), "a + in a password is a +");
         assert_eq!(users.vhost, "/");
         assert_eq!(users.api.as_str(), "http://broker.lan:15672/api/");
         assert_eq!(
