@@ -117,6 +117,29 @@ pub struct RunArgs {
     #[arg(long, env = "AIEDGE_NO_SCRIPTS")]
     pub no_scripts: bool,
 
+    /// Let script jobs reach the network (the LAN, the internet, this machine's services).
+    /// Without it each script runs in a network namespace of its own, with no interface up.
+    #[arg(long, env = "AIEDGE_SCRIPT_NETWORK")]
+    pub script_network: bool,
+
+    /// Run script jobs even where the kernel has no Landlock, so nothing confines what files a
+    /// script can read beyond its uid. Without it such a node refuses script jobs.
+    #[arg(long, env = "AIEDGE_ALLOW_SCRIPTS_WITHOUT_LANDLOCK")]
+    pub allow_scripts_without_landlock: bool,
+
+    /// Most memory any script job gets, in MiB, whatever its manifest asks.
+    #[arg(long, env = "AIEDGE_SCRIPT_MAX_MEMORY_MB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..))]
+    pub script_max_memory_mb: u64,
+
+    /// Longest any script job runs, e.g. "15m", whatever its manifest asks.
+    #[arg(long, env = "AIEDGE_SCRIPT_MAX_TIME", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub script_max_time: Duration,
+
+    /// Most disk a script job's work directory may fill, in MiB (also the largest file it may
+    /// write), whatever its manifest asks.
+    #[arg(long, env = "AIEDGE_SCRIPT_MAX_DISK_MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub script_max_disk_mb: u64,
+
     /// Report this CPU benchmark result (events/s) instead of measuring it: pins the node's
     /// performance factor, for tests and for ranking nodes by hand.
     #[arg(long, env = "AIEDGE_FIXED_EVENTS_PER_SEC", hide = true)]
@@ -125,6 +148,18 @@ pub struct RunArgs {
     /// RabbitMQ URL to use instead of the one the server handed out at registration.
     #[arg(long, env = "AIEDGE_AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
+}
+
+impl RunArgs {
+    /// What this node's owner allows any script.
+    pub fn script_caps(&self) -> runner::sandbox::OwnerCaps {
+        runner::sandbox::OwnerCaps {
+            memory_bytes: self.script_max_memory_mb.saturating_mul(1 << 20),
+            time_limit: self.script_max_time,
+            disk_bytes: self.script_max_disk_mb.saturating_mul(1 << 20),
+            network: self.script_network,
+        }
+    }
 }
 
 impl std::fmt::Debug for RunArgs {
@@ -138,6 +173,11 @@ impl std::fmt::Debug for RunArgs {
             .field("max_jobs", &self.max_jobs)
             .field("queue_ahead", &self.queue_ahead)
             .field("no_scripts", &self.no_scripts)
+            .field("script_network", &self.script_network)
+            .field("allow_scripts_without_landlock", &self.allow_scripts_without_landlock)
+            .field("script_max_memory_mb", &self.script_max_memory_mb)
+            .field("script_max_time", &self.script_max_time)
+            .field("script_max_disk_mb", &self.script_max_disk_mb)
             .field("drain_timeout", &self.drain_timeout)
             .field("fixed_events_per_sec", &self.fixed_events_per_sec)
             .field("heartbeat_interval", &self.heartbeat_interval)

@@ -63,14 +63,8 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
     let first_bench = tokio::spawn(bench::run_blocking(bench::DEFAULT_DURATION, cancel.clone()));
     // A node whose scripts would fail at setup must not be offered scripts (every attempt sent
     // here would be lost to it); it says so, and still runs models.
-    let scripts = !args.no_scripts
-        && match runner::sandbox::check_reachable_below(&args.work_dir) {
-            Ok(()) => true,
-            Err(why) => {
-                tracing::warn!(%why, "script jobs disabled on this node");
-                false
-            }
-        };
+    let launcher = std::env::current_exe().context("locating the agent binary")?;
+    let scripts = !args.no_scripts && scripts_can_run(&args, &launcher).await;
     let facts = facts::gather(args.max_jobs, args.queue_ahead, scripts).await;
 
     let state = match obtain_state(&args, &state_file, &facts, &cancel).await {
@@ -107,7 +101,6 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
         tracing::info!("the server gave no job queue (it predates jobs): sending heartbeats only");
         None
     } else {
-        tracing::info!(isolation = %runner::sandbox::isolation(), "script jobs sandboxed");
         let worker = Worker::new(
             WorkerConfig {
                 server: state.server.clone(),
@@ -118,8 +111,9 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
                 max_jobs: args.max_jobs,
                 queue_ahead: args.queue_ahead,
                 work_dir: args.work_dir.clone(),
-                launcher: std::env::current_exe().context("locating the agent binary")?,
+                launcher,
                 accepts_scripts: scripts,
+                script_caps: args.script_caps(),
                 instance: instance.clone(),
             },
             running.clone(),
@@ -182,6 +176,35 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
 
 /// The state from the state file, or from a fresh registration (saved before it is used).
 /// `Ok(None)` if cancelled while registering.
+/// Whether this node can give scripts the sandbox they are promised; says plainly why not.
+async fn scripts_can_run(args: &RunArgs, launcher: &std::path::Path) -> bool {
+    let off = |why: &str| tracing::warn!("script jobs are OFF on this node: {why} (ONNX models still run)");
+    if let Err(why) = runner::sandbox::check_reachable_below(&args.work_dir) {
+        off(&why);
+        return false;
+    }
+    let isolation = runner::sandbox::isolation();
+    if isolation.landlock == runner::sandbox::LandlockLevel::Unavailable && !args.allow_scripts_without_landlock {
+        off("this kernel has no Landlock, so nothing would keep a script from the files its uid can read; \
+             start the agent with --allow-scripts-without-landlock to run them anyway");
+        return false;
+    }
+    let caps = args.script_caps();
+    if let Err(why) = crate::worker::probe_sandbox(&args.work_dir, launcher, &caps).await {
+        off(&format!("the sandbox does not work here: {why}"));
+        return false;
+    }
+    tracing::info!(
+        %isolation,
+        network = if caps.network { "allowed (--script-network)" } else { "none (a namespace of its own)" },
+        max_memory_mb = args.script_max_memory_mb,
+        max_time = %humantime::format_duration(caps.time_limit),
+        max_disk_mb = args.script_max_disk_mb,
+        "script jobs sandboxed"
+    );
+    true
+}
+
 async fn obtain_state(
     args: &RunArgs,
     state_file: &std::path::Path,

@@ -73,6 +73,8 @@ pub struct WorkerConfig {
     /// The binary whose `__sandbox` subcommand starts script jobs (this one).
     pub launcher: PathBuf,
     pub accepts_scripts: bool,
+    /// What the owner allows any script (see `runner::sandbox::OwnerCaps`).
+    pub script_caps: runner::sandbox::OwnerCaps,
     /// This process's random id (see `shared::wire::Heartbeat::instance`).
     pub instance: String,
 }
@@ -93,6 +95,39 @@ pub struct Worker {
     abort: CancellationToken,
     /// Attempts being handled now, so a redelivered message does not run twice.
     active: Mutex<HashSet<(String, u32)>>,
+    /// When root: the uids script jobs run as, one per running job.
+    script_uids: Option<SlotUids>,
+}
+
+/// A uid for each job slot, so running scripts cannot signal or trace each other and every
+/// process a finished job left behind can be found by its uid. The range is derived from the
+/// node id: agents of different nodes on one machine get different uids, and a restarted agent
+/// the same ones.
+struct SlotUids {
+    free: Mutex<Vec<u32>>,
+}
+
+impl SlotUids {
+    /// Uids start here, far above people's and system accounts (and the usual subuid ranges).
+    const FIRST: u32 = 0x1000_0000;
+    const PER_NODE: u32 = 1024;
+
+    fn for_node(node_id: &str, slots: u32) -> Self {
+        // FNV-1a: stable across builds, unlike the standard library's hasher.
+        let hash = node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let first = Self::FIRST + (hash % 0x4_0000) as u32 * Self::PER_NODE;
+        Self { free: Mutex::new((first..first + slots.min(Self::PER_NODE)).rev().collect()) }
+    }
+
+    fn take(&self) -> Option<u32> {
+        self.free.lock().ok()?.pop()
+    }
+
+    fn give_back(&self, uid: u32) {
+        if let Ok(mut free) = self.free.lock() {
+            free.push(uid);
+        }
+    }
 }
 
 impl Worker {
@@ -109,6 +144,7 @@ impl Worker {
         let jobs_dir = config.work_dir.join("jobs");
         std::fs::create_dir_all(&jobs_dir)?;
         set_mode(&jobs_dir, 0o711)?;
+        let script_uids = runner::sandbox::isolation().privilege_drop.then(|| SlotUids::for_node(&config.node_id, config.max_jobs));
         Ok(Arc::new(Self {
             slots: Arc::new(Semaphore::new(config.max_jobs as usize)),
             api,
@@ -120,6 +156,7 @@ impl Worker {
             taking: CancellationToken::new(),
             abort: CancellationToken::new(),
             active: Mutex::new(HashSet::new()),
+            script_uids,
         }))
     }
 
@@ -594,6 +631,13 @@ impl Worker {
         let script_input = workdir.join("input.csv");
         tokio::fs::rename(input, &script_input).await.map_err(|e| (e.to_string(), false))?;
         let script_output = workdir.join(&manifest.output);
+        let caps = &self.config.script_caps;
+        let (time_limit, limits, notes) = caps.apply(&manifest);
+        // One per running job: there are as many as slots.
+        let uid = match &self.script_uids {
+            Some(uids) => Some(uids.take().ok_or_else(|| ("no free sandbox uid".to_owned(), false))?),
+            None => None,
+        };
         let job = runner::sandbox::ScriptJob {
             workdir: workdir.clone(),
             argv: manifest.argv(),
@@ -601,14 +645,21 @@ impl Worker {
                 ("AIEDGE_INPUT".into(), script_input.display().to_string()),
                 ("AIEDGE_OUTPUT".into(), script_output.display().to_string()),
             ],
-            time_limit: Duration::from_secs(manifest.time_limit_secs),
-            limits: runner::sandbox::ResourceLimits::for_manifest(&manifest),
+            time_limit,
+            limits,
             log_path: log.to_path_buf(),
             log_cap_bytes: LOG_CAP_BYTES,
+            uid,
+            network: caps.network,
+            disk_bytes: caps.disk_bytes,
+            notes,
         };
-        let outcome = runner::sandbox::run(&self.config.launcher, &["__sandbox"], &job, stop.cancelled())
-            .await
-            .map_err(|e| (format!("sandbox: {e}"), false))?;
+        let outcome = runner::sandbox::run(&self.config.launcher, &[crate::SANDBOX_SUBCOMMAND], &job, stop.cancelled()).await;
+        if let (Some(uids), Some(uid)) = (&self.script_uids, uid) {
+            // `run` has killed every process of this uid.
+            uids.give_back(uid);
+        }
+        let outcome = outcome.map_err(|e| (format!("sandbox: {e}"), false))?;
         match outcome {
             runner::sandbox::Outcome::Exited(0) => {
                 // Read without following links: the script controls its directory.
@@ -775,6 +826,45 @@ impl Drop for ActiveAttempt<'_> {
         if let Ok(mut s) = self.set.lock() {
             s.remove(&self.key);
         }
+    }
+}
+
+/// Runs `true` in the sandbox scripts would get, in a job directory like theirs, so a node
+/// whose kernel or configuration cannot give scripts what they are promised (a network
+/// namespace, its uids) refuses script jobs from the start instead of losing each one.
+pub async fn probe_sandbox(work_dir: &Path, launcher: &Path, caps: &runner::sandbox::OwnerCaps) -> Result<(), String> {
+    let jobs_dir = work_dir.join("jobs");
+    let dir = jobs_dir.join(format!("probe-{}", uuid_like()));
+    let setup = || -> std::io::Result<()> {
+        set_mode(work_dir, 0o711)?;
+        std::fs::create_dir_all(dir.join("work"))?;
+        set_mode(&jobs_dir, 0o711)
+    };
+    setup().map_err(|e| format!("cannot prepare {}: {e}", dir.display()))?;
+    let job = runner::sandbox::ScriptJob {
+        workdir: dir.join("work"),
+        argv: vec!["true".into()],
+        env: Vec::new(),
+        time_limit: Duration::from_secs(10),
+        limits: runner::sandbox::ResourceLimits {
+            cpu_secs: 10,
+            memory_bytes: caps.memory_bytes,
+            file_size_bytes: caps.disk_bytes,
+            max_processes: runner::sandbox::ResourceLimits::DEFAULT_MAX_PROCESSES,
+        },
+        log_path: dir.join("log"),
+        log_cap_bytes: 64 * 1024,
+        uid: None,
+        network: caps.network,
+        disk_bytes: caps.disk_bytes,
+        notes: Vec::new(),
+    };
+    let outcome = runner::sandbox::run(launcher, &[crate::SANDBOX_SUBCOMMAND], &job, std::future::pending()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match outcome {
+        Ok(runner::sandbox::Outcome::Exited(0)) => Ok(()),
+        Ok(other) => Err(format!("a test script ended with: {other}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 

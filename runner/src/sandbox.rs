@@ -10,8 +10,14 @@
 //! What the script gets:
 //! - resource limits ([`ResourceLimits`]: CPU seconds, address space, file size, processes,
 //!   no core dumps), and a wall-clock limit enforced by [`run`];
-//! - when the agent is root: uid/gid 65534 (`nobody`) with no supplementary groups, so files
-//!   only the agent user can read (its state, credentials) stay closed;
+//! - when the agent is root: a uid and gid of its own per job slot ([`ScriptJob::uid`], else
+//!   65534) with no supplementary groups, so files only the agent user can read (its state,
+//!   credentials) stay closed and jobs cannot signal the agent or each other; when the job ends,
+//!   every process left with that uid is killed, even one that left its process group;
+//! - no network unless the node's owner allows it ([`OwnerCaps::network`]): its own network
+//!   namespace, which has no interface up (a user namespace too when the agent is not root);
+//! - the owner's caps on memory, time and disk ([`OwnerCaps`]), which no manifest exceeds; the
+//!   work directory's size and file count are watched, and the job killed past the cap;
 //! - where the kernel has it: a Landlock ruleset, read+execute on the system directories and
 //!   read-write on the work dir only, plus signal and abstract-socket scoping, so even a script
 //!   running as the agent's own user cannot read the agent's files or signal it;
@@ -21,8 +27,8 @@
 //!
 //! [`isolation`] tells which of these this machine provides; the agent should log it at start.
 //!
-//! Not covered: network access, CPU share and real memory use (cgroups), and a script that
-//! leaves its process group with `setsid` escapes the group kill (see [`run`]).
+//! Not covered: CPU share and real memory use (cgroups); when the agent is not root, a script
+//! that leaves its process group with `setsid` escapes the group kill (see [`run`]).
 
 use std::convert::Infallible;
 use std::ffi::{OsStr, OsString};
@@ -84,17 +90,58 @@ impl ResourceLimits {
     pub const DEFAULT_FILE_SIZE_BYTES: u64 = 1024 * 1024 * 1024;
     /// Processes and threads a script may have by default.
     pub const DEFAULT_MAX_PROCESSES: u64 = 256;
+}
 
-    /// The limits a manifest asks for. The CPU limit is the wall-clock limit times the cores, so
-    /// it only catches runaway processes; the wall-clock limit is the real one.
-    pub fn for_manifest(manifest: &Manifest) -> ResourceLimits {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-        ResourceLimits {
-            cpu_secs: manifest.time_limit_secs.saturating_mul(cores),
-            memory_bytes: manifest.memory_mb.saturating_mul(1024 * 1024),
-            file_size_bytes: Self::DEFAULT_FILE_SIZE_BYTES,
-            max_processes: Self::DEFAULT_MAX_PROCESSES,
+/// What a node's owner allows any script on their machine. A manifest asks for its limits;
+/// these cut them down, so no manifest gets more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerCaps {
+    pub memory_bytes: u64,
+    pub time_limit: Duration,
+    /// What the work directory may hold (and the largest file a script may write).
+    pub disk_bytes: u64,
+    /// Scripts may reach the network; otherwise each runs in a network namespace of its own.
+    pub network: bool,
+}
+
+impl Default for OwnerCaps {
+    fn default() -> Self {
+        OwnerCaps {
+            memory_bytes: 4096 * 1024 * 1024,
+            time_limit: Duration::from_secs(3600),
+            disk_bytes: ResourceLimits::DEFAULT_FILE_SIZE_BYTES,
+            network: false,
         }
+    }
+}
+
+impl OwnerCaps {
+    /// The manifest's limits within these caps: the wall-clock limit, the kernel limits, and a
+    /// line for the job's log for each wish cut down.
+    pub fn apply(&self, manifest: &Manifest) -> (Duration, ResourceLimits, Vec<String>) {
+        let mut notes = Vec::new();
+        let asked_memory = manifest.memory_mb.saturating_mul(1024 * 1024);
+        if asked_memory > self.memory_bytes {
+            notes.push(format!(
+                "the manifest asks for {} of memory; this node allows {}",
+                human_bytes(asked_memory),
+                human_bytes(self.memory_bytes)
+            ));
+        }
+        let asked_time = Duration::from_secs(manifest.time_limit_secs);
+        if asked_time > self.time_limit {
+            notes.push(format!("the manifest asks for {} s; this node allows {} s", asked_time.as_secs(), self.time_limit.as_secs_f64()));
+        }
+        let time_limit = asked_time.min(self.time_limit);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let limits = ResourceLimits {
+            // Only catches runaway processes; the wall-clock limit is the real one.
+            cpu_secs: time_limit.as_secs().max(1).saturating_mul(cores),
+            memory_bytes: asked_memory.min(self.memory_bytes),
+            file_size_bytes: ResourceLimits::DEFAULT_FILE_SIZE_BYTES.min(self.disk_bytes),
+            max_processes: ResourceLimits::DEFAULT_MAX_PROCESSES,
+        };
+        (time_limit, limits, notes)
     }
 }
 
@@ -116,7 +163,21 @@ pub struct ScriptJob {
     pub log_path: PathBuf,
     /// Beyond it the rest is dropped and a line "[log truncated at N bytes]" is appended.
     pub log_cap_bytes: u64,
+    /// When the agent is root: the uid (and gid) this job runs as, which no other running job
+    /// may have; every process left with it is killed when the job ends. `None`: [`SANDBOX_UID`],
+    /// shared, and no such sweep.
+    pub uid: Option<u32>,
+    /// Reach the network (the owner allowed it); otherwise a network namespace of its own.
+    pub network: bool,
+    /// What the work directory may hold: past it (or past [`MAX_WORK_FILES`] entries) the job is
+    /// killed.
+    pub disk_bytes: u64,
+    /// Lines written at the top of the log, e.g. limits the owner's caps cut down.
+    pub notes: Vec<String>,
 }
+
+/// Files and directories a work directory may hold.
+pub const MAX_WORK_FILES: u64 = 100_000;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,7 +255,7 @@ pub enum LandlockLevel {
 /// What isolation scripts get on this machine, for the agent to log at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Isolation {
-    /// The agent is root, so scripts run as uid/gid [`SANDBOX_UID`].
+    /// The agent is root, so scripts run as a uid/gid of their own ([`ScriptJob::uid`]).
     pub privilege_drop: bool,
     pub landlock: LandlockLevel,
 }
@@ -209,7 +270,7 @@ impl Isolation {
 impl fmt::Display for Isolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let uid = if self.privilege_drop {
-            format!("scripts run as uid {SANDBOX_UID}")
+            "scripts run as a uid of their own per job slot".to_owned()
         } else {
             "scripts run as the agent's user (not root, no privilege drop)".to_owned()
         };
@@ -271,7 +332,10 @@ pub async fn run(
     cancel: impl Future<Output = ()>,
 ) -> Result<Outcome, SandboxError> {
     let workdir = check_job(job)?;
-    let log = tokio::fs::File::create(&job.log_path).await.map_err(SandboxError::Log)?;
+    let mut log = tokio::fs::File::create(&job.log_path).await.map_err(SandboxError::Log)?;
+    for note in &job.notes {
+        log.write_all(format!("[sandbox] {note}\n").as_bytes()).await.map_err(SandboxError::Log)?;
+    }
     // IMPORTANT: close-on-exec, so children other tasks of the agent spawn meanwhile do not
     // inherit the write end and keep the log open.
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SandboxError::Spawn(e.into()))?;
@@ -306,7 +370,10 @@ pub async fn run(
     tokio::pin!(deadline, cancel);
     let mut sample = tokio::time::interval(SAMPLE_EVERY);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut disk_check = tokio::time::interval(DISK_CHECK_EVERY);
+    disk_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut peak_memory = 0u64;
+    let mut disk_full = None;
     let ending = loop {
         tokio::select! {
             biased;
@@ -314,6 +381,13 @@ pub async fn run(
             () = &mut deadline => break Ending::TimedOut,
             () = &mut cancel => break Ending::Cancelled,
             _ = sample.tick() => peak_memory = peak_memory.max(vm_peak(pgid).unwrap_or(0)),
+            _ = disk_check.tick() => {
+                let (dir, cap) = (workdir.clone(), job.disk_bytes);
+                if let Ok(Some(why)) = tokio::task::spawn_blocking(move || over_disk_cap(&dir, cap)).await {
+                    disk_full = Some(why);
+                    break Ending::DiskFull;
+                }
+            }
         }
     };
     group.kill();
@@ -323,6 +397,13 @@ pub async fn run(
     }
     // Again, in case a fork raced the first kill; the unreaped leader keeps the group id ours.
     group.kill();
+    // A process that left the group (`setsid`) still has the job's own uid.
+    if let Some(uid) = job.uid.filter(|_| nix::unistd::geteuid().is_root()) {
+        let swept = tokio::task::spawn_blocking(move || kill_processes_of(uid)).await.unwrap_or(0);
+        if swept > 0 {
+            tracing::info!(uid, swept, "killed the job's processes that had left its group");
+        }
+    }
     let _ = reap_tx.send(());
     let status = waiter.await.map_err(|e| SandboxError::Wait(io::Error::other(e)))?.map_err(SandboxError::Wait)?;
     group.armed = false;
@@ -337,7 +418,10 @@ pub async fn run(
     };
     let summary = summary.map_err(|e| SandboxError::Log(io::Error::other(e)))?.map_err(SandboxError::Log)?;
 
-    let outcome = classify(ending, status, &summary, peak_memory, job);
+    let outcome = match disk_full {
+        Some(reason) => Outcome::Killed { signal: Signal::SIGKILL as i32, reason },
+        None => classify(ending, status, &summary, peak_memory, job),
+    };
     if let Outcome::Exited(127) = outcome {
         let head = String::from_utf8_lossy(&summary.head);
         if let Some(message) = head.lines().find_map(|l| l.strip_prefix(SETUP_ERROR_PREFIX)) {
@@ -353,6 +437,54 @@ enum Ending {
     Exited,
     TimedOut,
     Cancelled,
+    DiskFull,
+}
+
+/// How often the work directory's size is measured.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the work directory is over its cap (bytes on disk, or entries), if it is. Links are not
+/// followed; the walk stops once the entry cap is passed, so a hostile tree cannot stall it.
+fn over_disk_cap(dir: &Path, cap_bytes: u64) -> Option<String> {
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(listing) = std::fs::read_dir(&next) else { continue };
+        for entry in listing.flatten() {
+            entries += 1;
+            if entries > MAX_WORK_FILES {
+                return Some(format!("file count limit of {MAX_WORK_FILES} exceeded in the work directory"));
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            // Blocks, not the length: a sparse file takes no room.
+            bytes = bytes.saturating_add(meta.blocks().saturating_mul(512));
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+        if bytes > cap_bytes {
+            return Some(format!("disk limit of {} exceeded (the work directory holds {})", human_bytes(cap_bytes), human_bytes(bytes)));
+        }
+    }
+    None
+}
+
+/// Sends SIGKILL to every process whose real, effective or saved uid is `uid`; returns how many.
+fn kill_processes_of(uid: u32) -> usize {
+    let Ok(proc) = std::fs::read_dir("/proc") else { return 0 };
+    let mut killed = 0;
+    for entry in proc.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+        let owned = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .is_some_and(|ids| ids.split_whitespace().take(3).any(|id| id.parse() == Ok(uid)));
+        if owned && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// Kills the script's process group when dropped, so an abandoned [`run`] leaves nothing behind.
@@ -468,7 +600,7 @@ fn classify(ending: Ending, status: ExitStatus, log: &LogSummary, peak_memory: u
     match ending {
         Ending::TimedOut => return Outcome::TimedOut { limit: job.time_limit },
         Ending::Cancelled => return Outcome::Cancelled,
-        Ending::Exited => {}
+        Ending::Exited | Ending::DiskFull => {}
     }
     let tail = String::from_utf8_lossy(&log.tail);
     let limits = &job.limits;
@@ -563,6 +695,8 @@ const ARG_MEMORY: &str = "--memory-bytes";
 const ARG_FILE_SIZE: &str = "--file-size-bytes";
 const ARG_PROCESSES: &str = "--max-processes";
 const ARG_ENV: &str = "--env";
+const ARG_UID: &str = "--uid";
+const ARG_NETWORK: &str = "--network";
 const ARG_COMMAND: &str = "--";
 
 fn launcher_arguments(job: &ScriptJob, workdir: &Path) -> Vec<OsString> {
@@ -580,6 +714,10 @@ fn launcher_arguments(job: &ScriptJob, workdir: &Path) -> Vec<OsString> {
         args.push(ARG_ENV.into());
         args.push(format!("{key}={value}").into());
     }
+    args.push(ARG_UID.into());
+    args.push(job.uid.unwrap_or(SANDBOX_UID).to_string().into());
+    args.push(ARG_NETWORK.into());
+    args.push(if job.network { "on" } else { "off" }.into());
     args.push(ARG_COMMAND.into());
     args.extend(job.argv.iter().map(OsString::from));
     args
@@ -592,6 +730,8 @@ struct ChildSpec {
     limits: ResourceLimits,
     env: Vec<(OsString, OsString)>,
     argv: Vec<OsString>,
+    uid: u32,
+    network: bool,
 }
 
 impl ChildSpec {
@@ -600,6 +740,7 @@ impl ChildSpec {
         let mut workdir = None;
         let mut limits = [None; 4];
         let mut env = Vec::new();
+        let (mut uid, mut network) = (None, None);
         loop {
             let flag = args.next().ok_or("missing `--` before the command")?;
             if flag == ARG_COMMAND {
@@ -613,6 +754,14 @@ impl ChildSpec {
                 Some(ARG_MEMORY) => limits[1] = Some(number()?),
                 Some(ARG_FILE_SIZE) => limits[2] = Some(number()?),
                 Some(ARG_PROCESSES) => limits[3] = Some(number()?),
+                Some(ARG_UID) => uid = Some(u32::try_from(number()?).map_err(|_| format!("bad uid {value:?}"))?),
+                Some(ARG_NETWORK) => {
+                    network = Some(match value.to_str() {
+                        Some("on") => true,
+                        Some("off") => false,
+                        _ => return Err(format!("bad value {value:?} for {flag:?}")),
+                    })
+                }
                 Some(ARG_ENV) => {
                     let bytes = value.as_bytes();
                     let eq = bytes.iter().position(|b| *b == b'=').ok_or_else(|| format!("bad environment variable {value:?}"))?;
@@ -633,6 +782,8 @@ impl ChildSpec {
             limits: ResourceLimits { cpu_secs, memory_bytes, file_size_bytes, max_processes },
             env,
             argv,
+            uid: uid.ok_or("missing --uid")?,
+            network: network.ok_or("missing --network")?,
         })
     }
 }
@@ -642,12 +793,14 @@ impl ChildSpec {
 ///
 /// 1. sets the resource limits (CPU, address space, file size, processes; no core dumps);
 /// 2. changes to the work dir (while still root, so private parent directories are no obstacle);
-/// 3. if root: hands the work dir to uid/gid 65534 and becomes that user, with no groups;
-/// 4. asks to be killed when the agent dies (a killed agent leaves no script running that nobody
+/// 3. unless the network is allowed: enters a network namespace of its own (inside a user
+///    namespace of its own when not root, which maps only the caller's uid and gid);
+/// 4. if root: hands the work dir to the job's uid/gid and becomes that user, with no groups;
+/// 5. asks to be killed when the agent dies (a killed agent leaves no script running that nobody
 ///    watches: its attempt is moved to another node), sets `no_new_privs` and applies the
 ///    Landlock ruleset, best effort (a line on stderr, hence in the log, says when the kernel
 ///    cannot enforce it all);
-/// 5. `exec`s the command with stdin from `/dev/null` and only the allowed variables.
+/// 6. `exec`s the command with stdin from `/dev/null` and only the allowed variables.
 ///
 /// It never returns: on failure it prints `[sandbox] error: …` to stderr and exits with 127.
 pub fn child_main(args: Vec<OsString>) -> ! {
@@ -665,8 +818,12 @@ fn sandbox_and_exec(args: Vec<OsString>) -> Result<Infallible, String> {
     let spec = ChildSpec::parse(args)?;
     set_resource_limits(&spec.limits)?;
     std::env::set_current_dir(&spec.workdir).map_err(|e| format!("cannot enter the work dir `{}`: {e}", spec.workdir.display()))?;
-    if nix::unistd::geteuid().is_root() {
-        drop_privileges(&spec.workdir)?;
+    let root = nix::unistd::geteuid().is_root();
+    if !spec.network {
+        leave_the_network(root)?;
+    }
+    if root {
+        drop_privileges(&spec.workdir, spec.uid)?;
     }
     // After the uid change, which clears it; it survives the exec.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("cannot tie the job to the agent: {e}"))?;
@@ -720,14 +877,38 @@ fn set_resource_limits(limits: &ResourceLimits) -> Result<(), String> {
     Ok(())
 }
 
-/// Gives the work dir to the sandbox user, then becomes it for good.
-fn drop_privileges(workdir: &Path) -> Result<(), String> {
+/// A network namespace of its own, where no interface is up: no loopback, no LAN, no internet.
+/// Root may create one directly; anyone else needs a user namespace first, in which the caller
+/// keeps its own uid and gid (so files it writes are its own, and `exec` drops the namespace's
+/// capabilities).
+fn leave_the_network(root: bool) -> Result<(), String> {
+    use nix::sched::{unshare, CloneFlags};
+    let why = |e: nix::Error| {
+        format!(
+            "cannot give the script a network namespace of its own ({e}); the node's owner may \
+             allow scripts the network instead (node-agent --script-network)"
+        )
+    };
+    if root {
+        return unshare(CloneFlags::CLONE_NEWNET).map_err(why);
+    }
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET).map_err(why)?;
+    let map =
+        |file: &str, text: String| std::fs::write(format!("/proc/self/{file}"), text).map_err(|e| format!("cannot write {file}: {e}"));
+    map("setgroups", "deny".into())?;
+    map("uid_map", format!("{uid} {uid} 1"))?;
+    map("gid_map", format!("{gid} {gid} 1"))
+}
+
+/// Gives the work dir to the job's user, then becomes it for good.
+fn drop_privileges(workdir: &Path, id: u32) -> Result<(), String> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-    let (uid, gid) = (Uid::from_raw(SANDBOX_UID), Gid::from_raw(SANDBOX_UID));
-    give_away(Path::new("."), SANDBOX_UID).map_err(|e| format!("cannot hand the work dir to uid {SANDBOX_UID}: {e}"))?;
+    let (uid, gid) = (Uid::from_raw(id), Gid::from_raw(id));
+    give_away(Path::new("."), id).map_err(|e| format!("cannot hand the work dir to uid {id}: {e}"))?;
     setgroups(&[]).map_err(|e| format!("cannot drop supplementary groups: {e}"))?;
-    setresgid(gid, gid, gid).map_err(|e| format!("cannot set gid {SANDBOX_UID}: {e}"))?;
-    setresuid(uid, uid, uid).map_err(|e| format!("cannot set uid {SANDBOX_UID}: {e}"))?;
+    setresgid(gid, gid, gid).map_err(|e| format!("cannot set gid {id}: {e}"))?;
+    setresuid(uid, uid, uid).map_err(|e| format!("cannot set uid {id}: {e}"))?;
     if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
         return Err("could regain root after dropping privileges".to_owned());
     }
@@ -735,7 +916,7 @@ fn drop_privileges(workdir: &Path) -> Result<(), String> {
     // sys.path): refuse clearly rather than fail later in odd ways.
     std::fs::metadata(workdir).map_err(|e| {
         format!(
-            "the work dir `{}` is not reachable by uid {SANDBOX_UID} ({e}); make its parent \
+            "the work dir `{}` is not reachable by uid {id} ({e}); make its parent \
              directories searchable by others",
             workdir.display()
         )
@@ -899,6 +1080,10 @@ mod tests {
             limits: ResourceLimits { cpu_secs: 5, memory_bytes: 64 << 20, file_size_bytes: 1 << 20, max_processes: 32 },
             log_path: PathBuf::from("/tmp/log"),
             log_cap_bytes: 100,
+            uid: Some(70_000),
+            network: false,
+            disk_bytes: 1 << 30,
+            notes: Vec::new(),
         }
     }
 
@@ -910,6 +1095,29 @@ mod tests {
         assert_eq!(spec.limits, job.limits);
         assert_eq!(spec.env, vec![(OsString::from("INPUT"), OsString::from("x=y"))]);
         assert_eq!(spec.argv, vec![OsString::from("python3"), OsString::from("a b.py")]);
+        assert_eq!((spec.uid, spec.network), (70_000, false));
+    }
+
+    #[test]
+    fn owner_caps_cut_down_what_a_manifest_asks() {
+        let manifest = |memory_mb, time_limit_secs| Manifest {
+            memory_mb,
+            time_limit_secs,
+            ..Manifest::parse("entry = \"python3 a.py\"\nruntime = \"python3\"\noutput = \"o.csv\"\n").unwrap()
+        };
+        let caps = OwnerCaps { memory_bytes: 256 << 20, time_limit: Duration::from_secs(60), disk_bytes: 8 << 20, network: false };
+        let (time, limits, notes) = caps.apply(&manifest(1 << 20, 86_400));
+        assert_eq!((time, limits.memory_bytes, limits.file_size_bytes), (Duration::from_secs(60), 256 << 20, 8 << 20));
+        assert_eq!(
+            notes,
+            [
+                "the manifest asks for 1048576 MiB of memory; this node allows 256 MiB",
+                "the manifest asks for 86400 s; this node allows 60 s"
+            ]
+        );
+        let (time, limits, notes) = caps.apply(&manifest(64, 5));
+        assert_eq!((time, limits.memory_bytes), (Duration::from_secs(5), 64 << 20));
+        assert!(notes.is_empty());
     }
 
     #[test]

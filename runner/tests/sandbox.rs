@@ -31,6 +31,10 @@ fn job_for(script: &str) -> (TempDir, ScriptJob) {
         limits: ResourceLimits { cpu_secs: 30, memory_bytes: 512 * MIB, file_size_bytes: 64 * MIB, max_processes: 512 },
         log_path: root.path().join("job.log"),
         log_cap_bytes: MIB,
+        uid: None,
+        network: false,
+        disk_bytes: 64 * MIB,
+        notes: Vec::new(),
     };
     (root, job)
 }
@@ -296,7 +300,7 @@ fn isolation_is_reported() {
     let text = isolation.to_string();
     println!("{text}");
     if isolation.privilege_drop {
-        assert!(text.contains("uid 65534"), "{text}");
+        assert!(text.contains("a uid of their own"), "{text}");
     }
     if !isolation.protects_agent_files() {
         assert!(text.contains("WARNING"), "{text}");
@@ -339,4 +343,90 @@ fn a_work_dir_the_sandbox_user_cannot_reach_is_found_before_any_job() {
     }
     std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     assert_eq!(runner::sandbox::check_reachable_below(&work), Ok(()));
+}
+
+/// A TCP connection to the broker on this machine (RabbitMQ, which the tests need anyway).
+const CONNECT_TO_THE_BROKER: &str = "import socket\n\
+     try:\n\
+     \x20   socket.create_connection(('127.0.0.1', 5672), timeout=3).close()\n\
+     \x20   print('CONNECTED')\n\
+     except OSError as e:\n\
+     \x20   print('NO NETWORK', e)\n";
+
+#[tokio::test]
+async fn a_script_has_no_network_unless_the_owner_allows_it() {
+    let (_root, job) = job_for(CONNECT_TO_THE_BROKER);
+    assert_eq!(run_to_end(&job).await, Outcome::Exited(0));
+    let log = log_of(&job);
+    assert!(log.contains("NO NETWORK") && !log.contains("CONNECTED"), "{log}");
+
+    let (_root, mut job) = job_for(CONNECT_TO_THE_BROKER);
+    job.network = true;
+    assert_eq!(run_to_end(&job).await, Outcome::Exited(0));
+    assert!(log_of(&job).contains("CONNECTED"), "the broker is reachable with the network on: {}", log_of(&job));
+}
+
+#[tokio::test]
+async fn a_job_runs_as_its_own_uid_and_nothing_of_it_survives() {
+    // A uid no other test uses.
+    const UID: u32 = 3_000_017;
+    let (_root, mut job) = job_for(
+        "import os, subprocess\n\
+         print('uid', os.getuid())\n\
+         child = subprocess.Popen(['sleep', '30'], start_new_session=True)\n\
+         open('pid.txt', 'w').write(str(child.pid))\n",
+    );
+    job.uid = Some(UID);
+    assert_eq!(run_to_end(&job).await, Outcome::Exited(0), "{}", log_of(&job));
+    let pid: u32 = std::fs::read_to_string(job.workdir.join("pid.txt")).unwrap().trim().parse().unwrap();
+    if nix::unistd::geteuid().is_root() {
+        assert!(log_of(&job).contains(&format!("uid {UID}")), "{}", log_of(&job));
+        // It left the process group, but not its uid: swept when the job ended.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(is_dead(pid), "the escaped `sleep` survived its job");
+    } else {
+        // Not root: no uid of its own; the group kill cannot reach an escapee (a known limit).
+        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        assert!(log_of(&job).contains(&format!("uid {}", nix::unistd::getuid())), "{}", log_of(&job));
+    }
+}
+
+#[tokio::test]
+async fn a_script_cannot_signal_the_agent() {
+    let (_root, mut job) = job_for(
+        "import os\n\
+         try:\n\
+         \x20   os.kill(int(os.environ['AGENT_PID']), 0)\n\
+         \x20   print('SIGNAL SENT')\n\
+         except PermissionError:\n\
+         \x20   print('SIGNAL REFUSED')\n",
+    );
+    job.env.push(("AGENT_PID".into(), std::process::id().to_string()));
+    job.uid = Some(3_000_018);
+    assert_eq!(run_to_end(&job).await, Outcome::Exited(0));
+    let isolation = isolation();
+    if isolation.privilege_drop || isolation.landlock == LandlockLevel::Full {
+        assert!(log_of(&job).contains("SIGNAL REFUSED"), "{}", log_of(&job));
+    }
+}
+
+#[tokio::test]
+async fn the_disk_cap_stops_a_script_that_fills_its_work_dir() {
+    let (_root, mut job) = job_for(
+        "import time\n\
+         with open('big.bin', 'wb') as f:\n\
+         \x20   for i in range(100):\n\
+         \x20       f.write(b'x' * (1 << 20)); f.flush(); time.sleep(0.05)\n\
+         print('WROTE IT ALL')\n",
+    );
+    job.disk_bytes = 4 * MIB;
+    job.notes = vec!["the manifest asks for 8 MiB of disk; this node allows 4 MiB".into()];
+    let outcome = run_to_end(&job).await;
+    let log = log_of(&job);
+    match &outcome {
+        Outcome::Killed { reason, .. } => assert!(reason.starts_with("disk limit of 4 MiB exceeded"), "{reason}"),
+        other => panic!("{other:?}: {log}"),
+    }
+    assert!(!log.contains("WROTE IT ALL"), "{log}");
+    assert!(log.starts_with("[sandbox] the manifest asks for 8 MiB of disk"), "{log}");
 }
