@@ -13,7 +13,14 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 SERVER="$TARGET/release/server"
 AGENT="$TARGET/release/node-agent"
 PIDFILE="$DATA_DIR/server.pid"
-AGENT_DIR="$DATA_DIR/local-agent"
+# Outside the data directory: the agent has no business with the server's files. As root the
+# agent runs as a user of its own, which may not reach into this checkout (e.g. under /root).
+AGENT_USER=aiedge-agent
+if [ "$(id -u)" = 0 ]; then
+  AGENT_DIR="${AIEDGE_AGENT_DIR:-/var/lib/aiedge/local-agent}"
+else
+  AGENT_DIR="${AIEDGE_AGENT_DIR:-$ROOT/local-agent}"
+fi
 AGENT_PIDFILE="$DATA_DIR/agent.pid"
 CREDS="$DATA_DIR/admin-credentials.txt"
 ADMIN_EMAIL="${AIEDGE_ADMIN_EMAIL:-admin@aiedge.local}"
@@ -65,7 +72,20 @@ done
 curl -fsS "http://$BIND/healthz" >/dev/null || die "the server is not healthy; see $DATA_DIR/server.log"
 
 # One local node: enrolled once (its credentials stay in its state file), started every time.
+# Earlier quickstarts kept it inside the data directory.
+if [ -d "$DATA_DIR/local-agent" ] && [ ! -e "$AGENT_DIR" ]; then mv "$DATA_DIR/local-agent" "$AGENT_DIR"; fi
 mkdir -p "$AGENT_DIR"
+# As root, the agent runs as a system user of its own, which cannot read the data directory
+# (mode 0700, root's); its scripts run as uids of their own. As anyone else it runs as you, and
+# its scripts are kept out of the data directory by Landlock and their own network namespace.
+as_agent=()
+if [ "$(id -u)" = 0 ]; then
+  id "$AGENT_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$AGENT_USER"
+  chown -R "$AGENT_USER:" "$AGENT_DIR"
+  install -D -m 0755 "$AGENT" /usr/local/lib/aiedge/node-agent
+  AGENT=/usr/local/lib/aiedge/node-agent
+  as_agent=(setpriv --reuid "$AGENT_USER" --regid "$AGENT_USER" --init-groups)
+fi
 token_args=()
 if [ ! -f "$AGENT_DIR/node-agent-state.json" ]; then
   # Shared with everyone: the quickstart's users run their jobs on the local machine.
@@ -75,7 +95,7 @@ if [ ! -f "$AGENT_DIR/node-agent-state.json" ]; then
   token_args=(--token "$token")
 fi
 say "starting the local node agent"
-nohup "$AGENT" run --server "http://$BIND" --name "$(hostname)-local" --work-dir "$AGENT_DIR" "${token_args[@]}" \
+nohup "${as_agent[@]}" "$AGENT" run --server "http://$BIND" --name "$(hostname)-local" --work-dir "$AGENT_DIR" "${token_args[@]}" \
   >"$DATA_DIR/agent.log" 2>&1 &
 echo $! > "$AGENT_PIDFILE"
 
