@@ -22,6 +22,7 @@ use aiedge_store::{artifacts, nodes, now_ms};
 use app::backend::AppState;
 
 use crate::api::{send_artifact, ApiError, UploadLimits};
+use crate::routes::{Kind, Routes};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -278,19 +279,24 @@ pub async fn finish(
     Ok(answer(attempts::finish(&state.db, &state.finishes, state.events.as_ref(), &node, &id, report).await?))
 }
 
+/// The agent job routes, listed (see [`crate::routes`]).
+pub fn routes() -> Routes<AppState> {
+    let base = shared::jobs::JOBS_PATH;
+    Routes::new(Kind::Agent)
+        .post(&format!("{base}/{{id}}/start"), start)
+        .post(&format!("{base}/{{id}}/progress"), progress)
+        .post(&format!("{base}/{{id}}/return"), give_back)
+        .get(&format!("{base}/{{id}}/application"), application)
+        .get(&format!("{base}/{{id}}/input"), input)
+        .put(&format!("{base}/{{id}}/result"), result)
+        .put(&format!("{base}/{{id}}/log"), log)
+        .post(&format!("{base}/{{id}}/finish"), finish)
+}
+
 /// The agent job routes.
 pub fn router(limits: UploadLimits, log_limit: LogLimit) -> axum::Router<AppState> {
-    use axum::routing::{get, post, put};
-    let base = shared::jobs::JOBS_PATH;
-    axum::Router::new()
-        .route(&format!("{base}/{{id}}/start"), post(start))
-        .route(&format!("{base}/{{id}}/progress"), post(progress))
-        .route(&format!("{base}/{{id}}/return"), post(give_back))
-        .route(&format!("{base}/{{id}}/application"), get(application))
-        .route(&format!("{base}/{{id}}/input"), get(input))
-        .route(&format!("{base}/{{id}}/result"), put(result))
-        .route(&format!("{base}/{{id}}/log"), put(log))
-        .route(&format!("{base}/{{id}}/finish"), post(finish))
+    routes()
+        .into_router()
         .layer(Extension(limits))
         .layer(Extension(log_limit))
         .layer(axum::extract::DefaultBodyLimit::max(usize::try_from(limits.max_bytes.saturating_add(1 << 20)).unwrap_or(usize::MAX)))

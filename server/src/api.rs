@@ -28,6 +28,8 @@ use app::auth::UserView;
 use app::backend::{AppState, CurrentUser};
 use app::jobs::{check_name, AppDetails, AppView, JobView, TensorLine};
 
+use crate::routes::{Kind, Routes};
+
 /// Upload limits, from the configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct UploadLimits {
@@ -641,18 +643,27 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
+/// The API's routes, listed (see [`crate::routes`]); every one but the document itself is in
+/// [`ApiDoc`].
+pub fn routes() -> Routes<AppState> {
+    Routes::new(Kind::Api)
+        .get("/api/v1/openapi.json", openapi)
+        .get("/api/v1/applications", list_applications)
+        .post("/api/v1/applications", upload_application)
+        .get("/api/v1/applications/{id}", get_application)
+        .delete("/api/v1/applications/{id}", delete_application)
+        .get("/api/v1/jobs", list_jobs)
+        .post("/api/v1/jobs", submit_job)
+        .get("/api/v1/jobs/{id}", get_job)
+        .post("/api/v1/jobs/{id}/cancel", cancel_job)
+        .get("/api/v1/jobs/{id}/result", download_result)
+        .get("/api/v1/jobs/{id}/log", download_log)
+}
+
 /// The API routes, with `max_bytes` request bodies.
 pub fn router(limits: UploadLimits) -> axum::Router<AppState> {
-    use axum::routing::{get, post};
-    axum::Router::new()
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/applications", get(list_applications).post(upload_application))
-        .route("/api/v1/applications/{id}", get(get_application).delete(delete_application))
-        .route("/api/v1/jobs", get(list_jobs).post(submit_job))
-        .route("/api/v1/jobs/{id}", get(get_job))
-        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
-        .route("/api/v1/jobs/{id}/result", get(download_result))
-        .route("/api/v1/jobs/{id}/log", get(download_log))
+    routes()
+        .into_router()
         .layer(Extension(limits))
         // Multipart bodies are streamed to disk; the size check is in `stage`, with a margin here
         // for the form's other fields.

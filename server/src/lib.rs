@@ -16,6 +16,7 @@
 //! - [`heartbeats`]: heartbeats in, node status and scores out; dead-node detection.
 //! - [`live`]: server-sent event feeds for the live pages.
 //! - [`secret`]: the server secret that node keys derive from.
+//! - [`routes`]: every route the server answers, listed by the code that routes it.
 //! - The web app and its server functions live in the `app` crate; the domain in
 //!   `aiedge_core` (no I/O), `aiedge_store` (every SQL statement) and `aiedge_services` (the use
 //!   cases, called by the web app, the JSON API and the agent routes alike).
@@ -34,6 +35,7 @@ pub mod events;
 pub mod health;
 pub mod heartbeats;
 pub mod live;
+pub mod routes;
 pub mod scheduler;
 pub mod secret;
 
@@ -45,7 +47,6 @@ use aiedge_store::{nodes, sessions::DbSessionStore, Db};
 use anyhow::Context;
 use app::backend::{self, rate_limit::LimitConfig, AppState, Limits, Settings};
 use app::{shell, App};
-use axum::routing::{get, post};
 use axum::{middleware, Extension, Router};
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -59,6 +60,9 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use crate::broker::Broker;
 use crate::config::{redact, Config};
 use crate::heartbeats::{Fleet, LivenessSettings};
+use crate::routes::{Kind, Routes};
+
+pub use routes::route_table;
 
 /// What agents are told at registration, and their broker users.
 #[derive(Clone, Debug)]
@@ -161,6 +165,18 @@ impl SizeLimits {
     }
 }
 
+/// The routes of this module's own: health, agent registration and check-in, the live feeds.
+pub(crate) fn own_routes() -> Routes<AppState> {
+    Routes::new(Kind::Health)
+        .get("/healthz", health::healthz)
+        .kind(Kind::Agent)
+        .post(shared::wire::REGISTER_PATH, agent_api::register)
+        .post(shared::wire::HELLO_PATH, agent_api::hello)
+        .kind(Kind::Live)
+        .get("/live/nodes", live::nodes_feed)
+        .get("/live/jobs", live::jobs_feed)
+}
+
 /// The whole HTTP surface: pages, server functions, the JSON API, agent endpoints, health.
 pub fn router(state: AppState, broker: Broker, agents: AgentSettings, limits: SizeLimits) -> Router {
     let routes = generate_route_list(App);
@@ -174,12 +190,8 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings, limits: Si
     let context_state = state.clone();
     let shell_options = state.leptos_options.clone();
     // Forms and server functions are small; only the upload routes take big bodies.
-    let pages = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route(shared::wire::REGISTER_PATH, post(agent_api::register))
-        .route(shared::wire::HELLO_PATH, post(agent_api::hello))
-        .route("/live/nodes", get(live::nodes_feed))
-        .route("/live/jobs", get(live::jobs_feed))
+    let pages = own_routes()
+        .into_router()
         .leptos_routes_with_context(&state, routes, move || provide_context(context_state.clone()), move || shell(shell_options.clone()))
         .layer(RequestBodyLimitLayer::new(MAX_FORM_BODY));
     let site_root = std::path::PathBuf::from(state.leptos_options.site_root.as_ref());
