@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use aiedge_core::{JobStatus, Pool};
 use axum::body::Body;
-use axum::extract::{Multipart, Path as UrlPath, State};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Json};
@@ -133,6 +134,42 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
         let session = parts.extensions.get::<CurrentUser>().cloned().unwrap_or_default();
         caller(state, &parts.headers, &session).await.map(Caller)
     }
+}
+
+/// axum's `Path`, refused with the API's JSON error (400 `bad_path`) rather than axum's plain
+/// text, so every answer of the API has the documented shape.
+pub struct UrlPath<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S> for UrlPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text())),
+        }
+    }
+}
+
+/// axum's `Query`, refused with the API's JSON error (400 `bad_query`): e.g. `?limit=` past
+/// the range of a 64-bit integer, or a `?wait=` that is not a number.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())),
+        }
+    }
+}
+
+/// A body that is not a multipart form, as the API's JSON error. Taken after the caller is
+/// known, so nobody learns more than 401 without credentials.
+fn not_multipart(e: MultipartRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.body_text())
 }
 
 /// True for a plain browser form post: answer with a redirect, not JSON.
@@ -269,15 +306,24 @@ fn sniff_kind(kind: Option<&str>, filename: &str, path: &Path) -> ApiResult<AppK
 /// `POST /api/v1/applications`, multipart: `name`, `file` (the .onnx model or the .zip bundle),
 /// optional `kind` (`onnx`/`script`, else from the file name), optional `default_input` (CSV).
 #[utoipa::path(post, path = "/api/v1/applications", tag = "applications",
-    request_body(content_type = "multipart/form-data", description = "fields: name, file, kind (optional), default_input (optional CSV)"),
-    responses((status = 201, body = AppView), (status = 422, body = ErrorBody), (status = 413, body = ErrorBody), (status = 401, body = ErrorBody)),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "uploaded and checked", body = AppView),
+        (status = 400, description = "not a multipart form, or a broken one (`bad_upload`)", body = ErrorBody),
+        (status = 401, description = "no valid API token or session (`unauthorized`)", body = ErrorBody),
+        (status = 409, description = "an application of yours has this name (`name_taken`)", body = ErrorBody),
+        (status = 413, description = "a file over the upload limit (`too_large`)", body = ErrorBody),
+        (status = 422, description = "a field or file the server refuses: `missing_file`, `empty_file`, `bad_name`, `bad_kind`, \
+            `bad_field`, `invalid_model`, `invalid_bundle`, `invalid_csv`", body = ErrorBody),
+        (status = 503, description = "too many models are being checked; try again (`busy`)", body = ErrorBody),
+    ),
     security(("token" = [])))]
 pub async fn upload_application(
     State(state): State<AppState>,
     Extension(limits): Extension<UploadLimits>,
     Extension(session): Extension<CurrentUser>,
     headers: HeaderMap,
-    multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let html = wants_html(&headers);
     let result = upload_application_inner(&state, limits, &headers, &session, multipart).await;
@@ -289,9 +335,10 @@ async fn upload_application_inner(
     limits: UploadLimits,
     headers: &HeaderMap,
     session: &CurrentUser,
-    mut multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, AppView)> {
     let user = caller(state, headers, session).await?;
+    let mut multipart = multipart.map_err(not_multipart)?;
     let (mut name, mut kind, mut file, mut default_input) = (None, None, None, None);
     while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string()))? {
         match field.name().unwrap_or_default() {
@@ -378,7 +425,11 @@ async fn upload_application_inner(
 
 /// `GET /api/v1/applications`: the caller's applications.
 #[utoipa::path(get, path = "/api/v1/applications", tag = "applications",
-    responses((status = 200, body = [AppView]), (status = 401, body = ErrorBody)), security(("token" = [])))]
+    responses(
+        (status = 200, description = "the caller's applications", body = [AppView]),
+        (status = 401, description = "no valid API token or session (`unauthorized`)", body = ErrorBody),
+    ),
+    security(("token" = [])))]
 pub async fn list_applications(State(state): State<AppState>, Caller(user): Caller) -> ApiResult<Json<Vec<AppView>>> {
     Ok(Json(apps::list(&state.db, &user.id).await?))
 }
@@ -391,8 +442,14 @@ async fn own_app(state: &AppState, user: &UserView, id: &str) -> ApiResult<apps:
 }
 
 /// `GET /api/v1/applications/{id}`.
-#[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = String, Path)),
-    responses((status = 200, body = AppView), (status = 404, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = String, Path, description = "the application's id")),
+    responses(
+        (status = 200, description = "the application", body = AppView),
+        (status = 400, description = "a malformed id (`bad_path`)", body = ErrorBody),
+        (status = 401, description = "no valid API token or session (`unauthorized`)", body = ErrorBody),
+        (status = 404, description = "no such application, or another user's (`not_found`)", body = ErrorBody),
+    ),
+    security(("token" = [])))]
 pub async fn get_application(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -402,8 +459,14 @@ pub async fn get_application(
 }
 
 /// `DELETE /api/v1/applications/{id}`: it leaves the lists and takes no new jobs.
-#[utoipa::path(delete, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(delete, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = String, Path, description = "the application's id")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "a malformed id (`bad_path`)", body = ErrorBody),
+        (status = 401, description = "no valid API token or session (`unauthorized`)", body = ErrorBody),
+        (status = 404, description = "no such application of yours (`not_found`)", body = ErrorBody),
+    ),
+    security(("token" = [])))]
 pub async fn delete_application(
     State(state): State<AppState>,
     Caller(user): Caller,
@@ -420,14 +483,23 @@ pub async fn delete_application(
 /// the application's default input), optional `pool` (`shared`, the default: the caller's nodes
 /// and those shared with them; `own`: the caller's nodes only).
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs",
-    request_body(content_type = "multipart/form-data", description = "fields: application (id or name), input (optional CSV), pool (optional: shared or own)"),
-    responses((status = 201, body = JobView), (status = 422, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
+    request_body(content = SubmitForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "queued", body = JobView),
+        (status = 400, description = "not a multipart form, or a broken one (`bad_upload`)", body = ErrorBody),
+        (status = 401, description = "no valid API token or session (`unauthorized`)", body = ErrorBody),
+        (status = 404, description = "no such application of yours (`not_found`)", body = ErrorBody),
+        (status = 413, description = "an input over the upload limit (`too_large`)", body = ErrorBody),
+        (status = 422, description = "a field the server refuses: `missing_application`, `bad_pool`, `bad_field`, `invalid_csv`, \
+            `missing_input`", body = ErrorBody),
+    ),
+    security(("token" = [])))]
 pub async fn submit_job(
     State(state): State<AppState>,
     Extension(limits): Extension<UploadLimits>,
     Extension(session): Extension<CurrentUser>,
     headers: HeaderMap,
-    multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let html = wants_html(&headers);
     let result = submit_job_inner(&state, limits, &headers, &session, multipart).await;
@@ -439,9 +511,10 @@ async fn submit_job_inner(
     limits: UploadLimits,
     headers: &HeaderMap,
     session: &CurrentUser,
-    mut multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, JobView)> {
     let user = caller(state, headers, session).await?;
+    let mut multipart = multipart.map_err(not_multipart)?;
     let (mut application, mut input, mut pool) = (None, None, Pool::Shared);
     while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string()))? {
         match field.name().unwrap_or_default() {
@@ -493,11 +566,16 @@ pub struct ListQuery {
 
 /// `GET /api/v1/jobs`: the caller's jobs, newest first.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery),
-    responses((status = 200, body = [JobView]), (status = 401, body = ErrorBody)), security(("token" = [])))]
+    responses(
+        (status = 200, description = "the caller's jobs, newest first", body = [JobView]),
+        (status = 400, description = "a malformed query (`bad_query`)", body = ErrorBody),
+        (status = 401, description = "no valid API token or session (`unauthorized`)", body = ErrorBody),
+    ),
+    security(("token" = [])))]
 pub async fn list_jobs(
     State(state): State<AppState>,
     Caller(user): Caller,
-    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<JobView>>> {
     Ok(Json(jobs::list(&state.db, Some(&user.id), q.limit.unwrap_or(100).clamp(1, 1000)).await?))
 }
@@ -517,13 +595,20 @@ const WAIT_RECHECK: Duration = Duration::from_secs(1);
 
 /// `GET /api/v1/jobs/{id}`: status and timestamps; with `?wait=S`, once the job has ended or
 /// after S seconds, whichever comes first (no polling loop needed in scripts).
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path), WaitQuery),
-    responses((status = 200, body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "the job's id"), WaitQuery),
+    responses(
+        (status = 200, description = "the job", body = JobView),
+        (status = 400, description = "a malformed id or query (`bad_path`, `bad_query`), or a `wait` that is not 0 to 60 seconds \
+            (`bad_wait`)", body = ErrorBody),
+        (status = 401, description = "no valid API token or session (`unauthorized`)", body = ErrorBody),
+        (status = 404, description = "no such job, or another user's (`not_found`)", body = ErrorBody),
+    ),
+    security(("token" = [])))]
 pub async fn get_job(
     State(state): State<AppState>,
     Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
-    axum::extract::Query(q): axum::extract::Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Json<JobView>> {
     visible_job(&state, &user, &id).await?;
     let wait = Duration::try_from_secs_f64(q.wait.unwrap_or(0.0))
@@ -557,8 +642,15 @@ pub async fn get_job(
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "the job's id")),
+    responses(
+        (status = 200, description = "cancelled", body = JobView),
+        (status = 400, description = "a malformed id (`bad_path`)", body = ErrorBody),
+        (status = 401, description = "no valid API token or session (`unauthorized`)", body = ErrorBody),
+        (status = 404, description = "no such job, or another user's (`not_found`)", body = ErrorBody),
+        (status = 409, description = "the job has already ended (`already_finished`)", body = ErrorBody),
+    ),
+    security(("token" = [])))]
 pub async fn cancel_job(State(state): State<AppState>, Caller(user): Caller, UrlPath(id): UrlPath<String>) -> ApiResult<Json<JobView>> {
     Ok(Json(aiedge_services::jobs::cancel(&state.db, state.events.as_ref(), &user, &id).await?))
 }
@@ -589,8 +681,14 @@ fn safe_name(s: &str) -> String {
 }
 
 /// `GET /api/v1/jobs/{id}/result`: the predictions CSV of a succeeded job.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/result", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, content_type = "text/csv", description = "predictions.csv"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/result", tag = "jobs", params(("id" = String, Path, description = "the job's id")),
+    responses(
+        (status = 200, description = "predictions.csv", content_type = "text/csv"),
+        (status = 400, description = "a malformed id (`bad_path`)", body = ErrorBody),
+        (status = 401, description = "no valid API token or session (`unauthorized`)", body = ErrorBody),
+        (status = 404, description = "no such job, or another user's (`not_found`)", body = ErrorBody),
+        (status = 409, description = "the job has not succeeded (`no_result`)", body = ErrorBody),
+    ),
     security(("token" = [])))]
 pub async fn download_result(State(state): State<AppState>, Caller(user): Caller, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
     let job = visible_job(&state, &user, &id).await?;
@@ -610,12 +708,69 @@ pub async fn download_result(State(state): State<AppState>, Caller(user): Caller
 }
 
 /// `GET /api/v1/jobs/{id}/log`: the job's captured output, if it has one.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/log", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, content_type = "text/plain"), (status = 404, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/log", tag = "jobs", params(("id" = String, Path, description = "the job's id")),
+    responses(
+        (status = 200, description = "the job's captured output", content_type = "text/plain"),
+        (status = 400, description = "a malformed id (`bad_path`)", body = ErrorBody),
+        (status = 401, description = "no valid API token or session (`unauthorized`)", body = ErrorBody),
+        (status = 404, description = "no such job, another user's, or no log (`not_found`)", body = ErrorBody),
+    ),
+    security(("token" = [])))]
 pub async fn download_log(State(state): State<AppState>, Caller(user): Caller, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
     let job = visible_job(&state, &user, &id).await?;
     let key = job.log_key.ok_or_else(|| ApiError::not_found("log"))?;
     send_artifact(&state, &key, "text/plain; charset=utf-8", None).await
+}
+
+/// The multipart form of `POST /api/v1/applications`, for the OpenAPI document (the handler
+/// reads the fields as they stream in).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The model (`.onnx`) or the script bundle (`.zip`).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// The application's name; default: the file's name without its extension.
+    #[schema(example = "iris")]
+    name: Option<String>,
+    /// What the file is; default: from the file's name, else from its content.
+    kind: Option<FormKind>,
+    /// An input CSV that jobs use when they are sent none.
+    #[schema(value_type = Option<String>, format = Binary)]
+    default_input: Option<Vec<u8>>,
+}
+
+/// `kind` of an upload.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum FormKind {
+    Onnx,
+    Script,
+}
+
+/// The multipart form of `POST /api/v1/jobs`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SubmitForm {
+    /// The application: its id or its name.
+    #[schema(example = "iris")]
+    application: String,
+    /// The input CSV; default: the application's default input.
+    #[schema(value_type = Option<String>, format = Binary)]
+    input: Option<Vec<u8>>,
+    /// Which nodes may run it: `shared` (default: the caller's and those shared with them) or
+    /// `own` (the caller's only).
+    pool: Option<FormPool>,
+}
+
+/// `pool` of a job.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum FormPool {
+    Shared,
+    Own,
 }
 
 /// The OpenAPI 3 document of this API.
@@ -623,7 +778,7 @@ pub async fn download_log(State(state): State<AppState>, Caller(user): Caller, U
 #[openapi(
     info(title = "AI on the Edge API", description = "Upload applications, run jobs on edge nodes, download predictions. Authenticate with `Authorization: Bearer <personal API token>` (create one under Settings)."),
     paths(upload_application, list_applications, get_application, delete_application, submit_job, list_jobs, get_job, cancel_job, download_result, download_log),
-    components(schemas(AppView, JobView, AppDetails, TensorLine, ErrorBody, ErrorDetail)),
+    components(schemas(AppView, JobView, AppDetails, TensorLine, ErrorBody, ErrorDetail, UploadForm, FormKind, SubmitForm, FormPool)),
     modifiers(&BearerToken),
 )]
 pub struct ApiDoc;
