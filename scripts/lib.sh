@@ -61,6 +61,22 @@ ensure_python3() {
   python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 }
 
+# Schemathesis, for the JSON API's contract run (scripts/schemathesis.sh), in a virtual
+# environment of its own. Pinned: a new release brings new checks, which would fail a build that
+# changed nothing.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  ensure_python3
+  command -v curl >/dev/null || apt_install curl
+  SCHEMATHESIS_VENV="${AIEDGE_ST_VENV:-/var/tmp/aiedge-schemathesis}"
+  SCHEMATHESIS="$SCHEMATHESIS_VENV/bin/schemathesis"
+  if [ "$("$SCHEMATHESIS" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+    say "installing schemathesis $SCHEMATHESIS_VERSION in $SCHEMATHESIS_VENV"
+    [ -x "$SCHEMATHESIS_VENV/bin/pip" ] || python3 -m venv "$SCHEMATHESIS_VENV"
+    "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+}
+
 ensure_chromium() {
   [ -x /usr/bin/chromium ] || apt_install chromium
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests (real SQLite, PostgreSQL, RabbitMQ), then the
-# release build and the browser journeys in Chromium. Installs and starts what is missing.
+# release build, the browser journeys in Chromium and Schemathesis against the JSON API. Installs
+# and starts what is missing.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -9,6 +10,7 @@ ensure_rust_tools
 ensure_node_packages
 ensure_chromium
 ensure_python3
+ensure_schemathesis
 ensure_postgres
 ensure_rabbitmq
 
@@ -33,4 +35,7 @@ cargo leptos build --release --precompress
 
 say "browser journeys (Playwright + Chromium)"
 (cd end2end && npx playwright test)
+
+say "API contract (Schemathesis against the release server's OpenAPI document)"
+scripts/schemathesis.sh
 say "all tests passed"
