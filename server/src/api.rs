@@ -29,6 +29,7 @@ use app::auth::UserView;
 use app::backend::{AppState, CurrentUser};
 use app::jobs::{check_name, AppDetails, AppView, JobView, TensorLine};
 
+use crate::model_check::{ModelCheckError, ModelChecker};
 use crate::routes::{Kind, Routes};
 
 /// Upload limits, from the configuration.
@@ -236,13 +237,13 @@ fn tensor_lines(tensors: &[runner::onnx::TensorInfo]) -> Vec<TensorLine> {
         .collect()
 }
 
-/// Loads the model with tract (on the blocking pool: it can take a while) and describes it.
-async fn check_model(path: &Path) -> ApiResult<(AppDetails, u64)> {
-    let path = path.to_path_buf();
-    let info = tokio::task::spawn_blocking(move || runner::onnx::Model::load(&path).map(|m| m.info().clone()))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::bad("invalid_model", e.to_string()))?;
+/// Loads the model in a checker child (see [`crate::model_check`]) and describes it.
+async fn check_model(checker: &ModelChecker, path: &Path) -> ApiResult<(AppDetails, u64)> {
+    let info = checker.check(path).await.map_err(|e| match e {
+        ModelCheckError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+        ModelCheckError::Check(e) if e.is_users() => ApiError::bad("invalid_model", e.to_string()),
+        ModelCheckError::Check(e) => ApiError::internal(e),
+    })?;
     let features = info.features as u64;
     Ok((
         AppDetails::Onnx {
@@ -321,18 +322,20 @@ fn sniff_kind(kind: Option<&str>, filename: &str, path: &Path) -> ApiResult<AppK
 pub async fn upload_application(
     State(state): State<AppState>,
     Extension(limits): Extension<UploadLimits>,
+    Extension(checker): Extension<ModelChecker>,
     Extension(session): Extension<CurrentUser>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let html = wants_html(&headers);
-    let result = upload_application_inner(&state, limits, &headers, &session, multipart).await;
+    let result = upload_application_inner(&state, limits, &checker, &headers, &session, multipart).await;
     answer(html, result, |app: &AppView| format!("/apps/{}", app.id), "/apps")
 }
 
 async fn upload_application_inner(
     state: &AppState,
     limits: UploadLimits,
+    checker: &ModelChecker,
     headers: &HeaderMap,
     session: &CurrentUser,
     multipart: Result<Multipart, MultipartRejection>,
@@ -367,7 +370,7 @@ async fn upload_application_inner(
     let kind = sniff_kind(kind.as_deref(), &filename, file.path())?;
     let (details, runtime, features) = match kind {
         AppKind::Onnx => {
-            let (details, features) = check_model(file.path()).await?;
+            let (details, features) = check_model(checker, file.path()).await?;
             (details, None, Some(features))
         }
         AppKind::Script => {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -175,6 +175,24 @@ pub struct Config {
     /// Largest upload accepted (models, bundles, input CSVs, results), in MiB.
     #[arg(long, env = "AIEDGE_MAX_UPLOAD_MB", default_value_t = 512, global = true)]
     pub max_upload_mb: u64,
+
+    /// Memory an uploaded model may take to load, in MiB: each upload is loaded in a child
+    /// process with this much address space, and a model that needs more is refused.
+    #[arg(long, env = "AIEDGE_MODEL_CHECK_MEMORY_MB", default_value_t = 1024, global = true)]
+    pub model_check_memory_mb: u64,
+
+    /// Time an uploaded model may take to load in its checker; a slower one is refused.
+    #[arg(long, env = "AIEDGE_MODEL_CHECK_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub model_check_timeout: Duration,
+
+    /// Model checks run at once; further uploads wait for a turn (up to the check timeout).
+    #[arg(long, env = "AIEDGE_MODEL_CHECKS_AT_ONCE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64), global = true)]
+    pub model_checks_at_once: u32,
+
+    /// The binary whose hidden `__check-model` subcommand checks uploaded models (default: this
+    /// server binary itself).
+    #[arg(long, env = "AIEDGE_MODEL_CHECKER", global = true, hide = true)]
+    pub model_checker: Option<PathBuf>,
 
     /// Largest job log kept, in KiB; agents cut logs to this size.
     #[arg(long, env = "AIEDGE_MAX_LOG_KB", default_value_t = 1024, global = true)]

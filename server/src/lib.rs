@@ -35,6 +35,7 @@ pub mod events;
 pub mod health;
 pub mod heartbeats;
 pub mod live;
+pub mod model_check;
 pub mod routes;
 pub mod scheduler;
 pub mod secret;
@@ -255,7 +256,8 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
 
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, database = ?state.db.backend, "serving");
-    let app = router(state, broker, AgentSettings::new(&config, users), SizeLimits::from_config(&config));
+    let app = router(state, broker, AgentSettings::new(&config, users), SizeLimits::from_config(&config))
+        .layer(Extension(model_check::ModelChecker::from_config(&config)));
     // IMPORTANT: without TCP_NODELAY a streamed response (headers, then body) waits out the
     // client's delayed ACK: every artifact download took ~40 ms in the jobs benchmark.
     use axum::serve::ListenerExt;

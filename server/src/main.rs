@@ -7,7 +7,15 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // The model checker child (see server::model_check): before any thread or runtime starts.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|first| first == server::model_check::SUBCOMMAND) {
+        runner::model_check::child_main(args.collect())
+    }
+    let mut cli = Cli::parse();
+    if cli.config.model_checker.is_none() {
+        cli.config.model_checker = std::env::current_exe().ok();
+    }
     init_tracing(cli.config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

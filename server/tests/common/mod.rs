@@ -132,6 +132,8 @@ impl TestServer {
         config.register_per_ip_per_min = 1000;
         // Each test gets its own exchanges and queues on the shared broker.
         config.amqp_namespace = format!("aiedge-test-{}", uuid::Uuid::new_v4().simple());
+        // Uploaded models are checked by the real server binary, as in production.
+        config.model_checker = Some(env!("CARGO_BIN_EXE_server").into());
         let mut pg_database = None;
         if let DbKind::Postgres = kind {
             let name = create_pg_database().await;
