@@ -77,6 +77,14 @@ ensure_schemathesis() {
   fi
 }
 
+# Prometheus and promtool: server/tests/metrics.rs starts a real Prometheus that scrapes a
+# test server, and checks the exposition with promtool. Only the binaries: the package's own
+# service is not needed (nor started, without systemd).
+ensure_prometheus() {
+  command -v prometheus >/dev/null && command -v promtool >/dev/null && return 0
+  apt_install prometheus
+}
+
 ensure_chromium() {
   [ -x /usr/bin/chromium ] || apt_install chromium
 }

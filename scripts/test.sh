@@ -11,6 +11,7 @@ ensure_node_packages
 ensure_chromium
 ensure_python3
 ensure_schemathesis
+ensure_prometheus
 ensure_postgres
 ensure_rabbitmq
 

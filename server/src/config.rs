@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -193,6 +193,16 @@ pub struct Config {
     /// server binary itself).
     #[arg(long, env = "AIEDGE_MODEL_CHECKER", global = true, hide = true)]
     pub model_checker: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at `/metrics` on a listener of its own (e.g. 127.0.0.1:9464, or
+    /// a private interface), without authentication.
+    #[arg(long, env = "AIEDGE_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<SocketAddr>,
+
+    /// Serve Prometheus metrics at `/metrics` on the public port, to requests that carry
+    /// `Authorization: Bearer <this token>`.
+    #[arg(long, env = "AIEDGE_METRICS_TOKEN", global = true, hide_env_values = true)]
+    pub metrics_token: Option<String>,
 
     /// Largest job log kept, in KiB; agents cut logs to this size.
     #[arg(long, env = "AIEDGE_MAX_LOG_KB", default_value_t = 1024, global = true)]

@@ -91,6 +91,22 @@ pub enum Rejected {
     Database(String),
 }
 
+impl Rejected {
+    /// The reason as a metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejected::MissingHeader(_) => "missing_header",
+            Rejected::UnknownNode => "unknown_node",
+            Rejected::BadSignature => "bad_signature",
+            Rejected::Removed => "removed",
+            Rejected::Malformed(_) => "malformed",
+            Rejected::NodeMismatch => "node_mismatch",
+            Rejected::Stale => "stale",
+            Rejected::Database(_) => "database",
+        }
+    }
+}
+
 fn header(headers: &Option<FieldTable>, name: &'static str) -> Result<String, Rejected> {
     let value = headers.as_ref().and_then(|h| h.inner().get(name)).ok_or(Rejected::MissingHeader(name))?;
     match value {
@@ -395,7 +411,9 @@ async fn consume_on(
             return Err(lapin::Error::InvalidChannelState(lapin::ChannelState::Closed));
         };
         let delivery = delivery?;
+        metrics::counter!(crate::metrics::HEARTBEATS_RECEIVED).increment(1);
         if let Err(reason) = fleet.accept(state, settings, delivery.properties.headers(), &delivery.data).await {
+            metrics::counter!(crate::metrics::HEARTBEATS_REFUSED, "reason" => reason.label()).increment(1);
             tracing::warn!(%reason, bytes = delivery.data.len(), "heartbeat refused");
             // Kept for a person to look at, with the reason; never consumed again.
             if !matches!(reason, Rejected::Database(_) | Rejected::Stale) {

@@ -35,6 +35,7 @@ pub mod events;
 pub mod health;
 pub mod heartbeats;
 pub mod live;
+pub mod metrics;
 pub mod model_check;
 pub mod routes;
 pub mod scheduler;
@@ -176,6 +177,8 @@ pub(crate) fn own_routes() -> Routes<AppState> {
         .kind(Kind::Live)
         .get("/live/nodes", live::nodes_feed)
         .get("/live/jobs", live::jobs_feed)
+        .kind(Kind::Metrics)
+        .get("/metrics", metrics::public_exposition)
 }
 
 /// The whole HTTP surface: pages, server functions, the JSON API, agent endpoints, health.
@@ -202,6 +205,8 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings, limits: Si
         .merge(api::router(limits.uploads))
         .merge(agent_jobs::router(limits.uploads, limits.log))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // Innermost: it sees the route's template and the signed-in user.
+        .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(backend::guard::guard_pages))
         .layer(middleware::from_fn(errors::bad_arguments_are_400))
         .layer(middleware::from_fn_with_state(state.clone(), cross_site::same_site_only))
@@ -256,8 +261,22 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
 
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, database = ?state.db.backend, "serving");
+    metrics::handle();
+    metrics::spawn_upkeep(state.clone(), shutdown.child_token());
+    if let Some(bind) = config.metrics_bind {
+        let metrics_listener = TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind} for metrics"))?;
+        tracing::info!(addr = %bind, "serving metrics");
+        let cancel = shutdown.child_token();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve_private(metrics_listener, cancel).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
+    let public_metrics = metrics::PublicMetrics(config.metrics_token.as_deref().map(std::sync::Arc::from));
     let app = router(state, broker, AgentSettings::new(&config, users), SizeLimits::from_config(&config))
-        .layer(Extension(model_check::ModelChecker::from_config(&config)));
+        .layer(Extension(model_check::ModelChecker::from_config(&config)))
+        .layer(Extension(public_metrics));
     // IMPORTANT: without TCP_NODELAY a streamed response (headers, then body) waits out the
     // client's delayed ACK: every artifact download took ~40 ms in the jobs benchmark.
     use axum::serve::ListenerExt;

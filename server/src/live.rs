@@ -166,8 +166,9 @@ where
     Fut: std::future::Future<Output = Result<String, E>> + Send,
     E: std::fmt::Display,
 {
-    let start = (query, changed, String::new(), None::<tokio::time::Instant>);
-    let stream = stream::unfold(start, move |(query, mut changed, last, mut queried)| {
+    // Counted open until the stream is dropped (the client left, or the feed ended).
+    let start = (query, changed, String::new(), None::<tokio::time::Instant>, crate::metrics::OpenFeed::new());
+    let stream = stream::unfold(start, move |(query, mut changed, last, mut queried, open)| {
         let alive = alive.clone();
         async move {
             loop {
@@ -194,7 +195,7 @@ where
                 };
                 if json != last {
                     let sse = Event::default().event(event).data(json.clone());
-                    return Some((Ok(sse), (query, changed, json, queried)));
+                    return Some((Ok(sse), (query, changed, json, queried, open)));
                 }
             }
         }

@@ -25,6 +25,8 @@ pub enum Kind {
     Agent,
     /// Server-sent event feeds of the live pages.
     Live,
+    /// Prometheus metrics: off, or for the bearer of the metrics token (see [`crate::metrics`]).
+    Metrics,
     /// A Leptos page.
     Page,
     /// A Leptos server function.

@@ -131,7 +131,11 @@ pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, start_time
             let began = Instant::now();
             match round(&state, &broker, l, &records).await {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!(dispatched = n, took_us = began.elapsed().as_micros() as u64, "dispatch round"),
+                Ok(n) => {
+                    metrics::histogram!(crate::metrics::DISPATCH_SECONDS).record(began.elapsed().as_secs_f64());
+                    metrics::counter!(crate::metrics::JOBS_DISPATCHED).increment(n as u64);
+                    tracing::debug!(dispatched = n, took_us = began.elapsed().as_micros() as u64, "dispatch round")
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "dispatch round failed");
                     link = None;

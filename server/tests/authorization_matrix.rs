@@ -215,6 +215,9 @@ fn matrix() -> Vec<Row> {
         // ---- health and the site's files ----
         row("GET", "/healthz", Need::Nothing, PUBLIC, |_, _, _| Req::get("/healthz")),
         row("GET", server::routes::ASSETS_PATH, Need::Nothing, PUBLIC, |w, _, _| Req::get(format!("/{}/aiedge.js", w.pkg_path))),
+        // Off unless the server has a metrics token (this one has none): nobody reads it, not
+        // even an admin; the token is Prometheus's (tests/metrics.rs checks it).
+        row("GET", "/metrics", Need::Nothing, [N404; 9], |_, _, _| Req::get("/metrics")),
         // Whatever matches no route: the not-found page, for everyone.
         row("GET", server::routes::FALLBACK_PATH, Need::Nothing, [N404; 9], |_, _, _| Req::get("/no/such/page")),
         // ---- agents ----

@@ -22,6 +22,8 @@ pub async fn start(db: &Db, events: &dyn Events, node: &str, id: &str, attempt: 
     if verdict == Verdict::Proceed {
         tracing::info!("job running");
         events.job_changed(id);
+    } else {
+        crate::metrics::report_refused("start");
     }
     Ok(verdict)
 }
@@ -31,6 +33,8 @@ pub async fn progress(db: &Db, events: &dyn Events, node: &str, id: &str, attemp
     let verdict = store::progress(db, id, node, attempt_of(attempt), rows_done).await?;
     if verdict == Verdict::Proceed {
         events.job_changed(id);
+    } else {
+        crate::metrics::report_refused("progress");
     }
     Ok(verdict)
 }
@@ -47,8 +51,12 @@ pub async fn give_back(db: &Db, events: &dyn Events, node: &str, id: &str, attem
     let wait_s = shared::jobs::RETURN_AFTER_MS / 1000;
     let why = format!("no slot came free on the node within {wait_s} s; back in the queue");
     let after = match store::give_back(db, id, node, attempt_of(attempt), &why, FREE_RETURNS).await? {
-        store::GivenBack::NotLive => return Ok(Verdict::stop("the attempt is no longer waiting on this node")),
+        store::GivenBack::NotLive => {
+            crate::metrics::report_refused("return");
+            return Ok(Verdict::stop("the attempt is no longer waiting on this node"));
+        }
         store::GivenBack::Queued => {
+            crate::metrics::attempt_ended("given_back");
             tracing::info!("job returned by the node; back in the queue");
             None
         }
@@ -56,6 +64,7 @@ pub async fn give_back(db: &Db, events: &dyn Events, node: &str, id: &str, attem
             let why =
                 format!("given back by nodes more than {FREE_RETURNS} times (no slot came free within {wait_s} s): counted as an attempt");
             let after = store::end_attempt(db, id, node, attempt_of(attempt), AttemptOutcome::Lost, &why, true).await?;
+            crate::metrics::attempt_ended("given_back");
             tracing::warn!(?after, "job given back too often; the attempt counts");
             Some(after)
         }
@@ -112,11 +121,19 @@ pub async fn finish(db: &Db, finishes: &Finishes, events: &dyn Events, node: &st
     match &verdict {
         Verdict::Proceed => {
             tracing::info!(?outcome, "job finished");
+            crate::metrics::attempt_ended(match outcome {
+                Outcome::Succeeded { .. } => "succeeded",
+                Outcome::Failed { user_error: true, .. } => "app_error",
+                Outcome::Failed { user_error: false, .. } => "node_error",
+            });
             events.job_changed(id);
             events.job_ended(id);
             events.dispatch_wanted();
         }
-        Verdict::Stop(reason) => tracing::warn!(reason, "finish refused"),
+        Verdict::Stop(reason) => {
+            crate::metrics::report_refused("finish");
+            tracing::warn!(reason, "finish refused");
+        }
     }
     Ok(verdict)
 }
@@ -129,6 +146,7 @@ pub async fn recover(db: &Db, events: &dyn Events, start_timeout: Duration) -> R
     let lost = store::lost_attempts(db, timeout_ms).await?;
     for l in &lost {
         let after = store::end_attempt(db, &l.job_id, &l.node_id, l.attempt, AttemptOutcome::Lost, &l.reason, true).await?;
+        crate::metrics::attempt_ended("lost");
         events.job_changed(&l.job_id);
         if after == AfterFailure::Failed {
             events.job_ended(&l.job_id);

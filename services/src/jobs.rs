@@ -18,6 +18,7 @@ pub async fn cancel(db: &Db, events: &dyn Events, caller: &UserView, id: &str) -
         return Err(ServiceError::Conflict { code: "already_finished", message: "the job has already finished".into() });
     }
     tracing::info!("job cancelled");
+    crate::metrics::job_cancelled();
     events.job_changed(id);
     events.job_ended(id);
     events.dispatch_wanted();
@@ -112,6 +113,7 @@ pub async fn submit(to: &Intakes<'_>, caller: &UserView, application: &str, inpu
         }
     };
     tracing::info!(job_id = %view.id, app_id = %app.view.id, "job submitted");
+    crate::metrics::job_submitted(&app.view.kind);
     to.events.job_changed(&view.id);
     to.events.dispatch_wanted();
     Ok(view)

@@ -16,6 +16,7 @@ pub mod attempts;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod metrics;
 pub mod nodes;
 
 pub use error::{Result, ServiceError};

@@ -1079,3 +1079,9 @@ pub async fn detail_with_log(db: &Db, artifacts: &dyn super::artifacts::Artifact
     }
     Ok(Some(detail))
 }
+
+/// How many jobs are in each status, every status listed (zero when none), for the metrics.
+pub async fn count_by_status(db: &Db) -> Result<Vec<(&'static str, i64)>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("select status, count(*) from jobs group by status").fetch_all(&db.pool).await?;
+    Ok(JobStatus::ALL.iter().map(|s| (s.as_str(), rows.iter().find(|(word, _)| word == s.as_str()).map_or(0, |(_, n)| *n))).collect())
+}

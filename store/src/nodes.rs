@@ -745,3 +745,13 @@ pub async fn detail(
         window_ms,
     }))
 }
+
+/// How many nodes (not removed) are in each status, every status listed, for the metrics.
+pub async fn count_by_status(db: &Db) -> Result<Vec<(&'static str, i64)>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("select status, count(*) from nodes where admin_state <> 'removed' group by status").fetch_all(&db.pool).await?;
+    Ok(aiedge_core::NodeStatus::ALL
+        .iter()
+        .map(|s| (s.as_str(), rows.iter().find(|(word, _)| word == s.as_str()).map_or(0, |(_, n)| *n)))
+        .collect())
+}

@@ -1,0 +1,210 @@
+//! Prometheus metrics: the exporter, what the server itself measures (HTTP requests, heartbeats,
+//! dispatch rounds, live feeds, the database pool, jobs and nodes by status), and `/metrics`.
+//!
+//! The use cases record the domain's counters through the `metrics` facade (names in
+//! `aiedge_services::metrics`); this module installs the one recorder of the process, so
+//! several servers in one process (the tests) share it. `/metrics` is off unless
+//! `--metrics-bind` (a listener of its own, e.g. on a private interface) or `--metrics-token`
+//! (on the public port, `Authorization: Bearer <token>`) turns it on.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+use app::backend::{AppState, CurrentUser};
+
+/// HTTP requests answered, by method, route template and status.
+pub const HTTP_REQUESTS: &str = "aiedge_http_requests_total";
+/// Time to answer an HTTP request (to its headers, for streams), by method and route template.
+pub const HTTP_SECONDS: &str = "aiedge_http_request_duration_seconds";
+/// Heartbeat messages taken off the broker.
+pub const HEARTBEATS_RECEIVED: &str = "aiedge_heartbeats_received_total";
+/// Heartbeats refused, by reason (`bad_signature`, `stale`, …).
+pub const HEARTBEATS_REFUSED: &str = "aiedge_heartbeats_refused_total";
+/// Time of one dispatch round that placed at least one job.
+pub const DISPATCH_SECONDS: &str = "aiedge_dispatch_round_duration_seconds";
+/// Jobs dispatched.
+pub const JOBS_DISPATCHED: &str = "aiedge_jobs_dispatched_total";
+/// Live feeds (server-sent events) open now.
+pub const LIVE_FEEDS: &str = "aiedge_live_feeds_open";
+/// Jobs and nodes by status, counted in the database every few seconds.
+pub const JOBS_BY_STATUS: &str = "aiedge_jobs";
+pub const NODES_BY_STATUS: &str = "aiedge_nodes";
+/// Database connections: open and idle, by pool (`read`, `write`).
+pub const DB_CONNECTIONS: &str = "aiedge_db_connections";
+pub const DB_CONNECTIONS_IDLE: &str = "aiedge_db_connections_idle";
+/// Always 1, labelled with the version.
+pub const BUILD_INFO: &str = "aiedge_build_info";
+
+/// Latencies from 1 ms to 30 s: HTTP answers and dispatch rounds.
+const SECONDS_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// How often the gauges read from the database are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new();
+        // A constant, valid list: this cannot fail.
+        let builder = builder
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed: /metrics shows only what was recorded before");
+        }
+        describe();
+        metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        handle
+    })
+}
+
+fn describe() {
+    use aiedge_services::metrics as domain;
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by method, route template and status.");
+    describe_histogram!(HTTP_SECONDS, Unit::Seconds, "Time to answer an HTTP request (to the headers for streams).");
+    describe_counter!(HEARTBEATS_RECEIVED, "Heartbeat messages taken off the broker.");
+    describe_counter!(HEARTBEATS_REFUSED, "Heartbeats refused, by reason.");
+    describe_histogram!(DISPATCH_SECONDS, Unit::Seconds, "Time of a dispatch round that placed at least one job.");
+    describe_counter!(JOBS_DISPATCHED, "Jobs dispatched to nodes.");
+    describe_gauge!(LIVE_FEEDS, "Live feeds (server-sent events) open now.");
+    describe_gauge!(JOBS_BY_STATUS, "Jobs by status.");
+    describe_gauge!(NODES_BY_STATUS, "Nodes by status.");
+    describe_gauge!(DB_CONNECTIONS, "Database connections open, by pool.");
+    describe_gauge!(DB_CONNECTIONS_IDLE, "Database connections idle, by pool.");
+    describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
+    describe_counter!(domain::JOBS_SUBMITTED, "Jobs recorded, by application kind.");
+    describe_counter!(domain::JOBS_CANCELLED, "Jobs cancelled.");
+    describe_counter!(domain::ATTEMPTS_ENDED, "Attempts that ended, by outcome.");
+    describe_counter!(domain::REPORTS_REFUSED, "Agent reports refused as not about the node's live attempt, by report.");
+}
+
+/// Counts and times every request, and writes one log line for it: request id, method, route
+/// template, status, latency and the signed-in user where there is one. Added with
+/// `Router::layer`, so it runs after routing and sees the route's template.
+pub async fn track(request: Request, next: Next) -> Response {
+    let began = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let user_id = request.extensions().get::<CurrentUser>().and_then(|u| u.0.as_ref().map(|u| u.id.clone()));
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut response = next.run(request).await;
+    let latency = began.elapsed();
+    let status = response.status().as_u16();
+    metrics::counter!(HTTP_REQUESTS, "method" => method.to_string(), "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!(HTTP_SECONDS, "method" => method.to_string(), "route" => route.clone()).record(latency.as_secs_f64());
+    tracing::info!(
+        target: "aiedge::http",
+        request_id,
+        method = %method,
+        route,
+        status,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        user_id = user_id.as_deref().unwrap_or(""),
+        "request"
+    );
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Who may read `/metrics` on the public port: the bearer of this token, or nobody (`None`:
+/// off, or served on `--metrics-bind` instead).
+#[derive(Clone, Default)]
+pub struct PublicMetrics(pub Option<std::sync::Arc<str>>);
+
+/// `GET /metrics` on the public port.
+pub async fn public_exposition(Extension(access): Extension<PublicMetrics>, headers: HeaderMap) -> Response {
+    let Some(token) = access.0 else {
+        return (StatusCode::NOT_FOUND, "metrics are not served on this port\n").into_response();
+    };
+    let offered = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // Compared in constant time: the token is a secret.
+    let matches =
+        offered.is_some_and(|o| o.len() == token.len() && o.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
+    if !matches {
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a metrics token is needed\n").into_response();
+    }
+    exposition().await
+}
+
+/// Serves `/metrics` alone on `listener` until `cancel` (a port of its own: not in the public
+/// route table).
+pub async fn serve_private(listener: tokio::net::TcpListener, cancel: CancellationToken) -> std::io::Result<()> {
+    let app = crate::routes::Routes::<()>::new(crate::routes::Kind::Metrics).get("/metrics", exposition).into_router();
+    axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
+}
+
+/// The exposition in Prometheus's text format.
+pub async fn exposition() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle().render()).into_response()
+}
+
+/// Refreshes the gauges read from the database and drains the histograms, until `cancel`.
+pub fn spawn_upkeep(state: AppState, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(GAUGE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cancel.cancelled() => return,
+            }
+            handle().run_upkeep();
+            for (pool, name) in [(&state.db.pool, "read"), (&state.db.writer, "write")] {
+                metrics::gauge!(DB_CONNECTIONS, "pool" => name).set(f64::from(pool.size()));
+                metrics::gauge!(DB_CONNECTIONS_IDLE, "pool" => name).set(pool.num_idle() as f64);
+            }
+            match aiedge_store::jobs::count_by_status(&state.db).await {
+                Ok(counts) => {
+                    for (status, n) in counts {
+                        metrics::gauge!(JOBS_BY_STATUS, "status" => status).set(n as f64);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "counting jobs for the metrics failed"),
+            }
+            match aiedge_store::nodes::count_by_status(&state.db).await {
+                Ok(counts) => {
+                    for (status, n) in counts {
+                        metrics::gauge!(NODES_BY_STATUS, "status" => status).set(n as f64);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "counting nodes for the metrics failed"),
+            }
+        }
+    });
+}
+
+/// A live feed counted while it is open.
+pub struct OpenFeed(());
+
+impl OpenFeed {
+    pub fn new() -> Self {
+        metrics::gauge!(LIVE_FEEDS).increment(1.0);
+        OpenFeed(())
+    }
+}
+
+impl Default for OpenFeed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for OpenFeed {
+    fn drop(&mut self) {
+        metrics::gauge!(LIVE_FEEDS).decrement(1.0);
+    }
+}
