@@ -66,7 +66,12 @@ pub async fn load_job(id: String) -> Result<Option<JobDetail>, ServerFnError> {
         // Someone else's job looks exactly like a missing one.
         return Ok(None);
     }
-    aiedge_store::jobs::detail_with_log(&state.db, state.artifacts.as_ref(), &id).await.map_err(backend::internal)
+    let mut detail = aiedge_store::jobs::detail_with_log(&state.db, state.artifacts.as_ref(), &id).await.map_err(backend::internal)?;
+    if let Some(d) = detail.as_mut().filter(|d| d.job.status == aiedge_core::JobStatus::Queued) {
+        d.job.waiting =
+            aiedge_services::placement::why_waiting(&state.db, &state.settings.thermal, &id, d.job.pool).await.map_err(backend::refused)?;
+    }
+    Ok(detail)
 }
 
 /// Cancels a queued, dispatched or running job of the caller's (admins: anyone's).

@@ -189,6 +189,31 @@ pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>)
     (best, in_pool.into_iter().map(|(_, c)| c).collect())
 }
 
+/// Why no node of its pool takes a job now, for its page: the nodes counted by reason, most
+/// first, e.g. "3 nodes: no python3 on the node; 1 node: no free slot". The per-node detail of a
+/// reason (in parentheses) is left out so alike nodes add up; other owners' nodes are only
+/// counted. `None` when some node could take it (it goes out with the next dispatch round).
+pub fn why_waiting(need: &Need, nodes: &[NodeState]) -> Option<String> {
+    let mut reasons: Vec<(String, u32)> = Vec::new();
+    for node in nodes.iter().filter(|n| may_run(n.access(), &need.owner_id, need.pool).is_ok()) {
+        let reason = excluded(node, need.kind, need.runtime.as_deref())?;
+        let head = reason.split(" (").next().unwrap_or(&reason).to_string();
+        match reasons.iter_mut().find(|(r, _)| *r == head) {
+            Some((_, n)) => *n += 1,
+            None => reasons.push((head, 1)),
+        }
+    }
+    if reasons.is_empty() {
+        return Some(match need.pool {
+            Pool::Own => "no node of yours to run it on (it was kept to your own nodes)".into(),
+            Pool::Shared => "no node to run it on: add one, or ask an owner to share theirs".into(),
+        });
+    }
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let parts: Vec<String> = reasons.iter().map(|(reason, n)| format!("{n} node{}: {reason}", if *n == 1 { "" } else { "s" })).collect();
+    Some(parts.join("; "))
+}
+
 /// A node's track record against the fleet's, from the attempts that ended on it lately:
 /// `ok` succeeded, `bad` failed or lost. Each rate is smoothed (one success and one failure
 /// assumed), so a new node starts near the fleet; a node that fails no more often than the fleet
@@ -258,6 +283,30 @@ mod tests {
         // fast 3 | slow 2 vs fast 1.5 | fast 1.5 vs slow 1 | tie 1 vs 1: the equal performance
         // factors shared among fewer jobs on slow | fast 1 vs slow 0.67.
         assert_eq!(picks, ["fast", "slow", "fast", "slow", "fast"]);
+    }
+
+    #[test]
+    fn a_waiting_job_says_why_counted_per_reason() {
+        let script = Need { kind: AppKind::Script, runtime: Some("sh".into()), ..onnx() };
+        let mut full = [node("a", 1.0), node("b", 1.0)];
+        full.iter_mut().for_each(|n| n.in_flight = 4);
+        let mut dead = node("c", 1.0);
+        dead.status = NodeStatus::Dead;
+        let mut nodes = vec![node("d", 1.0), node("e", 1.0), node("f", 1.0), dead];
+        nodes.extend(full.clone());
+        // Another owner's private node is not in the pool: not counted.
+        let mut stranger = node("g", 1.0);
+        stranger.owner_id = "someone else".into();
+        nodes.push(stranger);
+        assert_eq!(
+            why_waiting(&script, &nodes).as_deref(),
+            Some("3 nodes: no sh on the node; 2 nodes: no free slot; 1 node: node is dead")
+        );
+        // Some node can take it: no reason to give.
+        assert_eq!(why_waiting(&onnx(), &nodes), None);
+        assert_eq!(why_waiting(&onnx(), &full).as_deref(), Some("2 nodes: no free slot"));
+        let own = Need { pool: Pool::Own, owner_id: "nobody".into(), ..onnx() };
+        assert!(why_waiting(&own, &nodes).unwrap().starts_with("no node of yours"));
     }
 
     #[test]

@@ -100,6 +100,10 @@ pub struct JobView {
     pub dispatched_at_ms: Option<i64>,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    /// For a queued job no node takes now: why, counted over the nodes of its pool, e.g.
+    /// "3 nodes: no python3 on the node; 1 node: no free slot". Only on a single job's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 impl JobView {

@@ -43,7 +43,7 @@ pub async fn gather(max_jobs: u32, queue_ahead: u32, accepts_scripts: bool) -> N
         total_memory_bytes,
         agent_version: env!("CARGO_PKG_VERSION").into(),
         accelerators,
-        runtimes: python.into_iter().collect(),
+        runtimes: python.into_iter().chain(posix_shell()).collect(),
         max_jobs,
         queue_ahead,
         accepts_scripts,
@@ -56,6 +56,12 @@ async fn accelerators() -> Vec<String> {
         Some(out) => parse_gpu_names(&out),
         None => Vec::new(),
     }
+}
+
+/// `sh`, which bundles may name as their runtime: every Unix has one, and it has no version to
+/// ask (dash, busybox); it is listed when `/bin/sh` is there.
+fn posix_shell() -> Option<Runtime> {
+    std::path::Path::new("/bin/sh").exists().then(|| Runtime { name: "sh".into(), version: "posix".into() })
 }
 
 /// `python3 --version`, if installed.

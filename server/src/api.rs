@@ -620,9 +620,12 @@ pub async fn get_job(
     // Subscribed before the first look, so an end between the look and the wait is not missed.
     let mut ends = state.job_ends.subscribe();
     loop {
-        let job = jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+        let mut job = jobs::view(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("job"))?;
         let now = tokio::time::Instant::now();
         if job.is_terminal() || now >= deadline {
+            if job.status == JobStatus::Queued {
+                job.waiting = aiedge_services::placement::why_waiting(&state.db, &state.settings.thermal, &id, job.pool).await?;
+            }
             return Ok(Json(job));
         }
         let look_again = deadline.min(now + WAIT_RECHECK);

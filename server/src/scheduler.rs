@@ -29,7 +29,7 @@ use shared::wire::{HDR_NODE_ID, HDR_SIGNATURE};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use aiedge_store::{jobs, nodes::FleetRow, now_ms};
+use aiedge_store::{jobs, now_ms};
 use app::backend::AppState;
 
 use crate::broker::Broker;
@@ -41,11 +41,6 @@ const ROUND_LIMIT: i64 = 1000;
 const PAGE: i64 = 64;
 /// A round runs at least this often.
 const IDLE_TICK: Duration = Duration::from_secs(1);
-/// A node holds jobs ahead of its slots only while its oldest job in flight is younger than
-/// this: its jobs come and go quickly, so a held one soon starts. A node busy with long work
-/// gets no more than its slots, and the queue waits on the server for whichever node frees
-/// first.
-const AHEAD_WHILE_OLDEST_UNDER_MS: i64 = 1_000;
 /// The nodes' track records cover the attempts that ended this long ago at most...
 const TRACK_WINDOW_MS: i64 = 3600 * 1000;
 /// ...and are read again this often (not every round: they move slowly).
@@ -171,35 +166,7 @@ enum RoundError {
 }
 
 async fn nodes(state: &AppState, records: &TrackRecords) -> Result<Vec<NodeState>, sqlx::Error> {
-    let rows: Vec<FleetRow> = aiedge_store::nodes::fleet(&state.db).await?;
-    let now = now_ms();
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let quick = r.oldest_in_flight.is_none_or(|at| now - at < AHEAD_WHILE_OLDEST_UNDER_MS);
-            let facts: Option<shared::wire::NodeFacts> = r.facts.as_deref().and_then(|f| serde_json::from_str(f).ok());
-            let metrics: Option<shared::wire::NodeMetrics> = r.metrics.as_deref().and_then(|m| serde_json::from_str(m).ok());
-            let score = metrics.map(|m| shared::score::score(&m, &state.settings.thermal));
-            NodeState {
-                overheated: score.is_some_and(|s| s.thermal <= 0.0),
-                perf: score.map_or(0.0, |s| s.perf),
-                in_flight: u32::try_from(r.in_flight).unwrap_or(u32::MAX),
-                max_jobs: facts.as_ref().map_or(1, |f| f.max_jobs.max(1)),
-                ahead: facts.as_ref().filter(|_| quick).map_or(0, |f| f.queue_ahead),
-                accepts_scripts: facts.as_ref().is_some_and(|f| f.accepts_scripts),
-                runtimes: facts.map(|f| f.runtimes.into_iter().map(|r| r.name).collect()).unwrap_or_default(),
-                observed: records.of(&r.id),
-                id: r.id,
-                name: r.name,
-                owner_id: r.owner_id,
-                sharing: r.sharing,
-                shared_with: r.shared_with,
-                status: r.status,
-                admin_state: r.admin_state,
-                score: r.score,
-            }
-        })
-        .collect())
+    aiedge_services::placement::fleet(&state.db, &state.settings.thermal, |id| records.of(id)).await
 }
 
 /// Ends the attempts that can no longer finish; their jobs are queued again or fail.

@@ -10,7 +10,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::fleet::{Agent, User, assert_same_predictions, bundle, fixture, json};
+use common::fleet::{assert_same_predictions, bundle, fixture, json, Agent, User};
 use common::{DbKind, TestServer};
 use serde_json::Value;
 
@@ -22,6 +22,13 @@ on_both_databases!(
     a_burst_of_submissions_is_recorded_whole,
     finish_reports_are_recorded_in_groups
 );
+
+mod waiting {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_waiting_job_says_why_and_sh_bundles_run(super::DbKind::Sqlite).await
+    }
+}
 
 mod balancer {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,7 +657,7 @@ async fn small_jobs_take_the_short_way(db: DbKind) {
 /// burst each job keeps its own input and its own first timeline event, and a submission that
 /// cannot be recorded fails alone while the rest of its group is recorded.
 async fn a_burst_of_submissions_is_recorded_whole(db: DbKind) {
-    use aiedge_store::{Db, jobs};
+    use aiedge_store::{jobs, Db};
 
     let server = TestServer::start(db).await;
     let user = User::new(&server, "burst@example.org").await;
@@ -805,5 +812,38 @@ async fn finish_reports_are_recorded_in_groups(db: DbKind) {
         sqlx::query_as("select count(*) from inline_artifacts where key like 'inline:jobs/%'").fetch_one(&state.db.pool).await.unwrap();
     assert_eq!(results, 3 + 1, "three results and the key taken beforehand");
     agent.signal(nix::sys::signal::Signal::SIGCONT);
+    server.stop().await;
+}
+
+/// A job no node can take says why on its API answer and its page, counted per reason; once a
+/// node that can take it comes, it runs (a bundle for `sh`, which every agent now offers).
+async fn a_waiting_job_says_why_and_sh_bundles_run(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let user = User::new(&server, "patient@example.org").await;
+    let (refusing_id, token) = user.add_node("no-scripts").await;
+    let _refusing = Agent::start(&server, &token, "no-scripts", &["--no-scripts"]);
+    user.wait_node_active(&refusing_id).await;
+    let manifest = "entry = \"sh run.sh\"\nruntime = \"sh\"\noutput = \"o.csv\"\n";
+    let script = "n=$(($(wc -l < \"$AIEDGE_INPUT\") - 1)); printf 'row,lines\\n0,%s\\n' \"$n\" > \"$AIEDGE_OUTPUT\"\n";
+    json(user.upload("shell", "shell.zip", bundle(manifest, &[("run.sh", script)]), None).await, 201).await;
+    let job = json(user.submit("shell", Some(b"a\n1\n2\n".to_vec())).await, 201).await;
+    let id = job["id"].as_str().unwrap().to_string();
+
+    let waiting = user.wait_job_until(&id, Duration::from_secs(20), |j| j["waiting"].is_string()).await;
+    assert_eq!(waiting["status"], "queued");
+    assert_eq!(waiting["waiting"], "1 node: the node does not run script jobs", "{waiting}");
+    // The job's page says it too, before any script runs in the browser.
+    let page = user.web.http.get(user.web.url(&format!("/jobs/{id}"))).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("the node does not run script jobs"), "{page}");
+
+    // A node that runs scripts: the job goes, and no longer waits.
+    let (runner_id, token) = user.add_node("scripts").await;
+    let _runner = Agent::start(&server, &token, "scripts", &[]);
+    let done = user.wait_job(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["node_id"], runner_id.as_str());
+    assert!(done.get("waiting").is_none(), "{done}");
+    let result = user.get(&format!("/api/v1/jobs/{id}/result")).await.text().await.unwrap();
+    assert_eq!(result, "row,lines\n0,2\n");
     server.stop().await;
 }

@@ -7,6 +7,8 @@
 //! - [`attempts`]: what a node does with one (start, progress, give back, finish), and the
 //!   recovery of attempts that can no longer finish.
 //! - [`nodes`]: the admin state of a node (enable, disable, drain, remove).
+//! - [`placement`]: the fleet as the balancer sees it, and why a queued job waits.
+//! - [`metrics`]: the domain's counters.
 //! - [`events`]: the side effects a use case raises, implemented by the server.
 //! - [`error`]: one error type for every use case, which knows its HTTP status.
 
@@ -18,6 +20,7 @@ pub mod events;
 pub mod jobs;
 pub mod metrics;
 pub mod nodes;
+pub mod placement;
 
 pub use error::{Result, ServiceError};
 pub use events::{Changes, Events, JobEnds};

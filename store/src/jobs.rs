@@ -75,6 +75,7 @@ impl TryFrom<JobRow> for JobView {
             dispatched_at_ms: r.dispatched_at,
             started_at_ms: r.started_at,
             finished_at_ms: r.finished_at,
+            waiting: None,
         })
     }
 }
@@ -211,6 +212,7 @@ pub async fn create(intake: &Intake, new: NewJob<'_>) -> Result<JobView, sqlx::E
         dispatched_at_ms: None,
         started_at_ms: None,
         finished_at_ms: None,
+        waiting: None,
     };
     intake.write(row).await?;
     Ok(view)

@@ -179,6 +179,9 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
                     </p>
                 }
             })}
+            {move || job().and_then(|j| j.waiting.clone()).map(|why| view! {
+                <p class="notice" data-testid="job-waiting"><strong>"Waiting: "</strong>{why}</p>
+            })}
             {move || job().and_then(|j| j.error.clone()).map(|e| view! { <div class="alert" role="alert" data-testid="job-error">{e}</div> })}
             <div class="row">
                 {move || job().filter(|j| j.status == JobStatus::Succeeded && j.has_result).map(|j| view! {
