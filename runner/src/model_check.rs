@@ -129,7 +129,11 @@ pub fn child_main(args: Vec<OsString>) -> ! {
         Ok(model) => Answer::Loaded(model.info().clone()),
         Err(e) => {
             let message = e.to_string();
-            if ALLOCATION_FAILED.iter().any(|m| message.contains(m)) { Answer::OutOfMemory } else { Answer::Invalid(message) }
+            if ALLOCATION_FAILED.iter().any(|m| message.contains(m)) {
+                Answer::OutOfMemory
+            } else {
+                Answer::Invalid(message)
+            }
         }
     };
     match serde_json::to_string(&answer) {
@@ -145,7 +149,7 @@ pub fn child_main(args: Vec<OsString>) -> ! {
 }
 
 fn limit_self(memory_bytes: u64, cpu_secs: u64) -> nix::Result<()> {
-    use nix::sys::resource::{Resource, setrlimit};
+    use nix::sys::resource::{setrlimit, Resource};
     setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
     setrlimit(Resource::RLIMIT_AS, memory_bytes, memory_bytes)?;
     setrlimit(Resource::RLIMIT_CPU, cpu_secs, cpu_secs.saturating_add(1))

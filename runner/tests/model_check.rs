@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use prost::Message;
-use runner::model_check::{CheckError, CheckLimits, check};
+use runner::model_check::{check, CheckError, CheckLimits};
 use tract_onnx::pb;
 
 fn fixture(name: &str) -> PathBuf {
