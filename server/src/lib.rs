@@ -35,6 +35,7 @@ pub mod events;
 pub mod health;
 pub mod heartbeats;
 pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod model_check;
 pub mod routes;

@@ -2,9 +2,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use server::config::{AdminCommand, Cli, Command, Config, LogFormat, NodeCommand, TokenCommand};
+use server::config::{AdminCommand, Cli, Command, Config, NodeCommand, TokenCommand};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     // The model checker child (see server::model_check): before any thread or runtime starts.
@@ -16,7 +15,7 @@ fn main() -> std::process::ExitCode {
     if cli.config.model_checker.is_none() {
         cli.config.model_checker = std::env::current_exe().ok();
     }
-    init_tracing(cli.config.log_format);
+    server::logging::init(cli.config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -88,13 +87,4 @@ async fn stop_on_signal(token: CancellationToken) {
     }
     tracing::info!("shutting down");
     token.cancel();
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }
