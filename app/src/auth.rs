@@ -27,6 +27,8 @@ pub enum FormError {
     PasswordTooLong,
     NameTooLong,
     InvalidCredentials,
+    /// The right password for an account an admin disabled (told only to who knows it).
+    AccountDisabled,
     RateLimited,
     Internal,
 }
@@ -37,7 +39,7 @@ pub const PASSWORD_MAX_CHARS: usize = 512;
 pub const NAME_MAX_CHARS: usize = 80;
 
 impl FormError {
-    const ALL: [FormError; 9] = [
+    const ALL: [FormError; 10] = [
         FormError::EmailMissing,
         FormError::EmailInvalid,
         FormError::EmailTaken,
@@ -45,6 +47,7 @@ impl FormError {
         FormError::PasswordTooLong,
         FormError::NameTooLong,
         FormError::InvalidCredentials,
+        FormError::AccountDisabled,
         FormError::RateLimited,
         FormError::Internal,
     ];
@@ -58,6 +61,7 @@ impl FormError {
             FormError::PasswordTooLong => "password_too_long",
             FormError::NameTooLong => "name_too_long",
             FormError::InvalidCredentials => "invalid_credentials",
+            FormError::AccountDisabled => "account_disabled",
             FormError::RateLimited => "rate_limited",
             FormError::Internal => "internal",
         }
@@ -80,6 +84,7 @@ impl FormError {
             }
             FormError::NameTooLong => format!("Use at most {NAME_MAX_CHARS} characters."),
             FormError::InvalidCredentials => "Wrong email or password.".into(),
+            FormError::AccountDisabled => "This account is disabled. Ask an administrator to enable it.".into(),
             FormError::RateLimited => "Too many sign-in attempts. Wait a minute, then try again.".into(),
             FormError::Internal => "Something went wrong on our side. Try again.".into(),
         }
@@ -238,6 +243,9 @@ pub async fn login(
     let Some(user) = user else {
         return Ok(backend::form_refused("/login", &FormErrors::form(FormError::InvalidCredentials), &keep));
     };
+    if user.disabled {
+        return Ok(backend::form_refused("/login", &FormErrors::form(FormError::AccountDisabled), &keep));
+    }
     state.limits.login.signed_in(ip, &account_key);
     let remember = remember.is_some_and(|r| !r.is_empty() && r != "false" && r != "off");
     backend::sessions::sign_in(&user, remember).await?;

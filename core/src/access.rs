@@ -61,7 +61,7 @@ mod tests {
     }
 
     fn user(id: &str, role: Role) -> UserView {
-        UserView { id: id.into(), email: format!("{id}@example.org"), name: id.into(), role, created_at_ms: 0 }
+        UserView { id: id.into(), email: format!("{id}@example.org"), name: id.into(), role, created_at_ms: 0, disabled: false }
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub struct UserView {
     pub name: String,
     pub role: Role,
     pub created_at_ms: i64,
+    /// An admin disabled the account: it cannot sign in, its tokens are refused and its jobs
+    /// wait.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 impl UserView {

@@ -24,6 +24,7 @@ on_both_databases!(
     roles_guard_pages_and_server_functions,
     forms_work_without_javascript,
     sql_looking_input_is_just_data,
+    admins_disable_enable_and_promote_accounts,
 );
 
 async fn register_signs_in_and_shows_home(db: DbKind) {
@@ -342,4 +343,91 @@ async fn sql_looking_input_is_just_data(db: DbKind) {
     let res = server.client().login("x' or '1'='1", "' or '1'='1").await;
     assert_eq!(res.json::<Value>().await.unwrap()["form"], "invalid_credentials");
     server.stop().await;
+}
+
+/// An admin disables an account: its session and API token are refused at once, it cannot sign
+/// in (and is told why only with the right password), and its queued job waits, saying why,
+/// until the account is enabled again. An admin cannot disable or demote themselves; a new role
+/// ends the account's sessions.
+async fn admins_disable_enable_and_promote_accounts(db: DbKind) {
+    use common::fleet::{fixture, json, Agent, User};
+    let server = TestServer::start(db).await;
+    let state = server::build_state(&server.config).await.unwrap();
+    server::admin_cli::create_admin(&state.db, "root@example.org", PASSWORD).await.unwrap();
+    let admin = server.client();
+    admin.login("root@example.org", PASSWORD).await;
+    let admin_id = admin.me().await["id"].as_str().unwrap().to_string();
+    let user = User::new(&server, "worker@example.org").await;
+    let user_id = user.web.me().await["id"].as_str().unwrap().to_string();
+
+    // A job waits in the queue: the user's node has no agent yet.
+    json(user.upload("iris", "m.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), None).await, 201).await;
+    let (node_id, token) = user.add_node("box").await;
+    let job = json(user.submit("iris", Some(b"a,b,c,d\n5.1,3.5,1.4,0.2\n".to_vec())).await, 201).await;
+    let job_id = job["id"].as_str().unwrap().to_string();
+
+    let res = admin.call("/api/admin/set-disabled", &[("id", &user_id), ("disabled", "true")]).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    assert_eq!(user.web.me().await, Value::Null, "the session ended");
+    assert_eq!(user.get("/api/v1/jobs").await.status(), 401, "the token is refused");
+    let wrong = server.client().login("worker@example.org", "not the password").await.text().await.unwrap();
+    assert!(wrong.contains("invalid_credentials") && !wrong.contains("account_disabled"), "{wrong}");
+    let right = server.client().login("worker@example.org", PASSWORD).await.text().await.unwrap();
+    assert!(right.contains("account_disabled"), "{right}");
+    let listed: Value = admin.http.get(server.url("/api/admin/accounts?q=WORKER")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["disabled"], true);
+
+    // Its node comes up, but the job is not dispatched while the account is disabled.
+    let _agent = Agent::start(&server, &token, "box", &[]);
+    let admin_view = || async {
+        let res =
+            admin.http.get(server.url(&format!("/api/v1/jobs/{job_id}"))).bearer_auth(admin_token(&admin).await).send().await.unwrap();
+        res.json::<Value>().await.unwrap()
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let nodes: Value = admin.http.get(server.url("/api/nodes/all")).send().await.unwrap().json().await.unwrap();
+        if nodes.as_array().unwrap().iter().any(|n| n["id"] == node_id.as_str() && n["status"] == "active") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the node never came up: {nodes}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = admin_view().await;
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+    assert!(waiting["waiting"].as_str().unwrap().contains("disabled"), "{waiting}");
+
+    // Admins cannot lock themselves out.
+    let res = admin.call("/api/admin/set-disabled", &[("id", &admin_id), ("disabled", "true")]).await;
+    assert_eq!(res.status(), 422);
+    let res = admin.call("/api/admin/set-role", &[("id", &admin_id), ("role", "user")]).await;
+    assert_eq!(res.status(), 422);
+
+    // Enabled again: it signs in and its job runs.
+    let res = admin.call("/api/admin/set-disabled", &[("id", &user_id), ("disabled", "false")]).await;
+    assert_eq!(res.status(), 200);
+    let start = std::time::Instant::now();
+    while admin_view().await["status"] != "succeeded" {
+        assert!(start.elapsed() < Duration::from_secs(30), "the job never ran: {}", admin_view().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = server.client();
+    again.login("worker@example.org", PASSWORD).await;
+    assert_eq!(again.me().await["role"], "user");
+
+    // Promoted: the old session ends, the next one is an admin's.
+    let res = admin.call("/api/admin/set-role", &[("id", &user_id), ("role", "admin")]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(again.me().await, Value::Null);
+    again.login("worker@example.org", PASSWORD).await;
+    assert_eq!(again.me().await["role"], "admin");
+    server.stop().await;
+}
+
+/// A new API token of the signed-in `client`'s.
+async fn admin_token(client: &common::Client) -> String {
+    let res = client.call("/api/tokens/create", &[("name", "admin-view")]).await;
+    res.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_string()
 }

@@ -116,6 +116,8 @@ enum Fresh {
     App,
     /// An API token of the owner's (its id).
     Token,
+    /// An account of its own (its id), for the admins' account actions.
+    Account,
     /// A job dispatched to the owning node.
     Dispatched,
     /// A job the owning node has started.
@@ -299,6 +301,13 @@ fn matrix() -> Vec<Row> {
         Row { own_session: true, ..row("POST", "/api/auth/logout", Need::Nothing, PUBLIC, |_, _, _| Req::post("/api/auth/logout")) },
         row("GET", "/api/auth/me", Need::Nothing, PUBLIC, |_, _, _| Req::get("/api/auth/me")),
         row("GET", "/api/admin/overview", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/admin/overview")),
+        row("GET", "/api/admin/accounts", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/admin/accounts?q=example")),
+        row("POST", "/api/admin/set-disabled", Need::Fresh(Fresh::Account), ADMINS, |_, _, t| {
+            Req::post("/api/admin/set-disabled").form(&[("id", &t.id as &str), ("disabled", "true")])
+        }),
+        row("POST", "/api/admin/set-role", Need::Fresh(Fresh::Account), ADMINS, |_, _, t| {
+            Req::post("/api/admin/set-role").form(&[("id", &t.id as &str), ("role", "admin")])
+        }),
         row("POST", "/api/nodes/add", Need::Nothing, USERS, |w, _, _| {
             Req::post("/api/nodes/add").form(&[("name", &w.unique("node") as &str)])
         }),
@@ -523,7 +532,8 @@ impl World {
     /// Everything a refused request must leave as it was.
     async fn snapshot(&self) -> String {
         const TABLES: &[&str] = &[
-            "select id || ' ' || email || ' ' || name || ' ' || role || ' ' || password_hash from users order by id",
+            "select id || ' ' || email || ' ' || name || ' ' || role || ' ' || password_hash || ' ' || coalesce(disabled_at, '-') \
+             from users order by id",
             "select id || ' ' || owner_id || ' ' || name || ' ' || admin_state || ' ' || sharing from nodes order by id",
             "select node_id || ' ' || user_id from node_shares order by node_id, user_id",
             "select node_id || ' ' || coalesce(used_at, '-') from node_tokens order by token_hash",
@@ -603,6 +613,10 @@ impl World {
             Need::Fresh(Fresh::Token) => {
                 let new = self.owner_call(Req::post("/api/tokens/create").form(&[("name", &self.unique("spare-token"))])).await;
                 Target { id: new["token"]["id"].as_str().unwrap().to_string(), attempt: 0 }
+            }
+            Need::Fresh(Fresh::Account) => {
+                let account = sign_up(&self.http, &self.server, &format!("{}@example.org", self.unique("spare"))).await;
+                Target { id: account.id, attempt: 0 }
             }
             Need::Fresh(Fresh::Dispatched) => self.dispatched_job().await,
             Need::Fresh(Fresh::Running) => {

@@ -58,6 +58,9 @@ pub async fn why_waiting(db: &Db, thermal: &ThermalPolicy, id: &str, pool: Pool)
     if job.status != JobStatus::Queued {
         return Ok(None);
     }
+    if aiedge_store::users::find_by_id(db, &job.owner_id).await?.is_some_and(|u| u.disabled) {
+        return Ok(Some("the account that submitted it is disabled; an admin can enable it".into()));
+    }
     let need = Need { owner_id: job.owner_id, pool, kind, runtime: job.app_runtime, tried: Vec::new() };
     let nodes = fleet(db, thermal, |_| 1.0).await?;
     Ok(balancer::why_waiting(&need, &nodes))

@@ -97,14 +97,15 @@ struct TokenUser {
     created_at: i64,
 }
 
-/// The user a live token belongs to.
+/// The user a live token belongs to (none for a revoked token or a disabled account).
 pub async fn authenticate(db: &Db, token: &str) -> Result<Option<UserView>, sqlx::Error> {
     if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
         return Ok(None);
     }
     let row: Option<TokenUser> = sqlx::query_as(
         "select t.id as token_id, t.last_used_at, u.id, u.email, u.name, u.role, u.created_at
-         from api_tokens t join users u on u.id = t.user_id where t.token_hash = $1 and t.revoked_at is null",
+         from api_tokens t join users u on u.id = t.user_id
+         where t.token_hash = $1 and t.revoked_at is null and u.disabled_at is null",
     )
     .bind(hash(token))
     .fetch_optional(&db.pool)
@@ -120,5 +121,6 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Option<UserView>, sqlx
         name: row.name,
         role: aiedge_core::Role::parse(&row.role).unwrap_or(aiedge_core::Role::User),
         created_at_ms: row.created_at,
+        disabled: false,
     }))
 }

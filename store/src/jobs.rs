@@ -371,14 +371,16 @@ pub struct QueuedJob {
     pub created_at: i64,
 }
 
-/// Queued jobs, oldest first, after `after` (the (created_at, id) of the last one seen).
+/// Queued jobs of enabled accounts, oldest first, after `after` (the (created_at, id) of the
+/// last one seen).
 pub async fn queued(db: &Db, after: Option<(i64, &str)>, limit: i64) -> Result<Vec<QueuedJob>, sqlx::Error> {
     let (at, id) = after.unwrap_or((i64::MIN, ""));
     sqlx::query_as(
         "select j.id, j.owner_id, j.pool, j.attempt, a.kind as app_kind, a.runtime as app_runtime, a.sha256 as app_sha256, a.size_bytes as app_size,
                 j.input_key, i.content as input_inline, j.created_at
-         from jobs j join applications a on a.id = j.app_id left join inline_artifacts i on i.key = j.input_key
-         where j.status = 'queued' and (j.created_at, j.id) > ($1, $2)
+         from jobs j join applications a on a.id = j.app_id join users u on u.id = j.owner_id
+              left join inline_artifacts i on i.key = j.input_key
+         where j.status = 'queued' and u.disabled_at is null and (j.created_at, j.id) > ($1, $2)
          order by j.created_at, j.id limit $3",
     )
     .bind(at)

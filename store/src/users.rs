@@ -16,6 +16,7 @@ struct UserRow {
     role: String,
     password_hash: String,
     created_at: i64,
+    disabled_at: Option<i64>,
 }
 
 impl UserRow {
@@ -26,11 +27,12 @@ impl UserRow {
             name: self.name.clone(),
             role: Role::parse(&self.role).unwrap_or(Role::User),
             created_at_ms: self.created_at,
+            disabled: self.disabled_at.is_some(),
         }
     }
 }
 
-const COLUMNS: &str = "id, email, name, role, password_hash, created_at";
+const COLUMNS: &str = "id, email, name, role, password_hash, created_at, disabled_at";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -55,6 +57,7 @@ pub async fn create(db: &Db, email: &str, password: &str, name: Option<&str>, ro
         role: role.as_str().to_string(),
         password_hash: phc,
         created_at: now_ms(),
+        disabled_at: None,
     };
     let inserted = sqlx::query(
         r#"insert into users (id, email, name, role, password_hash, created_at)
@@ -114,6 +117,40 @@ pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<UserView>, sql
 pub async fn list(db: &Db) -> Result<Vec<UserView>, sqlx::Error> {
     let rows = sqlx::query_as::<_, UserRow>(&format!("select {COLUMNS} from users order by created_at, email")).fetch_all(&db.pool).await?;
     Ok(rows.iter().map(UserRow::view).collect())
+}
+
+/// Accounts whose email or name contains `text` (any case), at most `limit`, oldest first.
+pub async fn search(db: &Db, text: &str, limit: i64) -> Result<Vec<UserView>, sqlx::Error> {
+    // `like` patterns escaped, so a `%` or `_` in the search is itself.
+    let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let rows = sqlx::query_as::<_, UserRow>(&format!(
+        "select {COLUMNS} from users where lower(email) like $1 escape '\\' or lower(name) like $1 escape '\\'
+         order by created_at, email limit $2"
+    ))
+    .bind(format!("%{escaped}%"))
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.iter().map(UserRow::view).collect())
+}
+
+/// Disables (`true`) or enables an account; a disabled one's sessions end at once. Returns
+/// whether the account exists.
+pub async fn set_disabled(db: &Db, id: &str, disabled: bool) -> Result<bool, sqlx::Error> {
+    let at = disabled.then(now_ms);
+    let done = sqlx::query("update users set disabled_at = $1 where id = $2").bind(at).bind(id).execute(&db.writer).await?;
+    if disabled {
+        super::sessions::delete_for_user(db, id).await?;
+    }
+    Ok(done.rows_affected() > 0)
+}
+
+/// Changes an account's role and ends its sessions (they carried the old one). Returns whether
+/// the account exists.
+pub async fn set_role(db: &Db, id: &str, role: Role) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("update users set role = $1 where id = $2").bind(role.as_str()).bind(id).execute(&db.writer).await?;
+    super::sessions::delete_for_user(db, id).await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Changes a user's role and password (the admin CLI's "create or reset").

@@ -41,7 +41,8 @@ pub async fn sign_out() -> Result<(), ServerFnError> {
 pub async fn resolve_user(State(state): State<AppState>, session: Session, mut req: Request, next: Next) -> Response {
     let user = match session.get::<String>(USER_ID).await {
         Ok(Some(id)) => match users::find_by_id(&state.db, &id).await {
-            Ok(user) => user,
+            // A disabled account's sessions were ended; one that raced the disabling is no use.
+            Ok(user) => user.filter(|u| !u.disabled),
             Err(e) => {
                 tracing::error!(error = %e, "user lookup failed");
                 None

@@ -1,7 +1,11 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::admin::admin_overview;
+use leptos::form::ActionForm;
+use leptos_router::hooks::use_query_map;
+
+use crate::admin::{admin_accounts, admin_overview, SetAccountDisabled, SetAccountRole};
+use crate::components::{action_alert, FormAlert};
 use crate::live::{clock, live_nodes};
 use crate::node_table::NodeTable;
 use crate::nodes::{all_nodes, node_history};
@@ -36,17 +40,7 @@ pub fn Admin() -> impl IntoView {
                                 })}
                             </Suspense>
                         </section>
-                        <section class="card">
-                            <h2>"Accounts"</h2>
-                            <table>
-                                <thead><tr><th>"Email"</th><th>"Name"</th><th>"Role"</th></tr></thead>
-                                <tbody>
-                                    {o.users.into_iter().map(|u| view! {
-                                        <tr><td>{u.email}</td><td>{u.name}</td><td>{u.role.as_str()}</td></tr>
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
-                        </section>
+                        <Accounts />
                     }.into_any(),
                     Err(_) => view! {
                         <section class="card" data-testid="forbidden">
@@ -57,5 +51,70 @@ pub fn Admin() -> impl IntoView {
                 }
             })}
         </Suspense>
+    }
+}
+
+/// The accounts, searchable by email or name, each with its role and state and the admin's
+/// actions on it. Plain forms: they work before the WASM loads.
+#[component]
+fn Accounts() -> impl IntoView {
+    let query = use_query_map();
+    let q = move || query.read().get("q").unwrap_or_default();
+    let disable = ServerAction::<SetAccountDisabled>::new();
+    let role = ServerAction::<SetAccountRole>::new();
+    let accounts = Resource::new(move || (q(), disable.version().get(), role.version().get()), |(q, _, _)| admin_accounts(q));
+    let disable_alert = action_alert(disable.value());
+    let role_alert = action_alert(role.value());
+    view! {
+        <section class="card" id="accounts">
+            <h2>"Accounts"</h2>
+            <p class="muted">"A disabled account cannot sign in, its API tokens are refused and its queued jobs wait until it is enabled again. A new role takes effect at the account's next sign-in: its sessions end."</p>
+            <form method="get" action="/admin" class="row">
+                <input type="search" name="q" value=q placeholder="Email or name" aria-label="Search accounts" />
+                <button type="submit" class="secondary">"Search"</button>
+            </form>
+            <FormAlert message=disable_alert />
+            <FormAlert message=role_alert />
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match accounts.await {
+                        Ok(list) if list.is_empty() => view! { <p class="muted">"No account matches."</p> }.into_any(),
+                        Ok(list) => view! {
+                            <table class="table compact" data-testid="accounts">
+                                <thead><tr><th>"Email"</th><th>"Name"</th><th>"Role"</th><th>"State"</th><th>""</th></tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|u| {
+                                        let (next_role, role_label) = if u.is_admin() { ("user", "Make user") } else { ("admin", "Make admin") };
+                                        let (next_disabled, state_label) = if u.disabled { ("false", "Enable") } else { ("true", "Disable") };
+                                        let (id_for_state, id_for_role) = (u.id.clone(), u.id.clone());
+                                        view! {
+                                            <tr data-testid="account" class:disabled=u.disabled>
+                                                <td>{u.email.clone()}</td>
+                                                <td>{u.name.clone()}</td>
+                                                <td>{u.role.as_str()}</td>
+                                                <td>{if u.disabled { "disabled" } else { "enabled" }}</td>
+                                                <td class="row">
+                                                    <ActionForm action=disable attr:class="inline">
+                                                        <input type="hidden" name="id" value=id_for_state />
+                                                        <input type="hidden" name="disabled" value=next_disabled />
+                                                        <button type="submit" class="secondary">{state_label}</button>
+                                                    </ActionForm>
+                                                    <ActionForm action=role attr:class="inline">
+                                                        <input type="hidden" name="id" value=id_for_role />
+                                                        <input type="hidden" name="role" value=next_role />
+                                                        <button type="submit" class="secondary">{role_label}</button>
+                                                    </ActionForm>
+                                                </td>
+                                            </tr>
+                                        }
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        }.into_any(),
+                        Err(e) => view! { <div class="alert" role="alert">{e.to_string()}</div> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
     }
 }
