@@ -136,9 +136,9 @@ pub fn NodeTable(
                                         let (a, b, c) = (node_id.clone(), node_id.clone(), node_id.clone());
                                         view! {
                                             <td><div class="actions">
-                                                <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: a.clone(), state: AdminState::Disabled }); }>"Disable"</button>
-                                                <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: b.clone(), state: AdminState::Draining }); }>"Drain"</button>
-                                                <button class="small danger" on:click=move |_| { set_state.dispatch(SetNodeState { id: c.clone(), state: AdminState::Removed }); }>"Remove"</button>
+                                                <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: a.clone(), state: AdminState::Disabled, back: None }); }>"Disable"</button>
+                                                <button class="small secondary" on:click=move |_| { set_state.dispatch(SetNodeState { id: b.clone(), state: AdminState::Draining, back: None }); }>"Drain"</button>
+                                                <button class="small danger" on:click=move |_| { set_state.dispatch(SetNodeState { id: c.clone(), state: AdminState::Removed, back: None }); }>"Remove"</button>
                                             </div></td>
                                         }
                                     })}

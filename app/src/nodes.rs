@@ -96,13 +96,19 @@ pub async fn load_node(id: String, #[server(default)] window: String) -> Result<
 /// The error of [`load_node`] for a node the caller may not see (or that does not exist).
 pub const NO_SUCH_NODE: &str = "no such node";
 
-/// Disables, drains, re-enables or removes a node (admins only). Removal revokes the node's
-/// credentials: its heartbeats are refused from then on.
+/// Disables, drains, re-enables or removes a node (its owner or an admin). Removal revokes the
+/// node's credentials: its heartbeats are refused from then on. With `back` (a plain form) the
+/// browser is sent back to the node's page.
 #[server(endpoint = "nodes/set-state")]
-pub async fn set_node_state(id: String, state: AdminState) -> Result<(), ServerFnError> {
-    let admin = backend::require_admin()?;
+pub async fn set_node_state(id: String, state: AdminState, #[server(default)] back: Option<String>) -> Result<(), ServerFnError> {
+    let user = backend::require_user()?;
     let app = backend::state()?;
-    aiedge_services::nodes::set_admin_state(&app.db, app.events.as_ref(), &admin, &id, state).await.map_err(backend::refused)
+    aiedge_services::nodes::set_admin_state(&app.db, app.events.as_ref(), &user, &id, state).await.map_err(backend::refused)?;
+    // A plain form (the node's page) is sent back to the page, or to the list once the node is gone.
+    if back.is_some() {
+        leptos_axum::redirect(&if state == AdminState::Removed { "/nodes".to_string() } else { format!("/nodes/{id}") });
+    }
+    Ok(())
 }
 
 /// Whose jobs the node runs besides its owner's (its owner or an admin decides): `users` is a

@@ -316,8 +316,8 @@ fn matrix() -> Vec<Row> {
         row("GET", "/api/nodes/history", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/nodes/history?scope=all")),
         row("GET", "/api/nodes/history", Need::Nothing, USERS, |_, _, _| Req::get("/api/nodes/history?scope=mine")),
         row("GET", "/api/nodes/detail", Need::Node, OWNER_OR_ADMIN, |_, _, t| Req::get(format!("/api/nodes/detail?id={}&window=1h", t.id))),
-        // Removal, the strongest change: only an admin.
-        row("POST", "/api/nodes/set-state", Need::Fresh(Fresh::Node), ADMINS, |_, _, t| {
+        // Removal, the strongest change: the node's owner or an admin.
+        row("POST", "/api/nodes/set-state", Need::Fresh(Fresh::Node), OWNER_OR_ADMIN, |_, _, t| {
             Req::post("/api/nodes/set-state").form(&[("id", &t.id as &str), ("state", "removed")])
         }),
         row("POST", "/api/nodes/share", Need::Fresh(Fresh::Node), OWNER_OR_ADMIN, |_, _, t| {

@@ -420,9 +420,13 @@ async fn a_removed_node_is_refused_and_its_agent_stops(db: DbKind) {
     assert!(matches!(deleted, Err(lapin::Error::ProtocolError(ref e)) if e.get_id() == 403), "deleting the server's queue: {deleted:?}");
     drop(neighbour);
 
-    // Only admins remove nodes.
-    let res = owner.call("/api/nodes/set-state", &[("id", &id), ("state", "removed")]).await;
-    assert_eq!(res.status(), 403);
+    // Its owner and admins remove nodes; anyone else is told there is no such node.
+    let stranger = server.client();
+    stranger.register("stranger@example.org", PASSWORD).await;
+    let res = stranger.call("/api/nodes/set-state", &[("id", &id), ("state", "removed")]).await;
+    assert_eq!(res.status(), 404);
+    let res = owner.call("/api/nodes/set-state", &[("id", &id), ("state", "bogus")]).await;
+    assert_eq!(res.status(), 400);
     let res = admin.call("/api/nodes/set-state", &[("id", &id), ("state", "bogus")]).await;
     assert_eq!(res.status(), 400);
     let res = admin.call("/api/nodes/set-state", &[("id", &id), ("state", "removed")]).await;

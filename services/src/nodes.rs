@@ -6,13 +6,15 @@ use aiedge_store::{nodes as store, users, Db};
 
 use crate::{Events, Result, ServiceError};
 
-/// Enables, disables, drains or removes a node (admins only). Removal is final and revokes the
-/// node's credentials. The server hears of the change at once (see [`Events::node_changed`]),
-/// so a removed node's attempts move on without waiting for a sweep.
-#[tracing::instrument(skip_all, fields(node_id = %id, admin = %caller.id, %state))]
+/// Enables, disables, drains or removes a node: its owner or an admin may (anyone else is
+/// answered as if it did not exist). Removal is final and revokes the node's credentials. The
+/// server hears of the change at once (see [`Events::node_changed`]), so a removed node's
+/// attempts move on without waiting for a sweep.
+#[tracing::instrument(skip_all, fields(node_id = %id, user_id = %caller.id, %state))]
 pub async fn set_admin_state(db: &Db, events: &dyn Events, caller: &UserView, id: &str, state: AdminState) -> Result<()> {
-    if !caller.is_admin() {
-        return Err(ServiceError::Forbidden("admins only"));
+    match store::owner_of(db, id).await? {
+        Some(owner) if aiedge_core::may_manage(caller, &owner) => {}
+        _ => return Err(ServiceError::NotFound("node")),
     }
     if !store::set_admin_state(db, id, state).await? {
         return Err(ServiceError::NotFound("node"));

@@ -138,16 +138,21 @@ async fn someone_elses_job_looks_missing_and_stays_as_it_was() {
 }
 
 #[tokio::test]
-async fn only_admins_change_a_nodes_admin_state_and_removal_is_final() {
+async fn owners_and_admins_change_a_nodes_admin_state_and_removal_is_final() {
     let w = world().await;
     let events = Recorded::default();
     let thermal = shared::score::ThermalPolicy { warn_c: 80.0, critical_c: 90.0 };
     let node = nodes::add(&w.db, &thermal, "http://127.0.0.1:1", &w.alice.id, "box").await.unwrap().node;
 
-    let err = aiedge_services::nodes::set_admin_state(&w.db, &events, &w.alice, &node.id, AdminState::Disabled).await.unwrap_err();
-    assert_eq!(err.status(), 403);
+    // Someone else's node looks like none at all, and stays as it was.
+    let err = aiedge_services::nodes::set_admin_state(&w.db, &events, &w.bob, &node.id, AdminState::Disabled).await.unwrap_err();
+    assert_eq!(err.status(), 404);
     assert_eq!(nodes::get(&w.db, &node.id, &thermal).await.unwrap().unwrap().admin_state, AdminState::Enabled);
     assert!(events.take().is_empty());
+    // Its owner drains it.
+    aiedge_services::nodes::set_admin_state(&w.db, &events, &w.alice, &node.id, AdminState::Draining).await.unwrap();
+    assert_eq!(nodes::get(&w.db, &node.id, &thermal).await.unwrap().unwrap().admin_state, AdminState::Draining);
+    events.take();
 
     aiedge_services::nodes::set_admin_state(&w.db, &events, &w.admin, &node.id, AdminState::Removed).await.unwrap();
     assert_eq!(

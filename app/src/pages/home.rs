@@ -26,7 +26,8 @@ pub fn Home() -> impl IntoView {
                             </article>
                             <article class="card">
                                 <h2>"Applications and jobs"</h2>
-                                <p class="muted">"Uploading models and running jobs arrives with the scheduler."</p>
+                                <p class="muted">"Upload an ONNX model or a script bundle, run it on a CSV, watch it live and download the predictions."</p>
+                                <p class="row"><a class="button small" href="/apps">"My applications"</a> <a class="button small secondary" href="/jobs">"My jobs"</a></p>
                             </article>
                         </section>
                     }.into_any(),

@@ -52,7 +52,7 @@ pub fn Jobs() -> impl IntoView {
                                         <thead><tr>
                                             <th>"Job"</th><th>"Application"</th>
                                             {everyone.then(|| view! { <th>"Owner"</th> })}
-                                            <th>"Status"</th><th>"Node"</th><th>"Rows"</th><th>"Submitted"</th><th>"Took"</th>
+                                            <th>"Status"</th><th>"Node"</th><th>"Rows"</th><th>"Submitted"</th><th>"Took"</th><th>""</th>
                                         </tr></thead>
                                         <tbody>
                                             <For each=move || live.get() key=|j| (j.id.clone(), j.status, j.progress_rows) let:job>
@@ -60,16 +60,25 @@ pub fn Jobs() -> impl IntoView {
                                                     let status = job.status.as_str();
                                                     let created = job.created_at_ms;
                                                     let j2 = job.clone();
+                                                    let queued = job.status == JobStatus::Queued;
+                                                    let download = (job.status == JobStatus::Succeeded && job.has_result).then(|| format!("/api/v1/jobs/{}/result", job.id));
                                                     view! {
                                                         <tr data-job=job.id.clone()>
                                                             <td><a href=format!("/jobs/{}", job.id)><code>{job.id.chars().take(8).collect::<String>()}</code></a></td>
                                                             <td>{job.app_name.clone()}</td>
                                                             {everyone.then(|| view! { <td data-testid="job-owner">{job.owner_email.clone()}</td> })}
-                                                            <td><StatusBadge status=status /></td>
+                                                            <td>
+                                                                <StatusBadge status=status />
+                                                                // No node has taken it for a minute: its page says why.
+                                                                {move || (queued && now.get() - created > WAITING_MARK_MS).then(|| view! {
+                                                                    " " <span class="muted small" data-testid="job-waiting-mark" title="No node has taken it for over a minute; open the job to see why">"waiting"</span>
+                                                                })}
+                                                            </td>
                                                             <td>{job.node_name.clone().unwrap_or_default()}</td>
                                                             <td>{job.result_rows.or(job.input_rows).map(|r| r.to_string()).unwrap_or_default()}</td>
                                                             <td>{move || age(now.get(), Some(created))}</td>
                                                             <td>{move || duration(&j2, now.get())}</td>
+                                                            <td>{download.map(|href| view! { <a href=href download data-testid="job-download">"predictions.csv"</a> })}</td>
                                                         </tr>
                                                     }
                                                 }
@@ -150,6 +159,9 @@ pub fn JobPage() -> impl IntoView {
         </Suspense>
     }
 }
+
+/// A queued job older than this is marked as waiting in the list.
+const WAITING_MARK_MS: i64 = 60_000;
 
 #[component]
 fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {

@@ -10,7 +10,9 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 use crate::components::FormAlert;
 use crate::live::{clock, live_json, Sample};
 use crate::node_table::age;
-use crate::nodes::{load_node, window_ms, NodeDetail, SetNodeSharing, Sharing, DEFAULT_WINDOW, NO_SUCH_NODE, WINDOWS};
+use crate::nodes::{
+    load_node, window_ms, AdminState, NodeDetail, SetNodeSharing, SetNodeState, Sharing, DEFAULT_WINDOW, NO_SUCH_NODE, WINDOWS,
+};
 
 #[component]
 pub fn NodePage() -> impl IntoView {
@@ -80,12 +82,51 @@ fn NodeView(live: ReadSignal<NodeDetail>) -> impl IntoView {
             {move || live.with(|d| charts(&d.history, d.window_ms, now.get_untracked()))}
         </section>
         <SharingForm live />
+        <StateForm live />
         <section class="card">
             <h2>"Transitions"</h2>
             {move || live.with(|d| transitions(d, now))}
         </section>
     }
     .into_any()
+}
+
+/// Whether the node takes jobs: enable, disable (no new jobs), drain (no new jobs; the running
+/// ones finish) or remove (for good: its credentials are revoked). Plain forms, so they work
+/// before the WASM loads.
+#[component]
+fn StateForm(live: ReadSignal<NodeDetail>) -> impl IntoView {
+    let set_state = ServerAction::<SetNodeState>::new();
+    let alert = crate::components::action_alert(set_state.value());
+    let id = live.with_untracked(|d| d.node.id.clone());
+    let now = move || live.with(|d| d.node.admin_state);
+    let button = move |state: AdminState, label: &'static str, class: &'static str| {
+        let id = id.clone();
+        view! {
+            <ActionForm action=set_state attr:class="inline">
+                <input type="hidden" name="id" value=id />
+                <input type="hidden" name="state" value=state.as_str() />
+                <input type="hidden" name="back" value="page" />
+                <button type="submit" class=class disabled=move || now() == state>{label}</button>
+            </ActionForm>
+        }
+    };
+    view! {
+        <section class="card" data-testid="node-state">
+            <h2>"Taking jobs"</h2>
+            <p class="muted">
+                "Disable: no new jobs. Drain: no new jobs, and the running ones finish. Remove: for good; the agent's credentials are revoked and its jobs move to other nodes."
+            </p>
+            <p>"Now: " <strong data-testid="admin-state-now">{move || now().as_str()}</strong></p>
+            <FormAlert message=alert />
+            <div class="row">
+                {button(AdminState::Enabled, "Enable", "secondary")}
+                {button(AdminState::Disabled, "Disable", "secondary")}
+                {button(AdminState::Draining, "Drain", "secondary")}
+                {button(AdminState::Removed, "Remove", "danger")}
+            </div>
+        </section>
+    }
 }
 
 /// Whose jobs the node runs: a plain form, so it works before the WASM loads.
