@@ -29,6 +29,8 @@ pub enum FormError {
     InvalidCredentials,
     /// The right password for an account an admin disabled (told only to who knows it).
     AccountDisabled,
+    /// Changing one's password: the current one given is not it.
+    WrongPassword,
     RateLimited,
     Internal,
 }
@@ -39,7 +41,7 @@ pub const PASSWORD_MAX_CHARS: usize = 512;
 pub const NAME_MAX_CHARS: usize = 80;
 
 impl FormError {
-    const ALL: [FormError; 10] = [
+    const ALL: [FormError; 11] = [
         FormError::EmailMissing,
         FormError::EmailInvalid,
         FormError::EmailTaken,
@@ -48,6 +50,7 @@ impl FormError {
         FormError::NameTooLong,
         FormError::InvalidCredentials,
         FormError::AccountDisabled,
+        FormError::WrongPassword,
         FormError::RateLimited,
         FormError::Internal,
     ];
@@ -62,6 +65,7 @@ impl FormError {
             FormError::NameTooLong => "name_too_long",
             FormError::InvalidCredentials => "invalid_credentials",
             FormError::AccountDisabled => "account_disabled",
+            FormError::WrongPassword => "wrong_password",
             FormError::RateLimited => "rate_limited",
             FormError::Internal => "internal",
         }
@@ -85,6 +89,7 @@ impl FormError {
             FormError::NameTooLong => format!("Use at most {NAME_MAX_CHARS} characters."),
             FormError::InvalidCredentials => "Wrong email or password.".into(),
             FormError::AccountDisabled => "This account is disabled. Ask an administrator to enable it.".into(),
+            FormError::WrongPassword => "That is not your current password.".into(),
             FormError::RateLimited => "Too many sign-in attempts. Wait a minute, then try again.".into(),
             FormError::Internal => "Something went wrong on our side. Try again.".into(),
         }
@@ -250,6 +255,30 @@ pub async fn login(
     let remember = remember.is_some_and(|r| !r.is_empty() && r != "false" && r != "off");
     backend::sessions::sign_in(&user, remember).await?;
     leptos_axum::redirect(&safe_next(next.as_deref()));
+    Ok(FormErrors::default())
+}
+
+/// Changes the signed-in user's password: the current one first (tries count against the
+/// sign-in limits), then a new one as registration checks it. Every session of the account ends
+/// (a stolen cookie with it) and this browser gets a new one.
+#[server(endpoint = "auth/password")]
+pub async fn change_password(#[server(default)] current: String, #[server(default)] password: String) -> Result<FormErrors, ServerFnError> {
+    let user = backend::require_user()?;
+    let state = backend::state()?;
+    let ip = backend::client_ip();
+    if let Err(wait) = state.limits.login.check(ip, &user.email) {
+        return backend::rate_limited("/settings", wait, &[]);
+    }
+    if let Err(e) = check_password(&password) {
+        return Ok(backend::form_refused("/settings", &FormErrors { password: Some(e), ..FormErrors::default() }, &[]));
+    }
+    if aiedge_store::users::authenticate(&state.db, &user.email, &current).await.map_err(backend::internal)?.is_none() {
+        return Ok(backend::form_refused("/settings", &FormErrors::form(FormError::WrongPassword), &[]));
+    }
+    state.limits.login.signed_in(ip, &user.email);
+    aiedge_store::users::set_password(&state.db, &user.id, &password).await.map_err(backend::internal)?;
+    backend::sessions::sign_in(&user, false).await?;
+    leptos_axum::redirect("/settings?password=changed");
     Ok(FormErrors::default())
 }
 

@@ -25,6 +25,7 @@ on_both_databases!(
     forms_work_without_javascript,
     sql_looking_input_is_just_data,
     admins_disable_enable_and_promote_accounts,
+    users_change_their_own_password,
 );
 
 async fn register_signs_in_and_shows_home(db: DbKind) {
@@ -430,4 +431,32 @@ async fn admins_disable_enable_and_promote_accounts(db: DbKind) {
 async fn admin_token(client: &common::Client) -> String {
     let res = client.call("/api/tokens/create", &[("name", "admin-view")]).await;
     res.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_string()
+}
+
+/// The current password first, then a new one as registration checks it; every other session
+/// of the account ends, this one goes on, and only the new password signs in.
+async fn users_change_their_own_password(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let me = server.client();
+    me.register("changer@example.org", PASSWORD).await;
+    let elsewhere = server.client();
+    elsewhere.login("changer@example.org", PASSWORD).await;
+    assert_eq!(elsewhere.me().await["email"], "changer@example.org");
+
+    let wrong = me.call("/api/auth/password", &[("current", "not it at all"), ("password", "a brand new password")]).await;
+    assert!(wrong.text().await.unwrap().contains("wrong_password"));
+    let short = me.call("/api/auth/password", &[("current", PASSWORD), ("password", "short")]).await;
+    assert!(short.text().await.unwrap().contains("password_too_short"));
+    assert_eq!(elsewhere.me().await["email"], "changer@example.org", "refused changes end nothing");
+
+    let res = me.call("/api/auth/password", &[("current", PASSWORD), ("password", "a brand new password")]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(me.me().await["email"], "changer@example.org", "this browser stays signed in");
+    assert_eq!(elsewhere.me().await, Value::Null, "every other session ended");
+    let old = server.client().login("changer@example.org", PASSWORD).await.text().await.unwrap();
+    assert!(old.contains("invalid_credentials"), "{old}");
+    let new = server.client();
+    new.login("changer@example.org", "a brand new password").await;
+    assert_eq!(new.me().await["email"], "changer@example.org");
+    server.stop().await;
 }

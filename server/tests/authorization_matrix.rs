@@ -302,6 +302,10 @@ fn matrix() -> Vec<Row> {
         row("GET", "/api/auth/me", Need::Nothing, PUBLIC, |_, _, _| Req::get("/api/auth/me")),
         row("GET", "/api/admin/overview", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/admin/overview")),
         row("GET", "/api/admin/accounts", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/admin/accounts?q=example")),
+        // With a wrong current password: answered (a form error), nothing changes.
+        row("POST", "/api/auth/password", Need::Nothing, USERS, |_, _, _| {
+            Req::post("/api/auth/password").form(&[("current", "not the password"), ("password", "a long new password")])
+        }),
         row("POST", "/api/admin/set-disabled", Need::Fresh(Fresh::Account), ADMINS, |_, _, t| {
             Req::post("/api/admin/set-disabled").form(&[("id", &t.id as &str), ("disabled", "true")])
         }),

@@ -134,6 +134,20 @@ pub async fn search(db: &Db, text: &str, limit: i64) -> Result<Vec<UserView>, sq
     Ok(rows.iter().map(UserRow::view).collect())
 }
 
+/// Sets a new password and ends every session of the account.
+pub async fn set_password(db: &Db, id: &str, password: &str) -> Result<(), RegisterError> {
+    let phc = password::hash(password.to_string()).await.map_err(RegisterError::Internal)?;
+    sqlx::query("update users set password_hash = $1 where id = $2")
+        .bind(phc)
+        .bind(id)
+        .execute(&db.writer)
+        .await
+        .map_err(|e| RegisterError::Internal(e.to_string()))?;
+    super::sessions::delete_for_user(db, id).await.map_err(|e| RegisterError::Internal(e.to_string()))?;
+    tracing::info!(user_id = %id, "password changed");
+    Ok(())
+}
+
 /// Disables (`true`) or enables an account; a disabled one's sessions end at once. Returns
 /// whether the account exists.
 pub async fn set_disabled(db: &Db, id: &str, disabled: bool) -> Result<bool, sqlx::Error> {

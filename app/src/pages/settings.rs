@@ -1,12 +1,14 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::components::FormAlert;
+use super::{form_feedback, query_value};
+use crate::auth::ChangePassword;
+use crate::components::{Field, FormAlert};
 use crate::jobs::{my_tokens, CreateToken, RevokeToken};
 use crate::live::clock;
 use crate::node_table::age;
 
-/// "Settings": personal API tokens for scripts and notebooks.
+/// "Settings": the password, and personal API tokens for scripts and notebooks.
 #[component]
 pub fn Settings() -> impl IntoView {
     let create = ServerAction::<CreateToken>::new();
@@ -17,6 +19,7 @@ pub fn Settings() -> impl IntoView {
     let now = clock();
     view! {
         <Title text="Settings" />
+        <PasswordForm />
         <section class="card">
             <h1>"API tokens"</h1>
             <p class="muted">"Scripts use the JSON API with " <code>"Authorization: Bearer <token>"</code>
@@ -71,6 +74,33 @@ pub fn Settings() -> impl IntoView {
                     }
                 })}
             </Suspense>
+        </section>
+    }
+}
+
+/// Changing one's password: a plain form, so it works before the WASM loads.
+#[component]
+fn PasswordForm() -> impl IntoView {
+    let change = ServerAction::<ChangePassword>::new();
+    let (errors, alert) = form_feedback(change.value());
+    let pending = change.pending();
+    let done = query_value("password");
+    let changed = move || done.get() == "changed" || change.value().get().is_some_and(|r| r.is_ok_and(|e| e.is_empty()));
+    view! {
+        <section class="card" data-testid="password">
+            <h1>"Password"</h1>
+            <p class="muted">"A new password signs out every other browser and device of yours."</p>
+            <Show when=changed>
+                <p class="notice" role="status" data-testid="password-changed">"Your password was changed."</p>
+            </Show>
+            <FormAlert message=alert />
+            <ActionForm action=change attr:novalidate=true attr:class="stack">
+                <Field label="Current password" name="current" kind="password" autocomplete="current-password" required=true
+                    error=Signal::derive(|| None) />
+                <Field label="New password" name="password" kind="password" autocomplete="new-password" required=true
+                    error=Signal::derive(move || errors.get().password) />
+                <button type="submit" disabled=move || pending.get()>"Change password"</button>
+            </ActionForm>
         </section>
     }
 }
