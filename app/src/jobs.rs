@@ -98,12 +98,28 @@ pub async fn my_tokens() -> Result<Vec<TokenView>, ServerFnError> {
 
 /// Creates an API token for the signed-in user; the secret is in the answer, once.
 #[server(endpoint = "tokens/create")]
-pub async fn create_token(#[server(default)] name: String) -> Result<NewToken, ServerFnError> {
+pub async fn create_token(
+    #[server(default)] name: String,
+    #[server(default)] expires_in_days: Option<String>,
+) -> Result<NewToken, ServerFnError> {
     let user = backend::require_user()?;
     let state = backend::state()?;
     let name = check_name(&name).map_err(|m| backend::deny(http::StatusCode::UNPROCESSABLE_ENTITY, &m))?;
-    aiedge_store::api_tokens::create(&state.db, &user.id, &name).await.map_err(backend::internal)
+    let lifetime = match expires_in_days.as_deref().map(str::trim).filter(|d| !d.is_empty() && *d != "never") {
+        None => None,
+        Some(days) => match days.parse::<u64>() {
+            Ok(days @ 1..=TOKEN_MAX_DAYS) => Some(std::time::Duration::from_secs(days * 86_400)),
+            _ => {
+                let message = format!("expires_in_days is a whole number of days from 1 to {TOKEN_MAX_DAYS}, or `never`");
+                return Err(backend::deny(http::StatusCode::UNPROCESSABLE_ENTITY, &message));
+            }
+        },
+    };
+    aiedge_store::api_tokens::create(&state.db, &user.id, &name, lifetime).await.map_err(backend::internal)
 }
+
+/// The longest lifetime a token can be given, in days (a token may also never expire).
+pub const TOKEN_MAX_DAYS: u64 = 3650;
 
 /// Revokes one of the signed-in user's API tokens; it stops working at once.
 #[server(endpoint = "tokens/revoke")]

@@ -166,6 +166,9 @@ pub struct TokenView {
     pub created_at_ms: i64,
     pub last_used_at_ms: Option<i64>,
     pub revoked_at_ms: Option<i64>,
+    /// Past this the token is refused; `None`: it lasts until revoked.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
 }
 
 /// A token just created: the only time its secret is shown.

@@ -67,6 +67,6 @@ pub async fn create_token(state: &AppState, email: &str, name: &str) -> anyhow::
         bail!("no account with email {email}");
     };
     let name = app::jobs::check_name(name).map_err(|m| anyhow::anyhow!("name: {m}"))?;
-    let new = aiedge_store::api_tokens::create(&state.db, &user.id, &name).await?;
+    let new = aiedge_store::api_tokens::create(&state.db, &user.id, &name, None).await?;
     Ok(format!("API token {:?} created for {email} (shown only now):\n{}", new.token.name, new.secret))
 }

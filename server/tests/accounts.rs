@@ -26,6 +26,7 @@ on_both_databases!(
     sql_looking_input_is_just_data,
     admins_disable_enable_and_promote_accounts,
     users_change_their_own_password,
+    api_tokens_expire,
 );
 
 async fn register_signs_in_and_shows_home(db: DbKind) {
@@ -458,5 +459,39 @@ async fn users_change_their_own_password(db: DbKind) {
     let new = server.client();
     new.login("changer@example.org", "a brand new password").await;
     assert_eq!(new.me().await["email"], "changer@example.org");
+    server.stop().await;
+}
+
+/// A token made to expire works until then and is refused after, like a revoked one; a lifetime
+/// that is no number of days is refused and makes nothing.
+async fn api_tokens_expire(db: DbKind) {
+    let server = TestServer::start(db).await;
+    let me = server.client();
+    me.register("expiring@example.org", PASSWORD).await;
+    let res = me.call("/api/tokens/create", &[("name", "bad"), ("expires_in_days", "forever")]).await;
+    assert_eq!(res.status(), 422);
+    let res = me.call("/api/tokens/create", &[("name", "short-lived"), ("expires_in_days", "30")]).await;
+    let new: Value = res.json().await.unwrap();
+    let (id, secret) = (new["token"]["id"].as_str().unwrap().to_string(), new["secret"].as_str().unwrap().to_string());
+    let in_30_days = new["token"]["expires_at_ms"].as_i64().unwrap() - new["token"]["created_at_ms"].as_i64().unwrap();
+    assert_eq!(in_30_days, 30 * 86_400_000);
+    let api = |token: String| {
+        let http = reqwest::Client::new();
+        let url = server.url("/api/v1/jobs");
+        async move { http.get(url).bearer_auth(token).send().await.unwrap().status() }
+    };
+    assert_eq!(api(secret.clone()).await, 200);
+    let listed: Value = me.http.get(server.url("/api/tokens/mine")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "the refused one made nothing: {listed}");
+
+    // Its time comes (moved in the database rather than waited for).
+    let state = server::build_state(&server.config).await.unwrap();
+    sqlx::query("update api_tokens set expires_at = $1 where id = $2")
+        .bind(aiedge_store::now_ms() - 1)
+        .bind(&id)
+        .execute(&state.db.writer)
+        .await
+        .unwrap();
+    assert_eq!(api(secret).await, 401);
     server.stop().await;
 }

@@ -24,6 +24,7 @@ struct TokenRow {
     created_at: i64,
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
+    expires_at: Option<i64>,
 }
 
 impl From<TokenRow> for TokenView {
@@ -35,11 +36,14 @@ impl From<TokenRow> for TokenView {
             created_at_ms: r.created_at,
             last_used_at_ms: r.last_used_at,
             revoked_at_ms: r.revoked_at,
+            expires_at_ms: r.expires_at,
         }
     }
 }
 
-pub async fn create(db: &Db, user_id: &str, name: &str) -> Result<NewToken, sqlx::Error> {
+/// A new token for `user_id`, valid for `lifetime` (`None`: until revoked). The secret is in the
+/// answer and nowhere else.
+pub async fn create(db: &Db, user_id: &str, name: &str, lifetime: Option<std::time::Duration>) -> Result<NewToken, sqlx::Error> {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
@@ -51,22 +55,31 @@ pub async fn create(db: &Db, user_id: &str, name: &str) -> Result<NewToken, sqlx
         created_at_ms: now_ms(),
         last_used_at_ms: None,
         revoked_at_ms: None,
+        expires_at_ms: None,
     };
-    sqlx::query("insert into api_tokens (id, user_id, name, token_hash, prefix, created_at) values ($1, $2, $3, $4, $5, $6)")
-        .bind(&token.id)
-        .bind(user_id)
-        .bind(&token.name)
-        .bind(hash(&secret))
-        .bind(&token.prefix)
-        .bind(token.created_at_ms)
-        .execute(&db.writer)
-        .await?;
+    let token = TokenView {
+        expires_at_ms: lifetime.map(|l| token.created_at_ms.saturating_add(i64::try_from(l.as_millis()).unwrap_or(i64::MAX))),
+        ..token
+    };
+    sqlx::query(
+        "insert into api_tokens (id, user_id, name, token_hash, prefix, created_at, expires_at) values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&token.id)
+    .bind(user_id)
+    .bind(&token.name)
+    .bind(hash(&secret))
+    .bind(&token.prefix)
+    .bind(token.created_at_ms)
+    .bind(token.expires_at_ms)
+    .execute(&db.writer)
+    .await?;
     Ok(NewToken { token, secret })
 }
 
 pub async fn list(db: &Db, user_id: &str) -> Result<Vec<TokenView>, sqlx::Error> {
     let rows: Vec<TokenRow> = sqlx::query_as(
-        "select id, name, prefix, created_at, last_used_at, revoked_at from api_tokens where user_id = $1 order by created_at desc, id",
+        "select id, name, prefix, created_at, last_used_at, revoked_at, expires_at from api_tokens where user_id = $1
+         order by created_at desc, id",
     )
     .bind(user_id)
     .fetch_all(&db.pool)
@@ -97,7 +110,7 @@ struct TokenUser {
     created_at: i64,
 }
 
-/// The user a live token belongs to (none for a revoked token or a disabled account).
+/// The user a live token belongs to (none for a revoked or expired token, or a disabled account).
 pub async fn authenticate(db: &Db, token: &str) -> Result<Option<UserView>, sqlx::Error> {
     if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
         return Ok(None);
@@ -105,9 +118,11 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Option<UserView>, sqlx
     let row: Option<TokenUser> = sqlx::query_as(
         "select t.id as token_id, t.last_used_at, u.id, u.email, u.name, u.role, u.created_at
          from api_tokens t join users u on u.id = t.user_id
-         where t.token_hash = $1 and t.revoked_at is null and u.disabled_at is null",
+         where t.token_hash = $1 and t.revoked_at is null and u.disabled_at is null
+               and (t.expires_at is null or t.expires_at > $2)",
     )
     .bind(hash(token))
+    .bind(now_ms())
     .fetch_optional(&db.pool)
     .await?;
     let Some(row) = row else { return Ok(None) };

@@ -28,6 +28,14 @@ pub fn Settings() -> impl IntoView {
             <ActionForm action=create attr:class="row" attr:data-testid="create-token">
                 <label for="token-name" class="sr-only">"Token name"</label>
                 <input id="token-name" name="name" placeholder="e.g. notebook" required maxlength="64" />
+                <label for="token-expiry" class="sr-only">"Expires"</label>
+                <select id="token-expiry" name="expires_in_days">
+                    <option value="never">"Never expires"</option>
+                    <option value="7">"Expires in 7 days"</option>
+                    <option value="30">"Expires in 30 days"</option>
+                    <option value="90" selected>"Expires in 90 days"</option>
+                    <option value="365">"Expires in a year"</option>
+                </select>
                 <button type="submit">"Create token"</button>
             </ActionForm>
             {move || created.get().and_then(Result::ok).map(|new| view! {
@@ -44,16 +52,22 @@ pub fn Settings() -> impl IntoView {
                         Ok(list) if list.is_empty() => view! { <p class="muted">"No tokens yet."</p> }.into_any(),
                         Ok(list) => view! {
                             <table class="table" data-testid="tokens">
-                                <thead><tr><th>"Name"</th><th>"Token"</th><th>"Created"</th><th>"Last used"</th><th></th></tr></thead>
+                                <thead><tr><th>"Name"</th><th>"Token"</th><th>"Created"</th><th>"Last used"</th><th>"Expires"</th><th></th></tr></thead>
                                 <tbody>
                                     {list.into_iter().map(|t| {
-                                        let (created_at, used) = (t.created_at_ms, t.last_used_at_ms);
+                                        let (created_at, used, expires) = (t.created_at_ms, t.last_used_at_ms, t.expires_at_ms);
+                                        let expired = move || expires.is_some_and(|at| at <= now.get());
                                         view! {
-                                            <tr class:revoked=t.revoked_at_ms.is_some()>
+                                            <tr class:revoked=move || t.revoked_at_ms.is_some() || expired()>
                                                 <td>{t.name.clone()}</td>
                                                 <td><code>{format!("{}…", t.prefix)}</code></td>
                                                 <td>{move || age(now.get(), Some(created_at))}</td>
                                                 <td>{move || if used.is_some() { age(now.get(), used) } else { "never".into() }}</td>
+                                                <td>{move || match expires {
+                                                    None => "never".to_string(),
+                                                    Some(at) if at <= now.get() => "expired".to_string(),
+                                                    Some(at) => format!("in {} days", (at - now.get()).div_euclid(86_400_000) + 1),
+                                                }}</td>
                                                 <td>{if t.revoked_at_ms.is_some() {
                                                     view! { <span class="muted">"revoked"</span> }.into_any()
                                                 } else {
