@@ -227,17 +227,29 @@ impl Fleet {
                 .await
                 .map_err(|e| Rejected::Database(e.to_string()))?;
         }
-        if previous != status {
-            let reason = NodeStatus::heard_reason(previous, status);
-            nodes::transition(&state.db, &node_id, previous, status, reason, now).await.map_err(|e| Rejected::Database(e.to_string()))?;
-            state.changes.nodes_changed();
-            tracing::info!(node_id, from = %previous, to = %status, "node status");
-        }
         tracing::debug!(node_id, seq = hb.seq, score = node_score.total, "heartbeat");
-        self.pending.lock().await.insert(
-            node_id.clone(),
-            Latest { node_id, at: now, sent_at: hb.sent_at_ms, metrics: hb.metrics, facts: hb.facts, score: node_score },
-        );
+        let mut latest =
+            Latest { node_id: node_id.clone(), at: now, sent_at: hb.sent_at_ms, metrics: hb.metrics, facts: hb.facts, score: node_score };
+        {
+            let mut pending = self.pending.lock().await;
+            // Facts come with the first heartbeat of a connection only: a later heartbeat that
+            // replaces it before the flush keeps them.
+            if let Some(earlier) = pending.remove(&node_id) {
+                latest.facts = latest.facts.or(earlier.facts);
+            }
+            if previous == status {
+                pending.insert(node_id, latest);
+                return Ok(());
+            }
+        }
+        // A change of status is written with the heartbeat that made it, not at the next flush:
+        // a node shown active at once shows that heartbeat's metrics, not empty cells.
+        let db_error = |e: sqlx::Error| Rejected::Database(e.to_string());
+        nodes::save_latest(&state.db, std::slice::from_ref(&latest)).await.map_err(db_error)?;
+        let reason = NodeStatus::heard_reason(previous, status);
+        nodes::transition(&state.db, &node_id, previous, status, reason, now).await.map_err(db_error)?;
+        state.changes.nodes_changed();
+        tracing::info!(node_id, from = %previous, to = %status, "node status");
         Ok(())
     }
 

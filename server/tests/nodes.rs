@@ -129,10 +129,8 @@ async fn agents_register_beat_die_and_come_back(db: DbKind) {
     let mut agent_a = Agent::start(&server, dir_a.path(), a["token"].as_str(), "alpha");
     let _agent_b = Agent::start(&server, dir_b.path(), b["token"].as_str(), "beta");
     wait_status(&owner, &a_id, "active", Duration::from_secs(20)).await;
-    wait_status(&owner, &b_id, "active", Duration::from_secs(20)).await;
-
-    // Plausible metrics and a score, once the first flush has happened.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Plausible metrics and a score the moment it shows active: the heartbeat that made it so
+    // is written with the change, not at the next flush.
     let n = node(&owner, &a_id).await;
     let m = &n["metrics"];
     for key in ["free_cpu_pct", "free_mem_pct"] {
@@ -143,6 +141,7 @@ async fn agents_register_beat_die_and_come_back(db: DbKind) {
     assert!(m["free_ram_gib"].as_f64().unwrap() > 0.0, "{n}");
     assert!(n["score"]["total"].as_f64().unwrap() >= 0.0, "{n}");
     assert!(n["facts"]["cpu_cores"].as_u64().unwrap() >= 1, "{n}");
+    wait_status(&owner, &b_id, "active", Duration::from_secs(20)).await;
     let state = std::fs::metadata(dir_a.path().join("state.json")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(state.permissions().mode() & 0o777, 0o600, "state file private");
