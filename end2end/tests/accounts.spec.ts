@@ -1,5 +1,6 @@
 import { test, expect } from '@playwright/test';
-import { hydrated } from './session';
+import { hydrated, logIn } from './session';
+import { ADMIN } from '../playwright.config';
 
 const PASSWORD = 'correct horse battery';
 
@@ -80,4 +81,49 @@ test.describe('without JavaScript', () => {
     // The signed-in nav is there too, rendered on the server.
     await expect(page.getByTestId('who')).toBeVisible();
   });
+});
+
+test('an admin disables an account: its session and token are refused until it is enabled again', async ({ page, browser, baseURL }) => {
+  const email = `disable-${Date.now()}@example.org`;
+  await page.goto('/register');
+  await hydrated(page);
+  await page.fill('#field-email', email);
+  await page.fill('#field-password', PASSWORD);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await expect(page).toHaveURL(/\/home$/);
+  const made = await page.request.post('/api/tokens/create', { form: { name: 'script', expires_in_days: '30' } });
+  const token = (await made.json()).secret as string;
+  const api = () => page.request.get('/api/v1/jobs', { headers: { Authorization: `Bearer ${token}` } });
+  expect((await api()).status()).toBe(200);
+
+  const adminContext = await browser.newContext({ baseURL });
+  const admin = await adminContext.newPage();
+  await logIn(admin, ADMIN.email, ADMIN.password);
+  await admin.goto(`/admin?q=${encodeURIComponent(email)}`);
+  await hydrated(admin);
+  const row = admin.getByTestId('account').filter({ hasText: email });
+  await expect(row).toHaveCount(1);
+  await row.getByRole('button', { name: 'Disable' }).click();
+  await expect(row.locator('td').nth(3)).toHaveText('disabled');
+  await admin.screenshot({ path: 'test-results/admin-accounts.png', fullPage: true });
+
+  // The user's next page load is a signed-out one, and the token is refused.
+  await page.goto('/home');
+  await expect(page).toHaveURL(/\/login\?next=%2Fhome$/);
+  expect((await api()).status()).toBe(401);
+  // Signing in says why, to whoever knows the password.
+  await hydrated(page);
+  await page.fill('#field-email', email);
+  await page.fill('#field-password', PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await expect(page.getByTestId('form-alert')).toHaveText('This account is disabled. Ask an administrator to enable it.');
+
+  await row.getByRole('button', { name: 'Enable' }).click();
+  await expect(row.locator('td').nth(3)).toHaveText('enabled');
+  expect((await api()).status()).toBe(200);
+  await page.fill('#field-email', email);
+  await page.fill('#field-password', PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await expect(page).toHaveURL(/\/home$/);
+  await adminContext.close();
 });
