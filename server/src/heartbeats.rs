@@ -92,6 +92,10 @@ pub enum Rejected {
 }
 
 impl Rejected {
+    /// Every [`Rejected::label`].
+    pub const LABELS: &'static [&'static str] =
+        &["missing_header", "unknown_node", "bad_signature", "removed", "malformed", "node_mismatch", "stale", "database"];
+
     /// The reason as a metrics label.
     pub fn label(&self) -> &'static str {
         match self {
@@ -435,5 +439,26 @@ async fn consume_on(
                 let _ = channel.basic_publish(&dead_letters, "heartbeat", Default::default(), &delivery.data, props).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::Rejected;
+
+    #[test]
+    fn every_reason_label_is_listed_once() {
+        let all = [
+            Rejected::MissingHeader("x"),
+            Rejected::UnknownNode,
+            Rejected::BadSignature,
+            Rejected::Removed,
+            Rejected::Malformed(String::new()),
+            Rejected::NodeMismatch,
+            Rejected::Stale,
+            Rejected::Database(String::new()),
+        ];
+        let labels: Vec<&str> = all.iter().map(Rejected::label).collect();
+        assert_eq!(labels, Rejected::LABELS);
     }
 }

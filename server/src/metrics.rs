@@ -64,6 +64,7 @@ pub fn handle() -> &'static PrometheusHandle {
             tracing::warn!("another metrics recorder is installed: /metrics shows only what was recorded before");
         }
         describe();
+        start_at_zero();
         metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })
@@ -88,6 +89,28 @@ fn describe() {
     describe_counter!(domain::JOBS_CANCELLED, "Jobs cancelled.");
     describe_counter!(domain::ATTEMPTS_ENDED, "Attempts that ended, by outcome.");
     describe_counter!(domain::REPORTS_REFUSED, "Agent reports refused as not about the node's live attempt, by report.");
+}
+
+/// Every counter with its known labels, at 0: a series that exists from the start gives
+/// `rate()` a first point and a dashboard a line, before the first event of its kind.
+fn start_at_zero() {
+    use aiedge_services::metrics as domain;
+    for kind in ["onnx", "script"] {
+        metrics::counter!(domain::JOBS_SUBMITTED, "kind" => kind).absolute(0);
+    }
+    metrics::counter!(domain::JOBS_CANCELLED).absolute(0);
+    for outcome in domain::ATTEMPT_OUTCOMES {
+        metrics::counter!(domain::ATTEMPTS_ENDED, "outcome" => *outcome).absolute(0);
+    }
+    for report in domain::REPORTS {
+        metrics::counter!(domain::REPORTS_REFUSED, "report" => *report).absolute(0);
+    }
+    for reason in crate::heartbeats::Rejected::LABELS {
+        metrics::counter!(HEARTBEATS_REFUSED, "reason" => *reason).absolute(0);
+    }
+    metrics::counter!(HEARTBEATS_RECEIVED).absolute(0);
+    metrics::counter!(JOBS_DISPATCHED).absolute(0);
+    metrics::gauge!(LIVE_FEEDS).set(0.0);
 }
 
 /// Counts and times every request, and writes one log line for it: request id, method, route

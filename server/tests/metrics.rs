@@ -147,5 +147,28 @@ async fn prometheus_scrapes_jobs_and_requests() {
     prometheus.wait_for(submitted, |v| v >= before + 3.0).await;
     prometheus.wait_for(answered, |v| v >= answered_before + 3.0).await;
     prometheus.wait_for("sum(aiedge_attempts_ended_total{outcome=\"succeeded\"})", |v| v >= 4.0).await;
+
+    // The Grafana dashboard in deploy/ asks for metrics that exist, in queries Prometheus takes.
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana-dashboard.json")).unwrap())
+            .unwrap();
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let exposition = http.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    for expr in exprs {
+        let res = reqwest::Client::new().get(format!("{}/api/v1/query", prometheus.url)).query(&[("query", expr)]).send().await.unwrap();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["status"], "success", "{expr}: {body}");
+        for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("aiedge_")) {
+            let name = name.trim_end_matches("_bucket");
+            assert!(exposition.contains(name), "the dashboard asks for {name}, which the server does not export");
+        }
+    }
     server.stop().await;
 }

@@ -15,6 +15,11 @@ pub const ATTEMPTS_ENDED: &str = "aiedge_attempts_ended_total";
 /// report (`start`, `progress`, `return`, `finish`).
 pub const REPORTS_REFUSED: &str = "aiedge_agent_reports_refused_total";
 
+/// The `outcome` labels of [`ATTEMPTS_ENDED`].
+pub const ATTEMPT_OUTCOMES: &[&str] = &["succeeded", "app_error", "node_error", "lost", "given_back"];
+/// The `report` labels of [`REPORTS_REFUSED`].
+pub const REPORTS: &[&str] = &["start", "progress", "return", "finish"];
+
 /// `kind` as stored (`onnx`, `script`); anything else counts as `other`.
 pub fn job_submitted(kind: &str) {
     let kind = shared::jobs::AppKind::parse(kind).map_or("other", shared::jobs::AppKind::as_str);
