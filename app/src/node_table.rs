@@ -72,11 +72,8 @@ pub fn NodeTable(
                         <th>"Node"</th>
                         {admin.then(|| view! { <th>"Owner"</th> })}
                         <th>"Status"</th>
-                        <th>"Free CPU"</th>
-                        <th>"Free mem"</th>
-                        <th>"Free RAM"</th>
-                        <th>"Events/s"</th>
-                        <th>"Temp"</th>
+                        <th title="free CPU, free memory, free RAM at the last heartbeat">"Free"</th>
+                        <th title="CPU benchmark (events/s) and the hottest sensor">"Speed · temp"</th>
                         <th title="score = load × perf × thermal">"Score"</th>
                         <th>"Jobs"</th>
                         <th>"Last heartbeat"</th>
@@ -101,11 +98,14 @@ pub fn NodeTable(
                                     </td>
                                     {admin.then(|| view! { <td>{n.owner_email.clone()}</td> })}
                                     <td><span class=format!("badge {status}") data-testid="node-status">{status}</span></td>
-                                    <td>{m.as_ref().map(|m| pct(m.free_cpu_pct))}</td>
-                                    <td>{m.as_ref().map(|m| pct(m.free_mem_pct))}</td>
-                                    <td>{m.as_ref().map(|m| format!("{:.1} GiB", m.free_ram_gib))}</td>
-                                    <td>{m.as_ref().map(|m| format!("{:.0}", m.events_per_sec))}</td>
-                                    <td>{m.as_ref().map(|m| m.temperature_c.map(|t| format!("{t:.0} °C")).unwrap_or_else(|| "unknown".into()))}</td>
+                                    <td>{m.as_ref().map(|m| view! {
+                                        <div>"CPU " {pct(m.free_cpu_pct)} " · mem " {pct(m.free_mem_pct)}</div>
+                                        <div class="muted small">{format!("{:.1} GiB RAM", m.free_ram_gib)}</div>
+                                    })}</td>
+                                    <td>{m.as_ref().map(|m| view! {
+                                        <div>{format!("{:.0} ev/s", m.events_per_sec)}</div>
+                                        <div class="muted small">{m.temperature_c.map(|t| format!("{t:.0} °C")).unwrap_or_else(|| "temp unknown".into())}</div>
+                                    })}</td>
                                     <td>
                                         {n.score.as_ref().map(|s| view! {
                                             <strong>{format!("{:.3}", s.total)}</strong>
@@ -125,10 +125,10 @@ pub fn NodeTable(
                                         {move || {
                                             let p = points();
                                             view! {
-                                                <Sparkline label="score" values=p.iter().map(|s| s.score).collect() />
-                                                <Sparkline label="free CPU %" range=(0.0, 100.0) values=p.iter().map(|s| s.free_cpu_pct).collect() />
-                                                <Sparkline label="free memory %" range=(0.0, 100.0) values=p.iter().map(|s| s.free_mem_pct).collect() />
-                                                <Sparkline label="temperature °C" range=(20.0, 100.0) values=p.iter().filter_map(|s| s.temperature_c).collect() />
+                                                <figure><Sparkline label="score" values=p.iter().map(|s| s.score).collect() /><figcaption>"score"</figcaption></figure>
+                                                <figure><Sparkline label="free CPU %" range=(0.0, 100.0) values=p.iter().map(|s| s.free_cpu_pct).collect() /><figcaption>"free CPU"</figcaption></figure>
+                                                <figure><Sparkline label="free memory %" range=(0.0, 100.0) values=p.iter().map(|s| s.free_mem_pct).collect() /><figcaption>"free mem"</figcaption></figure>
+                                                <figure><Sparkline label="temperature °C" range=(20.0, 100.0) values=p.iter().filter_map(|s| s.temperature_c).collect() /><figcaption>"°C"</figcaption></figure>
                                             }
                                         }}
                                     </div></td>
