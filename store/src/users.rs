@@ -169,15 +169,12 @@ pub async fn set_role(db: &Db, id: &str, role: Role) -> Result<bool, sqlx::Error
 
 /// Changes a user's role and password (the admin CLI's "create or reset").
 pub async fn set_role_and_password(db: &Db, id: &str, role: Role, password: &str) -> Result<(), RegisterError> {
-    let phc = password::hash(password.to_string()).await.map_err(RegisterError::Internal)?;
-    sqlx::query("update users set role = $1, password_hash = $2 where id = $3")
+    sqlx::query("update users set role = $1 where id = $2")
         .bind(role.as_str())
-        .bind(phc)
         .bind(id)
         .execute(&db.writer)
         .await
         .map_err(|e| RegisterError::Internal(e.to_string()))?;
-    // Every session of the account ends, so an old password's sessions don't outlive it.
-    super::sessions::delete_for_user(db, id).await.map_err(|e| RegisterError::Internal(e.to_string()))?;
-    Ok(())
+    // Every session of the account ends there, so an old password's sessions don't outlive it.
+    set_password(db, id, password).await
 }
