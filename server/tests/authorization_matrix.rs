@@ -674,20 +674,19 @@ async fn register(http: &reqwest::Client, server: &TestServer, token: &str) -> (
 
 /// Signs up (the account's session) and makes an API token.
 async fn sign_up(http: &reqwest::Client, server: &TestServer, email: &str) -> Account {
-    let res = http
-        .post(server.url("/api/auth/register"))
-        .header(ACCEPT, "application/json")
-        .form(&[("email", email), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    account(http, server, email, cookie_of(&res)).await
+    let cookie = post_credentials(http, server, "/api/auth/register", email).await;
+    account(http, server, email, cookie).await
 }
 
 async fn log_in(http: &reqwest::Client, server: &TestServer, email: &str) -> String {
+    post_credentials(http, server, "/api/auth/login", email).await
+}
+
+/// Sends `email` and the tests' password to a sign-in form's server function; returns the
+/// session cookie it set.
+async fn post_credentials(http: &reqwest::Client, server: &TestServer, path: &str, email: &str) -> String {
     let res = http
-        .post(server.url("/api/auth/login"))
+        .post(server.url(path))
         .header(ACCEPT, "application/json")
         .form(&[("email", email), ("password", PASSWORD)])
         .send()
