@@ -3,7 +3,7 @@
 //! [`Events`]. Server functions, the JSON API and the agent routes are adapters over these
 //! calls, so a rule (who may cancel, what a cancel wakes) is written once.
 //!
-//! - [`accounts`]: what admins do with accounts (disable, enable, change the role).
+//! - [`accounts`]: what admins do with accounts (disable, enable, change the role, delete).
 //! - [`jobs`]: what a user does with a job (cancel, look).
 //! - [`attempts`]: what a node does with one (start, progress, give back, finish), and the
 //!   recovery of attempts that can no longer finish.

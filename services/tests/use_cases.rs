@@ -76,12 +76,14 @@ async fn queued_job(w: &World, owner: &UserView) -> String {
     .await
     .unwrap();
     let intake = jobs::Intake::start(&w.db);
+    // Keys are unique, as the API makes them: a deleted account's must not be another's.
+    let input_key = format!("inline:inputs/{}.csv", uuid::Uuid::new_v4());
     let job = jobs::create(
         &intake,
         jobs::NewJob {
             owner,
             app: &app,
-            input_key: "inline:in",
+            input_key: &input_key,
             input_name: "in.csv",
             input_rows: Some(1),
             max_attempts: 3,
@@ -278,4 +280,63 @@ async fn only_the_owner_or_an_admin_shares_a_node_and_only_with_real_accounts() 
     // An admin may change it; going back to private forgets the names.
     set_sharing(&w.db, &events, &w.admin, &node.id, Sharing::Private, &["bob@example.org".into()]).await.unwrap();
     assert!(nodes::shared_with(&w.db, &node.id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn deleting_an_account_moves_other_accounts_jobs_off_its_nodes() {
+    use aiedge_core::AttemptOutcome;
+    use aiedge_services::accounts::delete;
+    use aiedge_store::artifacts::LocalStore;
+    let w = world().await;
+    let events = Recorded::default();
+    let data = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(data.path()).unwrap();
+    let thermal = shared::score::ThermalPolicy { warn_c: 80.0, critical_c: 90.0 };
+    let node = nodes::add(&w.db, &thermal, "http://127.0.0.1:1", &w.alice.id, "box").await.unwrap().node.id;
+    // Bob's job on Alice's node, and one of Alice's own.
+    let bobs = queued_job(&w, &w.bob).await;
+    let alices = queued_job(&w, &w.alice).await;
+    assert_eq!(dispatch(&w, &bobs, &node).await, 1);
+    dispatch(&w, &alices, &node).await;
+
+    // Only admins, never on their own account, and only accounts that exist.
+    let err = delete(&w.db, &store, &events, &w.bob, &w.alice.id).await.unwrap_err();
+    assert_eq!(err.status(), 403);
+    let err = delete(&w.db, &store, &events, &w.admin, &w.admin.id).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (422, "own_account"));
+    let err = delete(&w.db, &store, &events, &w.admin, "no-such-id").await.unwrap_err();
+    assert!(matches!(err, ServiceError::NotFound("account")), "{err:?}");
+    assert!(events.take().is_empty());
+    assert_eq!(status(&w, &bobs).await, JobStatus::Dispatched, "a refused deletion changes nothing");
+
+    let deleted = delete(&w.db, &store, &events, &w.admin, &w.alice.id).await.unwrap();
+    assert_eq!((deleted.email.as_str(), deleted.jobs, deleted.applications), ("alice@example.org", 1, 1));
+    assert_eq!(deleted.unfinished_jobs, vec![alices.clone()]);
+    assert_eq!(deleted.nodes, vec![node.clone()]);
+    assert_eq!(deleted.moved_jobs, vec![(bobs.clone(), true)]);
+    assert_eq!(
+        events.take(),
+        vec![
+            format!("job_changed {alices}"),
+            format!("job_ended {alices}"),
+            format!("job_changed {bobs}"),
+            format!("node_changed {node}"),
+            format!("node_removed {node}"),
+            "dispatch_wanted".to_string(),
+        ]
+    );
+    // Bob's job is queued for another node; its lost attempt keeps the node's name, not its id.
+    let job = jobs::view(&w.db, &bobs).await.unwrap().unwrap();
+    assert_eq!((job.status, job.attempt, job.node_id), (JobStatus::Queued, 1, None));
+    let attempts = jobs::attempts(&w.db, &bobs).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!((attempts[0].outcome, attempts[0].reason.as_deref()), (AttemptOutcome::Lost, Some("node removed")));
+    assert_eq!((attempts[0].node_id.as_deref(), attempts[0].node_name.as_str()), (None, "box"));
+    // Alice and hers are gone; Bob is not.
+    assert!(jobs::view(&w.db, &alices).await.unwrap().is_none());
+    assert!(nodes::get(&w.db, &node, &thermal).await.unwrap().is_none());
+    assert!(users::find_by_id(&w.db, &w.alice.id).await.unwrap().is_none());
+    assert!(users::find_by_id(&w.db, &w.bob.id).await.unwrap().is_some());
+    let err = delete(&w.db, &store, &events, &w.admin, &w.alice.id).await.unwrap_err();
+    assert!(matches!(err, ServiceError::NotFound("account")), "{err:?}");
 }

@@ -73,6 +73,10 @@ pub trait ArtifactStore: Send + Sync {
     async fn commit(&self, staged: Staged, key: &str) -> io::Result<()>;
     async fn open(&self, key: &str) -> io::Result<Artifact>;
     async fn delete(&self, key: &str) -> io::Result<()>;
+    /// Deletes every artifact whose key starts with `prefix/` (`apps/<id>`, `jobs/<id>`: all
+    /// that was stored for one application or job, whatever its attempts uploaded). Nothing
+    /// there is fine.
+    async fn delete_all(&self, prefix: &str) -> io::Result<()>;
     /// A directory on the local disk for staging uploads next to the store.
     fn staging_dir(&self) -> &Path;
 }
@@ -126,6 +130,13 @@ impl ArtifactStore for LocalStore {
 
     async fn delete(&self, key: &str) -> io::Result<()> {
         match tokio::fs::remove_file(self.path(key)?).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn delete_all(&self, prefix: &str) -> io::Result<()> {
+        match tokio::fs::remove_dir_all(self.path(prefix)?).await {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
@@ -273,6 +284,24 @@ mod tests {
         assert!(store.open("apps/a/model.onnx").await.is_err());
         // Staging is empty: the committed file moved out, nothing was left behind.
         assert_eq!(std::fs::read_dir(store.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn delete_all_takes_everything_under_a_prefix_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        for key in ["jobs/a/attempt-1/result.csv", "jobs/a/attempt-2/log.txt", "jobs/ab/attempt-1/result.csv"] {
+            let staged = stage(store.staging_dir(), chunks(&[b"x"]), 10).await.unwrap();
+            store.commit(staged, key).await.unwrap();
+        }
+        store.delete_all("jobs/a").await.unwrap();
+        assert!(!dir.path().join("artifacts/jobs/a").exists());
+        assert!(store.open("jobs/ab/attempt-1/result.csv").await.is_ok(), "a longer id with the same start stays");
+        store.delete_all("jobs/a").await.unwrap();
+        for prefix in ["..", "jobs/../..", ""] {
+            assert!(store.delete_all(prefix).await.is_err(), "{prefix}");
+        }
+        assert!(dir.path().join("artifacts").exists());
     }
 
     #[tokio::test]

@@ -697,8 +697,28 @@ pub async fn end_attempt(
     reason: &str,
     retry: bool,
 ) -> Result<AfterFailure, sqlx::Error> {
-    let now = now_ms();
     let mut tx = db.writer.begin().await?;
+    let after = end_attempt_in(&mut tx, id, node_id, attempt, outcome, reason, retry).await?;
+    // Not live: nothing is kept of what was written before that was found.
+    if after != AfterFailure::NotLive {
+        tx.commit().await?;
+    }
+    Ok(after)
+}
+
+/// [`end_attempt`] in the caller's transaction, which must be rolled back when the answer is
+/// [`AfterFailure::NotLive`] unless the caller holds the job's row (it found the job live under
+/// a lock, or on SQLite's one writer): the attempt's row may have been written already.
+pub(crate) async fn end_attempt_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    node_id: &str,
+    attempt: i32,
+    outcome: AttemptOutcome,
+    reason: &str,
+    retry: bool,
+) -> Result<AfterFailure, sqlx::Error> {
+    let now = now_ms();
     let row: Option<(i32, String)> = sqlx::query_as(
         // The attempt's node name as the job's owner sees it (another owner's node is unnamed).
         "select j.max_attempts, coalesce(a.node_name, '') from jobs j left join job_attempts a on a.job_id = j.id and a.attempt = j.attempt
@@ -707,7 +727,7 @@ pub async fn end_attempt(
     .bind(id)
     .bind(node_id)
     .bind(attempt)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let Some((max_attempts, node_name)) = row else { return Ok(AfterFailure::NotLive) };
     sqlx::query("update job_attempts set outcome = $1, reason = $2, finished_at = $3 where job_id = $4 and attempt = $5")
@@ -716,7 +736,7 @@ pub async fn end_attempt(
         .bind(now)
         .bind(id)
         .bind(attempt)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     let requeue = retry && attempt < max_attempts;
     // A result a lost attempt uploaded before it was lost is never the job's result.
@@ -736,16 +756,15 @@ pub async fn end_attempt(
     if requeue {
         message = format!("attempt {attempt} on {node_name} {outcome}: {reason}; trying again ({} of {max_attempts} next)", attempt + 1);
     } else {
-        let error = if retry { summary(&mut tx, id, max_attempts).await? } else { reason.to_string() };
+        let error = if retry { summary(tx, id, max_attempts).await? } else { reason.to_string() };
         message = format!("failed: {error}");
         done = done.bind(error).bind(now);
     }
-    if done.execute(&mut *tx).await?.rows_affected() == 0 {
+    if done.execute(&mut **tx).await?.rows_affected() == 0 {
         return Ok(AfterFailure::NotLive);
     }
     let status = if requeue { JobStatus::Queued } else { JobStatus::Failed };
-    event(&mut tx, id, now, status, attempt, Some(node_id), &message).await?;
-    tx.commit().await?;
+    event(tx, id, now, status, attempt, Some(node_id), &message).await?;
     Ok(if requeue { AfterFailure::Requeued } else { AfterFailure::Failed })
 }
 

@@ -441,7 +441,7 @@ pub async fn save_latest(db: &Db, batch: &[Latest]) -> Result<(), sqlx::Error> {
     let mut tx = db.writer.begin().await?;
     for l in batch {
         let metrics = serde_json::to_string(&l.metrics).unwrap_or_default();
-        sqlx::query("update nodes set metrics = $1, score = $2, last_heartbeat_at = $3, last_sent_at = $4 where id = $5")
+        let updated = sqlx::query("update nodes set metrics = $1, score = $2, last_heartbeat_at = $3, last_sent_at = $4 where id = $5")
             .bind(&metrics)
             .bind(l.score.total)
             .bind(l.at)
@@ -449,6 +449,11 @@ pub async fn save_latest(db: &Db, batch: &[Latest]) -> Result<(), sqlx::Error> {
             .bind(&l.node_id)
             .execute(&mut *tx)
             .await?;
+        // A node deleted with its account since its heartbeat was accepted: its sample would
+        // break the foreign key and with it the whole batch, every other node's too.
+        if updated.rows_affected() == 0 {
+            continue;
+        }
         if let Some(facts) = &l.facts {
             sqlx::query("update nodes set facts = $1 where id = $2")
                 .bind(serde_json::to_string(facts).unwrap_or_default())

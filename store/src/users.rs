@@ -178,3 +178,123 @@ pub async fn set_role_and_password(db: &Db, id: &str, role: Role, password: &str
     // Every session of the account ends there, so an old password's sessions don't outlive it.
     set_password(db, id, password).await
 }
+
+/// What [`delete`] removed: the counts for the log, and what the caller does once the
+/// transaction is committed (announce the ends, revoke the nodes, delete the files).
+#[derive(Debug, Default)]
+pub struct DeletedAccount {
+    pub email: String,
+    /// The account's jobs that were queued, dispatched or running.
+    pub unfinished_jobs: Vec<String>,
+    /// All its jobs, the unfinished ones included.
+    pub jobs: u64,
+    pub applications: u64,
+    /// Its nodes, removed (their broker users are still to be revoked).
+    pub nodes: Vec<String>,
+    /// Other accounts' jobs that were dispatched to or running on those nodes: queued again
+    /// (`true`) or failed for good, out of attempts (`false`).
+    pub moved_jobs: Vec<(String, bool)>,
+    pub api_tokens: u64,
+    pub sessions: u64,
+    /// Where the artifact store keeps the account's files: `apps/<id>` and `jobs/<id>` (each
+    /// whole, every attempt's uploads included), and the inputs sent with its jobs.
+    pub artifact_prefixes: Vec<String>,
+    pub artifact_keys: Vec<String>,
+}
+
+/// Deletes an account and everything it owns, in one transaction (who may is the caller's
+/// business: `aiedge_services::accounts::delete`). `None` when there is no such account.
+///
+/// In order: the jobs of other accounts that are live on the account's nodes are moved on as a
+/// removed node's are (the attempt is lost, "node removed"; the job is queued again or, out of
+/// attempts, fails); then the account's small artifacts kept in the database, its jobs (with
+/// their timelines and attempts), its applications (after the jobs: `jobs.app_id` does not
+/// cascade), its API tokens, its sessions, its nodes (with their tokens, transitions, history
+/// and shares) and the account itself. Files in the artifact store are the caller's to delete,
+/// after the commit: see [`DeletedAccount`].
+///
+/// IMPORTANT (PostgreSQL): the account's row, its nodes and the jobs touched are locked first
+/// (`for update`), so a concurrent dispatch to one of its nodes, a job submitted for it or an
+/// agent's report cannot slip in between the reads and the deletes: they wait for the commit
+/// and then find nothing. SQLite has one writer, so nothing slips in there.
+pub async fn delete(db: &Db, id: &str) -> Result<Option<DeletedAccount>, sqlx::Error> {
+    use aiedge_core::AttemptOutcome;
+    let lock = if db.backend == super::db::Backend::Postgres { " for update" } else { "" };
+    let mut tx = db.writer.begin().await?;
+    let email: Option<(String,)> =
+        sqlx::query_as(&format!("select email from users where id = $1{lock}")).bind(id).fetch_optional(&mut *tx).await?;
+    let Some((email,)) = email else { return Ok(None) };
+    let mut deleted = DeletedAccount { email, ..Default::default() };
+
+    let nodes: Vec<(String,)> =
+        sqlx::query_as(&format!("select id from nodes where owner_id = $1 order by id{lock}")).bind(id).fetch_all(&mut *tx).await?;
+    deleted.nodes = nodes.into_iter().map(|(n,)| n).collect();
+
+    // Other accounts' jobs on those nodes move on, as from a removed node.
+    let guests: Vec<(String, String, i32)> = sqlx::query_as(&format!(
+        "select id, node_id, attempt from jobs
+         where node_id in (select id from nodes where owner_id = $1) and owner_id <> $1 and status in ('dispatched', 'running')
+         order by created_at, id{lock}"
+    ))
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (job, node, attempt) in guests {
+        let after = super::jobs::end_attempt_in(&mut tx, &job, &node, attempt, AttemptOutcome::Lost, "node removed", true).await?;
+        match after {
+            super::jobs::AfterFailure::Requeued => deleted.moved_jobs.push((job, true)),
+            super::jobs::AfterFailure::Failed => deleted.moved_jobs.push((job, false)),
+            // Found live under the lock (or by the one writer) a moment ago: cannot happen.
+            super::jobs::AfterFailure::NotLive => return Err(sqlx::Error::RowNotFound),
+        }
+    }
+
+    let jobs: Vec<(String, String, String, i32)> =
+        sqlx::query_as(&format!("select id, status, input_key, attempt from jobs where owner_id = $1 order by id{lock}"))
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut inline = Vec::new();
+    for (job, status, input_key, attempt) in &jobs {
+        if !super::state::<aiedge_core::JobStatus>(status)?.is_terminal() {
+            deleted.unfinished_jobs.push(job.clone());
+        }
+        if input_key.starts_with(super::artifacts::INLINE_PREFIX) {
+            inline.push(input_key.clone());
+        } else {
+            // An application's default input is removed with the application.
+            deleted.artifact_keys.push(input_key.clone());
+        }
+        // What each attempt may have uploaded (see `server::agent_jobs`), kept in the database.
+        for n in 1..=*attempt {
+            for name in ["result.csv", "log.txt"] {
+                inline.push(super::artifacts::inline_key(&format!("jobs/{job}/attempt-{n}/{name}")));
+            }
+        }
+        deleted.artifact_prefixes.push(format!("jobs/{job}"));
+    }
+    for keys in inline.chunks(500) {
+        let marks: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("delete from inline_artifacts where key in ({})", marks.join(", "));
+        let mut query = sqlx::query(&sql);
+        for key in keys {
+            query = query.bind(key);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    // Timelines and attempts go with their jobs (on delete cascade).
+    deleted.jobs = sqlx::query("delete from jobs where owner_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+
+    let apps: Vec<(String,)> = sqlx::query_as("select id from applications where owner_id = $1").bind(id).fetch_all(&mut *tx).await?;
+    deleted.artifact_prefixes.extend(apps.iter().map(|(a,)| format!("apps/{a}")));
+    deleted.applications = sqlx::query("delete from applications where owner_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+    deleted.api_tokens = sqlx::query("delete from api_tokens where user_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+    deleted.sessions = sqlx::query("delete from sessions where user_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+    // Registration tokens, transitions, history and shares go with the nodes; other accounts'
+    // finished jobs and attempts keep their rows, without the node (on delete set null).
+    sqlx::query("delete from nodes where owner_id = $1").bind(id).execute(&mut *tx).await?;
+    // The shares of other owners' nodes with this account go with it.
+    sqlx::query("delete from users where id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Some(deleted))
+}
