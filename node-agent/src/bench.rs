@@ -62,6 +62,7 @@ pub async fn run_blocking(duration: Duration, cancel: CancellationToken) -> anyh
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || events_per_sec(duration, &cancel)).await?;
     if let Some(eps) = result {
+        crate::telemetry::benchmark(started.elapsed(), eps);
         tracing::info!(events_per_sec = eps.round(), took_ms = started.elapsed().as_millis() as u64, "cpu benchmark");
     }
     Ok(result)

@@ -26,6 +26,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Measure this machine once and print its facts, metrics and score as JSON.
@@ -148,6 +150,12 @@ pub struct RunArgs {
     /// RabbitMQ URL to use instead of the one the server handed out at registration.
     #[arg(long, env = "AIEDGE_AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
+
+    /// Serve this agent's Prometheus metrics (heartbeats, jobs by outcome, job and model-load
+    /// times) at `/metrics` on this address, e.g. 127.0.0.1:9187, without authentication: keep
+    /// it on loopback or a private interface. Off (nothing listens) when absent.
+    #[arg(long, env = "AIEDGE_METRICS_BIND")]
+    pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
 impl RunArgs {
@@ -183,6 +191,7 @@ impl std::fmt::Debug for RunArgs {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("benchmark_interval", &self.benchmark_interval)
             .field("amqp_url", &self.amqp_url.as_deref().map(crate::state::redact_url))
+            .field("metrics_bind", &self.metrics_bind)
             .finish()
     }
 }
@@ -250,6 +259,7 @@ mod tests {
         assert_eq!(args.work_dir, PathBuf::from("agent-work"));
         assert_eq!(args.benchmark_interval, Duration::from_secs(300));
         assert_eq!(args.heartbeat_interval, None);
+        assert_eq!(args.metrics_bind, None, "metrics are off unless asked for");
         assert!(Cli::try_parse_from(["node-agent", "run", "--max-jobs", "0"]).is_err());
     }
 }

@@ -10,6 +10,7 @@
 //! - [`heartbeat`]: the RabbitMQ link that publishes signed heartbeats.
 //! - [`worker`]: takes jobs from the node's queue and runs them; [`api`]: its signed HTTP calls.
 //! - [`run`]: the long-running loop tying these together, with reconnects and clean shutdown.
+//! - [`telemetry`]: the agent's own Prometheus metrics at `/metrics`, with `--metrics-bind`.
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod register;
 pub mod run;
 pub mod state;
+pub mod telemetry;
 pub mod worker;
 
 use std::time::Duration;

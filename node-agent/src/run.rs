@@ -58,6 +58,9 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
     state::create_private_dir(&args.work_dir)?;
     let state_file = args.state_file.clone().unwrap_or_else(|| args.work_dir.join(STATE_FILE_NAME));
     tracing::info!(version = env!("CARGO_PKG_VERSION"), state_file = %state_file.display(), max_jobs = args.max_jobs, queue_ahead = args.queue_ahead, "node-agent starting");
+    if let Some(addr) = args.metrics_bind {
+        crate::telemetry::serve(addr, cancel.clone()).await?;
+    }
 
     // The first benchmark takes a second; run it while we register and gather facts.
     let first_bench = tokio::spawn(bench::run_blocking(bench::DEFAULT_DURATION, cancel.clone()));
@@ -421,11 +424,18 @@ impl Publisher {
                     // A broker that stops confirming is as good as gone.
                     match tokio::time::timeout(self.expiration.max(Duration::from_secs(5)), publish).await {
                         Ok(Ok(())) => {
+                            crate::telemetry::heartbeat(true);
                             tracing::debug!(seq = heartbeat.seq, with_facts = first, "heartbeat sent");
                             first = false;
                         }
-                        Ok(Err(err)) => return Stop::Lost(format!("{err:#}")),
-                        Err(_) => return Stop::Lost("no publisher confirm in time".into()),
+                        Ok(Err(err)) => {
+                            crate::telemetry::heartbeat(false);
+                            return Stop::Lost(format!("{err:#}"));
+                        }
+                        Err(_) => {
+                            crate::telemetry::heartbeat(false);
+                            return Stop::Lost("no publisher confirm in time".into());
+                        }
                     }
                 }
             }

@@ -44,6 +44,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{CallError, NodeApi};
+use crate::telemetry::JobRun;
 
 /// Rows per model call.
 pub(crate) const BATCH_ROWS: usize = 4096;
@@ -284,9 +285,9 @@ impl Worker {
             return;
         }
         tracing::info!(job_id = %job, attempt = message.attempt, kind = message.kind.as_str(), "job started");
-        self.running.fetch_add(1, Ordering::Relaxed);
+        let run = JobRun::start(&self.running);
         let ended = self.execute(&message).await;
-        self.running.fetch_sub(1, Ordering::Relaxed);
+        run.end(ended.as_ref().map(|e| &e.outcome));
         if let Some(ended) = ended {
             self.report(&message, ended, None).await;
         }
@@ -371,9 +372,9 @@ impl Worker {
     async fn run_unstarted(self: &Arc<Self>, delivery: Delivery, m: JobMessage, model: Arc<runner::onnx::Model>) {
         let input = m.input_csv.clone().unwrap_or_default().into_bytes();
         let started = Instant::now();
-        self.running.fetch_add(1, Ordering::Relaxed);
+        // Counted until its outcome is known: a result too large to ride along is uploaded first.
+        let run = JobRun::start(&self.running);
         let ran = predict_in_memory(model, input, Arc::new(AtomicU64::new(0))).await;
-        self.running.fetch_sub(1, Ordering::Relaxed);
         let mut unstarted = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         let ended = match ran {
             Ok((rows, output)) if output.len() <= INLINE_MAX => Ended::with_result(rows, output),
@@ -391,6 +392,7 @@ impl Worker {
             }
             Err((error, user_error)) => Ended::failed(error, user_error),
         };
+        run.end(Some(&ended.outcome));
         // Acked once the server has answered; an agent stopping before that leaves the message
         // to be delivered again.
         if self.report(&m, ended, unstarted).await && unstarted.is_some() {
@@ -555,10 +557,12 @@ impl Worker {
             return Ok(m);
         }
         let path = path.to_path_buf();
+        let began = Instant::now();
         let model = tokio::task::spawn_blocking(move || runner::onnx::Model::load(&path))
             .await
             .map_err(|e| (e.to_string(), false))?
             .map_err(|e| (e.to_string(), e.is_user_error()))?;
+        crate::telemetry::model_loaded(began.elapsed());
         let model = Arc::new(model);
         if let Ok(mut cache) = self.models.lock() {
             if cache.len() >= MODEL_CACHE {
