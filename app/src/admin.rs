@@ -60,3 +60,93 @@ pub async fn set_account_role(id: String, role: String) -> Result<(), ServerFnEr
     leptos_axum::redirect("/admin#accounts");
     Ok(())
 }
+
+/// What deleting an account removed, as the admin page reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AccountDeleted {
+    pub email: String,
+    pub jobs: u64,
+    /// Of those, the ones that were queued, dispatched or running.
+    pub cancelled_jobs: u64,
+    pub applications: u64,
+    pub nodes: u64,
+    /// Other accounts' jobs that were on its nodes, moved on.
+    pub moved_jobs: u64,
+    pub api_tokens: u64,
+}
+
+impl AccountDeleted {
+    /// The page's query after a deletion: the browser is sent there, and the page reads it back
+    /// ([`AccountDeleted::from_query`]) to say what was deleted.
+    #[cfg(feature = "ssr")]
+    pub fn to_query(&self) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("deleted", &self.email)
+            .append_pair("jobs", &self.jobs.to_string())
+            .append_pair("cancelled", &self.cancelled_jobs.to_string())
+            .append_pair("apps", &self.applications.to_string())
+            .append_pair("nodes", &self.nodes.to_string())
+            .append_pair("moved", &self.moved_jobs.to_string())
+            .append_pair("tokens", &self.api_tokens.to_string())
+            .finish()
+    }
+
+    /// What [`AccountDeleted::to_query`] wrote, from the page's query; `None` without `deleted`.
+    pub fn from_query(get: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        let email = get("deleted").filter(|e| !e.is_empty())?;
+        let n = |k: &str| get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Some(Self {
+            email,
+            jobs: n("jobs"),
+            cancelled_jobs: n("cancelled"),
+            applications: n("apps"),
+            nodes: n("nodes"),
+            moved_jobs: n("moved"),
+            api_tokens: n("tokens"),
+        })
+    }
+
+    /// "Deleted ada@example.org: 3 jobs (1 unfinished, cancelled), 1 application, …".
+    pub fn message(&self) -> String {
+        let count = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut text = format!(
+            "Deleted {} and everything it owned: {} ({} unfinished, cancelled), {}, {} (removed), {}.",
+            self.email,
+            count(self.jobs, "job", "jobs"),
+            self.cancelled_jobs,
+            count(self.applications, "application", "applications"),
+            count(self.nodes, "node", "nodes"),
+            count(self.api_tokens, "API token", "API tokens"),
+        );
+        if self.moved_jobs > 0 {
+            text.push_str(&format!(" {} of other accounts on its nodes moved on to other nodes.", count(self.moved_jobs, "job", "jobs")));
+        }
+        text
+    }
+}
+
+/// Deletes an account with everything it owns, for good (see `aiedge_services::accounts::delete`
+/// for what happens to its jobs, nodes and files). `confirm` must be `yes`: the form's
+/// "I understand" box. A plain form post is sent back to the admin page, which says what went.
+#[server(endpoint = "admin/delete-account")]
+pub async fn delete_account(id: String, #[server(default)] confirm: String) -> Result<AccountDeleted, ServerFnError> {
+    let admin = backend::require_admin()?;
+    let state = backend::state()?;
+    if confirm != "yes" {
+        return Err(backend::deny(http::StatusCode::UNPROCESSABLE_ENTITY, "tick “I understand” to delete the account"));
+    }
+    let deleted = aiedge_services::accounts::delete(&state.db, state.artifacts.as_ref(), state.events.as_ref(), &admin, &id)
+        .await
+        .map_err(backend::refused)?;
+    let done = AccountDeleted {
+        email: deleted.email,
+        jobs: deleted.jobs,
+        cancelled_jobs: deleted.unfinished_jobs.len() as u64,
+        applications: deleted.applications,
+        nodes: deleted.nodes.len() as u64,
+        moved_jobs: deleted.moved_jobs.len() as u64,
+        api_tokens: deleted.api_tokens,
+    };
+    leptos_axum::redirect(&format!("/admin?{}#accounts", done.to_query()));
+    Ok(done)
+}

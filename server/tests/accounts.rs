@@ -25,6 +25,7 @@ on_both_databases!(
     forms_work_without_javascript,
     sql_looking_input_is_just_data,
     admins_disable_enable_and_promote_accounts,
+    admins_delete_accounts_with_everything_they_own,
     users_change_their_own_password,
     api_tokens_expire,
 );
@@ -426,6 +427,214 @@ async fn admins_disable_enable_and_promote_accounts(db: DbKind) {
     again.login("worker@example.org", PASSWORD).await;
     assert_eq!(again.me().await["role"], "admin");
     server.stop().await;
+}
+
+/// An admin deletes an account with an application (and its default input), a finished job
+/// whose input and result are files, a small finished one kept in the database, a queued job,
+/// a node with a running agent and an API token: every row and file of it goes, its session and token are refused, another account's
+/// data stays as it was. The form needs its "I understand"; only admins may, and not on their
+/// own account; a plain form post comes back to the admin page, which says what went.
+async fn admins_delete_accounts_with_everything_they_own(db: DbKind) {
+    use common::fleet::{fixture, json, Agent, User};
+    let server = TestServer::start(db).await;
+    let state = server::build_state(&server.config).await.unwrap();
+    server::admin_cli::create_admin(&state.db, "root@example.org", PASSWORD).await.unwrap();
+    let admin = server.client();
+    admin.login("root@example.org", PASSWORD).await;
+    let admin_id = admin.me().await["id"].as_str().unwrap().to_string();
+    let gone = User::new(&server, "gone@example.org").await;
+    let gone_id = gone.web.me().await["id"].as_str().unwrap().to_string();
+    let stays = User::new(&server, "stays@example.org").await;
+    let stays_id = stays.web.me().await["id"].as_str().unwrap().to_string();
+
+    // The account to delete: a model with a default input, a node with its agent, a finished
+    // job whose input and result are over 64 KiB (files), and a job queued while its node is
+    // disabled.
+    let iris = String::from_utf8(std::fs::read(fixture("iris.csv")).unwrap()).unwrap();
+    let model = std::fs::read(fixture("iris_logreg.onnx")).unwrap();
+    let app = json(gone.upload("iris", "m.onnx", model.clone(), Some(iris.clone().into_bytes())).await, 201).await;
+    let app_id = app["id"].as_str().unwrap().to_string();
+    let (node_id, token) = gone.add_node("box").await;
+    let _agent = Agent::start(&server, &token, "box", &[]);
+    gone.wait_node_active(&node_id).await;
+    let body: String = iris.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    let big = format!("{}\n{}", iris.lines().next().unwrap(), body.repeat(30));
+    assert!(big.len() > shared::jobs::INLINE_MAX);
+    let done = json(gone.submit("iris", Some(big.into_bytes())).await, 201).await;
+    let done_id = done["id"].as_str().unwrap().to_string();
+    assert_eq!(gone.wait_job(&done_id).await["status"], "succeeded");
+    let inline_of = |job: String| {
+        let pool = state.db.pool.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as("select count(*) from inline_artifacts where key like 'inline:jobs/' || $1 || '/%'")
+                .bind(job)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    // A small job's input and result are kept in the database instead.
+    let small = json(gone.submit("iris", Some(b"a,b,c,d\n5.1,3.5,1.4,0.2\n".to_vec())).await, 201).await;
+    let small_id = small["id"].as_str().unwrap().to_string();
+    assert_eq!(gone.wait_job(&small_id).await["status"], "succeeded");
+    assert_eq!(inline_of(small_id.clone()).await, 1, "its result is in the database");
+    let res = gone.web.call("/api/nodes/set-state", &[("id", &node_id), ("state", "disabled")]).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let queued = json(gone.submit("iris", Some(b"a,b,c,d\n5.1,3.5,1.4,0.2\n".to_vec())).await, 201).await;
+    let queued_id = queued["id"].as_str().unwrap().to_string();
+    let (queued_input,): (String,) =
+        sqlx::query_as("select input_key from jobs where id = $1").bind(&queued_id).fetch_one(&state.db.pool).await.unwrap();
+    assert!(queued_input.starts_with("inline:"), "{queued_input}");
+    let artifacts = server.data_dir.path().join("artifacts");
+    assert!(artifacts.join(format!("apps/{app_id}/default-input.csv")).exists());
+    assert_eq!(files_under(&artifacts.join(format!("jobs/{done_id}"))).len(), 1, "the result is a file");
+    assert_eq!(files_under(&artifacts.join("inputs")).len(), 1, "the big input is a file");
+
+    // Another account's data, which must stay as it is.
+    let other_app = json(stays.upload("mine", "m.onnx", model, None).await, 201).await;
+    let other_app_id = other_app["id"].as_str().unwrap().to_string();
+    let (other_node, _) = stays.add_node("other-box").await;
+    let other_job = json(stays.submit("mine", Some(b"a,b,c,d\n5.1,3.5,1.4,0.2\n".to_vec())).await, 201).await;
+    let other_job_id = other_job["id"].as_str().unwrap().to_string();
+    let other_files = files_under(&artifacts.join(format!("apps/{other_app_id}")));
+    assert_eq!(other_files.len(), 1);
+    let other_state = || async {
+        let (job, node) = (stays.job(&other_job_id).await, stays.node(&other_node).await);
+        (job["status"].clone(), job["attempt"].clone(), job["app_id"].clone(), node["status"].clone(), node["admin_state"].clone())
+    };
+    let other_before = other_state().await;
+    assert_eq!(other_before.0, "queued");
+
+    let delete = |client: &common::Client, id: String, confirm: &'static str| {
+        let url = client.url("/api/admin/delete-account");
+        let http = client.http.clone();
+        async move {
+            http.post(url)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .form(&[("id", id.as_str()), ("confirm", confirm)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Refused: a user (even about themselves), an admin about their own account, an admin who
+    // did not tick "I understand", and an account that does not exist.
+    assert_eq!(delete(&stays.web, gone_id.clone(), "yes").await.status(), 403);
+    assert_eq!(delete(&gone.web, gone_id.clone(), "yes").await.status(), 403);
+    let own = delete(&admin, admin_id.clone(), "yes").await;
+    assert_eq!(own.status(), 422);
+    assert!(own.text().await.unwrap().contains("your own account"));
+    let unconfirmed = delete(&admin, gone_id.clone(), "").await;
+    assert_eq!(unconfirmed.status(), 422);
+    assert!(unconfirmed.text().await.unwrap().contains("I understand"));
+    assert_eq!(delete(&admin, "00000000-0000-4000-8000-000000000000".into(), "yes").await.status(), 404);
+    assert_eq!(gone.web.me().await["email"], "gone@example.org", "nothing changed");
+    assert_eq!(gone.get("/api/v1/jobs").await.status(), 200);
+
+    // The admin page offers it, saying what happens, before any script runs.
+    let page = admin.get("/admin").await.text().await.unwrap();
+    assert!(page.contains(r#"action="/api/admin/delete-account""#), "a plain form");
+    assert!(page.contains("I understand") && page.contains("move to other nodes") && page.contains("cannot be undone"));
+
+    // A plain form post: deleted, and back to the admin page, which says what went.
+    let res = admin.browser_post("/api/admin/delete-account", "/admin", &[("id", &gone_id), ("confirm", "yes")]).await;
+    assert_eq!(res.status(), 302);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/admin?deleted=gone%40example.org"), "{location}");
+    let page = admin.get(&location).await.text().await.unwrap();
+    assert!(
+        page.contains(
+            "Deleted gone@example.org and everything it owned: 3 jobs (1 unfinished, cancelled), 1 application, 1 node (removed)"
+        ),
+        "{page}"
+    );
+
+    // Every row is gone...
+    let count = |sql: &'static str, id: String| {
+        let pool = state.db.pool.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(sql).bind(id).fetch_one(&pool).await.unwrap();
+            n
+        }
+    };
+    for (sql, id) in [
+        ("select count(*) from users where id = $1", &gone_id),
+        ("select count(*) from sessions where user_id = $1", &gone_id),
+        ("select count(*) from api_tokens where user_id = $1", &gone_id),
+        ("select count(*) from applications where owner_id = $1", &gone_id),
+        ("select count(*) from jobs where owner_id = $1", &gone_id),
+        ("select count(*) from nodes where owner_id = $1", &gone_id),
+        ("select count(*) from job_events where job_id = $1", &done_id),
+        ("select count(*) from job_events where job_id = $1", &queued_id),
+        ("select count(*) from job_attempts where job_id = $1", &done_id),
+        ("select count(*) from job_events where job_id = $1", &small_id),
+        ("select count(*) from node_events where node_id = $1", &node_id),
+        ("select count(*) from node_samples where node_id = $1", &node_id),
+        ("select count(*) from node_tokens where node_id = $1", &node_id),
+    ] {
+        assert_eq!(count(sql, id.clone()).await, 0, "{sql} {id}");
+    }
+    assert_eq!(inline_of(small_id.clone()).await, 0, "the result kept in the database went too");
+    assert_eq!(count("select count(*) from inline_artifacts where key = $1", queued_input.clone()).await, 0, "nor its small input");
+    let (inline,): (i64,) =
+        sqlx::query_as("select count(*) from inline_artifacts i join jobs j on j.input_key = i.key where j.owner_id = $1")
+            .bind(&stays_id)
+            .fetch_one(&state.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(inline, 1, "the other account's inline input stays");
+    // ...and every file: the model, its default input, the job's input, result and log.
+    assert!(!artifacts.join(format!("apps/{app_id}")).exists());
+    assert!(!artifacts.join(format!("jobs/{done_id}")).exists());
+    assert!(files_under(&artifacts.join("inputs")).is_empty());
+    // Its session and its token are refused; it cannot sign in.
+    assert_eq!(gone.web.me().await, Value::Null);
+    assert_eq!(gone.get("/api/v1/jobs").await.status(), 401);
+    let again = server.client().login("gone@example.org", PASSWORD).await.text().await.unwrap();
+    assert!(again.contains("invalid_credentials"), "{again}");
+    // Its node is gone from the admin's resource view.
+    let listed: Value = admin.http.get(admin.url("/api/nodes/all")).send().await.unwrap().json().await.unwrap();
+    assert!(!listed.as_array().unwrap().iter().any(|n| n["id"] == node_id.as_str()), "{listed}");
+
+    // The other account is untouched.
+    assert_eq!(stays.web.me().await["email"], "stays@example.org");
+    assert_eq!(other_state().await, other_before);
+    assert_eq!(files_under(&artifacts.join(format!("apps/{other_app_id}"))), other_files);
+    assert_eq!(json(stays.get("/api/v1/applications").await, 200).await.as_array().unwrap().len(), 1);
+    let listed: Value = admin.http.get(admin.url("/api/admin/accounts")).send().await.unwrap().json().await.unwrap();
+    let emails: Vec<&str> = listed.as_array().unwrap().iter().map(|u| u["email"].as_str().unwrap()).collect();
+    assert_eq!(emails, ["root@example.org", "stays@example.org"]);
+
+    delete_node_queue(&server, &node_id).await;
+    server.stop().await;
+}
+
+/// The files under `dir` (none when it does not exist), sorted.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                dirs.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Deletes a node's queue on the shared broker: the test server removes the queues of the nodes
+/// still in its database when it stops, and a deleted account's are not.
+async fn delete_node_queue(server: &TestServer, node_id: &str) {
+    let topology = server::broker::Topology::new(&server.config.amqp_namespace);
+    let conn = lapin::Connection::connect(&server.config.amqp_url, lapin::ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel.queue_delete(&topology.node_queue(node_id), Default::default()).await.unwrap();
+    conn.close(200, "test done").await.unwrap();
 }
 
 /// A new API token of the signed-in `client`'s.

@@ -312,6 +312,10 @@ fn matrix() -> Vec<Row> {
         row("POST", "/api/admin/set-role", Need::Fresh(Fresh::Account), ADMINS, |_, _, t| {
             Req::post("/api/admin/set-role").form(&[("id", &t.id as &str), ("role", "admin")])
         }),
+        // Confirmed, so only who calls decides: an admin deletes the account for good.
+        row("POST", "/api/admin/delete-account", Need::Fresh(Fresh::Account), ADMINS, |_, _, t| {
+            Req::post("/api/admin/delete-account").form(&[("id", &t.id as &str), ("confirm", "yes")])
+        }),
         row("POST", "/api/nodes/add", Need::Nothing, USERS, |w, _, _| {
             Req::post("/api/nodes/add").form(&[("name", &w.unique("node") as &str)])
         }),

@@ -4,7 +4,7 @@ use leptos_meta::Title;
 use leptos::form::ActionForm;
 use leptos_router::hooks::use_query_map;
 
-use crate::admin::{admin_accounts, admin_overview, SetAccountDisabled, SetAccountRole};
+use crate::admin::{admin_accounts, admin_overview, AccountDeleted, DeleteAccount, SetAccountDisabled, SetAccountRole};
 use crate::components::{action_alert, FormAlert};
 use crate::live::{clock, live_nodes};
 use crate::node_table::NodeTable;
@@ -55,26 +55,37 @@ pub fn Admin() -> impl IntoView {
 }
 
 /// The accounts, searchable by email or name, each with its role and state and the admin's
-/// actions on it. Plain forms: they work before the WASM loads.
+/// actions on it. Plain forms: they work before the WASM loads. Deleting is behind a disclosure
+/// (`<details>`, no script needed) that states what goes, with an "I understand" box the form
+/// requires; afterwards the page says what was deleted (from the action's answer, or from the
+/// query a plain form post is sent back with).
 #[component]
 fn Accounts() -> impl IntoView {
     let query = use_query_map();
     let q = move || query.read().get("q").unwrap_or_default();
     let disable = ServerAction::<SetAccountDisabled>::new();
     let role = ServerAction::<SetAccountRole>::new();
-    let accounts = Resource::new(move || (q(), disable.version().get(), role.version().get()), |(q, _, _)| admin_accounts(q));
+    let delete = ServerAction::<DeleteAccount>::new();
+    let accounts = Resource::new(
+        move || (q(), disable.version().get(), role.version().get(), delete.version().get()),
+        |(q, _, _, _)| admin_accounts(q),
+    );
     let disable_alert = action_alert(disable.value());
     let role_alert = action_alert(role.value());
+    let delete_alert = action_alert(delete.value());
+    let deleted = move || delete.value().get().and_then(Result::ok).or_else(|| AccountDeleted::from_query(|k| query.read().get(k)));
     view! {
         <section class="card" id="accounts">
             <h2>"Accounts"</h2>
-            <p class="muted">"A disabled account cannot sign in, its API tokens are refused and its queued jobs wait until it is enabled again. A new role takes effect at the account's next sign-in: its sessions end."</p>
+            <p class="muted">"A disabled account cannot sign in, its API tokens are refused and its queued jobs wait until it is enabled again. A new role takes effect at the account's next sign-in: its sessions end. Deleting an account is for good: its unfinished jobs are cancelled, its nodes removed (other accounts' jobs on them move to other nodes), and its applications, jobs with their files, API tokens and sessions deleted."</p>
             <form method="get" action="/admin" class="row">
                 <input type="search" name="q" value=q placeholder="Email or name" aria-label="Search accounts" />
                 <button type="submit" class="secondary">"Search"</button>
             </form>
             <FormAlert message=disable_alert />
             <FormAlert message=role_alert />
+            <FormAlert message=delete_alert />
+            {move || deleted().map(|d| view! { <p class="notice" role="status" data-testid="account-deleted">{d.message()}</p> })}
             <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
                 {move || Suspend::new(async move {
                     match accounts.await {
@@ -86,7 +97,7 @@ fn Accounts() -> impl IntoView {
                                     {list.into_iter().map(|u| {
                                         let (next_role, role_label) = if u.is_admin() { ("user", "Make user") } else { ("admin", "Make admin") };
                                         let (next_disabled, state_label) = if u.disabled { ("false", "Enable") } else { ("true", "Disable") };
-                                        let (id_for_state, id_for_role) = (u.id.clone(), u.id.clone());
+                                        let (id_for_state, id_for_role, id_for_delete) = (u.id.clone(), u.id.clone(), u.id.clone());
                                         view! {
                                             <tr data-testid="account" class:disabled=u.disabled>
                                                 <td>{u.email.clone()}</td>
@@ -104,6 +115,19 @@ fn Accounts() -> impl IntoView {
                                                         <input type="hidden" name="role" value=next_role />
                                                         <button type="submit" class="secondary">{role_label}</button>
                                                     </ActionForm>
+                                                    <details data-testid="delete-account">
+                                                        <summary>"Delete…"</summary>
+                                                        <ActionForm action=delete attr:class="stack">
+                                                            <input type="hidden" name="id" value=id_for_delete />
+                                                            <p class="small">
+                                                                "Deletes " <strong>{u.email.clone()}</strong> " for good. Its queued and running jobs are cancelled (a node running one stops it). "
+                                                                "Its nodes are removed: their agents' credentials are revoked, and other accounts' jobs on them move to other nodes. "
+                                                                "Its applications, its jobs with their inputs, results and logs, its nodes' history, its API tokens and its sessions are deleted. This cannot be undone."
+                                                            </p>
+                                                            <label class="choice"><input type="checkbox" name="confirm" value="yes" required /> "I understand"</label>
+                                                            <button type="submit" class="danger">"Delete account"</button>
+                                                        </ActionForm>
+                                                    </details>
                                                 </td>
                                             </tr>
                                         }
