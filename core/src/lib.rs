@@ -12,6 +12,7 @@
 //! - [`names`]: validation of the names people give things.
 //! - [`reported`]: what a node says of itself, held to what a machine can be.
 //! - [`views`]: accounts, applications, jobs and nodes as pages and the API show them.
+//! - [`usage`]: usage analytics: functionality by route, latency buckets, the Usage report.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod balancer;
 pub mod names;
 pub mod reported;
 pub mod states;
+pub mod usage;
 pub mod verdict;
 pub mod views;
 

@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod nodes;
 pub mod placement;
+pub mod usage;
 
 pub use error::{Result, ServiceError};
 pub use events::{Changes, Events, JobEnds};

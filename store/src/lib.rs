@@ -10,6 +10,7 @@
 //! - [`apps`], [`jobs`]: applications and jobs, every job status change a compare-and-set.
 //! - [`artifacts`]: where models, inputs, results and logs are stored.
 //! - [`group_commit`]: many small writes recorded as one transaction.
+//! - [`usage`]: usage analytics' counts and roll-ups.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod jobs;
 pub mod nodes;
 pub mod password;
 pub mod sessions;
+pub mod usage;
 pub mod users;
 
 pub use db::Db;
