@@ -34,6 +34,7 @@ pub fn Nav() -> impl IntoView {
                                         <a href="/settings">"Settings"</a>
                                         <Show when=move || admin>
                                             <a href="/admin">"Admin"</a>
+                                            <a href="/usage">"Usage"</a>
                                         </Show>
                                         <span class="who" data-testid="who">{u.name.clone()}</span>
                                         <ActionForm action=logout attr:class="inline">

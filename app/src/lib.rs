@@ -3,6 +3,8 @@
 //!
 //! - [`auth`]: accounts as the pages see them, and the register/login/logout server functions.
 //! - [`admin`]: the admin dashboard's server functions.
+//! - [`usage`]: the Usage page's report (admins).
+//! - [`charts`]: server-rendered SVG charts.
 //! - [`nodes`]: nodes as the pages see them; add and list server functions.
 //! - [`jobs`]: applications, jobs and API tokens as the pages see them, and their server functions.
 //! - [`live`]: live data from the server-sent event feeds, and chart history.
@@ -17,6 +19,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod charts;
 pub mod components;
 pub mod jobs;
 pub mod live;
@@ -24,6 +27,7 @@ pub mod node_table;
 pub mod nodes;
 pub mod pages;
 pub mod upload;
+pub mod usage;
 
 #[cfg(feature = "ssr")]
 pub mod backend;
@@ -84,6 +88,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("jobs") view=pages::Jobs ssr=SsrMode::Async />
                     <Route path=path!("jobs/:id") view=pages::JobPage ssr=SsrMode::Async />
                     <Route path=path!("settings") view=pages::Settings ssr=SsrMode::Async />
+                    <Route path=path!("usage") view=pages::Usage ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

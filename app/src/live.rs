@@ -143,3 +143,20 @@ fn js_sys_now() -> i64 {
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+/// A count that goes up every `every` once the WASM runs (and stays 0 on the server): a
+/// resource that reads it is fetched again that often, for pages that poll rather than follow a
+/// feed (the Usage page).
+pub fn ticker(every: std::time::Duration) -> ReadSignal<u64> {
+    let (count, set_count) = signal(0u64);
+    #[cfg(feature = "hydrate")]
+    {
+        let handle = set_interval_with_handle(move || set_count.update(|n| *n += 1), every);
+        if let Ok(handle) = handle {
+            on_cleanup(move || handle.clear());
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (set_count, every);
+    count
+}

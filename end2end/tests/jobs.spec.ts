@@ -106,6 +106,25 @@ test('a user uploads a model, runs it, watches it succeed live and downloads the
   await expect(row.getByTestId('job-status')).toHaveText('succeeded');
   await expect(admin.getByTestId('status-summary').locator('li[data-status="succeeded"] strong')).not.toHaveText('0');
   await admin.screenshot({ path: 'test-results/admin-jobs.png', fullPage: true });
+
+  // The Usage page shows that session: registering, uploading, running and downloading, in the
+  // browser, and the job on its node; drawn on the server, then kept up to date.
+  await admin.goto('/usage');
+  const uses = admin.getByTestId('chart-actions');
+  for (const action of ['Register', 'Upload', 'Run job', 'Download', 'Add node']) {
+    const bar = uses.locator(`[data-testid="row-bar"][data-label="${action}"]`);
+    await expect(bar).toHaveCount(1);
+    expect(Number(await bar.getAttribute('data-value'))).toBeGreaterThanOrEqual(1);
+    await expect(bar.locator('rect.s0')).toHaveCount(1);
+  }
+  await expect(admin.getByTestId('chart-requests').locator('rect')).not.toHaveCount(0);
+  await expect(admin.getByTestId('chart-jobs').locator('rect.s0')).not.toHaveCount(0);
+  await expect(admin.getByTestId('chart-node-jobs').locator('[data-label="e2e-worker"]')).not.toHaveCount(0);
+  await expect(admin.getByTestId('usage-routes')).toContainText('POST /api/v1/jobs');
+  await admin.getByTestId('usage-window').getByRole('link', { name: '7d' }).click();
+  await expect(admin).toHaveURL(/\/usage\?window=7d$/);
+  await expect(admin.getByTestId('chart-actions').locator('[data-label="Run job"]')).toHaveCount(1);
+  await admin.screenshot({ path: 'test-results/usage.png', fullPage: true });
   await adminContext.close();
 });
 

@@ -133,7 +133,11 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
         let session = parts.extensions.get::<CurrentUser>().cloned().unwrap_or_default();
-        caller(state, &parts.headers, &session).await.map(Caller)
+        let user = caller(state, &parts.headers, &session).await?;
+        if let Some(actor) = parts.extensions.get::<crate::usage::Actor>() {
+            actor.set(&user.id);
+        }
+        Ok(Caller(user))
     }
 }
 

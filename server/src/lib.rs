@@ -17,6 +17,8 @@
 //! - [`live`]: server-sent event feeds for the live pages.
 //! - [`secret`]: the server secret that node keys derive from.
 //! - [`routes`]: every route the server answers, listed by the code that routes it.
+//! - [`metrics`]: Prometheus metrics and the one log line per request.
+//! - [`usage`]: requests counted for the Usage page, written and rolled up in the background.
 //! - The web app and its server functions live in the `app` crate; the domain in
 //!   `aiedge_core` (no I/O), `aiedge_store` (every SQL statement) and `aiedge_services` (the use
 //!   cases, called by the web app, the JSON API and the agent routes alike).
@@ -41,6 +43,7 @@ pub mod model_check;
 pub mod routes;
 pub mod scheduler;
 pub mod secret;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -148,6 +151,7 @@ async fn build_state_with(
         changes,
         intake: aiedge_store::jobs::Intake::start(&db),
         finishes: aiedge_store::jobs::Finishes::start(&db),
+        usage: aiedge_services::usage::Tally::default(),
         db,
     })
 }
@@ -207,7 +211,7 @@ pub fn router(state: AppState, broker: Broker, agents: AgentSettings, limits: Si
         .merge(agent_jobs::router(limits.uploads, limits.log))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         // Innermost: it sees the route's template and the signed-in user.
-        .layer(middleware::from_fn(metrics::track))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(middleware::from_fn(backend::guard::guard_pages))
         .layer(middleware::from_fn(errors::bad_arguments_are_400))
         .layer(middleware::from_fn_with_state(state.clone(), cross_site::same_site_only))
@@ -264,6 +268,7 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
     tracing::info!(%addr, database = ?state.db.backend, "serving");
     metrics::handle();
     metrics::spawn_upkeep(state.clone(), shutdown.child_token());
+    usage::spawn(state.clone(), shutdown.child_token());
     if let Some(bind) = config.metrics_bind {
         let metrics_listener = TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind} for metrics"))?;
         tracing::info!(addr = %bind, "serving metrics");

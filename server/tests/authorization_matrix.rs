@@ -282,6 +282,7 @@ fn matrix() -> Vec<Row> {
         row("GET", "/jobs", Need::Nothing, ADMIN_PAGE, |_, _, _| Req::get("/jobs?scope=all")),
         row("GET", "/settings", Need::Nothing, PAGE, |_, _, _| Req::get("/settings")),
         row("GET", "/admin", Need::Nothing, ADMIN_PAGE, |_, _, _| Req::get("/admin")),
+        row("GET", "/usage", Need::Nothing, ADMIN_PAGE, |_, _, _| Req::get("/usage?window=7d")),
         row("GET", "/nodes/{id}", Need::Node, OWNED_PAGE, |_, _, t| Req::get(format!("/nodes/{}", t.id))),
         row("GET", "/apps/{id}", Need::App, OWNED_PAGE, |_, _, t| Req::get(format!("/apps/{}", t.id))),
         row("GET", "/jobs/{id}", Need::DoneJob, OWNED_PAGE, |_, _, t| Req::get(format!("/jobs/{}", t.id))),
@@ -302,6 +303,7 @@ fn matrix() -> Vec<Row> {
         row("GET", "/api/auth/me", Need::Nothing, PUBLIC, |_, _, _| Req::get("/api/auth/me")),
         row("GET", "/api/admin/overview", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/admin/overview")),
         row("GET", "/api/admin/accounts", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/admin/accounts?q=example")),
+        row("GET", "/api/admin/usage", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/admin/usage?window=30d")),
         // With a wrong current password: answered (a form error), nothing changes.
         row("POST", "/api/auth/password", Need::Nothing, USERS, |_, _, _| {
             Req::post("/api/auth/password").form(&[("current", "not the password"), ("password", "a long new password")])

@@ -11,9 +11,9 @@ use http::StatusCode;
 use super::CurrentUser;
 
 /// Path prefixes that need a signed-in user.
-const SIGNED_IN: &[&str] = &["/home", "/admin", "/nodes", "/jobs", "/apps", "/settings"];
+const SIGNED_IN: &[&str] = &["/home", "/admin", "/usage", "/nodes", "/jobs", "/apps", "/settings"];
 /// Path prefixes that need an admin.
-const ADMIN: &[&str] = &["/admin"];
+const ADMIN: &[&str] = &["/admin", "/usage"];
 
 fn under(path: &str, prefixes: &[&str]) -> bool {
     prefixes.iter().any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))

@@ -59,6 +59,8 @@ pub struct AppState {
     pub intake: aiedge_store::jobs::Intake,
     /// Where successes that carry their result are recorded (see [`aiedge_store::jobs::Finishes`]).
     pub finishes: aiedge_store::jobs::Finishes,
+    /// Requests counted for the Usage page since they were last written.
+    pub usage: aiedge_services::usage::Tally,
 }
 
 /// The user the request was made by, resolved once per request by

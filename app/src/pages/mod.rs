@@ -11,6 +11,7 @@ mod nodes;
 mod not_found;
 mod register;
 mod settings;
+mod usage;
 
 pub use admin::Admin;
 pub use apps::{AppPage, Apps};
@@ -23,6 +24,7 @@ pub use nodes::Nodes;
 pub use not_found::NotFound;
 pub use register::Register;
 pub use settings::Settings;
+pub use usage::Usage;
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;

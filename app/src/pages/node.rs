@@ -379,7 +379,7 @@ fn duration(ms: i64) -> String {
 }
 
 /// "2026-11-28 09:14:03 UTC": the page is read beside server logs, which are in UTC.
-fn date_time(ms: i64) -> String {
+pub(crate) fn date_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let t = secs.rem_euclid(86_400);
