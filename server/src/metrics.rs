@@ -10,7 +10,8 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
+use aiedge_core::usage::Channel;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -40,6 +41,10 @@ pub const NODES_BY_STATUS: &str = "aiedge_nodes";
 /// Database connections: open and idle, by pool (`read`, `write`).
 pub const DB_CONNECTIONS: &str = "aiedge_db_connections";
 pub const DB_CONNECTIONS_IDLE: &str = "aiedge_db_connections_idle";
+/// Jobs' queue waits (submitted to dispatched) and run times (started to finished), observed
+/// by the upkeep from the jobs that ended (off the job path).
+pub const JOB_WAIT_SECONDS: &str = "aiedge_job_queue_wait_seconds";
+pub const JOB_RUN_SECONDS: &str = "aiedge_job_run_seconds";
 /// Always 1, labelled with the version.
 pub const BUILD_INFO: &str = "aiedge_build_info";
 
@@ -47,6 +52,8 @@ pub const BUILD_INFO: &str = "aiedge_build_info";
 const SECONDS_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// How often the gauges read from the database are refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
+/// Jobs that ended less than this long ago are observed on a later tick (see `spawn_upkeep`).
+const JOBS_SETTLE: Duration = Duration::from_secs(2);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -85,6 +92,8 @@ fn describe() {
     describe_gauge!(DB_CONNECTIONS, "Database connections open, by pool.");
     describe_gauge!(DB_CONNECTIONS_IDLE, "Database connections idle, by pool.");
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
+    describe_histogram!(JOB_WAIT_SECONDS, Unit::Seconds, "Time from a job's submission to its (last) dispatch, for jobs that ended.");
+    describe_histogram!(JOB_RUN_SECONDS, Unit::Seconds, "Time from a job's start on a node to its end, for jobs that ended.");
     describe_counter!(domain::JOBS_SUBMITTED, "Jobs recorded, by application kind.");
     describe_counter!(domain::JOBS_CANCELLED, "Jobs cancelled.");
     describe_counter!(domain::ATTEMPTS_ENDED, "Attempts that ended, by outcome.");
@@ -114,27 +123,45 @@ fn start_at_zero() {
 }
 
 /// Counts and times every request, and writes one log line for it: request id, method, route
-/// template, status, latency and the signed-in user where there is one. Added with
-/// `Router::layer`, so it runs after routing and sees the route's template.
-pub async fn track(request: Request, next: Next) -> Response {
+/// template, status, latency and the user where one is known (a session's, or an API token's
+/// through [`crate::usage::Actor`]). A person's requests are also counted for the Usage page.
+/// Added with `Router::layer`, so it runs after routing and sees the route's template.
+pub async fn track(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let began = Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let user_id = request.extensions().get::<CurrentUser>().and_then(|u| u.0.as_ref().map(|u| u.id.clone()));
+    let session_user = request.extensions().get::<CurrentUser>().and_then(|u| u.0.as_ref().map(|u| u.id.clone()));
+    let channel = if request.headers().contains_key(header::AUTHORIZATION) { Channel::Api } else { Channel::Web };
+    let actor = crate::usage::Actor::default();
+    request.extensions_mut().insert(actor.clone());
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     let mut response = next.run(request).await;
     let latency = began.elapsed();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
     let status = response.status().as_u16();
+    let user_id = session_user.as_deref().or(actor.get());
     metrics::counter!(HTTP_REQUESTS, "method" => method.to_string(), "route" => route.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!(HTTP_SECONDS, "method" => method.to_string(), "route" => route.clone()).record(latency.as_secs_f64());
+    if let Some(action) = aiedge_core::usage::classify(method.as_str(), &route) {
+        state.usage.record(aiedge_services::usage::Request {
+            at_ms: aiedge_store::now_ms(),
+            action,
+            channel,
+            method: method.as_str(),
+            route: &route,
+            status,
+            latency_ms,
+            user_id,
+        });
+    }
     tracing::info!(
         target: "aiedge::http",
         request_id,
         method = %method,
         route,
         status,
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        user_id = user_id.as_deref().unwrap_or(""),
+        latency_ms,
+        user_id = user_id.unwrap_or(""),
         "request"
     );
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -175,15 +202,36 @@ pub async fn exposition() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle().render()).into_response()
 }
 
-/// Refreshes the gauges read from the database and drains the histograms, until `cancel`.
+/// Refreshes the gauges read from the database, observes the queue waits and run times of the
+/// jobs that ended since the last tick, and drains the histograms, until `cancel`.
 pub fn spawn_upkeep(state: AppState, cancel: CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(GAUGE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Jobs that ended before the server started were observed by the one before.
+        let mut ended_after = aiedge_store::now_ms();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = cancel.cancelled() => return,
+            }
+            // A job whose end is being committed right now is observed on the next tick.
+            let until = aiedge_store::now_ms() - JOBS_SETTLE.as_millis() as i64;
+            if until > ended_after {
+                match aiedge_store::usage::job_times(&state.db, ended_after, until).await {
+                    Ok(times) => {
+                        for (wait_ms, run_ms) in times {
+                            if let Some(ms) = wait_ms {
+                                metrics::histogram!(JOB_WAIT_SECONDS).record(ms as f64 / 1000.0);
+                            }
+                            if let Some(ms) = run_ms {
+                                metrics::histogram!(JOB_RUN_SECONDS).record(ms as f64 / 1000.0);
+                            }
+                        }
+                        ended_after = until;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "reading job times for the metrics failed"),
+                }
             }
             handle().run_upkeep();
             for (pool, name) in [(&state.db.pool, "read"), (&state.db.writer, "write")] {

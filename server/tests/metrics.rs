@@ -147,6 +147,9 @@ async fn prometheus_scrapes_jobs_and_requests() {
     prometheus.wait_for(submitted, |v| v >= before + 3.0).await;
     prometheus.wait_for(answered, |v| v >= answered_before + 3.0).await;
     prometheus.wait_for("sum(aiedge_attempts_ended_total{outcome=\"succeeded\"})", |v| v >= 4.0).await;
+    // Queue waits and run times, observed from the jobs that ended.
+    prometheus.wait_for("sum(aiedge_job_run_seconds_count)", |v| v >= 4.0).await;
+    prometheus.wait_for("sum(aiedge_job_queue_wait_seconds_count)", |v| v >= 4.0).await;
 
     // The Grafana dashboard in deploy/ asks for metrics that exist, in queries Prometheus takes.
     let dashboard: Value =
