@@ -293,6 +293,10 @@ pub async fn delete(db: &Db, id: &str) -> Result<Option<DeletedAccount>, sqlx::E
     // Registration tokens, transitions, history and shares go with the nodes; other accounts'
     // finished jobs and attempts keep their rows, without the node (on delete set null).
     sqlx::query("delete from nodes where owner_id = $1").bind(id).execute(&mut *tx).await?;
+    // Usage analytics keep their counts but not the account: its active hours go, and the
+    // node-hours its nodes contributed are kept under no one's name.
+    sqlx::query("delete from usage_users where user_id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("update usage_nodes set owner_id = 'a deleted account' where owner_id = $1").bind(id).execute(&mut *tx).await?;
     // The shares of other owners' nodes with this account go with it.
     sqlx::query("delete from users where id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
