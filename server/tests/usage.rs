@@ -67,8 +67,9 @@ async fn a_session_shows_on_the_usage_report(db: DbKind) {
     assert_eq!(uses(&day, "run", "api"), 3);
     assert_eq!(uses(&day, "download", "api"), 4);
     assert!(uses(&day, "log_in", "web") >= 1);
-    // The user and the admin.
-    assert_eq!(day["active_users"], 2, "{day}");
+    // The user; the admin's only request so far was signing in, before which nobody was known
+    // (and this report's own request is counted once it is answered).
+    assert_eq!(day["active_users"], 1, "{day}");
     let requests: u64 = day["activity"].as_array().unwrap().iter().map(|p| p["web"].as_u64().unwrap() + p["api"].as_u64().unwrap()).sum();
     assert!(requests >= 10, "{}", day["activity"]);
     assert_eq!(day["activity"].as_array().unwrap().len(), 24);
@@ -86,12 +87,11 @@ async fn a_session_shows_on_the_usage_report(db: DbKind) {
     assert!(jobs.iter().any(|p| p["run_p50_ms"].as_f64().is_some() && p["wait_p50_ms"].as_f64().is_some()), "{}", day["jobs"]);
     assert_eq!(day["jobs_per_node"][0]["label"], "box", "{}", day["jobs_per_node"]);
     assert_eq!(day["jobs_per_node"][0]["value"], 3.0);
-    // The node was active when the report rolled up: a minute of it is counted for its owner.
-    assert_eq!(day["node_hours"][0]["label"], "ada@example.org", "{}", day["node_hours"]);
 
     // Rolled up again, and with every minute moved into hours (as two hours later): the same
     // counts. Nothing is counted twice.
     let again = report("24h").await;
+    assert_eq!(again["active_users"], 2, "the admin, once its first report was answered: {again}");
     assert_eq!(uses(&again, "run", "api"), 3);
     assert_eq!(again["jobs_per_node"][0]["value"], 3.0);
     let later = aiedge_store::now_ms() + 3 * 3_600_000;
@@ -104,6 +104,11 @@ async fn a_session_shows_on_the_usage_report(db: DbKind) {
     let succeeded: u64 = month["jobs"].as_array().unwrap().iter().map(|p| p["succeeded"].as_u64().unwrap()).sum();
     assert_eq!(succeeded, 3);
     assert_eq!(month["activity"].as_array().unwrap().len(), 30);
+    // That roll-up began a new minute while the node was active: a minute of it is counted for
+    // its owner.
+    assert!(moved.nodes_sampled >= 1, "{moved:?}");
+    assert_eq!(month["node_hours"][0]["label"], "ada@example.org", "{}", month["node_hours"]);
+    assert!(month["node_hours"][0]["value"].as_f64().unwrap() >= 1.0 / 60.0);
 
     // The page, drawn on the server: its charts are there before any script runs.
     let page = admin.get("/usage?window=7d").await;
