@@ -85,6 +85,34 @@ fn legend(series: &[Series], note: impl Fn(&Series) -> Option<String>) -> impl I
         .collect_view()
 }
 
+/// A time chart's frame: the caption with the axis top, the marks over a baseline and the top
+/// grid line, the x-axis, the legend, and a word when there is nothing to show.
+#[allow(clippy::too_many_arguments)]
+fn frame(
+    class: &'static str,
+    title: &'static str,
+    top: String,
+    testid: &'static str,
+    marks: AnyView,
+    labels: &[String],
+    legend: AnyView,
+    empty: bool,
+) -> impl IntoView {
+    view! {
+        <figure class=class data-testid=testid>
+            <figcaption><span>{title}</span> <span class="muted small">{top}</span></figcaption>
+            <svg viewBox=format!("0 0 {W} {H}") preserveAspectRatio="none" role="img" aria-label=title>
+                <line x1="0" y1={H - 0.5} x2=W y2={H - 0.5} class="axis" />
+                <line x1="0" y1="0.5" x2=W y2="0.5" class="grid" />
+                {marks}
+            </svg>
+            {x_axis(labels)}
+            <div class="legend small">{legend}</div>
+            {empty.then(|| view! { <p class="muted small">"Nothing in this window yet."</p> })}
+        </figure>
+    }
+}
+
 /// Bars per step, the series stacked on each other (requests by channel, jobs by outcome).
 #[component]
 pub fn StackedBars(
@@ -119,19 +147,8 @@ pub fn StackedBars(
         }
     }
     let empty = totals.iter().all(|t| *t == 0.0);
-    view! {
-        <figure class="chart bars" data-testid=testid>
-            <figcaption><span>{title}</span> <span class="muted small">{format!("max {}", short(top))}</span></figcaption>
-            <svg viewBox=format!("0 0 {W} {H}") preserveAspectRatio="none" role="img" aria-label=title>
-                <line x1="0" y1={H - 0.5} x2=W y2={H - 0.5} class="axis" />
-                <line x1="0" y1="0.5" x2=W y2="0.5" class="grid" />
-                {marks}
-            </svg>
-            {x_axis(&labels)}
-            <div class="legend small">{legend(&series, |s| Some(short(s.values.iter().flatten().sum())))}</div>
-            {empty.then(|| view! { <p class="muted small">"Nothing in this window yet."</p> })}
-        </figure>
-    }
+    let legend = legend(&series, |s| Some(short(s.values.iter().flatten().sum())));
+    frame("chart bars", title, format!("max {}", short(top)), testid, marks.into_any(), &labels, legend.into_any(), empty)
 }
 
 /// Lines per series over the steps (percentiles over time); steps without a value break the line.
@@ -172,19 +189,8 @@ pub fn Lines(
         })
         .collect_view();
     let empty = series.iter().all(|s| s.values.iter().all(Option::is_none));
-    view! {
-        <figure class="chart lines" data-testid=testid>
-            <figcaption><span>{title}</span> <span class="muted small">{format!("max {}", unit(top))}</span></figcaption>
-            <svg viewBox=format!("0 0 {W} {H}") preserveAspectRatio="none" role="img" aria-label=title>
-                <line x1="0" y1={H - 0.5} x2=W y2={H - 0.5} class="axis" />
-                <line x1="0" y1="0.5" x2=W y2="0.5" class="grid" />
-                {paths}
-            </svg>
-            {x_axis(&labels)}
-            <div class="legend small">{legend(&series, move |s| s.values.iter().rev().flatten().next().map(|v| format!("(latest {})", unit(*v))))}</div>
-            {empty.then(|| view! { <p class="muted small">"Nothing in this window yet."</p> })}
-        </figure>
-    }
+    let legend = legend(&series, move |s| s.values.iter().rev().flatten().next().map(|v| format!("(latest {})", unit(*v))));
+    frame("chart lines", title, format!("max {}", unit(top)), testid, paths.into_any(), &labels, legend.into_any(), empty)
 }
 
 /// One bar per labelled row, longest first as given, each split into the series (a share of
