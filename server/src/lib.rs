@@ -16,6 +16,7 @@
 //! - [`heartbeats`]: heartbeats in, node status and scores out; dead-node detection.
 //! - [`live`]: server-sent event feeds for the live pages.
 //! - [`secret`]: the server secret that node keys derive from.
+//! - [`sqlite_lock`]: one server per SQLite database.
 //! - [`routes`]: every route the server answers, listed by the code that routes it.
 //! - [`metrics`]: Prometheus metrics and the one log line per request.
 //! - [`usage`]: requests counted for the Usage page, written and rolled up in the background.
@@ -43,6 +44,7 @@ pub mod model_check;
 pub mod routes;
 pub mod scheduler;
 pub mod secret;
+pub mod sqlite_lock;
 pub mod usage;
 
 use std::net::SocketAddr;
@@ -250,6 +252,9 @@ fn with_security_headers(router: Router) -> Router {
 
 /// Serves on `listener` until `shutdown` fires, then drains in-flight requests.
 pub async fn launch(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    // Held until the server stops; refuses a second server on the same SQLite file.
+    let _one_server = sqlite_lock::acquire(&config.database_url())?;
     let dispatcher = scheduler::Dispatcher::default();
     let users = broker_users(&config)?;
     let state = build_state_with(&config, dispatcher.clone(), users.clone()).await?;

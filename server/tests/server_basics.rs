@@ -165,6 +165,31 @@ fn bad_configuration_fails_with_one_clear_line() {
     assert!(line.contains("data directory"), "{line}");
 }
 
+/// A second server on a running server's SQLite file is refused with one line naming the way
+/// out; tools still run beside it; once the first stops, the next one starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_sqlite_file_is_refused() {
+    let mut server = TestServer::start(DbKind::Sqlite).await;
+    let dir = server.data_dir.path().to_str().unwrap().to_string();
+    let namespace = server.config.amqp_namespace.clone();
+    let line = one_error_line(&run(&["--data-dir", &dir, "--bind", "127.0.0.1:0", "--amqp-namespace", &namespace]));
+    assert!(line.contains("is serving the SQLite database") && line.contains("--database-url postgres://"), "{line}");
+    assert!(run(&["--data-dir", &dir, "migrate"]).status.success(), "tools run beside a server");
+    server.take_down().await;
+    let mut second = Command::new(BIN)
+        .args(["--data-dir", &dir, "--bind", "127.0.0.1:0", "--amqp-namespace", &namespace])
+        .env("RUST_LOG", "off")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Still serving after a while: it took the lock the first let go of.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(second.try_wait().unwrap().is_none(), "the next server starts once the first stopped");
+    second.kill().unwrap();
+    let _ = second.wait();
+    server.stop().await;
+}
+
 #[test]
 fn admin_create_reads_the_password_from_stdin() {
     let dir = tempfile::tempdir().unwrap();
