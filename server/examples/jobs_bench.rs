@@ -3,6 +3,7 @@
 //!
 //!     cargo build --release -p node-agent
 //!     cargo run --release -p server --example jobs_bench -- [--agents 1,4] [--jobs 2000] [--concurrency 32]
+//!     cargo run --release -p server --example jobs_bench -- --compare-metrics 4 --agents 4   # recorder on vs off
 //!
 //! For each agent count it starts the real server in-process (SQLite in a temp dir, or a fresh
 //! PostgreSQL database with `--postgres`) on its own AMQP namespace, registers a user, creates an
@@ -25,6 +26,13 @@
 //! the agent running it is SIGKILLed, and the time until the job runs again on another node is
 //! measured from the server's timestamps (then the job is cancelled and the agent restarted).
 //!
+//! Metrics on vs off (`--compare-metrics N`, instead of the phases above): one server with the
+//! first `--agents` count, warmed up, runs the throughput phase 2N times, N with the Prometheus
+//! recorder on and N with it off, in the order on, off, off, on, … so a drift of the shared
+//! machine (or of the growing database) weighs on both alike; prints each round and the ratio
+//! of their jobs/s. The recorder is process-wide and the server runs in this process, so this
+//! example installs it first, behind a switch (see [`MetricsSwitch`]).
+//!
 //! Diagnostics: `--trace` (server tracing to stderr, by `RUST_LOG`, e.g. `tower_http=debug` for
 //! each request's timing), `--agent-log` (agents' warnings), `--closed-loop` (no backlog: each
 //! submitter waits for its job), `--scratch /dev/shm` (data and work dirs off the disk).
@@ -34,7 +42,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -104,6 +112,10 @@ struct Args {
     /// Measure failover instead: this many SIGKILLs of the agent running a job.
     #[arg(long, default_value_t = 0)]
     failover: usize,
+    /// Measure what the Prometheus recorder costs instead: this many throughput rounds with it
+    /// on and as many with it off, alternating, on one server.
+    #[arg(long, default_value_t = 0)]
+    compare_metrics: usize,
 }
 
 /// A temp dir under `--scratch`, or the system's.
@@ -462,34 +474,8 @@ async fn measure(args: &Args, n_agents: usize, agent_bin: &Path) -> anyhow::Resu
 
 async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Result<Result1> {
     let mut r = Result1 { agents: n_agents, jobs: args.jobs, ..Default::default() };
-    let app = setup.upload("iris", std::fs::read(fixture("iris_logreg.onnx"))?).await?;
-    let iris = std::fs::read_to_string(fixture("iris.csv"))?;
-    let input: Vec<u8> = iris.lines().take(2).map(|l| format!("{l}\n")).collect::<String>().into_bytes();
+    let (app, input) = warm_up(args, setup, n_agents).await?;
     let poll = Duration::from_micros(args.poll_us);
-
-    // Warm-up: every agent has downloaded and loaded the model, connections are open.
-    let mut warmed: HashSet<String> = HashSet::new();
-    for _ in 0..30 {
-        let burst = (n_agents * args.max_jobs as usize * 2).max(4);
-        let ids = futures_util::future::try_join_all((0..burst).map(|_| setup.submit(&app, &input))).await?;
-        for id in ids {
-            let (job, _, _) = setup.wait_job(&id, Duration::from_millis(5)).await?;
-            anyhow::ensure!(job["status"] == "succeeded", "warm-up job failed: {job}");
-            if let Some(node) = job["node_id"].as_str() {
-                warmed.insert(node.to_string());
-            }
-        }
-        if warmed.len() >= n_agents {
-            break;
-        }
-    }
-    if warmed.len() < n_agents {
-        println!("  (warm-up reached only {} of {n_agents} agents)", warmed.len());
-    }
-    for _ in 0..10 {
-        let id = setup.submit(&app, &input).await?;
-        setup.wait_job(&id, poll).await?;
-    }
 
     // 1. Overhead: one job at a time.
     println!("  {n_agents} agent(s): {} sequential jobs…", args.sequential);
@@ -527,7 +513,48 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
         r.probe_result.push(t.elapsed().as_secs_f64() * 1000.0);
     }
 
-    // 2. Throughput: M jobs from C submitters, then wait for all of them.
+    // 2. Throughput.
+    throughput(args, setup, &app, &input, &mut r).await?;
+    Ok(r)
+}
+
+/// Uploads the iris model and warms every agent up (model downloaded and loaded, connections
+/// open); returns the application's id and a 1-row input.
+async fn warm_up(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Result<(String, Vec<u8>)> {
+    let app = setup.upload("iris", std::fs::read(fixture("iris_logreg.onnx"))?).await?;
+    let iris = std::fs::read_to_string(fixture("iris.csv"))?;
+    let input: Vec<u8> = iris.lines().take(2).map(|l| format!("{l}\n")).collect::<String>().into_bytes();
+
+    // Warm-up: every agent has downloaded and loaded the model, connections are open.
+    let mut warmed: HashSet<String> = HashSet::new();
+    for _ in 0..30 {
+        let burst = (n_agents * args.max_jobs as usize * 2).max(4);
+        let ids = futures_util::future::try_join_all((0..burst).map(|_| setup.submit(&app, &input))).await?;
+        for id in ids {
+            let (job, _, _) = setup.wait_job(&id, Duration::from_millis(5)).await?;
+            anyhow::ensure!(job["status"] == "succeeded", "warm-up job failed: {job}");
+            if let Some(node) = job["node_id"].as_str() {
+                warmed.insert(node.to_string());
+            }
+        }
+        if warmed.len() >= n_agents {
+            break;
+        }
+    }
+    if warmed.len() < n_agents {
+        println!("  (warm-up reached only {} of {n_agents} agents)", warmed.len());
+    }
+    for _ in 0..10 {
+        let id = setup.submit(&app, &input).await?;
+        setup.wait_job(&id, Duration::from_micros(args.poll_us)).await?;
+    }
+    Ok((app, input))
+}
+
+/// The throughput phase into `r`: `--jobs` jobs from `--concurrency` submitters, then wait for
+/// all of them.
+async fn throughput(args: &Args, setup: &Setup, app: &str, input: &[u8], r: &mut Result1) -> anyhow::Result<()> {
+    let n_agents = r.agents;
     anyhow::ensure!(setup.unfinished().await? == 0, "jobs left over before the throughput phase");
     println!("  {n_agents} agent(s): {} jobs from {} submitters…", args.jobs, args.concurrency);
     let agent_pids: Vec<u32> = setup.agents.iter().map(|a| a.0.id()).collect();
@@ -542,12 +569,11 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
     let start = Instant::now();
     let submitters = (0..args.concurrency.max(1)).map(|_| {
         let next = next.clone();
-        let (app, input) = (app.clone(), input.clone());
         async move {
             let mut ids = Vec::new();
             let mut errors = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < args.jobs {
-                match setup.submit(&app, &input).await {
+                match setup.submit(app, input).await {
                     Ok(id) => {
                         if args.closed_loop {
                             if let Err(e) = setup.wait_finished_in_db(&id).await {
@@ -602,7 +628,7 @@ async fn measure_on(args: &Args, setup: &Setup, n_agents: usize) -> anyhow::Resu
         }
     }
     r.tput_elapsed_s = (last_finished - first_epoch) / 1000.0;
-    Ok(r)
+    Ok(())
 }
 
 /// RabbitMQ's Erlang VM on this machine, if it runs here (its CPU counts in the budget).
@@ -755,6 +781,216 @@ async fn failover(args: &Args, bin: &Path) -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Metrics on vs off
+// ---------------------------------------------------------------------------------------------
+
+/// The process's metrics recorder for `--compare-metrics`: the server's Prometheus recorder
+/// behind a switch. Installed before the server starts, it is the one every `counter!`,
+/// `histogram!` and `gauge!` of the server reaches (the server's own `metrics::handle()` then
+/// finds a recorder in place and keeps its own uninstalled). On, it hands them the Prometheus
+/// recorder's handles; off, no-op handles, exactly what they get in a process that has no
+/// recorder. Descriptions always go through (they are registered once, at start).
+struct MetricsSwitch {
+    on: Arc<AtomicBool>,
+    inner: metrics_exporter_prometheus::PrometheusRecorder,
+}
+
+/// As `SECONDS_BUCKETS` in server/src/metrics.rs, which is private: keep the two alike.
+const SERVER_SECONDS_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+impl MetricsSwitch {
+    /// Installs the switch (on) as the global recorder; the flag and the exporter's handle.
+    fn install() -> anyhow::Result<(Arc<AtomicBool>, metrics_exporter_prometheus::PrometheusHandle)> {
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        // Built as server::metrics::handle() builds it.
+        let inner =
+            PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SERVER_SECONDS_BUCKETS)?.build_recorder();
+        let handle = inner.handle();
+        let on = Arc::new(AtomicBool::new(true));
+        metrics::set_global_recorder(MetricsSwitch { on: on.clone(), inner })
+            .map_err(|_| anyhow::anyhow!("a recorder is already installed"))?;
+        Ok((on, handle))
+    }
+}
+
+impl metrics::Recorder for MetricsSwitch {
+    fn describe_counter(&self, key: metrics::KeyName, unit: Option<metrics::Unit>, description: metrics::SharedString) {
+        self.inner.describe_counter(key, unit, description)
+    }
+    fn describe_gauge(&self, key: metrics::KeyName, unit: Option<metrics::Unit>, description: metrics::SharedString) {
+        self.inner.describe_gauge(key, unit, description)
+    }
+    fn describe_histogram(&self, key: metrics::KeyName, unit: Option<metrics::Unit>, description: metrics::SharedString) {
+        self.inner.describe_histogram(key, unit, description)
+    }
+    fn register_counter(&self, key: &metrics::Key, metadata: &metrics::Metadata<'_>) -> metrics::Counter {
+        if self.on.load(Ordering::Relaxed) {
+            self.inner.register_counter(key, metadata)
+        } else {
+            metrics::Counter::noop()
+        }
+    }
+    fn register_gauge(&self, key: &metrics::Key, metadata: &metrics::Metadata<'_>) -> metrics::Gauge {
+        if self.on.load(Ordering::Relaxed) {
+            self.inner.register_gauge(key, metadata)
+        } else {
+            metrics::Gauge::noop()
+        }
+    }
+    fn register_histogram(&self, key: &metrics::Key, metadata: &metrics::Metadata<'_>) -> metrics::Histogram {
+        if self.on.load(Ordering::Relaxed) {
+            self.inner.register_histogram(key, metadata)
+        } else {
+            metrics::Histogram::noop()
+        }
+    }
+}
+
+/// HTTP requests the recorder has counted so far (the sum of `aiedge_http_requests_total`).
+fn requests_counted(handle: &metrics_exporter_prometheus::PrometheusHandle) -> f64 {
+    handle
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("aiedge_http_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Nanoseconds per request of what `server::metrics::track` records for each HTTP request (a
+/// counter with three labels and a histogram with two, the label values built per call), with
+/// the switch as it is: the recorder's own cost, without the machine's noise.
+fn record_like_track(requests: u32) -> f64 {
+    let routes = ["/api/v1/jobs", "/api/v1/jobs/{id}", "/agent/v1/jobs/{id}/finish"];
+    let began = Instant::now();
+    for i in 0..requests {
+        let (method, route, status) = (if i % 3 == 0 { "POST" } else { "GET" }, routes[i as usize % 3], 200 + (i % 2) as u16);
+        let route = route.to_owned();
+        metrics::counter!("aiedge_http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.to_string())
+            .increment(1);
+        metrics::histogram!("aiedge_http_request_duration_seconds", "method" => method.to_string(), "route" => route.clone())
+            .record(f64::from(i % 1000) * 1e-5);
+    }
+    began.elapsed().as_nanos() as f64 / f64::from(requests)
+}
+
+/// `--compare-metrics N`: the throughput phase 2N times on one server, N with the recorder on
+/// and N off (on, off, off, on, …), and the ratio of their jobs/s.
+async fn compare_metrics(
+    args: &Args,
+    bin: &Path,
+    on: &AtomicBool,
+    handle: &metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
+    let n_agents = args.agents.first().copied().unwrap_or(1);
+    let rounds = args.compare_metrics;
+    // What the server does for its recorder: drain the histograms every 5 s; and a scrape
+    // every 15 s, Prometheus's default interval (deploy/prometheus.yml).
+    let upkeep = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            for i in 0u64.. {
+                tick.tick().await;
+                if i % 3 == 0 {
+                    std::hint::black_box(handle.render());
+                } else {
+                    handle.run_upkeep();
+                }
+            }
+        }
+    });
+    let setup = Setup::start(args, n_agents, bin, "500ms").await?;
+    let (app, input) = warm_up(args, &setup, n_agents).await?;
+    let mut rows = Vec::new();
+    for round in 0..2 * rounds {
+        // On, off, off, on: a linear drift weighs on both alike.
+        let metrics_on = matches!(round % 4, 0 | 3);
+        on.store(metrics_on, Ordering::Relaxed);
+        let counted = requests_counted(handle);
+        let mut r = Result1 { agents: n_agents, jobs: args.jobs, ..Default::default() };
+        throughput(args, &setup, &app, &input, &mut r).await?;
+        let counted = requests_counted(handle) - counted;
+        let done = r.jobs - r.submit_errors.len();
+        anyhow::ensure!(
+            r.failed.is_empty() && r.submit_errors.is_empty(),
+            "round {} had failures: {:?} {:?}",
+            round + 1,
+            r.failed.first(),
+            r.submit_errors.first()
+        );
+        rows.push((metrics_on, done, r.tput_elapsed_s, r.cpu_self_s, counted));
+    }
+    upkeep.abort();
+    setup.stop().await;
+    // The same alternation for the recorder alone, on this thread (the server is stopped).
+    let mut per_request = [Vec::new(), Vec::new()];
+    for round in 0..8 {
+        let metrics_on = matches!(round % 4, 0 | 3);
+        on.store(metrics_on, Ordering::Relaxed);
+        per_request[usize::from(metrics_on)].push(record_like_track(200_000));
+    }
+    on.store(true, Ordering::Relaxed);
+    handle.run_upkeep();
+
+    println!();
+    println!(
+        "Metrics on vs off: {n_agents} agent(s), {} jobs from {} submitters per round, on one server ({}), alternating on, off, off, on:",
+        args.jobs,
+        args.concurrency,
+        if args.postgres { "PostgreSQL" } else { "SQLite" }
+    );
+    println!();
+    println!("| round | recorder | jobs/s | elapsed s | server+client CPU per job ms | HTTP requests the recorder counted |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for (i, (metrics_on, done, elapsed, cpu, counted)) in rows.iter().enumerate() {
+        println!(
+            "| {} | {} | {:.0} | {elapsed:.2} | {:.3} | {counted:.0} |",
+            i + 1,
+            if *metrics_on { "on" } else { "off" },
+            *done as f64 / elapsed,
+            cpu / *done as f64 * 1000.0
+        );
+    }
+    let rate = |want: bool| {
+        let (jobs, secs) = rows.iter().filter(|r| r.0 == want).fold((0usize, 0.0), |(j, s), r| (j + r.1, s + r.2));
+        jobs as f64 / secs
+    };
+    let median = |want: bool| {
+        let v = sorted(rows.iter().filter(|r| r.0 == want).map(|r| r.1 as f64 / r.2).collect());
+        pct(&v, 50.0)
+    };
+    let cpu_per_job = |want: bool| {
+        let (jobs, cpu) = rows.iter().filter(|r| r.0 == want).fold((0usize, 0.0), |(j, c), r| (j + r.1, c + r.3));
+        cpu / jobs as f64 * 1000.0
+    };
+    let (on_rate, off_rate) = (rate(true), rate(false));
+    println!();
+    println!(
+        "jobs/s over all rounds: on {on_rate:.0}, off {off_rate:.0}; on/off = {:.3} (medians {:.0} / {:.0} = {:.3}); the aim (issue 22): at least 0.95",
+        on_rate / off_rate,
+        median(true),
+        median(false),
+        median(true) / median(false)
+    );
+    println!(
+        "server+client CPU per job: on {:.3} ms, off {:.3} ms (on/off = {:.3})",
+        cpu_per_job(true),
+        cpu_per_job(false),
+        cpu_per_job(true) / cpu_per_job(false)
+    );
+    let (req_on, req_off) = (pct(&sorted(per_request[1].clone()), 50.0), pct(&sorted(per_request[0].clone()), 50.0));
+    let requests_per_job =
+        rows.iter().filter(|r| r.0).map(|r| r.4).sum::<f64>() / rows.iter().filter(|r| r.0).map(|r| r.1).sum::<usize>() as f64;
+    println!(
+        "the recorder alone, per HTTP request as the server records it (median of 4 × 200 000): on {req_on:.0} ns, off {req_off:.0} ns; \
+         × {requests_per_job:.1} requests per job = {:.1} µs per job, {:.2} % of the CPU per job with it off",
+        (req_on - req_off) * requests_per_job / 1000.0,
+        (req_on - req_off) * requests_per_job / 1e6 / cpu_per_job(false) * 100.0
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -764,6 +1000,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.failover > 0 {
         return failover(&args, &agent_bin()?).await;
+    }
+    if args.compare_metrics > 0 {
+        // Before anything records: the server's recorder must be this switch.
+        let (on, handle) = MetricsSwitch::install()?;
+        return compare_metrics(&args, &agent_bin()?, &on, &handle).await;
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
