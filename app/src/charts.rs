@@ -163,26 +163,31 @@ pub fn Lines(
 ) -> impl IntoView {
     let steps = labels.len().max(1);
     let top = nice_top(series.iter().flat_map(|s| s.values.iter().flatten()).copied().fold(0.0, f64::max));
-    let x = |i: usize| if steps == 1 { W / 2.0 } else { i as f64 / (steps - 1) as f64 * W };
+    // The middle of each step, as the bars have it: the latest step's point is not cut off.
+    let x = |i: usize| (i as f64 + 0.5) / steps as f64 * W;
     let paths = series
         .iter()
         .enumerate()
         .map(|(k, s)| {
-            let mut d = String::new();
+            let (mut line, mut dots) = (String::new(), String::new());
             let mut joined = false;
             for (i, v) in s.values.iter().enumerate() {
                 match v {
                     Some(v) => {
                         let y = H - 2.0 - (v / top).clamp(0.0, 1.0) * (H - 4.0);
-                        // A lone point still shows, as a dot.
-                        d.push_str(&if joined { format!("L{:.1},{y:.1}", x(i)) } else { format!("M{:.1},{y:.1}h0.1", x(i)) });
+                        line.push_str(&format!("{}{:.1},{y:.1}", if joined { "L" } else { "M" }, x(i)));
+                        // Every point also as a dot (a round cap), so a lone one shows.
+                        dots.push_str(&format!("M{:.1},{y:.1}h0.1", x(i)));
                         joined = true;
                     }
                     None => joined = false,
                 }
             }
             view! {
-                <path class=format!("s{k}") d=d fill="none" stroke-width="2" stroke-linecap="round" vector-effect="non-scaling-stroke">
+                <path class=format!("s{k}") d=line fill="none" stroke-width="2" stroke-linecap="round" vector-effect="non-scaling-stroke">
+                    <title>{s.name}</title>
+                </path>
+                <path class=format!("s{k}") d=dots fill="none" stroke-width="6" stroke-linecap="round" vector-effect="non-scaling-stroke">
                     <title>{s.name}</title>
                 </path>
             }

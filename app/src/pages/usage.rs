@@ -70,7 +70,7 @@ fn Report(r: UsageReport) -> impl IntoView {
     actions.sort_by_key(|a| std::cmp::Reverse(a.web + a.api));
     let views = r.actions.iter().find(|a| a.action == Action::View).map_or(0, |a| a.web + a.api);
     let action_rows = actions.into_iter().map(|a| (a.action.label().to_string(), vec![a.web as f64, a.api as f64])).collect();
-    let hours = |v: f64| format!("{v:.1} h");
+    let hours = |v: f64| if v < 1.0 { format!("{:.0} min", v * 60.0) } else { format!("{v:.1} h") };
     let count = |v: f64| short(v);
     view! {
         <section class="card">
