@@ -23,7 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{OpenApi, ToSchema};
 
 use aiedge_services::jobs::{Input, Intakes};
-use aiedge_store::artifacts::{self, StageError, Staged};
+use aiedge_store::artifacts::{self, Received, StageError, Staged};
 use aiedge_store::{api_tokens, apps, jobs};
 use app::auth::UserView;
 use app::backend::{AppState, CurrentUser};
@@ -206,11 +206,37 @@ const TEXT_FIELD_MAX: usize = 4096;
 
 /// A text field, read chunk by chunk and refused as soon as it is longer than
 /// [`TEXT_FIELD_MAX`]: a field of gigabytes is never held in memory.
+/// How much of a refused form the server still reads so that its answer arrives (see
+/// [`text_field`], [`drain`]); a client sending more into a refused form may see a reset.
+const DRAIN_MAX: usize = 1 << 20;
+
+/// Reads and drops what is left of a refused form, up to [`DRAIN_MAX`] bytes.
+async fn drain(multipart: &mut Multipart) {
+    let mut left = DRAIN_MAX;
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        while let Ok(Some(chunk)) = field.chunk().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                return;
+            }
+        }
+    }
+}
+
 async fn text_field(mut field: axum::extract::multipart::Field<'_>) -> ApiResult<String> {
     let bad_upload = |e: axum::extract::multipart::MultipartError| ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string());
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(bad_upload)? {
         if bytes.len() + chunk.len() > TEXT_FIELD_MAX {
+            // Read what is left of it first: a server that closes with unread bytes resets the
+            // connection, and the client sees that instead of this answer.
+            let mut left = DRAIN_MAX;
+            while let Ok(Some(chunk)) = field.chunk().await {
+                left = left.saturating_sub(chunk.len());
+                if left == 0 {
+                    break;
+                }
+            }
             return Err(ApiError::bad("bad_field", format!("a form field is at most {TEXT_FIELD_MAX} bytes")));
         }
         bytes.extend_from_slice(&chunk);
@@ -522,6 +548,31 @@ async fn submit_job_inner(
 ) -> ApiResult<(StatusCode, JobView)> {
     let user = caller(state, headers, session).await?;
     let mut multipart = multipart.map_err(not_multipart)?;
+    let form = job_form(state, limits, &mut multipart).await;
+    if form.is_err() {
+        drain(&mut multipart).await;
+    }
+    let (application, input, pool) = form?;
+    let application =
+        application.ok_or_else(|| ApiError::bad("missing_application", "name the application (`application`: id or name)"))?;
+    let input = match input {
+        Some((received, name)) => Input::Sent { received, name },
+        None => Input::Default,
+    };
+    let to = Intakes {
+        db: &state.db,
+        intake: &state.intake,
+        artifacts: state.artifacts.as_ref(),
+        events: state.events.as_ref(),
+        max_attempts: state.settings.max_attempts,
+    };
+    Ok((StatusCode::CREATED, aiedge_services::jobs::submit(&to, &user, &application, input, pool).await?))
+}
+
+/// The fields of a job submission: the application, the input sent (with its name), the pool.
+type JobForm = (Option<String>, Option<(Received, String)>, Pool);
+
+async fn job_form(state: &AppState, limits: UploadLimits, multipart: &mut Multipart) -> ApiResult<JobForm> {
     let (mut application, mut input, mut pool) = (None, None, Pool::Shared);
     while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", e.to_string()))? {
         match field.name().unwrap_or_default() {
@@ -540,20 +591,7 @@ async fn submit_job_inner(
             other => return Err(ApiError::bad("bad_field", format!("unknown field `{other}`"))),
         }
     }
-    let application =
-        application.ok_or_else(|| ApiError::bad("missing_application", "name the application (`application`: id or name)"))?;
-    let input = match input {
-        Some((received, name)) => Input::Sent { received, name },
-        None => Input::Default,
-    };
-    let to = Intakes {
-        db: &state.db,
-        intake: &state.intake,
-        artifacts: state.artifacts.as_ref(),
-        events: state.events.as_ref(),
-        max_attempts: state.settings.max_attempts,
-    };
-    Ok((StatusCode::CREATED, aiedge_services::jobs::submit(&to, &user, &application, input, pool).await?))
+    Ok((application, input, pool))
 }
 
 async fn visible_job(state: &AppState, user: &UserView, id: &str) -> ApiResult<jobs::JobRecord> {
