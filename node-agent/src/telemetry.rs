@@ -6,8 +6,9 @@
 //! and those calls cost next to nothing. With it, [`serve`] installs the Prometheus recorder
 //! and answers on a listener of its own with a small HTTP/1.1 responder (one route, one request
 //! per connection). The agent has hyper's client (through reqwest) but not its server, and
-//! axum is not in it; the responder keeps the binary as small as it was (issue 17), which the
-//! exporter's own listener (hyper's server) would not: see the commit that added this module.
+//! axum is not in it: measured on the stripped release binary, the exporter with this
+//! responder adds 335 KiB (1.0 %), the exporter's own listener (hyper's server with HTTP/2)
+//! 1.2 MiB (3.6 %), and issue 17 wants a small agent.
 //!
 //! Names follow the server's: one prefix, base units, `_total` counters, explicit histogram
 //! buckets, and no label whose values grow with the data (no job or node ids).
