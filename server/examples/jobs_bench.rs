@@ -795,16 +795,11 @@ struct MetricsSwitch {
     inner: metrics_exporter_prometheus::PrometheusRecorder,
 }
 
-/// As `SECONDS_BUCKETS` in server/src/metrics.rs, which is private: keep the two alike.
-const SERVER_SECONDS_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-
 impl MetricsSwitch {
     /// Installs the switch (on) as the global recorder; the flag and the exporter's handle.
     fn install() -> anyhow::Result<(Arc<AtomicBool>, metrics_exporter_prometheus::PrometheusHandle)> {
-        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-        // Built as server::metrics::handle() builds it.
-        let inner =
-            PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SERVER_SECONDS_BUCKETS)?.build_recorder();
+        // The server's own recorder, with its buckets.
+        let inner = server::metrics::build_recorder();
         let handle = inner.handle();
         let on = Arc::new(AtomicBool::new(true));
         metrics::set_global_recorder(MetricsSwitch { on: on.clone(), inner })
