@@ -46,8 +46,10 @@ pub fn duration(ms: f64) -> String {
         format!("{:.1} min", ms / 60_000.0)
     } else if ms >= 1_000.0 {
         format!("{:.1} s", ms / 1_000.0)
-    } else {
+    } else if ms >= 10.0 {
         format!("{ms:.0} ms")
+    } else {
+        format!("{ms:.1} ms")
     }
 }
 
@@ -271,6 +273,7 @@ mod tests {
         assert_eq!(short(3.0), "3");
         assert_eq!(short(0.25), "0.25");
         assert_eq!(duration(850.0), "850 ms");
+        assert_eq!(duration(0.4), "0.4 ms");
         assert_eq!(duration(2_500.0), "2.5 s");
     }
 }

@@ -55,7 +55,8 @@ fn Report(r: UsageReport) -> impl IntoView {
     let labels: Vec<String> = r.activity.iter().map(|p| step_label(w, p.at)).collect();
     let requests: u64 = r.activity.iter().map(|p| p.web + p.api).sum();
     let jobs_ended: u64 = r.jobs.iter().map(|p| p.succeeded + p.failed + p.cancelled).sum();
-    let node_hours: f64 = r.node_hours.iter().map(|t| t.value).sum();
+    // Folded from +0.0: an empty f64 sum is -0.0, which prints as "-0.0".
+    let node_hours: f64 = r.node_hours.iter().map(|t| t.value).fold(0.0, |a, b| a + b);
     let tabs = Window::ALL
         .into_iter()
         .map(|x| {
