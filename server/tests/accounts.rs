@@ -355,10 +355,7 @@ async fn sql_looking_input_is_just_data(db: DbKind) {
 async fn admins_disable_enable_and_promote_accounts(db: DbKind) {
     use common::fleet::{fixture, json, Agent, User};
     let server = TestServer::start(db).await;
-    let state = server::build_state(&server.config).await.unwrap();
-    server::admin_cli::create_admin(&state.db, "root@example.org", PASSWORD).await.unwrap();
-    let admin = server.client();
-    admin.login("root@example.org", PASSWORD).await;
+    let (admin, _) = server.signed_in_admin(PASSWORD).await;
     let admin_id = admin.me().await["id"].as_str().unwrap().to_string();
     let user = User::new(&server, "worker@example.org").await;
     let user_id = user.web.me().await["id"].as_str().unwrap().to_string();
@@ -437,10 +434,7 @@ async fn admins_disable_enable_and_promote_accounts(db: DbKind) {
 async fn admins_delete_accounts_with_everything_they_own(db: DbKind) {
     use common::fleet::{fixture, json, Agent, User};
     let server = TestServer::start(db).await;
-    let state = server::build_state(&server.config).await.unwrap();
-    server::admin_cli::create_admin(&state.db, "root@example.org", PASSWORD).await.unwrap();
-    let admin = server.client();
-    admin.login("root@example.org", PASSWORD).await;
+    let (admin, state) = server.signed_in_admin(PASSWORD).await;
     let admin_id = admin.me().await["id"].as_str().unwrap().to_string();
     let gone = User::new(&server, "gone@example.org").await;
     let gone_id = gone.web.me().await["id"].as_str().unwrap().to_string();

@@ -29,10 +29,7 @@ fn route<'a>(report: &'a Value, method: &str, path: &str) -> &'a Value {
 
 async fn a_session_shows_on_the_usage_report(db: DbKind) {
     let server = TestServer::start(db).await;
-    let state = server::build_state(&server.config).await.unwrap();
-    server::admin_cli::create_admin(&state.db, "root@example.org", PASSWORD).await.unwrap();
-    let admin = server.client();
-    assert_eq!(admin.login("root@example.org", PASSWORD).await.status(), 200);
+    let (admin, state) = server.signed_in_admin(PASSWORD).await;
 
     // A person's session: registered and adding a node in the browser, the rest with a token.
     let user = User::new(&server, "ada@example.org").await;
@@ -132,10 +129,7 @@ async fn only_admins_see_usage(db: DbKind) {
     assert_eq!(page.status(), 403);
     assert!(page.text().await.unwrap().contains("Admins only"));
 
-    let state = server::build_state(&server.config).await.unwrap();
-    server::admin_cli::create_admin(&state.db, "root@example.org", PASSWORD).await.unwrap();
-    let admin = server.client();
-    assert_eq!(admin.login("root@example.org", PASSWORD).await.status(), 200);
+    let (admin, _) = server.signed_in_admin(PASSWORD).await;
     let res = admin.http.get(server.url("/api/admin/usage?window=1y")).send().await.unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("24h, 7d or 30d"));

@@ -166,6 +166,16 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// An admin, `root@example.org` with `password`, made as `server admin create` makes one
+    /// and signed in; with the server's state, for tests that look past HTTP.
+    pub async fn signed_in_admin(&self, password: &str) -> (Client, app::backend::AppState) {
+        let state = server::build_state(&self.config).await.expect("state");
+        server::admin_cli::create_admin(&state.db, "root@example.org", password).await.expect("admin created");
+        let admin = self.client();
+        assert_eq!(admin.login("root@example.org", password).await.status(), 200);
+        (admin, state)
+    }
+
     /// Stops the server as SIGTERM would (in-flight requests finish, background work stops).
     pub async fn take_down(&mut self) {
         self.shutdown.cancel();
