@@ -12,6 +12,8 @@
 //! - [`names`]: validation of the names people give things.
 //! - [`reported`]: what a node says of itself, held to what a machine can be.
 //! - [`views`]: accounts, applications, jobs and nodes as pages and the API show them.
+//! - [`schedules`]: jobs that run by themselves: fire times, catch-up and overlap rules, and
+//!   (feature `cron`, server side) cron expressions in time zones.
 //! - [`usage`]: usage analytics: functionality by route, latency buckets, the Usage report.
 
 #![forbid(unsafe_code)]
@@ -20,11 +22,12 @@ pub mod access;
 pub mod balancer;
 pub mod names;
 pub mod reported;
+pub mod schedules;
 pub mod states;
 pub mod usage;
 pub mod verdict;
 pub mod views;
 
 pub use access::{may_manage, may_run, NodeAccess};
-pub use states::{AdminState, AttemptOutcome, JobStatus, NodeStatus, Pool, Role, Sharing, UnknownState};
+pub use states::{AdminState, AttemptOutcome, JobStatus, NodeStatus, Overlap, Pool, Role, RunOutcome, Sharing, UnknownState};
 pub use verdict::Verdict;

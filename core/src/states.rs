@@ -233,6 +233,31 @@ states! {
 }
 
 states! {
+    /// What a schedule does when a fire time comes while its previous run has not ended.
+    Overlap, "overlap policy" {
+        /// No new run while the last one is queued or running (the default).
+        Skip = "skip",
+        /// Runs side by side.
+        Allow = "allow",
+        /// Cancels the running one, then starts the new one.
+        Replace = "replace",
+    }
+}
+
+states! {
+    /// What became of one fire time of a schedule.
+    RunOutcome, "schedule run outcome" {
+        /// A job was submitted.
+        Fired = "fired",
+        /// No job: the overlap policy or the application said no (the note says which).
+        Skipped = "skipped",
+        /// No job: the time passed while the server was down or the schedule paused, and a
+        /// later fire time (or the starting deadline) superseded it.
+        Missed = "missed",
+    }
+}
+
+states! {
     /// The two roles. Admins see every resource; users see their own.
     Role, "role" {
         User = "user",
@@ -271,6 +296,13 @@ mod tests {
         }
         for s in Pool::ALL {
             assert_eq!(s.as_str().parse::<Pool>(), Ok(*s));
+        }
+        for s in Overlap::ALL {
+            assert_eq!(s.as_str().parse::<Overlap>(), Ok(*s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in RunOutcome::ALL {
+            assert_eq!(s.as_str().parse::<RunOutcome>(), Ok(*s));
         }
         assert_eq!("Queued".parse::<JobStatus>().unwrap_err().to_string(), "unknown job status \"Queued\"");
     }

@@ -20,6 +20,8 @@ pub enum Action {
     Run,
     Download,
     Cancel,
+    /// Creating, changing, pausing, resuming or deleting a schedule.
+    Schedule,
     Tokens,
     Admin,
     /// A page or a live feed looked at.
@@ -29,7 +31,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 15] = [
         Action::Register,
         Action::LogIn,
         Action::LogOut,
@@ -40,6 +42,7 @@ impl Action {
         Action::Run,
         Action::Download,
         Action::Cancel,
+        Action::Schedule,
         Action::Tokens,
         Action::Admin,
         Action::View,
@@ -58,6 +61,7 @@ impl Action {
             Action::Run => "run",
             Action::Download => "download",
             Action::Cancel => "cancel",
+            Action::Schedule => "schedule",
             Action::Tokens => "tokens",
             Action::Admin => "admin",
             Action::View => "view",
@@ -78,6 +82,7 @@ impl Action {
             Action::Run => "Run job",
             Action::Download => "Download",
             Action::Cancel => "Cancel job",
+            Action::Schedule => "Schedules",
             Action::Tokens => "API tokens",
             Action::Admin => "Admin",
             Action::View => "View pages",
@@ -134,6 +139,8 @@ pub fn classify(method: &str, route: &str) -> Option<Action> {
         ("GET", "/api/v1/jobs/{id}/result" | "/api/v1/jobs/{id}/log") => Action::Download,
         ("POST", "/api/v1/jobs/{id}/cancel" | "/api/jobs/cancel") => Action::Cancel,
         ("POST", "/api/tokens/create" | "/api/tokens/revoke") => Action::Tokens,
+        ("POST" | "PATCH" | "DELETE", r) if r.starts_with("/api/v1/schedules") && r != "/api/v1/schedules/preview" => Action::Schedule,
+        ("POST", r) if r.starts_with("/api/schedules/") && r != "/api/schedules/preview" => Action::Schedule,
         (_, r) if r.starts_with("/api/admin/") => Action::Admin,
         ("GET", r) if r.starts_with("/live/") || !r.starts_with("/api/") => Action::View,
         _ => Action::Other,

@@ -121,14 +121,14 @@ pub async fn submit(to: &Intakes<'_>, caller: &UserView, application: &str, inpu
 
 /// Rows of an input CSV for an ONNX model with `features` columns (script inputs are the
 /// script's business: `None`).
-fn check_csv(text: &[u8], features: Option<u64>) -> std::result::Result<Option<u64>, String> {
+pub(crate) fn check_csv(text: &[u8], features: Option<u64>) -> std::result::Result<Option<u64>, String> {
     let Some(features) = features else { return Ok(None) };
     let (_, rows) = runner::onnx::check_csv(text, Some(features as usize)).map_err(|e| e.to_string())?;
     Ok(Some(rows))
 }
 
 /// [`check_csv`] for a staged file, on the blocking pool.
-async fn check_csv_file(path: std::path::PathBuf, features: Option<u64>) -> Result<Option<u64>> {
+pub(crate) async fn check_csv_file(path: std::path::PathBuf, features: Option<u64>) -> Result<Option<u64>> {
     let Some(features) = features else { return Ok(None) };
     let checked = tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(&path).map_err(runner::onnx::OnnxError::Io)?;

@@ -177,18 +177,9 @@ pub struct NewJob<'a> {
 
 /// Records a new job, queued, through the [`Intake`]; returns it as its owner sees it.
 pub async fn create(intake: &Intake, new: NewJob<'_>) -> Result<JobView, sqlx::Error> {
-    let row = QueuedRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        owner_id: new.owner.id.clone(),
-        app_id: new.app.id.clone(),
-        input_key: new.input_key.to_string(),
-        input_name: new.input_name.to_string(),
-        input_rows: new.input_rows.map(|r| r as i64),
-        created_at: now_ms(),
-        max_attempts: i32::try_from(new.max_attempts.max(1)).unwrap_or(i32::MAX),
-        pool: new.pool,
-        inline_input: new.inline_input.map(str::to_string),
-    };
+    let row =
+        QueuedRow::new(&new.owner.id, &new.app.id, new.input_key, new.input_name, new.input_rows, new.max_attempts, new.pool, now_ms())
+            .with_inline_input(new.inline_input.map(str::to_string));
     let view = JobView {
         id: row.id.clone(),
         app_id: new.app.id.clone(),
@@ -230,6 +221,53 @@ pub struct QueuedRow {
     max_attempts: i32,
     pool: Pool,
     inline_input: Option<String>,
+    /// The first line of its timeline.
+    message: String,
+}
+
+impl QueuedRow {
+    /// A new queued job with a fresh id, its timeline starting with "submitted".
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        owner_id: &str,
+        app_id: &str,
+        input_key: &str,
+        input_name: &str,
+        input_rows: Option<u64>,
+        max_attempts: u32,
+        pool: Pool,
+        created_at: i64,
+    ) -> Self {
+        QueuedRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            owner_id: owner_id.to_string(),
+            app_id: app_id.to_string(),
+            input_key: input_key.to_string(),
+            input_name: input_name.to_string(),
+            input_rows: input_rows.map(|r| r as i64),
+            created_at,
+            max_attempts: i32::try_from(max_attempts.max(1)).unwrap_or(i32::MAX),
+            pool,
+            inline_input: None,
+            message: "submitted".into(),
+        }
+    }
+
+    /// The input's content, stored under its (inline) key with the job.
+    pub fn with_inline_input(mut self, content: Option<String>) -> Self {
+        self.inline_input = content;
+        self
+    }
+
+    /// The first line of the timeline, instead of "submitted".
+    pub fn with_message(mut self, message: String) -> Self {
+        self.message = message;
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 /// Records submitted jobs in groups (see [`group_commit`](super::group_commit)): a submission
@@ -242,14 +280,18 @@ impl GroupWrite for QueuedRow {
     const MAX_GROUP: usize = 64;
 
     async fn write(db: &Db, group: &[Self]) -> Result<Vec<()>, sqlx::Error> {
-        insert_queued(db, group).await?;
+        let mut tx = db.writer.begin().await?;
+        insert_queued(&mut tx, group).await?;
+        tx.commit().await?;
         Ok(vec![(); group.len()])
     }
 }
 
-/// Inserts queued jobs, their inline inputs and their first timeline events in one transaction.
-async fn insert_queued(db: &Db, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
-    let mut tx = db.writer.begin().await?;
+/// Inserts queued jobs, their inline inputs and their first timeline events in `tx`.
+pub(crate) async fn insert_queued(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let inline: Vec<(&str, &str, i64)> =
         rows.iter().filter_map(|r| r.inline_input.as_deref().map(|content| (r.input_key.as_str(), content, r.created_at))).collect();
     if !inline.is_empty() {
@@ -258,7 +300,7 @@ async fn insert_queued(db: &Db, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
         for (key, content, at) in inline {
             insert = insert.bind(key).bind(content).bind(at);
         }
-        insert.execute(&mut *tx).await?;
+        insert.execute(&mut **tx).await?;
     }
     let sql = values(
         "insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, created_at, max_attempts, pool) values",
@@ -279,20 +321,12 @@ async fn insert_queued(db: &Db, rows: &[QueuedRow]) -> Result<(), sqlx::Error> {
             .bind(r.max_attempts)
             .bind(r.pool.as_str());
     }
-    insert.execute(&mut *tx).await?;
+    insert.execute(&mut **tx).await?;
     let steps: Vec<Step> = rows
         .iter()
-        .map(|r| Step {
-            job_id: &r.id,
-            at: r.created_at,
-            status: JobStatus::Queued,
-            attempt: 0,
-            node_id: None,
-            message: "submitted".into(),
-        })
+        .map(|r| Step { job_id: &r.id, at: r.created_at, status: JobStatus::Queued, attempt: 0, node_id: None, message: r.message.clone() })
         .collect();
-    insert_events(&mut tx, &steps).await?;
-    tx.commit().await
+    insert_events(tx, &steps).await
 }
 
 pub async fn view(db: &Db, id: &str) -> Result<Option<JobView>, sqlx::Error> {

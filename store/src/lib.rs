@@ -9,6 +9,7 @@
 //! - [`nodes`]: nodes, their registration tokens, transitions and metrics.
 //! - [`apps`], [`jobs`]: applications and jobs, every job status change a compare-and-set.
 //! - [`artifacts`]: where models, inputs, results and logs are stored.
+//! - [`schedules`]: schedules and their runs; a fire time becomes a job at most once.
 //! - [`group_commit`]: many small writes recorded as one transaction.
 //! - [`usage`]: usage analytics' counts and roll-ups.
 
@@ -22,6 +23,7 @@ pub mod group_commit;
 pub mod jobs;
 pub mod nodes;
 pub mod password;
+pub mod schedules;
 pub mod sessions;
 pub mod usage;
 pub mod users;

@@ -189,6 +189,7 @@ pub struct DeletedAccount {
     /// All its jobs, the unfinished ones included.
     pub jobs: u64,
     pub applications: u64,
+    pub schedules: u64,
     /// Its nodes, removed (their broker users are still to be revoked).
     pub nodes: Vec<String>,
     /// Other accounts' jobs that were dispatched to or running on those nodes: queued again
@@ -285,6 +286,17 @@ pub async fn delete(db: &Db, id: &str) -> Result<Option<DeletedAccount>, sqlx::E
     // Timelines and attempts go with their jobs (on delete cascade).
     deleted.jobs = sqlx::query("delete from jobs where owner_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
 
+    // Schedules name the account's applications: they go first, with their runs and stored
+    // inputs (the ones kept in the database here; files under their prefix).
+    let schedules: Vec<(String,)> = sqlx::query_as("select id from schedules where owner_id = $1").bind(id).fetch_all(&mut *tx).await?;
+    for (schedule,) in &schedules {
+        sqlx::query("delete from inline_artifacts where key = $1")
+            .bind(super::artifacts::inline_key(&format!("schedules/{schedule}/input.csv")))
+            .execute(&mut *tx)
+            .await?;
+        deleted.artifact_prefixes.push(format!("schedules/{schedule}"));
+    }
+    deleted.schedules = sqlx::query("delete from schedules where owner_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
     let apps: Vec<(String,)> = sqlx::query_as("select id from applications where owner_id = $1").bind(id).fetch_all(&mut *tx).await?;
     deleted.artifact_prefixes.extend(apps.iter().map(|(a,)| format!("apps/{a}")));
     deleted.applications = sqlx::query("delete from applications where owner_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
