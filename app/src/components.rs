@@ -30,6 +30,7 @@ pub fn Nav() -> impl IntoView {
                                         <a href="/home">"Home"</a>
                                         <a href="/apps">"Applications"</a>
                                         <a href="/jobs">"Jobs"</a>
+                                        <a href="/schedules">"Schedules"</a>
                                         <a href="/nodes">"My nodes"</a>
                                         <a href="/settings">"Settings"</a>
                                         <Show when=move || admin>

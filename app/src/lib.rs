@@ -7,6 +7,7 @@
 //! - [`charts`]: server-rendered SVG charts.
 //! - [`nodes`]: nodes as the pages see them; add and list server functions.
 //! - [`jobs`]: applications, jobs and API tokens as the pages see them, and their server functions.
+//! - [`schedules`]: schedules as the pages see them, and their server functions.
 //! - [`live`]: live data from the server-sent event feeds, and chart history.
 //! - [`node_table`]: the resource view (nodes with metrics, scores and charts).
 //! - [`pages`]: one module per page.
@@ -26,6 +27,7 @@ pub mod live;
 pub mod node_table;
 pub mod nodes;
 pub mod pages;
+pub mod schedules;
 pub mod upload;
 pub mod usage;
 
@@ -87,6 +89,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("apps/:id") view=pages::AppPage ssr=SsrMode::Async />
                     <Route path=path!("jobs") view=pages::Jobs ssr=SsrMode::Async />
                     <Route path=path!("jobs/:id") view=pages::JobPage ssr=SsrMode::Async />
+                    <Route path=path!("schedules") view=pages::Schedules ssr=SsrMode::Async />
+                    <Route path=path!("schedules/:id") view=pages::SchedulePage ssr=SsrMode::Async />
                     <Route path=path!("settings") view=pages::Settings ssr=SsrMode::Async />
                     <Route path=path!("usage") view=pages::Usage ssr=SsrMode::Async />
                 </Routes>

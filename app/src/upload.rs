@@ -7,11 +7,12 @@
 
 use leptos::prelude::*;
 
-/// Where a successful upload leads: `/apps/{id}` or `/jobs/{id}`.
+/// Where a successful upload leads: `/apps/{id}`, `/jobs/{id}` or `/schedules/{id}`.
 #[derive(Clone, Copy)]
 pub enum Lands {
     App,
     Job,
+    Schedule,
 }
 
 impl Lands {
@@ -20,6 +21,7 @@ impl Lands {
         match self {
             Lands::App => format!("/apps/{id}"),
             Lands::Job => format!("/jobs/{id}"),
+            Lands::Schedule => format!("/schedules/{id}"),
         }
     }
 }

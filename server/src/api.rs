@@ -30,6 +30,8 @@ use app::backend::{AppState, CurrentUser};
 use app::jobs::{check_name, AppDetails, AppView, JobView, TensorLine};
 
 use crate::model_check::{ModelCheckError, ModelChecker};
+
+pub mod schedules;
 use crate::routes::{Kind, Routes};
 
 /// Upload limits, from the configuration.
@@ -167,6 +169,25 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestP
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
             Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())),
+        }
+    }
+}
+
+/// axum's `Json`, refused with the API's JSON error (400 `bad_json`, 415 without the JSON
+/// content type) rather than axum's plain text.
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(e) => Err(ApiError::new(
+                e.status(),
+                if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE { "bad_content_type" } else { "bad_json" },
+                e.body_text(),
+            )),
         }
     }
 }
@@ -825,8 +846,10 @@ pub enum FormPool {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "AI on the Edge API", description = "Upload applications, run jobs on edge nodes, download predictions. Authenticate with `Authorization: Bearer <personal API token>` (create one under Settings)."),
-    paths(upload_application, list_applications, get_application, delete_application, submit_job, list_jobs, get_job, cancel_job, download_result, download_log),
-    components(schemas(AppView, JobView, AppDetails, TensorLine, ErrorBody, ErrorDetail, UploadForm, FormKind, SubmitForm, FormPool)),
+    paths(upload_application, list_applications, get_application, delete_application, submit_job, list_jobs, get_job, cancel_job, download_result, download_log,
+        schedules::list, schedules::create, schedules::get, schedules::update, schedules::pause, schedules::resume, schedules::delete, schedules::preview),
+    components(schemas(AppView, JobView, AppDetails, TensorLine, ErrorBody, ErrorDetail, UploadForm, FormKind, SubmitForm, FormPool,
+        schedules::ScheduleForm, schedules::Preview)),
     modifiers(&BearerToken),
 )]
 pub struct ApiDoc;
@@ -861,6 +884,14 @@ pub fn routes() -> Routes<AppState> {
         .post("/api/v1/jobs/{id}/cancel", cancel_job)
         .get("/api/v1/jobs/{id}/result", download_result)
         .get("/api/v1/jobs/{id}/log", download_log)
+        .get("/api/v1/schedules", schedules::list)
+        .post("/api/v1/schedules", schedules::create)
+        .get("/api/v1/schedules/preview", schedules::preview)
+        .get("/api/v1/schedules/{id}", schedules::get)
+        .patch("/api/v1/schedules/{id}", schedules::update)
+        .delete("/api/v1/schedules/{id}", schedules::delete)
+        .post("/api/v1/schedules/{id}/pause", schedules::pause)
+        .post("/api/v1/schedules/{id}/resume", schedules::resume)
 }
 
 /// The API routes, with `max_bytes` request bodies.

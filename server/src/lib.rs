@@ -13,6 +13,7 @@
 //! - [`agent_jobs`]: the signed HTTP endpoints agents call about their jobs (fenced by attempt).
 //! - [`api`]: the JSON API under `/api/v1` (uploads, jobs, downloads) and its OpenAPI document.
 //! - [`scheduler`]: queued jobs out to the nodes' queues, with publisher confirms.
+//! - [`schedule_ticker`]: fires the users' schedules (jobs at times they set).
 //! - [`heartbeats`]: heartbeats in, node status and scores out; dead-node detection.
 //! - [`live`]: server-sent event feeds for the live pages.
 //! - [`secret`]: the server secret that node keys derive from.
@@ -42,6 +43,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model_check;
 pub mod routes;
+pub mod schedule_ticker;
 pub mod scheduler;
 pub mod secret;
 pub mod sqlite_lock;
@@ -274,6 +276,7 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
     metrics::handle();
     metrics::spawn_upkeep(state.clone(), shutdown.child_token());
     usage::spawn(state.clone(), shutdown.child_token());
+    schedule_ticker::spawn(state.clone(), shutdown.child_token());
     if let Some(bind) = config.metrics_bind {
         let metrics_listener = TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind} for metrics"))?;
         tracing::info!(addr = %bind, "serving metrics");

@@ -97,6 +97,12 @@ fn describe() {
     describe_gauge!(DB_CONNECTIONS_IDLE, "Database connections idle, by pool.");
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
     describe_histogram!(JOB_WAIT_SECONDS, Unit::Seconds, "Time from a job's submission to its (last) dispatch, for jobs that ended.");
+    describe_histogram!(
+        aiedge_services::metrics::SCHEDULE_LATENESS,
+        Unit::Seconds,
+        "From a schedule's fire time to its job being recorded."
+    );
+    describe_counter!(aiedge_services::metrics::SCHEDULE_RUNS, "Fire times of schedules, by outcome (fired, skipped, missed).");
     describe_histogram!(JOB_RUN_SECONDS, Unit::Seconds, "Time from a job's start on a node to its end, for jobs that ended.");
     describe_counter!(domain::JOBS_SUBMITTED, "Jobs recorded, by application kind.");
     describe_counter!(domain::JOBS_CANCELLED, "Jobs cancelled.");

@@ -97,6 +97,10 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self.add(Method::PUT, path, axum::routing::put(handler))
     }
 
+    pub fn patch<H: Handler<T, S>, T: 'static>(self, path: &str, handler: H) -> Self {
+        self.add(Method::PATCH, path, axum::routing::patch(handler))
+    }
+
     pub fn delete<H: Handler<T, S>, T: 'static>(self, path: &str, handler: H) -> Self {
         self.add(Method::DELETE, path, axum::routing::delete(handler))
     }

@@ -15,6 +15,12 @@ pub const ATTEMPTS_ENDED: &str = "aiedge_attempts_ended_total";
 /// report (`start`, `progress`, `return`, `finish`).
 pub const REPORTS_REFUSED: &str = "aiedge_agent_reports_refused_total";
 
+/// Fire times of schedules, by outcome: `fired` (a job was submitted), `skipped` (overlap
+/// policy, or no application or input), `missed` (server down, paused, past the deadline).
+pub const SCHEDULE_RUNS: &str = "aiedge_schedule_runs_total";
+/// From a schedule's fire time to its job being recorded.
+pub const SCHEDULE_LATENESS: &str = "aiedge_schedule_lateness_seconds";
+
 /// The `outcome` labels of [`ATTEMPTS_ENDED`].
 pub const ATTEMPT_OUTCOMES: &[&str] = &["succeeded", "app_error", "node_error", "lost", "given_back"];
 /// The `report` labels of [`REPORTS_REFUSED`].
@@ -36,4 +42,17 @@ pub fn attempt_ended(outcome: &'static str) {
 
 pub fn report_refused(report: &'static str) {
     metrics::counter!(REPORTS_REFUSED, "report" => report).increment(1);
+}
+
+/// What one tick of the schedules did.
+pub fn schedule_runs(fired: u64, skipped: u64, missed: u64) {
+    for (outcome, n) in [("fired", fired), ("skipped", skipped), ("missed", missed)] {
+        if n > 0 {
+            metrics::counter!(SCHEDULE_RUNS, "outcome" => outcome).increment(n);
+        }
+    }
+}
+
+pub fn schedule_lateness(ms: i64) {
+    metrics::histogram!(SCHEDULE_LATENESS).record(ms.max(0) as f64 / 1000.0);
 }

@@ -310,11 +310,32 @@ fn view(s: &Stored, now: i64) -> Result<ScheduleView> {
     })
 }
 
+/// Where the ticker reads the time: the system clock on the server, a fixed instant in tests
+/// (an `i64` of unix ms is a clock that stands still).
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        aiedge_store::now_ms()
+    }
+}
+
+impl Clock for i64 {
+    fn now_ms(&self) -> i64 {
+        *self
+    }
+}
+
 /// Due schedules read (and fired in one transaction) at a time.
 const BATCH: i64 = 500;
 
 /// What one tick did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tick {
     /// Jobs submitted.
     pub fired: u64,
@@ -324,6 +345,8 @@ pub struct Tick {
     pub missed: u64,
     /// Schedules another tick had already moved on.
     pub stale: u64,
+    /// For each job submitted: from its fire time to its commit, by `clock`.
+    pub lateness_ms: Vec<i64>,
 }
 
 /// A schedule's parsed timing, with what it was parsed from.
@@ -348,7 +371,8 @@ impl Ticker {
     /// Fires every active schedule whose next fire time is at or before `now`, by the rules
     /// of [`rules::plan`] and [`rules::on_overlap`]. Safe to run twice, and on two servers at
     /// once: each fire time becomes at most one job.
-    pub async fn tick(&mut self, db: &Db, events: &dyn Events, now: i64) -> Result<Tick> {
+    pub async fn tick(&mut self, db: &Db, events: &dyn Events, clock: &dyn Clock) -> Result<Tick> {
+        let now = clock.now_ms();
         let mut report = Tick::default();
         loop {
             let due = store::due(db, now, BATCH).await?;
@@ -364,16 +388,21 @@ impl Ticker {
                 report.skipped += f.other.iter().filter(|r| r.outcome == RunOutcome::Skipped).count() as u64;
                 report.missed += f.other.iter().filter(|r| r.outcome == RunOutcome::Missed).map(|r| r.count).sum::<u64>();
             }
+            let fire_times: Vec<Option<i64>> = firings.iter().map(|f| f.fired.as_ref().map(|(at, _)| *at)).collect();
             let results = store::fire(db, firings, now).await?;
+            let committed = clock.now_ms();
             let mut submitted = false;
-            for ((fired, replace), d) in results.into_iter().zip(replaces).zip(&due) {
+            for (((fired, replace), d), fire_at) in results.into_iter().zip(replaces).zip(&due).zip(fire_times) {
                 match fired {
                     Fired::Stale => report.stale += 1,
                     Fired::Done(None) => {}
                     Fired::Done(Some(job)) => {
                         report.fired += 1;
                         submitted = true;
-                        crate::metrics::job_submitted("scheduled");
+                        let late = committed - fire_at.unwrap_or(committed);
+                        report.lateness_ms.push(late);
+                        crate::metrics::schedule_lateness(late);
+                        crate::metrics::job_submitted(&d.app_kind);
                         events.job_changed(&job);
                         if let Some(previous) = replace {
                             let by = format!("schedule {} (overlap: replace)", d.name);
@@ -393,6 +422,7 @@ impl Ticker {
                 break;
             }
         }
+        crate::metrics::schedule_runs(report.fired, report.skipped, report.missed);
         if report.fired + report.skipped + report.missed > 0 {
             tracing::debug!(fired = report.fired, skipped = report.skipped, missed = report.missed, "schedules ticked");
         }

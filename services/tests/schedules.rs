@@ -141,12 +141,12 @@ async fn each_overlap_policy() {
         let mut ticker = Ticker::new(3);
 
         // Nothing before the first fire time.
-        assert_eq!(ticker.tick(w.db(), &Quiet, t0 + 9_999).await.unwrap().fired, 0);
-        let first = ticker.tick(w.db(), &Quiet, t0 + 10_004).await.unwrap();
+        assert_eq!(ticker.tick(w.db(), &Quiet, &(t0 + 9_999)).await.unwrap().fired, 0);
+        let first = ticker.tick(w.db(), &Quiet, &(t0 + 10_004)).await.unwrap();
         assert_eq!(first.fired, 3, "{engine:?}");
 
         // The second fire time comes while every first job is still queued.
-        let second = ticker.tick(w.db(), &Quiet, t0 + 20_002).await.unwrap();
+        let second = ticker.tick(w.db(), &Quiet, &(t0 + 20_002)).await.unwrap();
         assert_eq!((second.fired, second.skipped), (2, 1), "{engine:?}");
         assert_eq!(w.fired(&skip).await, vec![(t0 + 10_000, JobStatus::Queued)]);
         let skipped = w.runs(&skip, RunOutcome::Skipped).await;
@@ -161,7 +161,7 @@ async fn each_overlap_policy() {
 
         // Once the skipped schedule's job has ended, the next fire time runs.
         end(&w, &live_jobs(&w, &skip).await).await;
-        let third = ticker.tick(w.db(), &Quiet, t0 + 30_001).await.unwrap();
+        let third = ticker.tick(w.db(), &Quiet, &(t0 + 30_001)).await.unwrap();
         assert_eq!(third.fired, 3);
         assert_eq!(w.fired(&skip).await.iter().map(|(at, _)| *at).collect::<Vec<_>>(), vec![t0 + 10_000, t0 + 30_000]);
     }
@@ -187,10 +187,10 @@ async fn a_fire_time_becomes_one_job_however_many_tickers_run_it() {
             let now = t0 + second * 1000 + 3;
             let [a, b, c, d] = &mut tickers[..] else { unreachable!() };
             let (ra, rb, rc, rd) = tokio::join!(
-                a.tick(w.db(), &Quiet, now),
-                b.tick(w.db(), &Quiet, now),
-                c.tick(w.db(), &Quiet, now),
-                d.tick(w.db(), &Quiet, now)
+                a.tick(w.db(), &Quiet, &now),
+                b.tick(w.db(), &Quiet, &now),
+                c.tick(w.db(), &Quiet, &now),
+                d.tick(w.db(), &Quiet, &now)
             );
             for r in [ra, rb, rc, rd] {
                 fired += r.unwrap().fired;
@@ -216,9 +216,9 @@ async fn catch_up_after_a_gap_inside_and_outside_the_deadline() {
         let inside = w.schedule(every(10, Overlap::Allow, 30), t0).await;
         let outside = w.schedule(ScheduleSpec { name: Some("outside".into()), ..every(10, Overlap::Allow, 5) }, t0).await;
         let mut ticker = Ticker::new(3);
-        ticker.tick(w.db(), &Quiet, t0 + 10_010).await.unwrap();
+        ticker.tick(w.db(), &Quiet, &(t0 + 10_010)).await.unwrap();
         // The server is down from 11 s to 68 s: fire times 20, 30, 40, 50 and 60 pass.
-        let back = ticker.tick(w.db(), &Quiet, t0 + 68_000).await.unwrap();
+        let back = ticker.tick(w.db(), &Quiet, &(t0 + 68_000)).await.unwrap();
         assert_eq!(back.fired, 1, "{engine:?}: one catch-up run, not a burst");
         assert_eq!(w.fired(&inside).await.iter().map(|(at, _)| *at).collect::<Vec<_>>(), vec![t0 + 10_000, t0 + 60_000]);
         let missed = w.runs(&inside, RunOutcome::Missed).await;
@@ -233,7 +233,7 @@ async fn catch_up_after_a_gap_inside_and_outside_the_deadline() {
         assert!(missed[0].2.contains("past the starting deadline of 5 s"), "{missed:?}");
 
         // Both carry on at the next fire time.
-        assert_eq!(ticker.tick(w.db(), &Quiet, t0 + 70_001).await.unwrap().fired, 2);
+        assert_eq!(ticker.tick(w.db(), &Quiet, &(t0 + 70_001)).await.unwrap().fired, 2);
     }
 }
 
@@ -241,7 +241,7 @@ async fn catch_up_after_a_gap_inside_and_outside_the_deadline() {
 async fn tick_minutes(w: &World, ticker: &mut Ticker, from: i64, to: i64) {
     let mut now = from;
     while now <= to {
-        ticker.tick(w.db(), &Quiet, now).await.unwrap();
+        ticker.tick(w.db(), &Quiet, &now).await.unwrap();
         now += 60_000;
     }
 }
@@ -282,15 +282,15 @@ async fn pause_resume_once_and_edits() {
         let t0 = ms(T0);
         let id = w.schedule(every(10, Overlap::Allow, 15), t0).await;
         let mut ticker = Ticker::new(3);
-        ticker.tick(w.db(), &Quiet, t0 + 10_001).await.unwrap();
+        ticker.tick(w.db(), &Quiet, &(t0 + 10_001)).await.unwrap();
 
         let paused = schedules::set_paused(w.db(), &w.alice, &id, true, t0 + 11_000).await.unwrap();
         assert_eq!((paused.state, paused.upcoming.len()), (ScheduleState::Paused, 0));
-        assert_eq!(ticker.tick(w.db(), &Quiet, t0 + 40_001).await.unwrap().fired, 0, "{engine:?}: paused");
+        assert_eq!(ticker.tick(w.db(), &Quiet, &(t0 + 40_001)).await.unwrap().fired, 0, "{engine:?}: paused");
         // Resumed at 45 s: 20, 30 and 40 passed; 40 is within the 15 s deadline and runs once.
         let resumed = schedules::set_paused(w.db(), &w.alice, &id, false, t0 + 45_000).await.unwrap();
         assert_eq!(resumed.state, ScheduleState::Active);
-        assert_eq!(ticker.tick(w.db(), &Quiet, t0 + 45_000).await.unwrap().fired, 1);
+        assert_eq!(ticker.tick(w.db(), &Quiet, &(t0 + 45_000)).await.unwrap().fired, 1);
         assert_eq!(w.fired(&id).await.iter().map(|(at, _)| *at).collect::<Vec<_>>(), vec![t0 + 10_000, t0 + 40_000]);
 
         // A single run fires once and is done.
@@ -305,8 +305,8 @@ async fn pause_resume_once_and_edits() {
         .await
         .unwrap();
         assert_eq!(once.upcoming.iter().map(|f| f.local.as_str()).collect::<Vec<_>>(), vec!["Mon 2026-12-07 11:00:00 UTC"]);
-        ticker.tick(w.db(), &Quiet, ms("2026-12-07T11:00:00.5Z")).await.unwrap();
-        ticker.tick(w.db(), &Quiet, ms("2026-12-07T12:00:00Z")).await.unwrap();
+        ticker.tick(w.db(), &Quiet, &(ms("2026-12-07T11:00:00.5Z"))).await.unwrap();
+        ticker.tick(w.db(), &Quiet, &(ms("2026-12-07T12:00:00Z"))).await.unwrap();
         assert_eq!(w.fired(&once.id).await.len(), 1);
         let done = schedules::detail(w.db(), &w.alice, &once.id, t0).await.unwrap().schedule;
         assert_eq!((done.state, done.next_fire_at_ms), (ScheduleState::Done, None));
@@ -387,7 +387,7 @@ async fn a_deleted_application_pauses_its_schedules() {
     let id = w.schedule(every(10, Overlap::Allow, 60), t0).await;
     assert!(apps::delete(w.db(), &w.app, &w.alice.id).await.unwrap());
     let mut ticker = Ticker::new(3);
-    let tick = ticker.tick(w.db(), &Quiet, t0 + 10_001).await.unwrap();
+    let tick = ticker.tick(w.db(), &Quiet, &(t0 + 10_001)).await.unwrap();
     assert_eq!((tick.fired, tick.skipped), (0, 1));
     let s = schedules::detail(w.db(), &w.alice, &id, t0).await.unwrap();
     assert_eq!(s.schedule.state, ScheduleState::Paused);

@@ -206,6 +206,7 @@ pub struct Due {
     pub name: String,
     pub owner_id: String,
     pub app_id: String,
+    pub app_kind: String,
     /// Set when the application was deleted.
     pub app_deleted_at: Option<i64>,
     pub cron: Option<String>,
@@ -228,7 +229,7 @@ pub struct Due {
 /// Active schedules whose next fire time is at or before `now`, earliest first.
 pub async fn due(db: &Db, now: i64, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
     sqlx::query_as(
-        "select s.id, s.name, s.owner_id, s.app_id, a.deleted_at as app_deleted_at, s.cron, s.once_at, s.time_zone,
+        "select s.id, s.name, s.owner_id, s.app_id, a.kind as app_kind, a.deleted_at as app_deleted_at, s.cron, s.once_at, s.time_zone,
             s.overlap, s.deadline_ms, s.pool, s.input_key, s.input_name, s.input_rows, a.default_input_key,
             a.default_input_rows, s.next_fire_at, s.last_job_id, j.status as last_job_status
          from schedules s

@@ -11,7 +11,7 @@ use http::StatusCode;
 use super::CurrentUser;
 
 /// Path prefixes that need a signed-in user.
-const SIGNED_IN: &[&str] = &["/home", "/admin", "/usage", "/nodes", "/jobs", "/apps", "/settings"];
+const SIGNED_IN: &[&str] = &["/home", "/admin", "/usage", "/nodes", "/jobs", "/apps", "/schedules", "/settings"];
 /// Path prefixes that need an admin.
 const ADMIN: &[&str] = &["/admin", "/usage"];
 

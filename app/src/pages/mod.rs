@@ -10,6 +10,7 @@ mod node;
 mod nodes;
 mod not_found;
 mod register;
+mod schedules;
 mod settings;
 mod usage;
 
@@ -23,6 +24,7 @@ pub use node::NodePage;
 pub use nodes::Nodes;
 pub use not_found::NotFound;
 pub use register::Register;
+pub use schedules::{SchedulePage, Schedules};
 pub use settings::Settings;
 pub use usage::Usage;
 
