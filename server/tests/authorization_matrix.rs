@@ -103,6 +103,8 @@ enum Need {
     DoneJob,
     /// A job of the owner's dispatched to the owning node.
     LiveJob,
+    /// The owner's schedule (of the owner's application, firing once a year).
+    Schedule,
     /// A new one for each caller allowed to change it (and one for all the refused callers).
     Fresh(Fresh),
 }
@@ -122,6 +124,8 @@ enum Fresh {
     Dispatched,
     /// A job the owning node has started.
     Running,
+    /// A schedule of the owner's.
+    Schedule,
 }
 
 /// The resource a request names: its id, and for jobs the live attempt.
@@ -286,6 +290,8 @@ fn matrix() -> Vec<Row> {
         row("GET", "/nodes/{id}", Need::Node, OWNED_PAGE, |_, _, t| Req::get(format!("/nodes/{}", t.id))),
         row("GET", "/apps/{id}", Need::App, OWNED_PAGE, |_, _, t| Req::get(format!("/apps/{}", t.id))),
         row("GET", "/jobs/{id}", Need::DoneJob, OWNED_PAGE, |_, _, t| Req::get(format!("/jobs/{}", t.id))),
+        row("GET", "/schedules", Need::Nothing, PAGE, |_, _, _| Req::get("/schedules")),
+        row("GET", "/schedules/{id}", Need::Schedule, OWNED_PAGE, |_, _, t| Req::get(format!("/schedules/{}", t.id))),
         // ---- server functions ----
         Row {
             own_session: true,
@@ -346,6 +352,22 @@ fn matrix() -> Vec<Row> {
         row("POST", "/api/jobs/cancel", Need::Fresh(Fresh::Dispatched), OWNER_OR_ADMIN, |_, _, t| {
             Req::post("/api/jobs/cancel").form(&[("id", &t.id as &str)])
         }),
+        row("GET", "/api/schedules/mine", Need::Nothing, USERS, |_, _, _| Req::get("/api/schedules/mine")),
+        row("GET", "/api/schedules/detail", Need::Schedule, OWNER_OR_ADMIN, |_, _, t| {
+            Req::get(format!("/api/schedules/detail?id={}", t.id))
+        }),
+        row("GET", "/api/schedules/preview", Need::Nothing, USERS, |_, _, _| {
+            Req::get("/api/schedules/preview?cron=0+2+*+*+*&time_zone=Europe/Berlin")
+        }),
+        row("POST", "/api/schedules/pause", Need::Fresh(Fresh::Schedule), OWNER_OR_ADMIN, |_, _, t| {
+            Req::post("/api/schedules/pause").form(&[("id", &t.id as &str), ("paused", "true")])
+        }),
+        row("POST", "/api/schedules/update", Need::Fresh(Fresh::Schedule), OWNER_OR_ADMIN, |_, _, t| {
+            Req::post("/api/schedules/update").form(&[("id", &t.id as &str), ("cron", "0 4 * * *")])
+        }),
+        row("POST", "/api/schedules/delete", Need::Fresh(Fresh::Schedule), OWNER_OR_ADMIN, |_, _, t| {
+            Req::post("/api/schedules/delete").form(&[("id", &t.id as &str)])
+        }),
         row("GET", "/api/tokens/mine", Need::Nothing, USERS, |_, _, _| Req::get("/api/tokens/mine")),
         row("POST", "/api/tokens/create", Need::Nothing, USERS, |w, _, _| {
             Req::post("/api/tokens/create").form(&[("name", &w.unique("token") as &str)])
@@ -381,6 +403,31 @@ fn matrix() -> Vec<Row> {
         }),
         row("GET", "/api/v1/jobs/{id}/result", Need::DoneJob, OWNER_OR_ADMIN, |_, _, t| Req::get(format!("/api/v1/jobs/{}/result", t.id))),
         row("GET", "/api/v1/jobs/{id}/log", Need::DoneJob, OWNER_OR_ADMIN, |_, _, t| Req::get(format!("/api/v1/jobs/{}/log", t.id))),
+        row("GET", "/api/v1/schedules", Need::Nothing, USERS, |_, _, _| Req::get("/api/v1/schedules")),
+        // Schedules run the caller's own applications: another's is missing, for admins too.
+        row("POST", "/api/v1/schedules", Need::App, OWNER, |w, _, t| {
+            let mut req = Req::post("/api/v1/schedules");
+            req.body = Body::Multipart(vec![
+                ("application", None, t.id.clone().into_bytes()),
+                ("name", None, w.unique("schedule").into_bytes()),
+                ("cron", None, b"0 3 1 1 *".to_vec()),
+            ]);
+            req
+        }),
+        row("GET", "/api/v1/schedules/preview", Need::Nothing, USERS, |_, _, _| Req::get("/api/v1/schedules/preview?cron=*/5+*+*+*+*")),
+        row("GET", "/api/v1/schedules/{id}", Need::Schedule, OWNER_OR_ADMIN, |_, _, t| Req::get(format!("/api/v1/schedules/{}", t.id))),
+        row("PATCH", "/api/v1/schedules/{id}", Need::Fresh(Fresh::Schedule), OWNER_OR_ADMIN, |_, _, t| {
+            Req::new(Method::PATCH, format!("/api/v1/schedules/{}", t.id)).json(json!({ "cron": "0 5 * * *", "overlap": "allow" }))
+        }),
+        row("DELETE", "/api/v1/schedules/{id}", Need::Fresh(Fresh::Schedule), OWNER_OR_ADMIN, |_, _, t| {
+            Req::new(Method::DELETE, format!("/api/v1/schedules/{}", t.id))
+        }),
+        row("POST", "/api/v1/schedules/{id}/pause", Need::Fresh(Fresh::Schedule), OWNER_OR_ADMIN, |_, _, t| {
+            Req::post(format!("/api/v1/schedules/{}/pause", t.id))
+        }),
+        row("POST", "/api/v1/schedules/{id}/resume", Need::Fresh(Fresh::Schedule), OWNER_OR_ADMIN, |_, _, t| {
+            Req::post(format!("/api/v1/schedules/{}/resume", t.id))
+        }),
     ]
 }
 
@@ -430,6 +477,7 @@ struct World {
     spent_token: String,
     login_email: String,
     app_id: String,
+    schedule_id: String,
     done_job: String,
     live_job: Target,
     model: Vec<u8>,
@@ -556,6 +604,8 @@ impl World {
             "select job_id || ' ' || status || ' ' || attempt from job_events order by job_id, id",
             "select id || ' ' || user_id || ' ' || name || ' ' || coalesce(revoked_at, '-') from api_tokens order by id",
             "select key from inline_artifacts order by key",
+            "select id || ' ' || name || ' ' || coalesce(cron, '-') || ' ' || overlap || ' ' || coalesce(paused_at, '-') \
+             || ' ' || coalesce(next_fire_at, '-') from schedules order by id",
         ];
         let mut out = String::new();
         for sql in TABLES {
@@ -610,6 +660,8 @@ impl World {
             Need::Node => Target { id: self.owning.id.clone(), attempt: 0 },
             Need::App => Target { id: self.app_id.clone(), attempt: 0 },
             Need::DoneJob => Target { id: self.done_job.clone(), attempt: 0 },
+            Need::Schedule => Target { id: self.schedule_id.clone(), attempt: 0 },
+            Need::Fresh(Fresh::Schedule) => Target { id: self.new_schedule(&self.unique("spare-schedule")).await, attempt: 0 },
             Need::LiveJob => self.live_job.clone(),
             Need::Fresh(Fresh::Node) => {
                 let new = self.owner_call(Req::post("/api/nodes/add").form(&[("name", &self.unique("spare-node"))])).await;
@@ -645,6 +697,18 @@ impl World {
             ("name", None, name.as_bytes().to_vec()),
             ("file", Some("iris.onnx"), self.model.clone()),
             ("default_input", Some("default.csv"), INPUT.to_vec()),
+        ]);
+        self.owner_call(req).await["id"].as_str().unwrap().to_string()
+    }
+
+    /// A schedule of the owner's application that fires once a year (never during the test).
+    async fn new_schedule(&self, name: &str) -> String {
+        let mut req = Req::post("/api/v1/schedules");
+        req.body = Body::Multipart(vec![
+            ("application", None, self.app_id.clone().into_bytes()),
+            ("name", None, name.as_bytes().to_vec()),
+            ("cron", None, b"0 3 1 1 *".to_vec()),
+            ("time_zone", None, b"Europe/Berlin".to_vec()),
         ]);
         self.owner_call(req).await["id"].as_str().unwrap().to_string()
     }
@@ -817,6 +881,7 @@ async fn set_up() -> World {
         spent_token: String::new(),
         login_email,
         app_id: String::new(),
+        schedule_id: String::new(),
         done_job: String::new(),
         live_job: Target::default(),
         model: std::fs::read(fixture("iris_logreg.onnx")).unwrap(),
@@ -827,6 +892,7 @@ async fn set_up() -> World {
             "owner-secret-node".into(),
             "owner-secret-model".into(),
             "owner-secret-token".into(),
+            "owner-secret-schedule".into(),
         ],
         counter: AtomicU32::new(0),
     };
@@ -861,6 +927,7 @@ async fn set_up() -> World {
 
     // The owner's model, a job that succeeded with a log, and one dispatched to the owning node.
     world.app_id = world.upload_app("owner-secret-model").await;
+    world.schedule_id = world.new_schedule("owner-secret-schedule").await;
     let done = world.prepare(Need::Fresh(Fresh::Running)).await;
     let answer = world.send(P::OwningNode, upload(&done, "log", b"a line of log\n"), None).await;
     assert_eq!(answer.proceed(), Some(true), "log: {answer:?}");
@@ -1044,10 +1111,22 @@ fn routes_are_added_only_where_the_route_table_sees_them() {
         [".route(", ".route_service(", ".nest(", ".nest_service(", ".fallback(", ".fallback_service(", "leptos_routes", ".route_layer("];
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut found: BTreeMap<(String, &str), usize> = BTreeMap::new();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let path = entry.unwrap().path();
-        assert!(path.is_file(), "a module directory under server/src: scan it too ({})", path.display());
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+    // Every source file, in module directories too (named by their path under src/).
+    let mut dirs = vec![src.clone()];
+    let mut files = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 20, "server/src scanned: {files:?}");
+    for path in files {
+        let name = path.strip_prefix(&src).unwrap().to_str().unwrap().to_string();
         for line in std::fs::read_to_string(&path).unwrap().lines() {
             let code = line.trim_start();
             if code.starts_with("//") {

@@ -187,12 +187,13 @@ pub async fn get(State(state): State<AppState>, Caller(user): Caller, UrlPath(id
     request_body(content = ScheduleSpec, content_type = "application/json"),
     responses(
         (status = 200, description = "changed", body = ScheduleView),
-        (status = 400, description = "a malformed id or body (`bad_path`, `bad_json`)", body = ErrorBody),
+        (status = 400, description = "a malformed id, or a body that is not JSON (`bad_path`, `bad_json`)", body = ErrorBody),
         (status = 401, description = "no valid API token or session (`unauthorized`)", body = ErrorBody),
         (status = 404, description = "no such schedule, or another user's (`not_found`)", body = ErrorBody),
         (status = 409, description = "a schedule of yours has this name (`name_taken`)", body = ErrorBody),
         (status = 415, description = "not JSON (`bad_content_type`)", body = ErrorBody),
-        (status = 422, description = "`bad_timing`, `bad_deadline` or `bad_name`; nothing was changed", body = ErrorBody),
+        (status = 422, description = "`bad_timing`, `bad_deadline` or `bad_name`, or JSON with a field of the wrong type or value \
+            (`bad_json`); nothing was changed", body = ErrorBody),
     ),
     security(("token" = [])))]
 pub async fn update(
