@@ -393,3 +393,27 @@ async fn a_deleted_application_pauses_its_schedules() {
     assert_eq!(s.schedule.state, ScheduleState::Paused);
     assert!(s.runs[0].note.contains("application was deleted"), "{:?}", s.runs);
 }
+
+#[tokio::test]
+async fn deleting_an_account_takes_its_schedules_and_their_inputs() {
+    for engine in ENGINES {
+        let w = world(engine).await;
+        let t0 = ms(T0);
+        let admin = users::create(w.db(), "root@example.org", "a long password", None, Role::Admin).await.unwrap();
+        // A schedule with its own (small, so kept in the database) CSV, and one that ran.
+        let csv = "a,b\n1,2\n".to_string();
+        let received = aiedge_store::artifacts::Received::Inline { text: csv, sha256: String::new() };
+        let spec = ScheduleSpec { name: Some("own csv".into()), cron: Some("*/10 * * * * *".into()), ..Default::default() };
+        let own = schedules::create(&w.to(), &w.alice, "scorer", spec, Input::Sent { received, name: "mine.csv".into() }, t0).await.unwrap();
+        assert_eq!(own.input_name, "mine.csv");
+        Ticker::new(3).tick(w.db(), &Quiet, &(t0 + 10_001)).await.unwrap();
+        assert_eq!(w.fired(&own.id).await.len(), 1);
+
+        let deleted = aiedge_services::accounts::delete(w.db(), &w.store, &Quiet, &admin, &w.alice.id).await.unwrap();
+        assert_eq!(deleted.schedules, 1, "{engine:?}");
+        for table in ["schedules", "schedule_runs", "inline_artifacts"] {
+            let (n,): (i64,) = sqlx::query_as(&format!("select count(*) from {table}")).fetch_one(&w.db().pool).await.unwrap();
+            assert_eq!(n, 0, "{engine:?}: {table} left behind");
+        }
+    }
+}
