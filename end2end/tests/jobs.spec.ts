@@ -40,6 +40,54 @@ async function startAgent(page: Page, baseURL: string, name: string) {
   ], { stdio: 'ignore' }));
 }
 
+test('a user schedules a model, sees the fire times as they type, watches its runs and pauses it', async ({ page, baseURL }) => {
+  await signUp(page, 'cron');
+  await startAgent(page, baseURL!, 'cron-worker');
+  await page.goto('/apps');
+  await hydrated(page);
+  await page.fill('#app-name', 'iris');
+  await page.setInputFiles('#app-file', path.join(fixtures, 'iris_logreg.onnx'));
+  await page.setInputFiles('#app-input', path.join(fixtures, 'iris.csv'));
+  await page.getByRole('button', { name: 'Upload' }).click();
+  await expect(page).toHaveURL(/\/apps\/[0-9a-f-]+$/);
+
+  await page.goto('/schedules');
+  await hydrated(page);
+  await expect(page.getByTestId('no-schedules')).toBeVisible();
+  // A bad expression is explained as it is typed; a good one shows its next fire times in
+  // the zone chosen.
+  await page.fill('#schedule-cron', '0 2 * *');
+  await expect(page.getByTestId('preview-error')).toContainText('5 fields');
+  await page.locator('#schedule-zone').fill('Europe/Berlin');
+  await page.locator('#schedule-zone').press('Tab');
+  await page.fill('#schedule-cron', '*/2 * * * * *');
+  const preview = page.getByTestId('schedule-preview');
+  await expect(preview.locator('ol li')).toHaveCount(5);
+  await expect(preview).toContainText('CET');
+  await page.fill('#schedule-name', 'every two seconds');
+  await page.selectOption('#schedule-overlap', 'allow');
+  await page.screenshot({ path: 'test-results/schedule-form.png', fullPage: true });
+  await page.getByRole('button', { name: 'Create schedule' }).click();
+  await expect(page).toHaveURL(/\/schedules\/[0-9a-f-]+$/);
+  await expect(page.getByTestId('schedule-name')).toContainText('every two seconds');
+  await expect(page.getByTestId('schedule-state')).toHaveText('active');
+  await expect(page.getByTestId('upcoming').locator('li')).toHaveCount(5);
+
+  // Its runs arrive on the open page, their jobs succeed on the node, and the chart draws them.
+  await hydrated(page);
+  await expect(page.getByTestId('runs').locator('tr[data-outcome="fired"]').first()).toBeVisible({ timeout: 20_000 });
+  await expect(page.getByTestId('runs').getByTestId('job-status').filter({ hasText: 'succeeded' }).first()).toBeVisible({ timeout: 30_000 });
+  await expect(page.getByTestId('run-chart')).toBeVisible();
+  await page.screenshot({ path: 'test-results/schedule-page.png', fullPage: true });
+
+  // Paused: no next runs, and the list says so.
+  await page.getByTestId('pause-resume').click();
+  await expect(page.getByTestId('schedule-state')).toHaveText('paused');
+  await expect(page.getByTestId('upcoming-none')).toBeVisible();
+  await page.goto('/schedules');
+  await expect(page.getByTestId('schedules')).toContainText('paused');
+});
+
 test('a user uploads a model, runs it, watches it succeed live and downloads the predictions', async ({ page, baseURL, browser }) => {
   const email = await signUp(page, 'ml');
   await startAgent(page, baseURL!, 'e2e-worker');

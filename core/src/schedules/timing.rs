@@ -53,6 +53,11 @@ impl Timing {
     pub fn cron(expr: &str, zone_name: &str) -> Result<Self, TimingError> {
         let zone = zone(zone_name)?;
         let expr = expr.trim();
+        // croner takes `,,` as a list of nothing, which no time matches: a search until the
+        // end of its calendar (seconds of CPU). Refused here instead.
+        if expr.split_whitespace().any(|field| field.split(',').any(str::is_empty)) {
+            return Err(TimingError(format!("not a cron expression ({expr:?} has an empty item in a list: write e.g. `0,30`)")));
+        }
         let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
         let cron = parser.parse(expr).map_err(|e| {
             TimingError(format!(
@@ -254,5 +259,73 @@ mod tests {
         let e = Timing::cron("0 2 * * *", "Mars/Olympus").unwrap_err();
         assert!(e.0.contains("unknown time zone \"Mars/Olympus\""), "{e}");
         assert!(Timing::once("next monday", "UTC").unwrap_err().0.contains("not a time"));
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    /// What people (and fuzzers) type: none of it panics, and a date that never comes is
+    /// answered quickly rather than searched for until the end of time.
+    #[test]
+    fn odd_expressions_neither_panic_nor_hang() {
+        let start = std::time::Instant::now();
+        for expr in [
+            "0 0 30 2 *",
+            "0 0 31 4 *",
+            "*/999999999 * * * *",
+            "0 0 0 0 0",
+            "60 * * * * *",
+            "* * * * * * *",
+            "0 0 L W *",
+            "0 0 * * 8#9",
+            "0 0 * * MON#6",
+            "@reboot",
+            "@yearly",
+            "-1 * * * *",
+            "1-0 * * * *",
+            "*/0 * * * *",
+            ",,,, * * * *",
+            "\u{0} * * * *",
+            "٣ * * * *",
+            "0 0 29 2 *",
+        ] {
+            if let Ok(t) = Timing::cron(expr, "UTC") {
+                let _ = t.next_after(0);
+                let _ = t.last_at_or_before(4_102_444_800_000);
+                let _ = t.upcoming(0, 5);
+                let _ = t.describe();
+            }
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "took {:?}", start.elapsed());
+        assert!(Timing::cron(",,,, * * * *", "UTC").unwrap_err().0.contains("empty item"));
+    }
+
+    /// Random expressions from the pieces cron is made of (a fixed seed: the same every run).
+    #[test]
+    fn random_expressions_neither_panic_nor_hang() {
+        const PIECES: &[&str] =
+            &["*", "*/7", "1,2", "0", "59", "L", "5W", "LW", "MON#2", "5L", "1-5", "5-1", "JAN", "SUN", "*/0", "?", "1/3", "30", "31", "2"];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let start = std::time::Instant::now();
+        for _ in 0..2000 {
+            let fields = 5 + (next() % 2) as usize;
+            let expr: Vec<&str> = (0..fields).map(|_| PIECES[(next() % PIECES.len() as u64) as usize]).collect();
+            let expr = expr.join(" ");
+            let one = std::time::Instant::now();
+            if let Ok(t) = Timing::cron(&expr, "Europe/Berlin") {
+                let _ = t.upcoming(1_800_000_000_000, 5);
+                let _ = t.last_at_or_before(1_800_000_000_000);
+            }
+            assert!(one.elapsed() < std::time::Duration::from_secs(2), "{expr:?} took {:?}", one.elapsed());
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "took {:?}", start.elapsed());
     }
 }
