@@ -100,8 +100,6 @@ async fn main() {
     for i in 0..args.schedules {
         let second = if args.burst { 0 } else { i % 60 };
         let cron = format!("{second} * * * * *");
-        let timing = aiedge_core::schedules::timing::Timing::cron(&cron, "UTC").unwrap();
-        let next = aiedge_core::schedules::FireTimes::next_after(&timing, now);
         let id = uuid::Uuid::new_v4().to_string();
         let name = format!("s{i}");
         store::create(
@@ -119,7 +117,8 @@ async fn main() {
                     overlap: Overlap::Allow,
                     deadline_ms: 3_600_000,
                     pool: Pool::Shared,
-                    next_fire_at: next,
+                    // Armed below, once all exist.
+                    next_fire_at: None,
                 },
                 input_key: None,
                 input_name: "default input",
@@ -132,6 +131,18 @@ async fn main() {
         .unwrap();
     }
     eprintln!("{} schedules created in {:.1} s", args.schedules, began.elapsed().as_secs_f64());
+    // Armed together, each at its first fire time from a moment after this transaction: no fire
+    // time falls due while the bench is still setting up (that would measure catch-up instead).
+    let from = now_ms() + 3_000;
+    let rows: Vec<(String, String)> = sqlx::query_as("select id, cron from schedules").fetch_all(&db.pool).await.unwrap();
+    let mut tx = db.writer.begin().await.unwrap();
+    for (id, cron) in rows {
+        let timing = aiedge_core::schedules::timing::Timing::cron(&cron, "UTC").unwrap();
+        let next = aiedge_core::schedules::FireTimes::next_after(&timing, from);
+        sqlx::query("update schedules set next_fire_at = $1 where id = $2").bind(next).bind(&id).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert!(now_ms() < from, "arming took too long");
 
     // The server's loop (server::schedule_ticker), on the database's thread, for a while.
     let runner = db.clone();

@@ -404,7 +404,8 @@ async fn deleting_an_account_takes_its_schedules_and_their_inputs() {
         let csv = "a,b\n1,2\n".to_string();
         let received = aiedge_store::artifacts::Received::Inline { text: csv, sha256: String::new() };
         let spec = ScheduleSpec { name: Some("own csv".into()), cron: Some("*/10 * * * * *".into()), ..Default::default() };
-        let own = schedules::create(&w.to(), &w.alice, "scorer", spec, Input::Sent { received, name: "mine.csv".into() }, t0).await.unwrap();
+        let own =
+            schedules::create(&w.to(), &w.alice, "scorer", spec, Input::Sent { received, name: "mine.csv".into() }, t0).await.unwrap();
         assert_eq!(own.input_name, "mine.csv");
         Ticker::new(3).tick(w.db(), &Quiet, &(t0 + 10_001)).await.unwrap();
         assert_eq!(w.fired(&own.id).await.len(), 1);
@@ -415,5 +416,28 @@ async fn deleting_an_account_takes_its_schedules_and_their_inputs() {
             let (n,): (i64,) = sqlx::query_as(&format!("select count(*) from {table}")).fetch_one(&w.db().pool).await.unwrap();
             assert_eq!(n, 0, "{engine:?}: {table} left behind");
         }
+    }
+}
+
+#[tokio::test]
+async fn an_edit_back_to_a_fire_time_that_ran_does_not_run_it_again() {
+    for engine in ENGINES {
+        let w = world(engine).await;
+        let t0 = ms(T0);
+        let id = w.schedule(every(10, Overlap::Allow, 60), t0).await;
+        let mut ticker = Ticker::new(3);
+        assert_eq!(ticker.tick(w.db(), &Quiet, &(t0 + 10_001)).await.unwrap().fired, 1);
+        // Edited with a clock that reads 9 s (another replica's, or a test's): its next fire
+        // time is 10 s again, which already ran.
+        let spec = ScheduleSpec { cron: Some("*/10 * * * * *".into()), ..Default::default() };
+        let edited = schedules::update(w.db(), &w.alice, &id, spec, t0 + 9_000).await.unwrap();
+        assert_eq!(edited.next_fire_at_ms, Some(t0 + 10_000));
+        let again = ticker.tick(w.db(), &Quiet, &(t0 + 10_500)).await.unwrap();
+        assert_eq!(again.fired, 0, "{engine:?}");
+        assert_eq!(w.fired(&id).await.len(), 1);
+        // ...and it carries on at 20 s.
+        assert_eq!(ticker.tick(w.db(), &Quiet, &(t0 + 20_001)).await.unwrap().fired, 1);
+        let (n,): (i64,) = sqlx::query_as("select count(*) from jobs").fetch_one(&w.db().pool).await.unwrap();
+        assert_eq!(n, 2, "{engine:?}");
     }
 }
