@@ -29,7 +29,7 @@ create table schedules (
 );
 create unique index schedules_owner_name on schedules (owner_id, name);
 -- The ticker's question: which active schedules are due?
-create index schedules_due on schedules (next_fire_at) where paused_at is null and next_fire_at is not null;
+create index schedules_due on schedules (next_fire_at, id) where paused_at is null and next_fire_at is not null;
 
 -- What became of each fire time. The primary key is what makes a fire time run at most once:
 -- the job is submitted in the transaction that inserts its 'fired' row and advances the

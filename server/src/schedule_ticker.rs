@@ -21,6 +21,10 @@ pub fn spawn(state: AppState, cancel: CancellationToken) {
     // On the database thread (SQLite), like the dispatcher: a tick is mostly queries.
     state.db.clone().spawn(async move {
         let mut ticker = Ticker::new(state.settings.max_attempts);
+        match ticker.warm_up(&state.db).await {
+            Ok(n) => tracing::debug!(schedules = n, "schedules' expressions parsed"),
+            Err(e) => tracing::warn!(error = %e, "reading the schedules failed"),
+        }
         loop {
             if let Err(e) = ticker.tick(&state.db, state.events.as_ref(), &SystemClock).await {
                 tracing::warn!(error = %e, "firing schedules failed");

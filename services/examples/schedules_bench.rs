@@ -150,6 +150,8 @@ async fn main() {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     runner.clone().spawn(async move {
         let mut ticker = Ticker::new(3);
+        // As the server does when it starts.
+        ticker.warm_up(&runner).await.unwrap();
         let mut lateness = Vec::new();
         let (mut fired, mut ticks, mut busy) = (0u64, 0u64, Duration::ZERO);
         let end = Instant::now() + Duration::from_secs(seconds);
