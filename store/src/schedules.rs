@@ -302,11 +302,12 @@ pub enum Fired {
 /// whole batch, not a few per schedule: 10 000 schedules due in the same second fire in well
 /// under a second (see `services/examples/schedules_bench.rs`).
 pub async fn fire(db: &Db, firings: Vec<Firing>, now: i64) -> Result<Vec<Fired>, sqlx::Error> {
+    let per = rows_per_statement(db);
     let mut tx = db.writer.begin().await?;
     // An edit can bring a schedule back to a fire time it has already run: no second job.
     let asked: Vec<(&str, i64)> = firings.iter().filter_map(|f| f.fired.as_ref().map(|(at, _)| (f.schedule_id.as_str(), *at))).collect();
     let mut ran: HashSet<(String, i64)> = HashSet::new();
-    for chunk in asked.chunks(CHUNK) {
+    for chunk in asked.chunks(per) {
         let sql = values("select schedule_id, fire_at from schedule_runs where (schedule_id, fire_at) in (values", chunk.len(), 2) + ")";
         let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
         for (schedule, at) in chunk {
@@ -321,7 +322,7 @@ pub async fn fire(db: &Db, firings: Vec<Firing>, now: i64) -> Result<Vec<Fired>,
     // Each schedule moves on only if it still has the fire time the decision was made from
     // (compare-and-set, all in one statement).
     let mut moved: HashSet<String> = HashSet::new();
-    for (chunk, ids) in firings.chunks(CHUNK).zip(job_ids.chunks(CHUNK)) {
+    for (chunk, ids) in firings.chunks(per).zip(job_ids.chunks(per)) {
         let sql = values(
             "update schedules set next_fire_at = v.column3, last_job_id = coalesce(v.column4, schedules.last_job_id)
              from (values",
@@ -360,10 +361,10 @@ pub async fn fire(db: &Db, firings: Vec<Firing>, now: i64) -> Result<Vec<Fired>,
         }
         out.push(Fired::Done(job_id));
     }
-    for chunk in jobs.chunks(CHUNK) {
+    for chunk in jobs.chunks(per) {
         super::jobs::insert_queued(&mut tx, chunk).await?;
     }
-    for chunk in runs.chunks(CHUNK) {
+    for chunk in runs.chunks(per) {
         let sql =
             values("insert into schedule_runs (schedule_id, fire_at, outcome, job_id, count, note, recorded_at) values", chunk.len(), 7)
                 + " on conflict (schedule_id, fire_at) do nothing";
@@ -377,10 +378,16 @@ pub async fn fire(db: &Db, firings: Vec<Firing>, now: i64) -> Result<Vec<Fired>,
     Ok(out)
 }
 
-/// Rows per multi-row statement. Small: sqlx binds SQLite parameters by looking each one's name
-/// up among all of the statement's, so a statement's binding cost grows with the square of its
+/// Rows per multi-row statement. On SQLite, small: sqlx binds its parameters by looking each
+/// one's name up among all of the statement's, so binding grows with the square of the
 /// parameters (at 256 rows of 10 that lookup was a quarter of a tick's CPU, at 64 still 8 %).
-const CHUNK: usize = 32;
+/// On PostgreSQL each statement is a round trip to the server: large.
+fn rows_per_statement(db: &Db) -> usize {
+    match db.backend {
+        super::db::Backend::Sqlite => 32,
+        super::db::Backend::Postgres => 256,
+    }
+}
 
 /// A run as the schedule's page lists it.
 #[derive(Clone, Debug, FromRow)]
