@@ -574,20 +574,42 @@ async fn submit_job_inner(
         drain(&mut multipart).await;
     }
     let (application, input, pool) = form?;
+    let (application, input) = application_and_input(application, input)?;
+    Ok((StatusCode::CREATED, aiedge_services::jobs::submit(&intakes(state), &user, &application, input, pool).await?))
+}
+
+/// A submission's application (required) and input (the application's default without one).
+fn application_and_input(application: Option<String>, input: Option<(Received, String)>) -> ApiResult<(String, Input)> {
     let application =
         application.ok_or_else(|| ApiError::bad("missing_application", "name the application (`application`: id or name)"))?;
     let input = match input {
         Some((received, name)) => Input::Sent { received, name },
         None => Input::Default,
     };
-    let to = Intakes {
+    Ok((application, input))
+}
+
+/// Where submissions go.
+fn intakes(state: &AppState) -> Intakes<'_> {
+    Intakes {
         db: &state.db,
         intake: &state.intake,
         artifacts: state.artifacts.as_ref(),
         events: state.events.as_ref(),
         max_attempts: state.settings.max_attempts,
-    };
-    Ok((StatusCode::CREATED, aiedge_services::jobs::submit(&to, &user, &application, input, pool).await?))
+    }
+}
+
+/// A form's `input` file field: received (in memory or staged) when a file was chosen; an
+/// empty, unnamed one (a browser's form with no file picked) is none.
+async fn input_field(
+    state: &AppState,
+    limits: UploadLimits,
+    field: axum::extract::multipart::Field<'_>,
+) -> ApiResult<Option<(Received, String)>> {
+    let filename = field_filename(&field);
+    let received = artifacts::receive(state.artifacts.staging_dir(), field, limits.max_bytes).await?;
+    Ok((received.size() > 0 || !filename.is_empty() && filename != "upload").then_some((received, filename)))
 }
 
 /// The fields of a job submission: the application, the input sent (with its name), the pool.
@@ -602,13 +624,7 @@ async fn job_form(state: &AppState, limits: UploadLimits, multipart: &mut Multip
                 let word = text_field(field).await?;
                 pool = word.trim().parse().map_err(|_| ApiError::bad("bad_pool", "`pool` is `shared` (default) or `own`"))?;
             }
-            "input" => {
-                let filename = field_filename(&field);
-                let received = artifacts::receive(state.artifacts.staging_dir(), field, limits.max_bytes).await?;
-                if received.size() > 0 || !filename.is_empty() && filename != "upload" {
-                    input = Some((received, filename));
-                }
-            }
+            "input" => input = input_field(state, limits, field).await?,
             other => return Err(ApiError::bad("bad_field", format!("unknown field `{other}`"))),
         }
     }

@@ -11,15 +11,14 @@ use utoipa::ToSchema;
 
 use aiedge_core::schedules::{FireTime, ScheduleDetail, ScheduleSpec, ScheduleView};
 use aiedge_core::{Overlap, Pool};
-use aiedge_services::jobs::{Input, Intakes};
 use aiedge_services::schedules as service;
-use aiedge_store::artifacts::{self, Received};
+use aiedge_store::artifacts::Received;
 use aiedge_store::now_ms;
 use app::backend::{AppState, CurrentUser};
 
 use super::{
-    answer, caller, drain, field_filename, not_multipart, text_field, wants_html, ApiError, ApiJson, ApiQuery, ApiResult, Caller,
-    ErrorBody, UploadLimits, UrlPath,
+    answer, application_and_input, caller, drain, input_field, intakes, not_multipart, text_field, wants_html, ApiError, ApiJson, ApiQuery,
+    ApiResult, Caller, ErrorBody, UploadLimits, UrlPath,
 };
 
 /// `GET /api/v1/schedules`: the caller's schedules, by name.
@@ -106,20 +105,8 @@ async fn create_inner(
         drain(&mut multipart).await;
     }
     let (application, spec, input) = form?;
-    let application =
-        application.ok_or_else(|| ApiError::bad("missing_application", "name the application (`application`: id or name)"))?;
-    let input = match input {
-        Some((received, name)) => Input::Sent { received, name },
-        None => Input::Default,
-    };
-    let to = Intakes {
-        db: &state.db,
-        intake: &state.intake,
-        artifacts: state.artifacts.as_ref(),
-        events: state.events.as_ref(),
-        max_attempts: state.settings.max_attempts,
-    };
-    Ok((StatusCode::CREATED, service::create(&to, &user, &application, spec, input, now_ms()).await?))
+    let (application, input) = application_and_input(application, input)?;
+    Ok((StatusCode::CREATED, service::create(&intakes(state), &user, &application, spec, input, now_ms()).await?))
 }
 
 /// The fields of a schedule's form: the application, the spec, the input sent (with its name).
@@ -154,13 +141,7 @@ async fn schedule_form(state: &AppState, limits: UploadLimits, multipart: &mut M
                     .transpose()
                     .map_err(|_| ApiError::bad("bad_pool", "`pool` is `shared` (default) or `own`"))?
             }
-            "input" => {
-                let filename = field_filename(&field);
-                let received = artifacts::receive(state.artifacts.staging_dir(), field, limits.max_bytes).await?;
-                if received.size() > 0 || !filename.is_empty() && filename != "upload" {
-                    input = Some((received, filename));
-                }
-            }
+            "input" => input = input_field(state, limits, field).await?,
             other => return Err(ApiError::bad("bad_field", format!("unknown field `{other}`"))),
         }
     }
