@@ -247,7 +247,8 @@ fn ScheduleDetailView(d: ScheduleDetail, actions: Actions) -> impl IntoView {
     let (pause_id, delete_id, edit_id) = (s.id.clone(), s.id.clone(), s.id.clone());
     // Oldest first, for the chart.
     let fired: Vec<_> = d.runs.iter().rev().filter(|r| r.outcome == RunOutcome::Fired).cloned().collect();
-    let labels: Vec<String> = fired.iter().map(|r| r.local.get(4..19).unwrap_or(&r.local).to_string()).collect();
+    // The time of day ("Mon 2026-12-07 02:00:00 CET" → "02:00:00"); the table has the rest.
+    let labels: Vec<String> = fired.iter().map(|r| r.local.get(15..23).unwrap_or(&r.local).to_string()).collect();
     let run_times = Series::sparse("run time", fired.iter().map(|r| r.run_ms.map(|ms| ms as f64)));
     let lateness = Series::new("lateness", fired.iter().map(|r| (r.recorded_at_ms - r.fire_at_ms).max(0) as f64));
     view! {
