@@ -63,9 +63,15 @@ pub struct Missed {
 /// ago; every earlier one (and the latest too, when it is past the deadline) is missed. The
 /// next fire time is the first after `now`, so a plan carried out twice is the same plan.
 pub fn plan(times: &impl FireTimes, due: i64, now: i64, deadline_ms: i64) -> Plan {
-    let next = times.next_after(now);
-    // `due` is a fire time that has come, so there is a latest one at or after it.
-    let latest = times.last_at_or_before(now).filter(|t| *t >= due).unwrap_or(due);
+    let after_due = times.next_after(due);
+    let (latest, next) = if after_due.is_none_or(|t| t > now) {
+        // The usual tick: `due` is the only fire time that has come, and the one after it is
+        // the next (one search instead of two).
+        (due, after_due)
+    } else {
+        // `due` is a fire time that has come, so there is a latest one at or after it.
+        (times.last_at_or_before(now).filter(|t| *t >= due).unwrap_or(due), times.next_after(now))
+    };
     let fire = (now - latest <= deadline_ms).then_some(latest);
     // Missed: every fire time from `due` up to `latest` (exclusive), and `latest` itself if it
     // does not run.
