@@ -5,7 +5,7 @@
 //! Creates one user, one application and `--schedules` schedules (overlap `allow`, so every fire
 //! time submits a job), then runs the server's own loop for `--seconds`: a
 //! [`Ticker`] on the database's thread with the system clock, sleeping until the earliest next
-//! fire time (at most 1 s), as `server::schedule_ticker` does. Spread (the default): schedule
+//! fire time (at most 250 ms), as `server::schedule_ticker` does. Spread (the default): schedule
 //! `i` fires every minute at second `i % 60`, about 167 fire times a second. `--burst`: every
 //! schedule fires at second 0 of every minute, 10 000 at once.
 //!
@@ -165,8 +165,8 @@ async fn main() {
             fired += tick.fired;
             lateness.extend(tick.lateness_ms);
             let wait = match store::next_due_at(&runner).await.unwrap() {
-                Some(at) => (at - now_ms()).clamp(20, 1000),
-                None => 1000,
+                Some(at) => (at - now_ms()).clamp(20, 250),
+                None => 250,
             };
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         }
