@@ -69,6 +69,7 @@ pub struct AccountDeleted {
     /// Of those, the ones that were queued, dispatched or running.
     pub cancelled_jobs: u64,
     pub applications: u64,
+    pub schedules: u64,
     pub nodes: u64,
     /// Other accounts' jobs that were on its nodes, moved on.
     pub moved_jobs: u64,
@@ -85,6 +86,7 @@ impl AccountDeleted {
             .append_pair("jobs", &self.jobs.to_string())
             .append_pair("cancelled", &self.cancelled_jobs.to_string())
             .append_pair("apps", &self.applications.to_string())
+            .append_pair("schedules", &self.schedules.to_string())
             .append_pair("nodes", &self.nodes.to_string())
             .append_pair("moved", &self.moved_jobs.to_string())
             .append_pair("tokens", &self.api_tokens.to_string())
@@ -100,6 +102,7 @@ impl AccountDeleted {
             jobs: n("jobs"),
             cancelled_jobs: n("cancelled"),
             applications: n("apps"),
+            schedules: n("schedules"),
             nodes: n("nodes"),
             moved_jobs: n("moved"),
             api_tokens: n("tokens"),
@@ -118,6 +121,9 @@ impl AccountDeleted {
             count(self.nodes, "node", "nodes"),
             count(self.api_tokens, "API token", "API tokens"),
         );
+        if self.schedules > 0 {
+            text.push_str(&format!(" Its {} went too.", count(self.schedules, "schedule", "schedules")));
+        }
         if self.moved_jobs > 0 {
             text.push_str(&format!(" {} of other accounts on its nodes moved on to other nodes.", count(self.moved_jobs, "job", "jobs")));
         }
@@ -143,6 +149,7 @@ pub async fn delete_account(id: String, #[server(default)] confirm: String) -> R
         jobs: deleted.jobs,
         cancelled_jobs: deleted.unfinished_jobs.len() as u64,
         applications: deleted.applications,
+        schedules: deleted.schedules,
         nodes: deleted.nodes.len() as u64,
         moved_jobs: deleted.moved_jobs.len() as u64,
         api_tokens: deleted.api_tokens,

@@ -447,6 +447,12 @@ async fn admins_delete_accounts_with_everything_they_own(db: DbKind) {
     let iris = String::from_utf8(std::fs::read(fixture("iris.csv")).unwrap()).unwrap();
     let model = std::fs::read(fixture("iris_logreg.onnx")).unwrap();
     let app = json(gone.upload("iris", "m.onnx", model.clone(), Some(iris.clone().into_bytes())).await, 201).await;
+    // A schedule of its model, with a CSV of its own (kept in the database), once a year.
+    let form = reqwest::multipart::Form::new()
+        .text("application", "iris")
+        .text("cron", "0 3 1 1 *")
+        .part("input", reqwest::multipart::Part::bytes(b"a,b,c,d\n5.1,3.5,1.4,0.2\n".to_vec()).file_name("mine.csv"));
+    json(gone.post_form("/api/v1/schedules", form).await, 201).await;
     let app_id = app["id"].as_str().unwrap().to_string();
     let (node_id, token) = gone.add_node("box").await;
     let _agent = Agent::start(&server, &token, "box", &[]);
@@ -540,7 +546,7 @@ async fn admins_delete_accounts_with_everything_they_own(db: DbKind) {
     assert!(
         page.contains(
             "Deleted gone@example.org and everything it owned: 3 jobs (1 unfinished, cancelled), 1 application, 1 node (removed)"
-        ),
+        ) && page.contains("Its 1 schedule went too."),
         "{page}"
     );
 
@@ -557,6 +563,7 @@ async fn admins_delete_accounts_with_everything_they_own(db: DbKind) {
         ("select count(*) from sessions where user_id = $1", &gone_id),
         ("select count(*) from api_tokens where user_id = $1", &gone_id),
         ("select count(*) from applications where owner_id = $1", &gone_id),
+        ("select count(*) from schedules where owner_id = $1", &gone_id),
         ("select count(*) from jobs where owner_id = $1", &gone_id),
         ("select count(*) from nodes where owner_id = $1", &gone_id),
         ("select count(*) from job_events where job_id = $1", &done_id),

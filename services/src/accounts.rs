@@ -63,8 +63,9 @@ pub async fn set_role(db: &Db, caller: &UserView, id: &str, role: Role) -> Resul
 ///   another node, or fails when it is out of attempts). Then the nodes are deleted with their
 ///   registration tokens, transitions, metrics history and shares; other accounts' finished
 ///   jobs keep their history, without the node.
-/// - Its applications, jobs (with their timelines and attempts), API tokens and sessions are
-///   deleted: its tokens and sessions are refused at once.
+/// - Its schedules (with their runs and stored inputs), applications, jobs (with their
+///   timelines and attempts), API tokens and sessions are deleted: its tokens and sessions are
+///   refused at once.
 ///
 /// All of that is one database transaction (see [`users::delete`]). Its files in the artifact
 /// store (applications and their default inputs, job inputs, results and logs) are deleted
@@ -113,6 +114,7 @@ pub async fn delete(db: &Db, artifacts: &dyn ArtifactStore, events: &dyn Events,
         jobs = deleted.jobs,
         unfinished_jobs = deleted.unfinished_jobs.len(),
         applications = deleted.applications,
+        schedules = deleted.schedules,
         nodes = deleted.nodes.len(),
         moved_jobs = deleted.moved_jobs.len(),
         api_tokens = deleted.api_tokens,

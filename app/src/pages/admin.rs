@@ -77,7 +77,7 @@ fn Accounts() -> impl IntoView {
     view! {
         <section class="card" id="accounts">
             <h2>"Accounts"</h2>
-            <p class="muted">"A disabled account cannot sign in, its API tokens are refused and its queued jobs wait until it is enabled again. A new role takes effect at the account's next sign-in: its sessions end. Deleting an account is for good: its unfinished jobs are cancelled, its nodes removed (other accounts' jobs on them move to other nodes), and its applications, jobs with their files, API tokens and sessions deleted."</p>
+            <p class="muted">"A disabled account cannot sign in, its API tokens are refused and its queued jobs wait until it is enabled again. A new role takes effect at the account's next sign-in: its sessions end. Deleting an account is for good: its unfinished jobs are cancelled, its nodes removed (other accounts' jobs on them move to other nodes), and its schedules, applications, jobs with their files, API tokens and sessions deleted."</p>
             <form method="get" action="/admin" class="row">
                 <input type="search" name="q" value=q placeholder="Email or name" aria-label="Search accounts" />
                 <button type="submit" class="secondary">"Search"</button>
@@ -122,7 +122,7 @@ fn Accounts() -> impl IntoView {
                                                             <p class="small">
                                                                 "Deletes " <strong>{u.email.clone()}</strong> " for good. Its queued and running jobs are cancelled (a node running one stops it). "
                                                                 "Its nodes are removed: their agents' credentials are revoked, and other accounts' jobs on them move to other nodes. "
-                                                                "Its applications, its jobs with their inputs, results and logs, its nodes' history, its API tokens and its sessions are deleted. This cannot be undone."
+                                                                "Its schedules, its applications, its jobs with their inputs, results and logs, its nodes' history, its API tokens and its sessions are deleted. This cannot be undone."
                                                             </p>
                                                             <label class="choice"><input type="checkbox" name="confirm" value="yes" required /> "I understand"</label>
                                                             <button type="submit" class="danger">"Delete account"</button>
