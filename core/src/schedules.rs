@@ -126,6 +126,17 @@ pub enum ScheduleState {
     Done,
 }
 
+impl ScheduleState {
+    /// The word the API sends (serde) and the pages show.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ScheduleState::Active => "active",
+            ScheduleState::Paused => "paused",
+            ScheduleState::Done => "done",
+        }
+    }
+}
+
 /// A fire time, with the wall-clock time it is in the schedule's zone.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -289,6 +300,13 @@ mod tests {
         let late = plan(&Once(7000), 7000, 9000, 1000);
         assert_eq!((late.fire, late.next), (None, None));
         assert_eq!(late.missed.map(|m| m.count), Some(1));
+    }
+
+    #[test]
+    fn state_words_match_serde() {
+        for s in [ScheduleState::Active, ScheduleState::Paused, ScheduleState::Done] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Creates one user, one application and `--schedules` schedules (overlap `allow`, so every fire
 //! time submits a job), then runs the server's own loop for `--seconds`: a
 //! [`Ticker`] on the database's thread with the system clock, sleeping until the earliest next
-//! fire time (at most 250 ms), as `server::schedule_ticker` does. Spread (the default): schedule
+//! fire time (`schedules::sleep_after_tick`), as `server::schedule_ticker` does. Spread (the default): schedule
 //! `i` fires every minute at second `i % 60`, about 167 fire times a second. `--burst`: every
 //! schedule fires at second 0 of every minute, 10 000 at once.
 //!
@@ -108,7 +108,6 @@ async fn main() {
                 id: &id,
                 owner_id: &user.id,
                 app_id: &app,
-                name: &name,
                 timing: Timing {
                     name: &name,
                     cron: Some(&cron),
@@ -164,11 +163,7 @@ async fn main() {
             }
             fired += tick.fired;
             lateness.extend(tick.lateness_ms);
-            let wait = match store::next_due_at(&runner).await.unwrap() {
-                Some(at) => (at - now_ms()).clamp(20, 250),
-                None => 250,
-            };
-            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            tokio::time::sleep(aiedge_services::schedules::sleep_after_tick(&runner, &SystemClock).await.unwrap()).await;
         }
         let _ = done_tx.send((fired, ticks, busy, lateness));
     });

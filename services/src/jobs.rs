@@ -65,25 +65,11 @@ pub struct Intakes<'a> {
 #[tracing::instrument(skip_all, fields(user_id = %caller.id, %pool))]
 pub async fn submit(to: &Intakes<'_>, caller: &UserView, application: &str, input: Input, pool: Pool) -> Result<JobView> {
     let app = apps::find(to.db, &caller.id, application.trim()).await?.ok_or(ServiceError::NotFound("application"))?;
-    let invalid = |message: String| ServiceError::Invalid { code: "invalid_csv", message };
     let key = format!("inputs/{}.csv", uuid::Uuid::new_v4());
     let (input_key, input_name, rows, inline, stored) = match input {
         Input::Sent { received, name } => {
-            if received.size() == 0 {
-                return Err(invalid("the input CSV is empty".into()));
-            }
-            match received {
-                // Small inputs (most interactive jobs) are stored with the job's row.
-                Received::Inline { text, .. } => {
-                    let rows = check_csv(text.as_bytes(), app.features).map_err(invalid)?;
-                    (artifacts::inline_key(&key), name, rows, Some(text), false)
-                }
-                Received::Staged(staged) => {
-                    let rows = check_csv_file(staged.path().to_path_buf(), app.features).await?;
-                    to.artifacts.commit(staged, &key).await.map_err(|e| ServiceError::Storage(e.to_string()))?;
-                    (key, name, rows, None, true)
-                }
-            }
+            let sent = take_input(to.artifacts, received, app.features, &key).await?;
+            (sent.key, name, sent.rows, sent.inline, sent.stored)
         }
         Input::Default => {
             let key = app.default_input_key.clone().ok_or_else(|| ServiceError::Invalid {
@@ -119,16 +105,48 @@ pub async fn submit(to: &Intakes<'_>, caller: &UserView, application: &str, inpu
     Ok(view)
 }
 
+/// An input CSV sent with a submission, checked and put where it is kept.
+pub(crate) struct SentInput {
+    /// Where it is kept: an inline key (its content is `inline`, for the caller's transaction)
+    /// or the artifact store's key it was committed under.
+    pub key: String,
+    pub rows: Option<u64>,
+    pub inline: Option<String>,
+    /// Committed to the artifact store already: the caller removes it if its own write fails.
+    pub stored: bool,
+}
+
+/// Checks `received` against a model with `features` columns (every row has its feature
+/// count) and keeps it under `key`: a small one in memory, to be written with the caller's row
+/// (most interactive jobs), a larger one committed to the artifact store now.
+pub(crate) async fn take_input(artifacts: &dyn ArtifactStore, received: Received, features: Option<u64>, key: &str) -> Result<SentInput> {
+    let invalid = |message: String| ServiceError::Invalid { code: "invalid_csv", message };
+    if received.size() == 0 {
+        return Err(invalid("the input CSV is empty".into()));
+    }
+    match received {
+        Received::Inline { text, .. } => {
+            let rows = check_csv(text.as_bytes(), features).map_err(invalid)?;
+            Ok(SentInput { key: artifacts::inline_key(key), rows, inline: Some(text), stored: false })
+        }
+        Received::Staged(staged) => {
+            let rows = check_csv_file(staged.path().to_path_buf(), features).await?;
+            artifacts.commit(staged, key).await.map_err(|e| ServiceError::Storage(e.to_string()))?;
+            Ok(SentInput { key: key.to_string(), rows, inline: None, stored: true })
+        }
+    }
+}
+
 /// Rows of an input CSV for an ONNX model with `features` columns (script inputs are the
 /// script's business: `None`).
-pub(crate) fn check_csv(text: &[u8], features: Option<u64>) -> std::result::Result<Option<u64>, String> {
+fn check_csv(text: &[u8], features: Option<u64>) -> std::result::Result<Option<u64>, String> {
     let Some(features) = features else { return Ok(None) };
     let (_, rows) = runner::onnx::check_csv(text, Some(features as usize)).map_err(|e| e.to_string())?;
     Ok(Some(rows))
 }
 
 /// [`check_csv`] for a staged file, on the blocking pool.
-pub(crate) async fn check_csv_file(path: std::path::PathBuf, features: Option<u64>) -> Result<Option<u64>> {
+async fn check_csv_file(path: std::path::PathBuf, features: Option<u64>) -> Result<Option<u64>> {
     let Some(features) = features else { return Ok(None) };
     let checked = tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(&path).map_err(runner::onnx::OnnxError::Io)?;

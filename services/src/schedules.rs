@@ -13,7 +13,7 @@ use aiedge_core::schedules::{
 };
 use aiedge_core::views::UserView;
 use aiedge_core::{JobStatus, Overlap, Pool, RunOutcome};
-use aiedge_store::artifacts::{self, ArtifactStore, Received};
+use aiedge_store::artifacts::{self, ArtifactStore};
 use aiedge_store::jobs::QueuedRow;
 use aiedge_store::schedules::{self as store, Due, Fired, Firing, RunRow, Stored};
 use aiedge_store::{apps, Db};
@@ -47,6 +47,10 @@ fn first_fire(timing: &Timing, now: i64) -> Result<i64> {
         Some(at) => invalid("bad_timing", format!("{} has passed", timing.local(at))),
         None => invalid("bad_timing", "this expression matches no date in the future"),
     })
+}
+
+fn name_taken(name: &str) -> ServiceError {
+    ServiceError::Conflict { code: "name_taken", message: format!("you already have a schedule named {name:?}") }
 }
 
 fn deadline_ms(deadline_s: Option<u64>) -> Result<i64> {
@@ -101,20 +105,8 @@ pub async fn create(
             (None, "default input".to_string(), None, None, false)
         }
         Input::Sent { received, name } => {
-            if received.size() == 0 {
-                return Err(invalid("invalid_csv", "the input CSV is empty"));
-            }
-            match received {
-                Received::Inline { text, .. } => {
-                    let rows = crate::jobs::check_csv(text.as_bytes(), app.features).map_err(|m| invalid("invalid_csv", m))?;
-                    (Some(artifacts::inline_key(&key)), name, rows, Some(text), false)
-                }
-                Received::Staged(staged) => {
-                    let rows = crate::jobs::check_csv_file(staged.path().to_path_buf(), app.features).await?;
-                    to.artifacts.commit(staged, &key).await.map_err(|e| ServiceError::Storage(e.to_string()))?;
-                    (Some(key.clone()), name, rows, None, true)
-                }
-            }
+            let sent = crate::jobs::take_input(to.artifacts, received, app.features, &key).await?;
+            (Some(sent.key), name, sent.rows, sent.inline, sent.stored)
         }
     };
     let once_at = timing.once_at();
@@ -122,7 +114,6 @@ pub async fn create(
         id: &id,
         owner_id: &caller.id,
         app_id: &app.view.id,
-        name: &name,
         timing: store::Timing {
             name: &name,
             cron: spec.cron.as_deref().filter(|_| once_at.is_none()).map(str::trim),
@@ -143,10 +134,7 @@ pub async fn create(
         if stored {
             let _ = to.artifacts.delete(&key).await;
         }
-        if store::is_name_taken(&e) {
-            return Err(ServiceError::Conflict { code: "name_taken", message: format!("you already have a schedule named {name:?}") });
-        }
-        return Err(e.into());
+        return Err(if store::is_name_taken(&e) { name_taken(&name) } else { e.into() });
     }
     tracing::info!(schedule_id = %id, app_id = %app.view.id, "schedule created");
     let stored = store::get(to.db, &id).await?.ok_or(ServiceError::NotFound("schedule"))?;
@@ -184,10 +172,7 @@ pub async fn update(db: &Db, caller: &UserView, id: &str, spec: ScheduleSpec, no
     };
     let name = spec.name.as_deref().map(str::trim).unwrap_or(&current.name).to_string();
     aiedge_core::names::check_name(&name).map_err(|e| invalid("bad_name", e))?;
-    let deadline = match spec.deadline_s {
-        Some(_) => deadline_ms(spec.deadline_s)?,
-        None => current.deadline_ms,
-    };
+    let deadline = if spec.deadline_s.is_some() { deadline_ms(spec.deadline_s)? } else { current.deadline_ms };
     let once_at = timing.once_at();
     let cron = match (&spec.cron, once_at) {
         (_, Some(_)) => None,
@@ -207,9 +192,7 @@ pub async fn update(db: &Db, caller: &UserView, id: &str, spec: ScheduleSpec, no
     match store::update(db, id, t, now).await {
         Ok(true) => {}
         Ok(false) => return Err(ServiceError::NotFound("schedule")),
-        Err(e) if store::is_name_taken(&e) => {
-            return Err(ServiceError::Conflict { code: "name_taken", message: format!("you already have a schedule named {name:?}") })
-        }
+        Err(e) if store::is_name_taken(&e) => return Err(name_taken(&name)),
         Err(e) => return Err(e.into()),
     }
     tracing::info!("schedule changed");
@@ -252,8 +235,8 @@ pub async fn list(db: &Db, caller: &UserView, now: i64) -> Result<Vec<ScheduleVi
 /// A schedule's page: the schedule and its latest runs.
 pub async fn detail(db: &Db, caller: &UserView, id: &str, now: i64) -> Result<ScheduleDetail> {
     let stored = visible(db, caller, id).await?;
-    let schedule = view(&stored, now)?;
-    let timing = Timing::stored(stored.cron.as_deref(), stored.once_at, &stored.time_zone).ok();
+    let timing = stored_timing(&stored);
+    let schedule = view_with(&stored, timing.as_ref(), now)?;
     let runs = store::runs(db, id, RUNS_SHOWN)
         .await?
         .into_iter()
@@ -275,15 +258,25 @@ pub async fn detail(db: &Db, caller: &UserView, id: &str, now: i64) -> Result<Sc
     Ok(ScheduleDetail { schedule, runs })
 }
 
+/// A stored schedule's timing (`None` for one this build cannot read: its view shows no
+/// fire times, and the ticker pauses it with a run saying why).
+fn stored_timing(s: &Stored) -> Option<Timing> {
+    Timing::stored(s.cron.as_deref(), s.once_at, &s.time_zone).ok()
+}
+
 /// A stored schedule as pages and the API show it, with its next fire times from `now`.
 fn view(s: &Stored, now: i64) -> Result<ScheduleView> {
-    let timing = Timing::stored(s.cron.as_deref(), s.once_at, &s.time_zone).ok();
+    view_with(s, stored_timing(s).as_ref(), now)
+}
+
+/// [`view`] with its timing already parsed.
+fn view_with(s: &Stored, timing: Option<&Timing>, now: i64) -> Result<ScheduleView> {
     let state = match (s.paused_at, s.next_fire_at) {
         (Some(_), _) => ScheduleState::Paused,
         (None, None) => ScheduleState::Done,
         (None, Some(_)) => ScheduleState::Active,
     };
-    let upcoming = match (&timing, state, s.next_fire_at) {
+    let upcoming = match (timing, state, s.next_fire_at) {
         (Some(t), ScheduleState::Active, Some(next)) => t.upcoming(next.max(now) - 1, rules::UPCOMING),
         _ => Vec::new(),
     };
@@ -296,7 +289,7 @@ fn view(s: &Stored, now: i64) -> Result<ScheduleView> {
         cron: s.cron.clone(),
         once_at_ms: s.once_at,
         time_zone: s.time_zone.clone(),
-        description: timing.as_ref().map(Timing::describe).unwrap_or_default(),
+        description: timing.map(Timing::describe).unwrap_or_default(),
         overlap: s.overlap()?,
         deadline_s: u64::try_from(s.deadline_ms / 1000).unwrap_or(0),
         pool: s.pool()?,
@@ -329,6 +322,22 @@ impl Clock for i64 {
     fn now_ms(&self) -> i64 {
         *self
     }
+}
+
+/// The longest sleep between ticks: how late a schedule created or edited to fire sooner than
+/// the earliest known fire time can be.
+pub const MAX_SLEEP_MS: i64 = 250;
+/// The shortest: a schedule still due after a tick (a failed write) is retried, not spun on.
+const MIN_SLEEP_MS: i64 = 20;
+
+/// How long to sleep after a tick: until the earliest next fire time, within
+/// [`MIN_SLEEP_MS`]..[`MAX_SLEEP_MS`].
+pub async fn sleep_after_tick(db: &Db, clock: &dyn Clock) -> Result<std::time::Duration> {
+    let wait = match store::next_due_at(db).await? {
+        Some(at) => (at - clock.now_ms()).clamp(MIN_SLEEP_MS, MAX_SLEEP_MS),
+        None => MAX_SLEEP_MS,
+    };
+    Ok(std::time::Duration::from_millis(wait as u64))
 }
 
 /// Due schedules read (and fired in one transaction) at a time.
@@ -374,9 +383,8 @@ impl Ticker {
         let active = store::active_timings(db).await?;
         let n = active.len();
         for (id, cron, once_at, zone) in active {
-            if let Ok(t) = Timing::stored(cron.as_deref(), once_at, &zone) {
-                self.timings.insert(id, Parsed { cron, once_at, zone, timing: Arc::new(t) });
-            }
+            // One that cannot be read is met again at its fire time, which says why.
+            let _ = self.keep(id, cron, once_at, zone);
         }
         Ok(n)
     }
@@ -397,15 +405,26 @@ impl Ticker {
                 replaces.push(replace);
                 firings.push(firing);
             }
-            for f in &firings {
-                report.skipped += f.other.iter().filter(|r| r.outcome == RunOutcome::Skipped).count() as u64;
-                report.missed += f.other.iter().filter(|r| r.outcome == RunOutcome::Missed).map(|r| r.count).sum::<u64>();
-            }
+            // Counted once recorded: a firing another tick got to first records nothing.
+            let others: Vec<(u64, u64)> = firings
+                .iter()
+                .map(|f| {
+                    let skipped = f.other.iter().filter(|r| r.outcome == RunOutcome::Skipped).count() as u64;
+                    let missed = f.other.iter().filter(|r| r.outcome == RunOutcome::Missed).map(|r| r.count).sum::<u64>();
+                    (skipped, missed)
+                })
+                .collect();
             let fire_times: Vec<Option<i64>> = firings.iter().map(|f| f.fired.as_ref().map(|(at, _)| *at)).collect();
             let results = store::fire(db, firings, now).await?;
             let committed = clock.now_ms();
             let mut submitted = false;
-            for (((fired, replace), d), fire_at) in results.into_iter().zip(replaces).zip(&due).zip(fire_times) {
+            for ((((fired, replace), d), fire_at), (skipped, missed)) in
+                results.into_iter().zip(replaces).zip(&due).zip(fire_times).zip(others)
+            {
+                if fired != Fired::Stale {
+                    report.skipped += skipped;
+                    report.missed += missed;
+                }
                 match fired {
                     Fired::Stale => report.stale += 1,
                     Fired::Done(None) => {}
@@ -449,13 +468,17 @@ impl Ticker {
                 return Ok(p.timing.clone());
             }
         }
-        let t = Arc::new(Timing::stored(d.cron.as_deref(), d.once_at, &d.time_zone).map_err(|e| e.0)?);
+        self.keep(d.id.clone(), d.cron.clone(), d.once_at, d.time_zone.clone())
+    }
+
+    /// Parses a schedule's timing and keeps it under its id.
+    fn keep(&mut self, id: String, cron: Option<String>, once_at: Option<i64>, zone: String) -> std::result::Result<Arc<Timing>, String> {
+        let timing = Arc::new(Timing::stored(cron.as_deref(), once_at, &zone).map_err(|e| e.0)?);
         if self.timings.len() > 100_000 {
             self.timings.clear();
         }
-        self.timings
-            .insert(d.id.clone(), Parsed { cron: d.cron.clone(), once_at: d.once_at, zone: d.time_zone.clone(), timing: t.clone() });
-        Ok(t)
+        self.timings.insert(id, Parsed { cron, once_at, zone, timing: timing.clone() });
+        Ok(timing)
     }
 
     /// What to do with one due schedule; the job to cancel if it replaces one.

@@ -57,7 +57,6 @@ pub struct NewSchedule<'a> {
     pub id: &'a str,
     pub owner_id: &'a str,
     pub app_id: &'a str,
-    pub name: &'a str,
     pub timing: Timing<'a>,
     pub input_key: Option<&'a str>,
     pub input_name: &'a str,
@@ -67,7 +66,7 @@ pub struct NewSchedule<'a> {
     pub now: i64,
 }
 
-/// When a schedule fires and what it does on overlap: the fields an edit may change.
+/// Its name, when it fires and what it does on overlap: the fields an edit may change.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing<'a> {
     pub name: &'a str,
@@ -104,7 +103,7 @@ pub async fn create(db: &Db, new: NewSchedule<'_>) -> Result<(), sqlx::Error> {
     .bind(new.id)
     .bind(new.owner_id)
     .bind(new.app_id)
-    .bind(new.name)
+    .bind(t.name)
     .bind(t.cron)
     .bind(t.once_at)
     .bind(t.time_zone)

@@ -289,13 +289,11 @@ pub async fn delete(db: &Db, id: &str) -> Result<Option<DeletedAccount>, sqlx::E
     // Schedules name the account's applications: they go first, with their runs and stored
     // inputs (the ones kept in the database here; files under their prefix).
     let schedules: Vec<(String,)> = sqlx::query_as("select id from schedules where owner_id = $1").bind(id).fetch_all(&mut *tx).await?;
-    for (schedule,) in &schedules {
-        sqlx::query("delete from inline_artifacts where key = $1")
-            .bind(super::artifacts::inline_key(&format!("schedules/{schedule}/input.csv")))
-            .execute(&mut *tx)
-            .await?;
-        deleted.artifact_prefixes.push(format!("schedules/{schedule}"));
-    }
+    deleted.artifact_prefixes.extend(schedules.iter().map(|(s,)| format!("schedules/{s}")));
+    sqlx::query("delete from inline_artifacts where key in (select input_key from schedules where owner_id = $1)")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     deleted.schedules = sqlx::query("delete from schedules where owner_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
     let apps: Vec<(String,)> = sqlx::query_as("select id from applications where owner_id = $1").bind(id).fetch_all(&mut *tx).await?;
     deleted.artifact_prefixes.extend(apps.iter().map(|(a,)| format!("apps/{a}")));

@@ -8,8 +8,8 @@ use crate::jobs::my_apps;
 use crate::live::ticker;
 use crate::pages::jobs::StatusBadge;
 use crate::schedules::{
-    load_schedule, my_schedules, preview_schedule, DeleteSchedule, PauseSchedule, RunOutcome, ScheduleDetail, ScheduleState, ScheduleView,
-    UpdateSchedule,
+    load_schedule, my_schedules, preview_schedule, DeleteSchedule, Overlap, PauseSchedule, RunOutcome, ScheduleDetail, ScheduleState,
+    ScheduleView, UpdateSchedule,
 };
 use crate::upload::{Lands, UploadForm};
 
@@ -37,11 +37,25 @@ const ZONES: &[&str] = &[
     "Africa/Lagos",
 ];
 
-fn state_word(s: ScheduleState) -> &'static str {
-    match s {
-        ScheduleState::Active => "active",
-        ScheduleState::Paused => "paused",
-        ScheduleState::Done => "done",
+/// What an overlap policy does, in the words of the forms and the schedule's page.
+fn overlap_label(policy: Overlap) -> &'static str {
+    match policy {
+        Overlap::Skip => "skip the new run",
+        Overlap::Allow => "run both",
+        Overlap::Replace => "cancel the previous run",
+    }
+}
+
+/// The overlap policy's field, for the new schedule's form and the edit form.
+#[component]
+fn OverlapField(id: &'static str, selected: Overlap) -> impl IntoView {
+    view! {
+        <div class="field">
+            <label for=id>"If the previous run has not ended"</label>
+            <select id=id name="overlap">
+                {Overlap::ALL.iter().map(|p| view! { <option value=p.as_str() selected=*p == selected>{overlap_label(*p)}</option> }).collect_view()}
+            </select>
+        </div>
     }
 }
 
@@ -76,7 +90,7 @@ pub fn Schedules() -> impl IntoView {
                                             <td><a href=format!("/schedules/{}", s.id)>{s.name.clone()}</a></td>
                                             <td>{s.app_name.clone()}</td>
                                             <td><code>{when(&s)}</code></td>
-                                            <td><span class=format!("badge schedule-{}", state_word(s.state))>{state_word(s.state)}</span></td>
+                                            <td><span class=format!("badge schedule-{}", s.state.as_str())>{s.state.as_str()}</span></td>
                                             <td>{s.upcoming.first().map(|f| f.local.clone()).unwrap_or_else(|| "—".into())}</td>
                                         </tr>
                                     }).collect_view()}
@@ -174,14 +188,7 @@ fn NewSchedule() -> impl IntoView {
                                         })}
                                     </Transition>
                                 </div>
-                                <div class="field">
-                                    <label for="schedule-overlap">"If the previous run has not ended"</label>
-                                    <select id="schedule-overlap" name="overlap">
-                                        <option value="skip" selected>"skip this run"</option>
-                                        <option value="allow">"run both"</option>
-                                        <option value="replace">"cancel the previous run"</option>
-                                    </select>
-                                </div>
+                                <OverlapField id="schedule-overlap" selected=Overlap::Skip />
                                 <div class="field">
                                     <label for="schedule-deadline">"Starting deadline (seconds)"</label>
                                     <input id="schedule-deadline" name="deadline_s" type="number" min="0" max="604800" value="3600" />
@@ -255,11 +262,11 @@ fn ScheduleDetailView(d: ScheduleDetail, actions: Actions) -> impl IntoView {
         <Title text=s.name.clone() />
         <section class="card">
             <p class="muted small"><a href="/schedules">"← Schedules"</a></p>
-            <h1 data-testid="schedule-name">{s.name.clone()} " " <span class=format!("badge schedule-{}", state_word(s.state)) data-testid="schedule-state">{state_word(s.state)}</span></h1>
+            <h1 data-testid="schedule-name">{s.name.clone()} " " <span class=format!("badge schedule-{}", s.state.as_str()) data-testid="schedule-state">{s.state.as_str()}</span></h1>
             <dl class="facts">
                 <dt>"Runs"</dt><dd><a href=format!("/apps/{}", s.app_id)>{s.app_name.clone()}</a> " on " {s.input_name.clone()}</dd>
                 <dt>"When"</dt><dd><code>{when(&s)}</code> <span class="muted">" · " {s.description.clone()}</span></dd>
-                <dt>"If still running"</dt><dd>{match s.overlap { crate::schedules::Overlap::Skip => "skip the new run", crate::schedules::Overlap::Allow => "run both", crate::schedules::Overlap::Replace => "cancel the previous run" }}</dd>
+                <dt>"If still running"</dt><dd>{overlap_label(s.overlap)}</dd>
                 <dt>"Starting deadline"</dt><dd>{format!("{} s", s.deadline_s)}</dd>
             </dl>
             <h2>"Next runs"</h2>
@@ -322,14 +329,7 @@ fn ScheduleDetailView(d: ScheduleDetail, actions: Actions) -> impl IntoView {
                 }}
                 <div class="field"><label for="edit-zone">"Time zone"</label><input id="edit-zone" name="time_zone" list="zones" value=s.time_zone.clone() /></div>
                 <datalist id="zones">{ZONES.iter().map(|z| view! { <option value=*z /> }).collect_view()}</datalist>
-                <div class="field">
-                    <label for="edit-overlap">"If the previous run has not ended"</label>
-                    <select id="edit-overlap" name="overlap">
-                        {[("skip", "skip this run"), ("allow", "run both"), ("replace", "cancel the previous run")].into_iter().map(|(v, label)| view! {
-                            <option value=v selected=s.overlap.as_str() == v>{label}</option>
-                        }).collect_view()}
-                    </select>
-                </div>
+                <OverlapField id="edit-overlap" selected=s.overlap />
                 <div class="field"><label for="edit-deadline">"Starting deadline (seconds)"</label><input id="edit-deadline" name="deadline_s" type="number" min="0" max="604800" value=s.deadline_s.to_string() /></div>
                 <button type="submit">"Save"</button>
             </ActionForm>
