@@ -34,6 +34,10 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Register (first time only) and send heartbeats until stopped.
     Run(RunArgs),
+    /// Register this machine with a one-time token and save its credentials, then exit: what
+    /// the installer does before it starts the service. A machine already enrolled keeps its
+    /// identity (the token is not used).
+    Enrol(EnrolArgs),
     /// Run an ONNX model on a CSV here, exactly as a job would, and write the predictions CSV:
     /// check a model on this machine before uploading it.
     Predict(PredictArgs),
@@ -63,6 +67,42 @@ pub struct ProbeArgs {
     /// Temperature (°C) at or above which the score is 0.
     #[arg(long, env = "AIEDGE_CRITICAL_TEMP", default_value_t = 90.0, allow_negative_numbers = true)]
     pub critical_temp: f64,
+}
+
+/// Options of `node-agent enrol`. `Debug` is written by hand: the token is a secret.
+#[derive(Args)]
+pub struct EnrolArgs {
+    /// Base URL of the AI on the Edge server, e.g. `https://edge.example.com`.
+    #[arg(long, env = "AIEDGE_SERVER")]
+    pub server: String,
+
+    /// One-time registration token from the web app's "Add node".
+    #[arg(long, env = "AIEDGE_TOKEN", hide_env_values = true)]
+    pub token: String,
+
+    /// Name for this node shown in the web app (the server may default it to the hostname).
+    #[arg(long, env = "AIEDGE_NODE_NAME")]
+    pub name: Option<String>,
+
+    /// Private file (mode 0600) keeping the node's credentials [default: WORK_DIR/node-agent-state.json].
+    #[arg(long, env = "AIEDGE_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// Directory the agent keeps its state and job files in (created with mode 0700).
+    #[arg(long, env = "AIEDGE_WORK_DIR", default_value = "agent-work")]
+    pub work_dir: PathBuf,
+}
+
+impl std::fmt::Debug for EnrolArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolArgs")
+            .field("server", &self.server)
+            .field("token", &"<redacted>")
+            .field("name", &self.name)
+            .field("state_file", &self.state_file)
+            .field("work_dir", &self.work_dir)
+            .finish()
+    }
 }
 
 /// Options of `node-agent run`. `Debug` is written by hand: the token and the broker URL are secrets.

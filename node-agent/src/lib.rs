@@ -43,6 +43,7 @@ pub async fn execute(command: cli::Command) -> anyhow::Result<()> {
     match command {
         cli::Command::Probe(args) => probe(args).await,
         cli::Command::Predict(args) => tokio::task::spawn_blocking(move || predict(&args)).await?,
+        cli::Command::Enrol(args) => enrol(args).await,
         cli::Command::Run(args) => {
             let drain = CancellationToken::new();
             stop_on_signal(drain.clone())?;
@@ -108,6 +109,41 @@ async fn probe(args: cli::ProbeArgs) -> anyhow::Result<()> {
 
     let out = serde_json::json!({ "facts": facts, "metrics": metrics, "score": score });
     println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// How long `enrol` keeps trying a server that does not answer.
+const ENROL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `node-agent enrol`: register with the token (or find the saved credentials) and say which
+/// node this machine is, on stdout, for the installer to print.
+async fn enrol(args: cli::EnrolArgs) -> anyhow::Result<()> {
+    state::create_private_dir(&args.work_dir)?;
+    let state_file = args.state_file.clone().unwrap_or_else(|| args.work_dir.join(state::STATE_FILE_NAME));
+    let already = state::load(&state_file)?;
+    // The facts a registration carries; the first heartbeat sends them again with the real
+    // slots and whether scripts can run.
+    let facts = facts::gather(1, 0, false).await;
+    let enrolment = run::Enrolment { server: Some(&args.server), token: Some(&args.token), name: args.name.as_deref() };
+    // Registration retries while the server is unreachable; an installer must not wait forever.
+    let give_up = CancellationToken::new();
+    let timer = tokio::spawn({
+        let give_up = give_up.clone();
+        async move {
+            tokio::time::sleep(ENROL_TIMEOUT).await;
+            give_up.cancel();
+        }
+    });
+    let obtained = run::obtain_state(&enrolment, &state_file, &facts, &give_up).await;
+    timer.abort();
+    let Some(state) = obtained? else {
+        anyhow::bail!("could not reach the server at {} within {} s", args.server, ENROL_TIMEOUT.as_secs());
+    };
+    if already.is_some() {
+        println!("already enrolled as node {} with {}; the token was not used", state.node_id, state.server);
+    } else {
+        println!("enrolled as node {} with {}", state.node_id, state.server);
+    }
     Ok(())
 }
 

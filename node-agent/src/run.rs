@@ -70,7 +70,8 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
     let scripts = !args.no_scripts && scripts_can_run(&args, &launcher).await;
     let facts = facts::gather(args.max_jobs, args.queue_ahead, scripts).await;
 
-    let state = match obtain_state(&args, &state_file, &facts, &cancel).await {
+    let enrolment = Enrolment { server: args.server.as_deref(), token: args.token.as_deref(), name: args.name.as_deref() };
+    let state = match obtain_state(&enrolment, &state_file, &facts, &cancel).await {
         Ok(Some(state)) => state,
         Ok(None) => return Ok(()), // cancelled while registering
         Err(err) => {
@@ -208,27 +209,35 @@ async fn scripts_can_run(args: &RunArgs, launcher: &std::path::Path) -> bool {
     true
 }
 
-async fn obtain_state(
-    args: &RunArgs,
+/// What a node enrols with: `run` and `enrol` both take these.
+pub struct Enrolment<'a> {
+    pub server: Option<&'a str>,
+    pub token: Option<&'a str>,
+    pub name: Option<&'a str>,
+}
+
+/// The node's saved credentials, or new ones from the server (registering with the token and
+/// saving them): `Ok(None)` when `cancel` fired first.
+pub async fn obtain_state(
+    enrolment: &Enrolment<'_>,
     state_file: &std::path::Path,
     facts: &NodeFacts,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<AgentState>> {
     if let Some(state) = state::load(state_file)? {
         tracing::info!(node_id = %state.node_id, "using saved node credentials");
-        if let Some(server) = args.server.as_deref().filter(|s| *s != state.server) {
+        if let Some(server) = enrolment.server.filter(|s| *s != state.server) {
             tracing::warn!(saved = %state.server, given = %server, "--server differs from the server this node registered with");
         }
-        if args.token.is_some() {
+        if enrolment.token.is_some() {
             tracing::info!("state file present: the registration token is not needed and was not used");
         }
         return Ok(Some(state));
     }
 
-    let server =
-        args.server.as_deref().with_context(|| format!("no state file at {} and no --server to register with", state_file.display()))?;
-    let token = args.token.clone().with_context(|| format!("no state file at {} and no --token to register with", state_file.display()))?;
-    let request = RegisterRequest { token, name: args.name.clone(), facts: facts.clone() };
+    let server = enrolment.server.with_context(|| format!("no state file at {} and no --server to register with", state_file.display()))?;
+    let token = enrolment.token.with_context(|| format!("no state file at {} and no --token to register with", state_file.display()))?;
+    let request = RegisterRequest { token: token.to_string(), name: enrolment.name.map(str::to_string), facts: facts.clone() };
     let client = register::client().context("building the HTTP client")?;
 
     let mut attempt = 0;
