@@ -208,6 +208,13 @@ fn private() -> Sharing {
 }
 
 impl NodeView {
+    /// The agent version the node reported, when it is older than `current` (the version the
+    /// server hands out): the admin view flags those nodes for an upgrade.
+    pub fn outdated_agent(&self, current: &str) -> Option<&str> {
+        let reported = self.facts.as_ref()?.agent_version.as_str();
+        older_version(reported, current).then_some(reported)
+    }
+
     /// The word a badge shows: the admin's decision when it is not "enabled", else the status.
     pub fn badge(&self) -> &'static str {
         if self.admin_state == AdminState::Enabled {
@@ -224,8 +231,40 @@ pub struct NewNode {
     pub node: NodeView,
     pub token: String,
     pub expires_at_ms: i64,
-    /// The exact command to run on the machine.
+    /// The one line to paste on the machine: download, verify, install as a service, enrol.
+    pub install: String,
+    /// The agent's own command, for a machine that already has the binary.
     pub command: String,
+}
+
+impl NewNode {
+    /// The node with its install line and agent command for `public_url` (where the machine
+    /// reaches the server). The name is quoted for a POSIX shell.
+    pub fn new(node: NodeView, token: String, expires_at_ms: i64, public_url: &str) -> Self {
+        let server = public_url.trim_end_matches('/');
+        let name = shell_quote(&node.name);
+        let install = format!("curl -fsSL {server}/install.sh | sudo sh -s -- --token {token} --name {name}");
+        let command = format!("node-agent run --server {server} --token {token} --name {name}");
+        Self { node, token, expires_at_ms, install, command }
+    }
+}
+
+/// Whether dotted version `a` (e.g. `0.1.0`, any pre-release suffix ignored) is older than
+/// `b`; a version that does not parse is not called older.
+pub fn older_version(a: &str, b: &str) -> bool {
+    fn parts(v: &str) -> Option<Vec<u64>> {
+        let core = v.trim().trim_start_matches('v').split(['-', '+']).next()?;
+        core.split('.').map(|p| p.parse().ok()).collect()
+    }
+    match (parts(a), parts(b)) {
+        (Some(a), Some(b)) => a < b,
+        _ => false,
+    }
+}
+
+/// `text` as one word for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// One recorded change of a node's status.
@@ -267,4 +306,27 @@ pub struct NodeDetail {
     /// Averages over equal spans of the window, oldest first.
     pub history: Vec<Sample>,
     pub window_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(older_version("0.1.0", "0.2.0"));
+        assert!(older_version("0.9.9", "0.10.0"), "numbers, not text");
+        assert!(older_version("1.2", "1.2.1"));
+        assert!(older_version("0.1.0-rc.1", "0.1.1"));
+        assert!(!older_version("0.1.0", "0.1.0"));
+        assert!(!older_version("0.2.0", "0.1.9"));
+        assert!(!older_version("matrix", "0.1.0"), "an unparseable version is not called older");
+        assert!(!older_version("0.1.0", "dev"));
+    }
+
+    #[test]
+    fn install_line_quotes_the_name_for_the_shell() {
+        assert_eq!(shell_quote("lab pc"), "'lab pc'");
+        assert_eq!(shell_quote("it's; rm -rf /"), r"'it'\''s; rm -rf /'");
+    }
 }

@@ -50,11 +50,12 @@ pub async fn add_node(state: &AppState, owner: &str, name: &str, sharing: aiedge
     let new = aiedge_store::nodes::add(&state.db, &state.settings.thermal, &state.settings.public_url, &user.id, &name).await?;
     aiedge_services::nodes::set_sharing(&state.db, state.events.as_ref(), &user, &new.node.id, sharing, &[]).await?;
     Ok(format!(
-        "node {} ({}) added for {email}, {}\ntoken: {}\nexpires in 30 minutes\nrun on the machine:\n  {}",
+        "node {} ({}) added for {email}, {}\ntoken: {}\nexpires in 30 minutes\ninstall on the machine (as root):\n  {}\nor, where the agent is installed:\n  {}",
         new.node.name,
         new.node.id,
         if sharing == aiedge_core::Sharing::Everyone { "running everyone's jobs" } else { "running its owner's jobs only" },
         new.token,
+        new.install,
         new.command
     ))
 }

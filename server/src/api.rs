@@ -31,6 +31,7 @@ use app::jobs::{check_name, AppDetails, AppView, JobView, TensorLine};
 
 use crate::model_check::{ModelCheckError, ModelChecker};
 
+pub mod nodes;
 pub mod schedules;
 use crate::routes::{Kind, Routes};
 
@@ -863,9 +864,10 @@ pub enum FormPool {
 #[openapi(
     info(title = "AI on the Edge API", description = "Upload applications, run jobs on edge nodes, download predictions. Authenticate with `Authorization: Bearer <personal API token>` (create one under Settings)."),
     paths(upload_application, list_applications, get_application, delete_application, submit_job, list_jobs, get_job, cancel_job, download_result, download_log,
+        nodes::list, nodes::add, nodes::get,
         schedules::list, schedules::create, schedules::get, schedules::update, schedules::pause, schedules::resume, schedules::delete, schedules::preview),
     components(schemas(AppView, JobView, AppDetails, TensorLine, ErrorBody, ErrorDetail, UploadForm, FormKind, SubmitForm, FormPool,
-        schedules::ScheduleForm, schedules::Preview)),
+        nodes::ApiNode, nodes::ApiNewNode, nodes::AddNode, schedules::ScheduleForm, schedules::Preview)),
     modifiers(&BearerToken),
 )]
 pub struct ApiDoc;
@@ -900,6 +902,9 @@ pub fn routes() -> Routes<AppState> {
         .post("/api/v1/jobs/{id}/cancel", cancel_job)
         .get("/api/v1/jobs/{id}/result", download_result)
         .get("/api/v1/jobs/{id}/log", download_log)
+        .get("/api/v1/nodes", nodes::list)
+        .post("/api/v1/nodes", nodes::add)
+        .get("/api/v1/nodes/{id}", nodes::get)
         .get("/api/v1/schedules", schedules::list)
         .post("/api/v1/schedules", schedules::create)
         .get("/api/v1/schedules/preview", schedules::preview)

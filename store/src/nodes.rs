@@ -150,9 +150,8 @@ pub async fn add(db: &Db, thermal: &ThermalPolicy, public_url: &str, owner_id: &
         .map_err(internal)?;
     tx.commit().await.map_err(internal)?;
     let node = get(db, &id, thermal).await.map_err(internal)?.ok_or_else(|| AddError::Internal("node vanished".into()))?;
-    let command = format!("node-agent run --server {} --token {token} --name '{}'", public_url, name.replace('\'', r"'\''"));
     tracing::info!(node_id = %id, owner_id, "node added");
-    Ok(NewNode { node, token, expires_at_ms, command })
+    Ok(NewNode::new(node, token, expires_at_ms, public_url))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
