@@ -172,6 +172,11 @@ pub struct Config {
     #[arg(long, env = "AIEDGE_SECRET_FILE", global = true)]
     pub secret_file: Option<PathBuf>,
 
+    /// Directory of the agent binaries to hand out (`node-agent-<target>` files, as
+    /// `scripts/build-agents.sh` writes them), with `/install.sh` and `/agent/v1/download`.
+    #[arg(long, env = "AIEDGE_AGENTS_DIR", default_value = "dist/agents", global = true)]
+    pub agents_dir: PathBuf,
+
     /// Largest upload accepted (models, bundles, input CSVs, results), in MiB.
     #[arg(long, env = "AIEDGE_MAX_UPLOAD_MB", default_value_t = 512, global = true)]
     pub max_upload_mb: u64,

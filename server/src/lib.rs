@@ -27,6 +27,7 @@
 
 pub mod admin_cli;
 pub mod agent_api;
+pub mod agent_downloads;
 pub mod agent_jobs;
 pub mod api;
 pub mod assets;
@@ -183,6 +184,11 @@ pub(crate) fn own_routes() -> Routes<AppState> {
         .kind(Kind::Agent)
         .post(shared::wire::REGISTER_PATH, agent_api::register)
         .post(shared::wire::HELLO_PATH, agent_api::hello)
+        .kind(Kind::Download)
+        .get("/install.sh", agent_downloads::installer)
+        .get("/agent/v1/manifest", agent_downloads::manifest)
+        .get("/agent/v1/checksums", agent_downloads::checksums)
+        .get("/agent/v1/download/{target}", agent_downloads::download)
         .kind(Kind::Live)
         .get("/live/nodes", live::nodes_feed)
         .get("/live/jobs", live::jobs_feed)
@@ -287,9 +293,13 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
             }
         });
     }
+    let downloads = agent_downloads::Downloads::load(&config.agents_dir, &config.public_url())
+        .await
+        .with_context(|| format!("agent binaries in {}", config.agents_dir.display()))?;
     let public_metrics = metrics::PublicMetrics(config.metrics_token.as_deref().map(std::sync::Arc::from));
     let app = router(state, broker, AgentSettings::new(&config, users), SizeLimits::from_config(&config))
         .layer(Extension(model_check::ModelChecker::from_config(&config)))
+        .layer(Extension(downloads))
         .layer(Extension(public_metrics));
     // IMPORTANT: without TCP_NODELAY a streamed response (headers, then body) waits out the
     // client's delayed ACK: every artifact download took ~40 ms in the jobs benchmark.

@@ -23,6 +23,8 @@ pub enum Kind {
     Health,
     /// Agent endpoints: one-time registration tokens and signed node requests.
     Agent,
+    /// The agent binaries, their manifest and the installer: public, nothing secret.
+    Download,
     /// Server-sent event feeds of the live pages.
     Live,
     /// Prometheus metrics: off, or for the bearer of the metrics token (see [`crate::metrics`]).

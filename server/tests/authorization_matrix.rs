@@ -224,6 +224,13 @@ fn matrix() -> Vec<Row> {
         // Off unless the server has a metrics token (this one has none): nobody reads it, not
         // even an admin; the token is Prometheus's (tests/metrics.rs checks it).
         row("GET", "/metrics", Need::Nothing, [N404; 9], |_, _, _| Req::get("/metrics")),
+        // The agent binaries and the installer are public, like the agent's source.
+        row("GET", "/install.sh", Need::Nothing, PUBLIC, |_, _, _| Req::get("/install.sh")),
+        row("GET", "/agent/v1/manifest", Need::Nothing, PUBLIC, |_, _, _| Req::get("/agent/v1/manifest")),
+        row("GET", "/agent/v1/checksums", Need::Nothing, PUBLIC, |_, _, _| Req::get("/agent/v1/checksums")),
+        row("GET", "/agent/v1/download/{target}", Need::Nothing, PUBLIC, |_, _, _| {
+            Req::get("/agent/v1/download/aarch64-unknown-linux-musl")
+        }),
         // Whatever matches no route: the not-found page, for everyone.
         row("GET", server::routes::FALLBACK_PATH, Need::Nothing, [N404; 9], |_, _, _| Req::get("/no/such/page")),
         // ---- agents ----
@@ -403,6 +410,11 @@ fn matrix() -> Vec<Row> {
         }),
         row("GET", "/api/v1/jobs/{id}/result", Need::DoneJob, OWNER_OR_ADMIN, |_, _, t| Req::get(format!("/api/v1/jobs/{}/result", t.id))),
         row("GET", "/api/v1/jobs/{id}/log", Need::DoneJob, OWNER_OR_ADMIN, |_, _, t| Req::get(format!("/api/v1/jobs/{}/log", t.id))),
+        row("GET", "/api/v1/nodes", Need::Nothing, USERS, |_, _, _| Req::get("/api/v1/nodes")),
+        row("POST", "/api/v1/nodes", Need::Nothing, USERS, |w, _, _| {
+            Req::post("/api/v1/nodes").json(json!({ "name": w.unique("api-node") }))
+        }),
+        row("GET", "/api/v1/nodes/{id}", Need::Node, OWNER_OR_ADMIN, |_, _, t| Req::get(format!("/api/v1/nodes/{}", t.id))),
         row("GET", "/api/v1/schedules", Need::Nothing, USERS, |_, _, _| Req::get("/api/v1/schedules")),
         // Schedules run the caller's own applications: another's is missing, for admins too.
         row("POST", "/api/v1/schedules", Need::App, OWNER, |w, _, t| {
@@ -816,8 +828,11 @@ async fn set_up() -> World {
     std::fs::create_dir_all(site.path().join("pkg")).unwrap();
     std::fs::write(site.path().join("pkg/aiedge.js"), "// the site's script\n").unwrap();
     let site_root = site.path().to_str().unwrap().to_string();
+    std::fs::create_dir_all(site.path().join("agents")).unwrap();
+    std::fs::write(site.path().join("agents/node-agent-aarch64-unknown-linux-musl"), b"\x7fELF not really").unwrap();
     let server = TestServer::start_with(DbKind::Sqlite, |c| {
         c.site_root = site_root.clone();
+        c.agents_dir = site.path().join("agents");
         // Nodes that never beat again stay alive, and dispatched jobs wait for their node: the
         // matrix decides when anything moves.
         c.heartbeat_timeout = Duration::from_secs(3600);
