@@ -127,3 +127,30 @@ ensure_postgres() {
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
   fi
 }
+
+# Cross-building the agent (scripts/build-agents.sh): the Rust targets, and cargo-zigbuild with
+# Zig as the C cross-compiler for ring and tract's assembly, from PyPI in a venv of their own.
+# Running the ARM builds (scripts/agents_qemu_test.sh) takes qemu-user. Pinned, so a new Zig
+# cannot break a build that changed nothing.
+AGENT_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
+CARGO_ZIGBUILD_VERSION=0.24.1
+ZIGLANG_VERSION=0.17.1
+ensure_cross_tools() {
+  ensure_python3
+  local installed
+  installed=$(rustup target list --installed 2>/dev/null)
+  for t in "${AGENT_TARGETS[@]}"; do
+    grep -qx "$t" <<<"$installed" || { say "adding the $t target"; rustup target add "$t"; }
+  done
+  CROSS_VENV="${AIEDGE_CROSS_VENV:-/var/tmp/aiedge-cross}"
+  local want="cargo-zigbuild==$CARGO_ZIGBUILD_VERSION ziglang==$ZIGLANG_VERSION"
+  if [ "$(cat "$CROSS_VENV/.aiedge-packages" 2>/dev/null)" != "$want" ]; then
+    say "installing $want in $CROSS_VENV"
+    [ -x "$CROSS_VENV/bin/pip" ] || python3 -m venv "$CROSS_VENV"
+    # shellcheck disable=SC2086
+    "$CROSS_VENV/bin/pip" install --quiet --disable-pip-version-check $want
+    echo "$want" > "$CROSS_VENV/.aiedge-packages"
+  fi
+  export PATH="$CROSS_VENV/bin:$PATH"
+  command -v qemu-aarch64 >/dev/null && command -v qemu-arm >/dev/null || apt_install qemu-user
+}

@@ -14,6 +14,7 @@ ensure_schemathesis
 ensure_prometheus
 ensure_postgres
 ensure_rabbitmq
+ensure_cross_tools
 
 say "formatting (rustfmt.toml)"
 cargo fmt --all --check || die "the tree is not formatted: run cargo fmt --all"
@@ -33,6 +34,18 @@ cargo test --release --no-fail-fast -p aiedge-core -p aiedge-store -p aiedge-ser
 
 say "building the site (server + WASM)"
 cargo leptos build --release --precompress
+
+say "agents for the edge: x86-64 and aarch64 (musl, static) and armv7 (glibc 2.31)"
+scripts/build-agents.sh
+
+say "the ARM agents under qemu: probe, and predict on the model zoo against x86-64"
+scripts/agents_qemu_test.sh
+
+say "edge deployment: a qemu aarch64 node runs a job, the one-line installer, the Ansible playbook"
+scripts/edge_test.sh
+
+say "deployment files, statically (no container engine here): Dockerfile, compose, systemd units"
+scripts/check_deploy.sh
 
 say "browser journeys (Playwright + Chromium)"
 (cd end2end && npx playwright test)

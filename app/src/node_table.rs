@@ -55,6 +55,9 @@ pub fn Sparkline(values: Vec<f64>, #[prop(optional)] range: Option<(f64, f64)>, 
     }
 }
 
+/// The agent version this server hands out: the workspace's, like the agents it was built with.
+const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// The table of nodes. `admin` adds the owner column and the disable/drain/remove buttons.
 #[component]
 pub fn NodeTable(
@@ -95,6 +98,12 @@ pub fn NodeTable(
                                     <td>
                                         <strong><a href=format!("/nodes/{}", n.id) data-testid="node-link">{n.name.clone()}</a></strong>
                                         <div class="muted small">{n.facts.as_ref().map(|f| format!("{} · {} · {} cores", f.hostname, f.arch, f.cpu_cores))}</div>
+                                        {n.outdated_agent(AGENT_VERSION).map(|v| view! {
+                                            <div class="small outdated" data-testid="outdated-agent"
+                                                title="Re-run the install line on the machine (or install.sh without --token) to upgrade in place; the node keeps its identity.">
+                                                {format!("agent {v}: update to {AGENT_VERSION}")}
+                                            </div>
+                                        })}
                                     </td>
                                     {admin.then(|| view! { <td>{n.owner_email.clone()}</td> })}
                                     <td><span class=format!("badge {status}") data-testid="node-status">{status}</span></td>

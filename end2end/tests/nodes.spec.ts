@@ -18,6 +18,8 @@ test('an owner adds a node, and an admin watches it go from active to dead live'
   const name = `e2e-node-${Date.now()}`;
   await page.fill('#node-name', name);
   await page.getByRole('button', { name: 'Add node' }).click();
+  // The one line to paste, and the agent's own command behind "Run it by hand".
+  await expect(page.getByTestId('install-command')).toContainText(/^curl -fsSL http:\/\/\S+\/install\.sh \| sudo sh -s -- --token aiedge_reg_\S+ --name '/);
   const command = await page.getByTestId('agent-command').textContent();
   expect(command).toContain('node-agent run --server');
   const token = /--token (\S+)/.exec(command ?? '')?.[1];
@@ -88,7 +90,7 @@ test('an owner shares a node with named accounts from its page; an unknown addre
   const name = `e2e-share-${Date.now()}`;
   await page.fill('#node-name', name);
   await page.getByRole('button', { name: 'Add node' }).click();
-  await expect(page.getByTestId('agent-command')).toBeVisible();
+  await expect(page.getByTestId('install-command')).toBeVisible();
   await page.goto('/nodes');
   await page.getByRole('link', { name, exact: true }).click();
   await hydrated(page);

@@ -142,5 +142,18 @@ async fn the_nodes_api_enrols_an_agent() {
     assert_eq!(node["name"], "pi 'kitchen'");
     assert_eq!(node["agent_version"], env!("CARGO_PKG_VERSION"), "the registration carried the agent's facts");
     assert_eq!(nodes().await.as_array().unwrap().len(), 1);
+
+    // A node whose agent reports an older version is flagged in the admin's node table.
+    let old = http.post(server.url("/api/v1/nodes")).bearer_auth(&token).json(&json!({ "name": "old-pi" })).send().await.unwrap();
+    let old: Value = old.json().await.unwrap();
+    let facts = json!({ "hostname": "old-pi", "os": "Linux", "arch": "armv7l", "cpu_cores": 4, "total_memory_bytes": 1u64 << 30, "agent_version": "0.0.9" });
+    let res =
+        http.post(server.url(shared::wire::REGISTER_PATH)).json(&json!({ "token": old["token"], "facts": facts })).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let (admin, _) = server.signed_in_admin(common::fleet::PASSWORD).await;
+    let page = admin.get("/admin").await.text().await.unwrap();
+    let flag = format!("agent 0.0.9: update to {}", env!("CARGO_PKG_VERSION"));
+    assert!(page.contains(&flag), "the admin page flags the old agent");
+    assert_eq!(page.matches("data-testid=\"outdated-agent\"").count(), 1, "and only that one");
     server.stop().await;
 }

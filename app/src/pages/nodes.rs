@@ -27,13 +27,23 @@ pub fn Nodes() -> impl IntoView {
                 <button type="submit">"Add node"</button>
             </ActionForm>
             {move || added.get().and_then(Result::ok).map(|new| {
-                let command = new.command.clone();
+                let (install, command) = (new.install.clone(), new.command.clone());
                 view! {
                     <div class="token-panel" data-testid="new-node">
-                        <p>"Node " <strong>{new.node.name.clone()}</strong> " is waiting for its agent. Run this on the machine:"</p>
-                        <pre><code data-testid="agent-command">{new.command.clone()}</code></pre>
-                        <CopyButton text=command />
-                        <p class="muted small">"The token is shown only now and expires in 30 minutes."</p>
+                        <p>"Node " <strong>{new.node.name.clone()}</strong> " is waiting for its agent. Paste this on the machine (Linux on x86-64, 64-bit ARM or ARMv7, e.g. a Raspberry Pi):"</p>
+                        <pre><code data-testid="install-command">{new.install.clone()}</code></pre>
+                        <CopyButton text=install />
+                        <p class="muted small">
+                            "It downloads the agent from this server, checks its SHA-256, installs it as the systemd service "
+                            <code>"aiedge-agent"</code>" under a user of its own, enrols the machine and starts it. "
+                            <a href="/install.sh">"Read the script"</a>" first if you like."
+                        </p>
+                        <details>
+                            <summary>"Already have the agent, or no root? Run it by hand"</summary>
+                            <pre><code data-testid="agent-command">{new.command.clone()}</code></pre>
+                            <CopyButton text=command />
+                        </details>
+                        <p class="muted small">"The token is shown only now, works once and expires in 30 minutes."</p>
                     </div>
                 }
             })}
