@@ -235,8 +235,10 @@ expected=$(awk -v f="$FILE" '$2 == f { print $1 }' "$tmp/checksums")
 fetch "$SERVER/agent/v1/download/$TARGET" "$tmp/node-agent" || die "downloading $FILE failed"
 actual=$(sha256 "$tmp/node-agent")
 [ "$actual" = "$expected" ] || die "the download's SHA-256 is $actual, but the server lists $expected: not installing it"
-chmod 0755 "$tmp/node-agent"
-version=$("$tmp/node-agent" --version 2>&1) || die "the downloaded agent does not run here: $version"
+# Tried beside its final place: /tmp may be mounted noexec.
+install -d -m 0755 "$(dirname "$BIN")"
+install -m 0755 "$tmp/node-agent" "$BIN.new"
+version=$("$BIN.new" --version 2>&1) || { rm -f "$BIN.new"; die "the downloaded agent does not run here: $version"; }
 say "downloaded $version ($TARGET), SHA-256 $expected verified"
 
 created_user=no
@@ -257,7 +259,6 @@ upgrade=no
 [ -e "$BIN" ] && upgrade=yes
 stop_agent
 # A rename on one file system: a running agent keeps its old file, nobody sees half a file.
-install -m 0755 "$tmp/node-agent" "$BIN.new"
 mv -f "$BIN.new" "$BIN"
 if [ "$upgrade" = yes ]; then say "upgraded $BIN"; else say "installed $BIN"; fi
 
@@ -266,8 +267,12 @@ if [ -f "$STATE_FILE" ]; then
   say "already enrolled: keeping this node's identity ($STATE_FILE)"
 else
   set +e
-  enrolled=$(cd "$STATE_DIR" && AIEDGE_TOKEN="$TOKEN" AIEDGE_SERVER="$SERVER" AIEDGE_NODE_NAME="$NAME" \
-    as_agent "$BIN" enrol --work-dir "$STATE_DIR" 2>&1)
+  enrolled=$(
+    cd "$STATE_DIR" || exit 1
+    export AIEDGE_TOKEN="$TOKEN" AIEDGE_SERVER="$SERVER"
+    [ -z "$NAME" ] || export AIEDGE_NODE_NAME="$NAME"
+    as_agent "$BIN" enrol --work-dir "$STATE_DIR" 2>&1
+  )
   code=$?
   set -e
   if [ $code -ne 0 ] && [ "$upgrade" = no ]; then
