@@ -43,6 +43,23 @@ if [ -x "$glibc" ]; then
   printf '  %-44s %6.1f MB\n' "release profile, glibc (stripped)" "$(awk -v s="$(stat -c %s "$stripped")" 'BEGIN { print s / 1e6 }')"
 fi
 
+# ONNX speed: the shipped build against the release build on the zoo's 20 000-row benchmark
+# inputs (best of three runs each, alternating), as `node-agent predict` reports it.
+zoo="${AIEDGE_ZOO:-/var/tmp/aiedge-zoo}"
+if [ -x "$glibc" ] && [ -f "$zoo/manifest.tsv" ]; then
+  echo "ONNX speed, rows/s (best of 3, 20 000 rows): shipped x86_64 musl build / release glibc build"
+  rate() { "$1" predict --model "$zoo/$2.onnx" --input "$zoo/$3" --output - 2>&1 >/dev/null | sed -n 's/.*(\([0-9]*\) rows\/s).*/\1/p'; }
+  for model in iris_logreg_nozipmap digits_pca_logreg_nozipmap iris_svc_nozipmap bc_rf_nozipmap bc_gb_nozipmap bc_minmax_mlp_nozipmap diabetes_hgb; do
+    input=$(awk -F'\t' -v n="$model" '$1 == n { print $4 }' "$zoo/manifest.tsv")
+    best_m=0 best_g=0
+    for _ in 1 2 3; do
+      m=$(rate "$agents/node-agent-x86_64-unknown-linux-musl" "$model" "$input"); [ "$m" -gt "$best_m" ] && best_m=$m
+      g=$(rate "$glibc" "$model" "$input"); [ "$g" -gt "$best_g" ] && best_g=$g
+    done
+    awk -v n="$model" -v m="$best_m" -v g="$best_g" 'BEGIN { printf "  %-28s %10d %10d   %.2f\n", n, m, g, m / g }'
+  done
+fi
+
 printf '%s\n' "footprint password" | "$bin" "${args[@]}" admin create --email footprint@example.org --password-stdin >/dev/null
 RUST_LOG=warn "$bin" "${args[@]}" >"$data/server.log" 2>&1 &
 pids+=($!)
