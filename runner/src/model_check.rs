@@ -151,6 +151,7 @@ pub fn child_main(args: Vec<OsString>) -> ! {
 fn limit_self(memory_bytes: u64, cpu_secs: u64) -> nix::Result<()> {
     use nix::sys::resource::{setrlimit, Resource};
     setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
-    setrlimit(Resource::RLIMIT_AS, memory_bytes, memory_bytes)?;
-    setrlimit(Resource::RLIMIT_CPU, cpu_secs, cpu_secs.saturating_add(1))
+    let rlim = crate::sandbox::rlim;
+    setrlimit(Resource::RLIMIT_AS, rlim(memory_bytes), rlim(memory_bytes))?;
+    setrlimit(Resource::RLIMIT_CPU, rlim(cpu_secs), rlim(cpu_secs.saturating_add(1)))
 }

@@ -857,6 +857,12 @@ fn sandbox_and_exec(args: Vec<OsString>) -> Result<Infallible, String> {
     Err(format!("cannot run `{}`: {error}", program.display()))
 }
 
+/// `value` as a resource limit: saturated where `rlim_t` is 32 bits (armv7 glibc), where
+/// `u32::MAX` is `RLIM_INFINITY` and a 32-bit process cannot use more anyway.
+pub(crate) fn rlim(value: u64) -> nix::sys::resource::rlim_t {
+    nix::sys::resource::rlim_t::try_from(value).unwrap_or(nix::sys::resource::rlim_t::MAX)
+}
+
 fn set_resource_limits(limits: &ResourceLimits) -> Result<(), String> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     // (resource, soft, hard). The CPU hard limit is one second later, so the script first gets
@@ -869,6 +875,7 @@ fn set_resource_limits(limits: &ResourceLimits) -> Result<(), String> {
         (Resource::RLIMIT_NPROC, limits.max_processes, limits.max_processes),
     ];
     for (resource, soft, hard) in wanted {
+        let (soft, hard) = (rlim(soft), rlim(hard));
         // Without privileges a hard limit can only go down: keep the lower of the two.
         let (_, current_hard) = getrlimit(resource).map_err(|e| format!("cannot read {resource:?}: {e}"))?;
         let hard = hard.min(current_hard);
