@@ -58,7 +58,8 @@ async fn downloads_match_their_manifest_and_the_installer_knows_its_server() {
     }
 
     let script = http.get(server.url("/install.sh")).send().await.unwrap().text().await.unwrap();
-    assert!(script.contains(&format!("SERVER=\"{}\"", server.base.trim_end_matches('/'))), "the server's own address is the default");
+    let public = server.config.public_url();
+    assert!(script.contains(&format!("SERVER=\"{}\"", public.trim_end_matches('/'))), "the server's public address is the default");
     assert!(!script.contains("@@SERVER@@"));
     let parsed = Command::new("sh").arg("-n").arg("-c").arg(&script).status().unwrap();
     assert!(parsed.success(), "install.sh parses as POSIX sh");
@@ -83,7 +84,8 @@ async fn without_agents_the_server_says_so() {
 
 /// `POST /api/v1/nodes` gives an install line whose token enrols a real agent (`node-agent
 /// enrol`), which `GET /api/v1/nodes/{id}` then shows; bad requests change nothing.
-#[tokio::test]
+// Several threads: the agent runs as a blocking child process while the server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nodes_api_enrols_an_agent() {
     let server = TestServer::start(DbKind::Sqlite).await;
     let owner = server.client();
@@ -94,7 +96,7 @@ async fn the_nodes_api_enrols_an_agent() {
     let nodes = || async { http.get(server.url("/api/v1/nodes")).bearer_auth(&token).send().await.unwrap().json::<Value>().await.unwrap() };
 
     for (body, status) in
-        [(json!({ "name": "" }), 422), (json!({ "name": "x".repeat(65) }), 422), (json!({ "nom": "pi" }), 422), (json!(["pi"]), 422)]
+        [(json!({ "name": "" }), 422), (json!({ "name": "x".repeat(65) }), 422), (json!({ "nom": "pi" }), 422), (json!("pi"), 422)]
     {
         let res = http.post(server.url("/api/v1/nodes")).bearer_auth(&token).json(&body).send().await.unwrap();
         assert_eq!(res.status(), status, "{body}");
@@ -106,7 +108,8 @@ async fn the_nodes_api_enrols_an_agent() {
     let new: Value = res.json().await.unwrap();
     let reg = new["token"].as_str().unwrap();
     let base = server.base.trim_end_matches('/');
-    assert_eq!(new["install"], format!(r"curl -fsSL {base}/install.sh | sudo sh -s -- --token {reg} --name 'pi '\''kitchen'\'''"));
+    let public = server.config.public_url();
+    assert_eq!(new["install"], format!(r"curl -fsSL {public}/install.sh | sudo sh -s -- --token {reg} --name 'pi '\''kitchen'\'''"));
     assert_eq!(new["node"]["status"], "waiting");
     let again = http.post(server.url("/api/v1/nodes")).bearer_auth(&token).json(&json!({ "name": "pi 'kitchen'" })).send().await.unwrap();
     assert_eq!(again.status(), 409);
