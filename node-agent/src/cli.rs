@@ -84,6 +84,13 @@ pub struct EnrolArgs {
     #[arg(long, env = "AIEDGE_NODE_NAME")]
     pub name: Option<String>,
 
+    #[command(flatten)]
+    pub files: NodeFiles,
+}
+
+/// Where a node keeps its credentials and job files: `run` and `enrol` share them.
+#[derive(Debug, Clone, Args)]
+pub struct NodeFiles {
     /// Private file (mode 0600) keeping the node's credentials [default: WORK_DIR/node-agent-state.json].
     #[arg(long, env = "AIEDGE_STATE_FILE")]
     pub state_file: Option<PathBuf>,
@@ -93,14 +100,21 @@ pub struct EnrolArgs {
     pub work_dir: PathBuf,
 }
 
+impl NodeFiles {
+    /// Creates the work directory (mode 0700) and names the state file.
+    pub fn prepare(&self) -> anyhow::Result<PathBuf> {
+        crate::state::create_private_dir(&self.work_dir)?;
+        Ok(self.state_file.clone().unwrap_or_else(|| self.work_dir.join(crate::state::STATE_FILE_NAME)))
+    }
+}
+
 impl std::fmt::Debug for EnrolArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnrolArgs")
             .field("server", &self.server)
             .field("token", &"<redacted>")
             .field("name", &self.name)
-            .field("state_file", &self.state_file)
-            .field("work_dir", &self.work_dir)
+            .field("files", &self.files)
             .finish()
     }
 }
@@ -122,13 +136,8 @@ pub struct RunArgs {
     #[arg(long, env = "AIEDGE_NODE_NAME")]
     pub name: Option<String>,
 
-    /// Private file (mode 0600) keeping the node's credentials [default: WORK_DIR/node-agent-state.json].
-    #[arg(long, env = "AIEDGE_STATE_FILE")]
-    pub state_file: Option<PathBuf>,
-
-    /// Directory the agent keeps its state and job files in (created with mode 0700).
-    #[arg(long, env = "AIEDGE_WORK_DIR", default_value = "agent-work")]
-    pub work_dir: PathBuf,
+    #[command(flatten)]
+    pub files: NodeFiles,
 
     /// Jobs this node runs at the same time.
     #[arg(long, env = "AIEDGE_MAX_JOBS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -218,8 +227,7 @@ impl std::fmt::Debug for RunArgs {
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("name", &self.name)
-            .field("state_file", &self.state_file)
-            .field("work_dir", &self.work_dir)
+            .field("files", &self.files)
             .field("max_jobs", &self.max_jobs)
             .field("queue_ahead", &self.queue_ahead)
             .field("no_scripts", &self.no_scripts)
@@ -298,7 +306,7 @@ mod tests {
         let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.max_jobs, 1);
         assert_eq!(args.queue_ahead, 0, "a prefetch of the free slots only");
-        assert_eq!(args.work_dir, PathBuf::from("agent-work"));
+        assert_eq!(args.files.work_dir, PathBuf::from("agent-work"));
         assert_eq!(args.benchmark_interval, Duration::from_secs(1800), "idle CPU under 0.1 % of a core");
         assert_eq!(args.heartbeat_interval, None);
         assert_eq!(args.metrics_bind, None, "metrics are off unless asked for");

@@ -118,8 +118,7 @@ const ENROL_TIMEOUT: Duration = Duration::from_secs(60);
 /// `node-agent enrol`: register with the token (or find the saved credentials) and say which
 /// node this machine is, on stdout, for the installer to print.
 async fn enrol(args: cli::EnrolArgs) -> anyhow::Result<()> {
-    state::create_private_dir(&args.work_dir)?;
-    let state_file = args.state_file.clone().unwrap_or_else(|| args.work_dir.join(state::STATE_FILE_NAME));
+    let state_file = args.files.prepare()?;
     let already = state::load(&state_file)?;
     // The facts a registration carries; the first heartbeat sends them again with the real
     // slots and whether scripts can run.

@@ -27,7 +27,7 @@ use crate::cli::RunArgs;
 use crate::heartbeat::Link;
 use crate::metrics::Sampler;
 use crate::register::{self, RegisterError};
-use crate::state::{self, redact_url, AgentState, STATE_FILE_NAME};
+use crate::state::{self, redact_url, AgentState};
 use crate::worker::{Worker, WorkerConfig};
 use crate::{bench, facts};
 
@@ -55,8 +55,7 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
     });
     // Random per process: the server tells a restart from a pause by it.
     let instance = format!("{:016x}", rand::thread_rng().gen::<u64>());
-    state::create_private_dir(&args.work_dir)?;
-    let state_file = args.state_file.clone().unwrap_or_else(|| args.work_dir.join(STATE_FILE_NAME));
+    let state_file = args.files.prepare()?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), state_file = %state_file.display(), max_jobs = args.max_jobs, queue_ahead = args.queue_ahead, "node-agent starting");
     if let Some(addr) = args.metrics_bind {
         crate::telemetry::serve(addr, cancel.clone()).await?;
@@ -114,7 +113,7 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
                 queue: state.jobs_queue.clone(),
                 max_jobs: args.max_jobs,
                 queue_ahead: args.queue_ahead,
-                work_dir: args.work_dir.clone(),
+                work_dir: args.files.work_dir.clone(),
                 launcher,
                 accepts_scripts: scripts,
                 script_caps: args.script_caps(),
@@ -183,7 +182,7 @@ pub async fn run(args: RunArgs, drain: CancellationToken) -> anyhow::Result<()> 
 /// Whether this node can give scripts the sandbox they are promised; says plainly why not.
 async fn scripts_can_run(args: &RunArgs, launcher: &std::path::Path) -> bool {
     let off = |why: &str| tracing::warn!("script jobs are OFF on this node: {why} (ONNX models still run)");
-    if let Err(why) = runner::sandbox::check_reachable_below(&args.work_dir) {
+    if let Err(why) = runner::sandbox::check_reachable_below(&args.files.work_dir) {
         off(&why);
         return false;
     }
@@ -194,7 +193,7 @@ async fn scripts_can_run(args: &RunArgs, launcher: &std::path::Path) -> bool {
         return false;
     }
     let caps = args.script_caps();
-    if let Err(why) = crate::worker::probe_sandbox(&args.work_dir, launcher, &caps).await {
+    if let Err(why) = crate::worker::probe_sandbox(&args.files.work_dir, launcher, &caps).await {
         off(&format!("the sandbox does not work here: {why}"));
         return false;
     }
