@@ -71,7 +71,7 @@ pub async fn load_job(id: String) -> Result<Option<JobDetail>, ServerFnError> {
         d.job.waiting =
             aiedge_services::placement::why_waiting(&state.db, &state.settings.thermal, &id, d.job.pool).await.map_err(backend::refused)?;
     }
-    Ok(detail)
+    Ok(detail.map(|d| d.with_retention(state.settings.retention_days)))
 }
 
 /// Cancels a queued, dispatched or running job of the caller's (admins: anyone's).

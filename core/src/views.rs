@@ -153,6 +153,22 @@ pub struct JobDetail {
     pub decision: Option<Decision>,
     /// The last few KiB of the log, when there is one.
     pub log_tail: Option<String>,
+    /// When retention deletes the finished job and its result (`None`: kept for good, or not
+    /// finished yet).
+    #[serde(default)]
+    pub kept_until_ms: Option<i64>,
+}
+
+impl JobDetail {
+    /// Sets [`JobDetail::kept_until_ms`] for a server that deletes finished jobs
+    /// `retention_days` after they ended (0: never).
+    pub fn with_retention(mut self, retention_days: u32) -> Self {
+        self.kept_until_ms = match (retention_days, self.job.finished_at_ms) {
+            (0, _) | (_, None) => None,
+            (days, Some(end)) => Some(end.saturating_add(i64::from(days) * 24 * 3600 * 1000)),
+        };
+        self
+    }
 }
 
 /// A personal API token as listed (the secret itself is shown once, at creation).

@@ -71,3 +71,45 @@ pub async fn create_token(state: &AppState, email: &str, name: &str) -> anyhow::
     let new = aiedge_store::api_tokens::create(&state.db, &user.id, &name, None).await?;
     Ok(format!("API token {:?} created for {email} (shown only now):\n{}", new.token.name, new.secret))
 }
+
+/// `server status`: the lease holder and its term, and every replica heard from in the last
+/// minute: the holder marked `*`, one silent for over 15 s `?`. Read from the database, so it works from any machine that
+/// reaches it.
+pub async fn status(db: &Db, now: i64) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let lease = aiedge_store::leases::read(db, aiedge_store::leases::PRIMARY).await?;
+    let replicas = aiedge_store::leases::replicas(db, now - 60_000).await?;
+    let mut out = String::new();
+    let ago = |at: i64| format!("{:.1} s ago", (now - at).max(0) as f64 / 1000.0);
+    match &lease {
+        None => writeln!(out, "lease: never taken (no server has run on this database)")?,
+        Some(l) if l.is_released() => writeln!(out, "lease: free (released at term {}); the next replica to look takes it", l.term)?,
+        Some(l) => writeln!(out, "lease: held by {} in term {} (renewed {}, beat {})", l.holder, l.term, ago(l.renewed_at), l.beat)?,
+    }
+    // A replica reports itself every 5 s; three missed reports mean it stopped or is cut off.
+    let live = |r: &aiedge_store::leases::Replica| now - r.seen_at <= 15_000;
+    let silent = replicas.iter().filter(|r| !live(r)).count();
+    writeln!(out, "replicas: {} live, {silent} silent for over 15 s (killed, or cut off from the database)", replicas.len() - silent)?;
+    for r in &replicas {
+        let holder = lease.as_ref().is_some_and(|l| l.holder == r.id);
+        writeln!(
+            out,
+            "  {} {}  {}  pid {}  {}  version {}  up since {}  seen {}",
+            if holder {
+                "*"
+            } else if live(r) {
+                " "
+            } else {
+                "?"
+            },
+            r.id,
+            r.host,
+            r.pid,
+            r.address,
+            r.version,
+            ago(r.started_at),
+            ago(r.seen_at)
+        )?;
+    }
+    Ok(out)
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use rand::Rng;
@@ -64,7 +64,21 @@ impl Topology {
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dead-letters", self.namespace)
     }
+
+    /// The fanout exchange replicas tell each other of events on (see [`crate::replica_events`]).
+    pub fn replica_exchange(&self) -> String {
+        format!("{}.replicas", self.namespace)
+    }
+
+    /// The queue whose declaration claims the namespace for one deployment (see
+    /// [`Broker::start`]); nothing is ever published to it.
+    pub fn claim_queue(&self) -> String {
+        format!("{}.deployment", self.namespace)
+    }
 }
+
+/// A claim outlives its deployment's last connected replica by this much.
+const CLAIM_EXPIRES_MS: u32 = 15_000;
 
 #[derive(Clone)]
 pub struct Broker {
@@ -72,15 +86,60 @@ pub struct Broker {
     conn: Arc<RwLock<Option<Connection>>>,
     /// Counts successful connections, so consumers know when to start again.
     generation: Arc<watch::Sender<u64>>,
+    /// Counts connection attempts, however they ended.
+    attempts: Arc<watch::Sender<u64>>,
+    /// Set when the namespace belongs to another deployment: the server must not run.
+    refused: Arc<watch::Sender<Option<String>>>,
 }
+
+/// Why the broker's namespace cannot be used by this deployment.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NamespaceTaken(pub String);
 
 impl Broker {
     /// Starts the background task that connects, and reconnects after every loss, until
     /// `cancel` fires.
-    pub fn start(url: String, topology: Topology, cancel: CancellationToken) -> Self {
-        let broker = Self { topology, conn: Arc::new(RwLock::new(None)), generation: Arc::new(watch::channel(0).0) };
-        tokio::spawn(broker.clone().supervise(url, cancel));
+    ///
+    /// With `deployment`, every connection first claims the namespace for it: a durable queue
+    /// whose arguments name the deployment. The broker refuses to declare one queue with other
+    /// arguments, so a second deployment (another database) on the same namespace, which would
+    /// split the heartbeat queue and dispatch into the same node queues, is found out at once;
+    /// the broker connection stops and [`Broker::refusal`] says why. Each replica consumes from
+    /// the claim (nothing is ever published there), which keeps it while any replica is
+    /// connected; it expires 15 s after the last one went.
+    pub fn start(url: String, topology: Topology, deployment: Option<String>, cancel: CancellationToken) -> Self {
+        let broker = Self {
+            topology,
+            conn: Arc::new(RwLock::new(None)),
+            generation: Arc::new(watch::channel(0).0),
+            attempts: Arc::new(watch::channel(0).0),
+            refused: Arc::new(watch::channel(None).0),
+        };
+        tokio::spawn(broker.clone().supervise(url, deployment, cancel));
         broker
+    }
+
+    /// Waits for the first connection attempt (at most `within`) and says whether the namespace
+    /// was refused. A broker that is away is no refusal: the server serves meanwhile.
+    pub async fn first_contact(&self, within: Duration) -> Result<(), NamespaceTaken> {
+        let mut attempts = self.attempts.subscribe();
+        let _ = tokio::time::timeout(within, attempts.wait_for(|n| *n > 0)).await;
+        match self.refused.borrow().clone() {
+            Some(why) => Err(NamespaceTaken(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves when the namespace is refused (at any reconnect), with why.
+    pub async fn refusal(&self) -> NamespaceTaken {
+        let mut refused = self.refused.subscribe();
+        let why = refused.wait_for(Option::is_some).await.map(|why| why.clone().unwrap_or_default());
+        match why {
+            Ok(why) => NamespaceTaken(why),
+            // The broker task ended without a refusal: never resolve.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// True while the connection is open.
@@ -125,13 +184,40 @@ impl Broker {
         }
     }
 
-    async fn supervise(self, url: String, cancel: CancellationToken) {
+    async fn supervise(self, url: String, deployment: Option<String>, cancel: CancellationToken) {
         let mut backoff = BACKOFF_START;
         loop {
             let lost = Arc::new(Notify::new());
-            match tokio::time::timeout(CONNECT_TIMEOUT, connect(&url)).await {
-                Ok(Ok(conn)) => {
+            let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect(&url)).await;
+            let claimed = match (&attempt, &deployment) {
+                (Ok(Ok(conn)), Some(id)) => Some(claim(conn, &self.topology, id).await),
+                _ => None,
+            };
+            self.attempts.send_modify(|n| *n += 1);
+            match (attempt, claimed) {
+                (Ok(Ok(conn)), Some(Err(Claim::Taken))) => {
+                    let why = format!(
+                        "the broker namespace '{ns}' at {url} belongs to another deployment (a server on another database); \
+                         this server would split its heartbeats and share its job queues. Give this deployment a namespace \
+                         of its own with --amqp-namespace (AIEDGE_AMQP_NAMESPACE), or point it at the other deployment's \
+                         database to run as one more replica of it. (A claim outlives the last server of its deployment by \
+                         15 s: a database just reset can start again after that.)",
+                        ns = self.topology.namespace(),
+                        url = redact(&url)
+                    );
+                    tracing::error!("{why}");
+                    let _ = conn.close(200, "namespace belongs to another deployment").await;
+                    self.refused.send_replace(Some(why));
+                    return;
+                }
+                (Ok(Ok(conn)), Some(Err(Claim::Failed(err)))) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "cannot claim the broker namespace");
+                    let _ = conn.close(200, "claim failed").await;
+                }
+                (Ok(Ok(conn)), claimed) => {
                     tracing::info!(url = %redact(&url), "broker connected");
+                    // Held for as long as the connection: its consumer keeps the claim alive.
+                    let _claim = claimed.and_then(Result::ok);
                     backoff = BACKOFF_START;
                     let on_lost = lost.clone();
                     conn.on_error(move |err| {
@@ -146,8 +232,8 @@ impl Broker {
                     }
                     *self.conn.write().await = None;
                 }
-                Ok(Err(err)) => tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "broker unreachable"),
-                Err(_) => tracing::warn!(retry_in_ms = backoff.as_millis() as u64, "broker connect timed out"),
+                (Ok(Err(err)), _) => tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "broker unreachable"),
+                (Err(_), _) => tracing::warn!(retry_in_ms = backoff.as_millis() as u64, "broker connect timed out"),
             }
             // Full jitter keeps a fleet from reconnecting in lockstep after an outage.
             let wait = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
@@ -161,6 +247,36 @@ impl Broker {
             let _ = conn.close(200, "server shutting down").await;
         }
     }
+}
+
+enum Claim {
+    /// Declared with another deployment's name.
+    Taken,
+    Failed(lapin::Error),
+}
+
+/// Claims the namespace for `deployment` on `conn` (see [`Broker::start`]); the channel returned
+/// holds the claim's consumer.
+async fn claim(conn: &Connection, topology: &Topology, deployment: &str) -> Result<Channel, Claim> {
+    let channel = conn.create_channel().await.map_err(Claim::Failed)?;
+    // IMPORTANT: the broker compares only the arguments it knows when a queue is declared
+    // again (an `x-` name of our own would be accepted whatever its value), so the deployment
+    // is named in one it compares. Nothing is ever published here: nothing is dead-lettered.
+    let mut args = FieldTable::default();
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(topology.dead_letter_exchange().into()));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(format!("deployment-{deployment}").into()));
+    args.insert("x-expires".into(), AMQPValue::LongUInt(CLAIM_EXPIRES_MS));
+    let queue = topology.claim_queue();
+    match channel.queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args).await {
+        Ok(_) => {}
+        Err(lapin::Error::ProtocolError(e)) if e.get_id() == 406 => return Err(Claim::Taken),
+        Err(e) => return Err(Claim::Failed(e)),
+    }
+    channel
+        .basic_consume(&queue, "aiedge-claim", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .await
+        .map_err(Claim::Failed)?;
+    Ok(channel)
 }
 
 async fn connect(url: &str) -> Result<Connection, lapin::Error> {

@@ -33,6 +33,8 @@ pub enum Command {
     /// Manage personal API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print who holds the lease (and its term) and the replicas on this database.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,6 +153,11 @@ pub struct Config {
     /// A job sent to a live node that has not started it after this long goes to another node.
     #[arg(long, env = "AIEDGE_START_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
     pub start_timeout: Duration,
+
+    /// Finished jobs (their timelines, attempts, results, logs and uploaded inputs) are deleted
+    /// this many days after they ended; 0 keeps them forever.
+    #[arg(long, env = "AIEDGE_RETENTION_DAYS", default_value_t = 30, global = true)]
+    pub retention_days: u32,
 
     /// Prefix of every exchange and queue name, so deployments (or tests) can share a broker.
     #[arg(long, env = "AIEDGE_AMQP_NAMESPACE", default_value = "aiedge", global = true)]

@@ -4,6 +4,7 @@
 use aiedge_services::{Changes, Events, JobEnds};
 
 use crate::broker_users::BrokerUsers;
+use crate::replica_events::{Event, Relay};
 use crate::scheduler::Dispatcher;
 
 pub struct ServerEvents {
@@ -11,19 +12,24 @@ pub struct ServerEvents {
     pub job_ends: JobEnds,
     pub changes: Changes,
     pub broker_users: BrokerUsers,
+    /// The same events for the other replicas, if any.
+    pub relay: Relay,
 }
 
 impl Events for ServerEvents {
     fn job_changed(&self, _job_id: &str) {
         self.changes.jobs_changed();
+        self.relay.send(Event::JobsChanged);
     }
 
     fn job_ended(&self, job_id: &str) {
         self.job_ends.announce(job_id);
+        self.relay.send(Event::JobEnded(job_id.to_string()));
     }
 
     fn dispatch_wanted(&self) {
         self.dispatcher.wake();
+        self.relay.send(Event::DispatchWanted);
     }
 
     fn node_changed(&self, _node_id: &str) {
@@ -31,6 +37,8 @@ impl Events for ServerEvents {
         // gone. The heartbeat path re-reads the admin state within `heartbeats::AUTH_CACHE`.
         self.dispatcher.node_lost();
         self.changes.nodes_changed();
+        self.relay.send(Event::NodeLost);
+        self.relay.send(Event::NodesChanged);
     }
 
     fn node_removed(&self, node_id: &str) {

@@ -28,6 +28,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use aiedge_core::{reported, AdminState, NodeStatus};
+use aiedge_store::leases::Fence;
 use aiedge_store::nodes::{self, Latest};
 use aiedge_store::now_ms;
 use app::backend::AppState;
@@ -68,6 +69,8 @@ pub struct Fleet {
     /// True while the consumer reads heartbeats. Without it the server knows nothing of the
     /// nodes, so it declares none dead (a broker restart must not look like a dead fleet).
     consuming: Arc<std::sync::atomic::AtomicBool>,
+    /// The lease term this intake runs in: its writes are fenced by it.
+    fence: Option<Fence>,
 }
 
 /// Why a message was dropped; logged, never fatal.
@@ -122,9 +125,10 @@ fn header(headers: &Option<FieldTable>, name: &'static str) -> Result<String, Re
 
 impl Fleet {
     /// Nodes the database says are active are watched from now on, so a node that died while
-    /// the server was down is declared dead after one timeout.
-    pub async fn load(state: &AppState) -> Result<Self, sqlx::Error> {
-        let fleet = Self::default();
+    /// the server was down (or while the lease changed hands) is declared dead after one
+    /// timeout. Writes are fenced by `fence`.
+    pub async fn load(state: &AppState, fence: Option<Fence>) -> Result<Self, sqlx::Error> {
+        let fleet = Self { fence, ..Self::default() };
         let alive = nodes::heard(&state.db).await?;
         let now = Instant::now();
         let mut nodes = fleet.nodes.lock().await;
@@ -249,9 +253,9 @@ impl Fleet {
         // A change of status is written with the heartbeat that made it, not at the next flush:
         // a node shown active at once shows that heartbeat's metrics, not empty cells.
         let db_error = |e: sqlx::Error| Rejected::Database(e.to_string());
-        nodes::save_latest(&state.db, std::slice::from_ref(&latest)).await.map_err(db_error)?;
+        nodes::save_latest(&state.db, self.fence.as_ref(), std::slice::from_ref(&latest)).await.map_err(db_error)?;
         let reason = NodeStatus::heard_reason(previous, status);
-        nodes::transition(&state.db, &node_id, previous, status, reason, now).await.map_err(db_error)?;
+        nodes::transition(&state.db, self.fence.as_ref(), &node_id, previous, status, reason, now).await.map_err(db_error)?;
         state.changes.nodes_changed();
         tracing::info!(node_id, from = %previous, to = %status, "node status");
         Ok(())
@@ -286,7 +290,7 @@ impl Fleet {
         let dead = expired.len();
         for (id, was) in expired {
             let reason = format!("no heartbeat for {} s", timeout.as_secs_f64());
-            match nodes::transition(&state.db, &id, was, NodeStatus::Dead, &reason, now_ms()).await {
+            match nodes::transition(&state.db, self.fence.as_ref(), &id, was, NodeStatus::Dead, &reason, now_ms()).await {
                 Ok(_) => {
                     tracing::warn!(node_id = %id, "node dead");
                     state.changes.nodes_changed();
@@ -303,7 +307,7 @@ impl Fleet {
         if batch.is_empty() {
             return;
         }
-        match nodes::save_latest(&state.db, &batch).await {
+        match nodes::save_latest(&state.db, self.fence.as_ref(), &batch).await {
             Ok(()) => state.changes.nodes_changed(),
             Err(e) => tracing::error!(error = %e, nodes = batch.len(), "saving heartbeats failed"),
         }
@@ -327,8 +331,9 @@ fn cached_is_stale(live: &LiveNode) -> bool {
     live.admin_state.is_none() || live.checked.elapsed() >= AUTH_CACHE
 }
 
-/// Runs the consumer, the flusher and the sweeper until `cancel` fires.
-/// A node death wakes `dispatcher`, so its jobs move on at once.
+/// Runs the consumer, the flusher and the sweeper until `cancel` fires (the lease holder's
+/// term ended, or the server stops). A node death wakes `dispatcher`, so its jobs move on at
+/// once.
 pub fn spawn(state: AppState, broker: Broker, fleet: Fleet, settings: LivenessSettings, dispatcher: Dispatcher, cancel: CancellationToken) {
     tokio::spawn(consume(state.clone(), broker, fleet.clone(), settings.clone(), cancel.clone()));
     tokio::spawn(async move {
@@ -418,6 +423,23 @@ async fn consume_on(
         .await?;
     tracing::info!(%queue, "consuming heartbeats");
     fleet.consuming_again().await;
+    let outcome = intake(&channel, &mut consumer, &dead_letters, state, fleet, settings, cancel).await;
+    // IMPORTANT: a replica whose term ended must stop taking heartbeats off the shared queue at
+    // once, or the new holder hears only part of them. Closing the channel cancels its consumer.
+    let _ = channel.close(200, "heartbeat intake stopped").await;
+    outcome
+}
+
+/// Reads heartbeats until `cancel`, or an error of the channel.
+async fn intake(
+    channel: &lapin::Channel,
+    consumer: &mut lapin::Consumer,
+    dead_letters: &str,
+    state: &AppState,
+    fleet: &Fleet,
+    settings: &LivenessSettings,
+    cancel: &CancellationToken,
+) -> Result<(), lapin::Error> {
     loop {
         let delivery = tokio::select! {
             d = consumer.next() => d,
@@ -436,7 +458,7 @@ async fn consume_on(
                 let mut headers = delivery.properties.headers().clone().unwrap_or_default();
                 headers.insert("x-aiedge-rejected".into(), AMQPValue::LongString(reason.to_string().into()));
                 let props = lapin::BasicProperties::default().with_headers(headers);
-                let _ = channel.basic_publish(&dead_letters, "heartbeat", Default::default(), &delivery.data, props).await;
+                let _ = channel.basic_publish(dead_letters, "heartbeat", Default::default(), &delivery.data, props).await;
             }
         }
     }

@@ -15,7 +15,10 @@
 //! - [`scheduler`]: queued jobs out to the nodes' queues, with publisher confirms.
 //! - [`schedule_ticker`]: fires the users' schedules (jobs at times they set).
 //! - [`heartbeats`]: heartbeats in, node status and scores out; dead-node detection.
+//! - [`leadership`]: which replica runs the work that must happen once (a lease with a term).
 //! - [`live`]: server-sent event feeds for the live pages.
+//! - [`retention`]: finished jobs deleted after `--retention-days`, in small batches.
+//! - [`replica_events`]: dispatcher wake-ups, job ends and page changes passed between replicas.
 //! - [`secret`]: the server secret that node keys derive from.
 //! - [`sqlite_lock`]: one server per SQLite database.
 //! - [`routes`]: every route the server answers, listed by the code that routes it.
@@ -39,10 +42,13 @@ pub mod errors;
 pub mod events;
 pub mod health;
 pub mod heartbeats;
+pub mod leadership;
 pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod model_check;
+pub mod replica_events;
+pub mod retention;
 pub mod routes;
 pub mod schedule_ticker;
 pub mod scheduler;
@@ -111,7 +117,7 @@ const MAX_FORM_BODY: usize = 256 * 1024;
 /// Connects to the database (applying migrations) and builds the shared state, with a
 /// dispatcher of its own that no loop runs (for tools and tests; [`launch`] runs one).
 pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
-    build_state_with(config, scheduler::Dispatcher::default(), broker_users(config)?).await
+    build_state_with(config, scheduler::Dispatcher::default(), broker_users(config)?, replica_events::Relay::new().0).await
 }
 
 /// The shared state, whose use cases wake `dispatcher`.
@@ -119,6 +125,7 @@ async fn build_state_with(
     config: &Config,
     dispatcher: scheduler::Dispatcher,
     broker_users: broker_users::BrokerUsers,
+    relay: replica_events::Relay,
 ) -> anyhow::Result<AppState> {
     config.validate()?;
     let secret = secret::load_or_create(&config.secret_file())?;
@@ -145,13 +152,14 @@ async fn build_state_with(
             public_url: config.public_url(),
             thermal: shared::score::ThermalPolicy { warn_c: config.warn_temp, critical_c: config.critical_temp },
             max_attempts: config.max_attempts,
+            retention_days: config.retention_days,
         }),
         node_keys: nodes::NodeKeys::new(secret),
         artifacts: Arc::new(
             aiedge_store::artifacts::LocalStore::new(&config.data_dir)
                 .with_context(|| format!("artifact store in {}", config.data_dir.display()))?,
         ),
-        events: Arc::new(events::ServerEvents { dispatcher, job_ends: job_ends.clone(), changes: changes.clone(), broker_users }),
+        events: Arc::new(events::ServerEvents { dispatcher, job_ends: job_ends.clone(), changes: changes.clone(), broker_users, relay }),
         job_ends,
         changes,
         intake: aiedge_store::jobs::Intake::start(&db),
@@ -262,27 +270,41 @@ fn with_security_headers(router: Router) -> Router {
 pub async fn launch(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     // Held until the server stops; refuses a second server on the same SQLite file.
-    let _one_server = sqlite_lock::acquire(&config.database_url())?;
+    let one_server = sqlite_lock::acquire(&config.database_url())?;
     let dispatcher = scheduler::Dispatcher::default();
     let users = broker_users(&config)?;
-    let state = build_state_with(&config, dispatcher.clone(), users.clone()).await?;
+    let (relay, outbox) = replica_events::Relay::new();
+    let peers = relay.peers.clone();
+    let state = build_state_with(&config, dispatcher.clone(), users.clone(), relay).await?;
     let topology = broker::Topology::new(&config.amqp_namespace);
-    let broker = Broker::start(config.amqp_url.clone(), topology, shutdown.child_token());
-    spawn_housekeeping(state.clone(), shutdown.child_token());
-    let fleet = Fleet::load(&state).await.context("loading nodes")?;
+    let deployment = aiedge_store::leases::deployment_id(&state.db, aiedge_store::now_ms()).await.context("reading the deployment id")?;
+    let broker = Broker::start(config.amqp_url.clone(), topology, Some(deployment), shutdown.child_token());
+    // A namespace of another deployment is refused before this replica does anything with it.
+    broker.first_contact(Duration::from_secs(6)).await?;
+    // ...and at any later reconnect: the server stops with that error.
+    let refusal = spawn_refusal_watch(&broker, shutdown.clone());
+    let addr = listener.local_addr().context("listener address")?;
+    let leadership = leadership::spawn(
+        state.db.clone(),
+        leadership::this_replica(&addr.to_string()),
+        one_server.is_some(),
+        peers,
+        shutdown.child_token(),
+    );
+    let local = replica_events::Local { dispatcher: dispatcher.clone(), job_ends: state.job_ends.clone(), changes: state.changes.clone() };
+    replica_events::spawn(broker.clone(), leadership.replica.id.clone(), outbox, local, shutdown.child_token());
+    spawn_housekeeping(state.clone(), leadership.clone(), shutdown.child_token());
     let liveness = LivenessSettings {
         timeout: config.heartbeat_timeout,
         thermal: shared::score::ThermalPolicy { warn_c: config.warn_temp, critical_c: config.critical_temp },
     };
-    heartbeats::spawn(state.clone(), broker.clone(), fleet, liveness, dispatcher.clone(), shutdown.child_token());
-    scheduler::spawn(state.clone(), broker.clone(), dispatcher.clone(), config.start_timeout, shutdown.child_token());
-
-    let addr = listener.local_addr().context("listener address")?;
-    tracing::info!(%addr, database = ?state.db.backend, "serving");
+    let keep_jobs = Duration::from_secs(u64::from(config.retention_days) * 24 * 3600);
+    let once = OncePerDeployment { liveness, start_timeout: config.start_timeout, keep_jobs };
+    spawn_once_per_deployment(&leadership, state.clone(), broker.clone(), dispatcher, once, shutdown.child_token());
+    tracing::info!(%addr, database = ?state.db.backend, replica = %leadership.replica.id, "serving");
     metrics::handle();
     metrics::spawn_upkeep(state.clone(), shutdown.child_token());
-    usage::spawn(state.clone(), shutdown.child_token());
-    schedule_ticker::spawn(state.clone(), shutdown.child_token());
+    usage::spawn(state.clone(), leadership.clone(), shutdown.child_token());
     if let Some(bind) = config.metrics_bind {
         let metrics_listener = TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind} for metrics"))?;
         tracing::info!(addr = %bind, "serving metrics");
@@ -298,6 +320,7 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
         .with_context(|| format!("agent binaries in {}", config.agents_dir.display()))?;
     let public_metrics = metrics::PublicMetrics(config.metrics_token.as_deref().map(std::sync::Arc::from));
     let app = router(state, broker, AgentSettings::new(&config, users), SizeLimits::from_config(&config))
+        .layer(Extension(leadership.clone()))
         .layer(Extension(model_check::ModelChecker::from_config(&config)))
         .layer(Extension(downloads))
         .layer(Extension(public_metrics));
@@ -313,14 +336,79 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("http server")?;
+    leadership.stopped(Duration::from_secs(5)).await;
+    if let Some(why) = refusal.get() {
+        return Err(anyhow::anyhow!("{why}"));
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
+/// Stops the server when the broker namespace turns out to be another deployment's (see
+/// [`Broker::start`]); the returned cell then holds why.
+fn spawn_refusal_watch(broker: &Broker, shutdown: CancellationToken) -> Arc<std::sync::OnceLock<broker::NamespaceTaken>> {
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let (broker, set) = (broker.clone(), cell.clone());
+    let cancel = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            why = broker.refusal() => {
+                let _ = set.set(why);
+                shutdown.cancel();
+            }
+            _ = cancel.cancelled() => {}
+        }
+    });
+    cell
+}
+
+/// Settings of the work that runs on the lease holder alone.
+#[derive(Clone)]
+struct OncePerDeployment {
+    liveness: LivenessSettings,
+    start_timeout: Duration,
+    /// Finished jobs are deleted this long after they ended (zero: never).
+    keep_jobs: Duration,
+}
+
+/// What runs on the lease holder alone, for each of its terms (see [`leadership`]): the
+/// heartbeat intake with the dead-node sweep, the dispatcher, the schedules and retention.
+/// Each stops when the term ends; their writes carry the term's fence.
+fn spawn_once_per_deployment(
+    leadership: &leadership::Leadership,
+    state: AppState,
+    broker: Broker,
+    dispatcher: scheduler::Dispatcher,
+    settings: OncePerDeployment,
+    cancel: CancellationToken,
+) {
+    leadership.while_holding(cancel, move |fence, term| {
+        let (state, broker, dispatcher, settings) = (state.clone(), broker.clone(), dispatcher.clone(), settings.clone());
+        async move {
+            // Nodes the database says are alive get a full timeout from now to be heard.
+            let fleet = loop {
+                match Fleet::load(&state, Some(fence.clone())).await {
+                    Ok(fleet) => break fleet,
+                    Err(e) => tracing::warn!(error = %e, "loading nodes failed; retrying"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = term.cancelled() => return,
+                }
+            };
+            heartbeats::spawn(state.clone(), broker.clone(), fleet, settings.liveness, dispatcher.clone(), term.clone());
+            scheduler::spawn(state.clone(), broker, dispatcher, settings.start_timeout, fence.clone(), term.clone());
+            retention::spawn(state.clone(), fence, settings.keep_jobs, term.clone());
+            schedule_ticker::spawn(state, term);
+        }
+    });
+}
+
 /// Periodic chores: expired sessions out of the database, idle keys out of the rate limiters,
-/// node history older than an hour averaged into minutes (and week-old minutes dropped). Its
-/// own task, so a big roll-up never delays the heartbeat sweeper's death notices.
-fn spawn_housekeeping(state: AppState, cancel: CancellationToken) {
+/// and on the lease holder, node history older than an hour averaged into minutes (and
+/// week-old minutes dropped). Its own task, so a big roll-up never delays the heartbeat
+/// sweeper's death notices.
+fn spawn_housekeeping(state: AppState, leadership: leadership::Leadership, cancel: CancellationToken) {
     tokio::spawn(async move {
         let store = DbSessionStore::new(state.db.clone());
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -336,6 +424,9 @@ fn spawn_housekeeping(state: AppState, cancel: CancellationToken) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(deleted = n, "expired sessions removed"),
                 Err(e) => tracing::warn!(error = %e, "session cleanup failed"),
+            }
+            if leadership.role().fence().is_none() {
+                continue;
             }
             let now = aiedge_store::now_ms();
             match nodes::roll_up(&state.db, now, nodes::FULL_RATE_MS, nodes::MINUTE_RETENTION_MS).await {

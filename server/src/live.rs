@@ -135,6 +135,7 @@ pub async fn jobs_feed(
             let (state, id) = (state.clone(), id.clone());
             async move {
                 let detail = jobs::detail_with_log(&state.db, state.artifacts.as_ref(), &id).await?;
+                let detail = detail.map(|d| d.with_retention(state.settings.retention_days));
                 Ok::<_, sqlx::Error>(serde_json::to_string(&detail).unwrap_or_default())
             }
         }));

@@ -52,6 +52,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", server::admin_cli::create_token(&state, &email, &name).await?);
             Ok(())
         }
+        Command::Status => {
+            // The database alone: nothing else is needed to read the lease and the replicas.
+            let url = cli.config.database_url();
+            let db = aiedge_store::Db::connect(&url).await.with_context(|| format!("database {}", server::config::redact(&url)))?;
+            print!("{}", server::admin_cli::status(&db, aiedge_store::now_ms()).await?);
+            Ok(())
+        }
         Command::Admin(AdminCommand::Create { email, password_stdin }) => {
             let password = server::admin_cli::read_password(password_stdin)?;
             let state = server::build_state(&cli.config).await?;

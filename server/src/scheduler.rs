@@ -29,6 +29,7 @@ use shared::wire::{HDR_NODE_ID, HDR_SIGNATURE};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use aiedge_store::leases::Fence;
 use aiedge_store::{jobs, now_ms};
 use app::backend::AppState;
 
@@ -97,8 +98,9 @@ impl Dispatcher {
     }
 }
 
-/// Runs rounds until `cancel` fires.
-pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, start_timeout: Duration, cancel: CancellationToken) {
+/// Runs rounds until `cancel` fires (the lease holder's term ended, or the server stops). Its
+/// reservations are fenced by `fence`.
+pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, start_timeout: Duration, fence: Fence, cancel: CancellationToken) {
     // On the database thread (SQLite): a round is mostly queries, each answered at once there.
     state.db.clone().spawn(async move {
         let mut link: Option<Link> = None;
@@ -124,7 +126,7 @@ pub fn spawn(state: AppState, broker: Broker, dispatcher: Dispatcher, start_time
             let Some(l) = link.as_mut() else { continue };
             records.refresh(&state).await;
             let began = Instant::now();
-            match round(&state, &broker, l, &records).await {
+            match round(&state, &broker, l, &records, &fence).await {
                 Ok(0) => {}
                 Ok(n) => {
                     metrics::histogram!(crate::metrics::DISPATCH_SECONDS).record(began.elapsed().as_secs_f64());
@@ -255,7 +257,7 @@ async fn publish(state: &AppState, broker: &Broker, link: &Link, p: Placed, node
 }
 
 /// One round; returns how many jobs went out.
-async fn round(state: &AppState, broker: &Broker, link: &mut Link, records: &TrackRecords) -> Result<usize, RoundError> {
+async fn round(state: &AppState, broker: &Broker, link: &mut Link, records: &TrackRecords, fence: &Fence) -> Result<usize, RoundError> {
     let mut pending = Vec::new();
     // The fleet first: while every node is full (the usual case under a backlog, where each
     // submission wakes a round) the queue is not read at all.
@@ -291,7 +293,8 @@ async fn round(state: &AppState, broker: &Broker, link: &mut Link, records: &Tra
                 decision: &p.decision,
             })
             .collect();
-        let reserved = if reservations.is_empty() { Vec::new() } else { jobs::mark_dispatched(&state.db, &reservations).await? };
+        let reserved =
+            if reservations.is_empty() { Vec::new() } else { jobs::mark_dispatched(&state.db, Some(fence), &reservations).await? };
         if reserved.iter().any(|r| *r) {
             state.changes.jobs_changed();
         }

@@ -32,8 +32,9 @@ impl Actor {
 }
 
 /// Writes the tally every [`FLUSH_EVERY`] and rolls up every [`ROLL_UP_EVERY`], until
-/// `cancel`; then writes what is left.
-pub fn spawn(state: AppState, cancel: CancellationToken) {
+/// `cancel`; then writes what is left. Every replica writes its own tally; only the lease
+/// holder rolls up.
+pub fn spawn(state: AppState, leadership: crate::leadership::Leadership, cancel: CancellationToken) {
     tokio::spawn(async move {
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         let mut roll = tokio::time::interval(ROLL_UP_EVERY);
@@ -47,10 +48,15 @@ pub fn spawn(state: AppState, cancel: CancellationToken) {
                         tracing::warn!(error = %e, "writing usage counts failed");
                     }
                 }
-                _ = roll.tick() => match aiedge_services::usage::roll_up(&state.db, aiedge_store::now_ms()).await {
-                    Ok(done) => tracing::debug!(?done, "usage rolled up"),
-                    Err(e) => tracing::warn!(error = %e, "rolling up usage failed"),
-                },
+                _ = roll.tick() => {
+                    if leadership.role().fence().is_none() {
+                        continue;
+                    }
+                    match aiedge_services::usage::roll_up(&state.db, aiedge_store::now_ms()).await {
+                        Ok(done) => tracing::debug!(?done, "usage rolled up"),
+                        Err(e) => tracing::warn!(error = %e, "rolling up usage failed"),
+                    }
+                }
                 _ = cancel.cancelled() => break,
             }
         }

@@ -59,7 +59,7 @@ async fn sample(db: &Db, node: &str, at: i64, cpu: f64, temp: Option<f64>, score
         running_jobs: 0,
     };
     let score = Score { load: 1.0, perf: 1.0, thermal: 1.0, total: score };
-    nodes::save_latest(db, &[Latest { node_id: node.into(), at, sent_at: at, metrics, facts: None, score }]).await.unwrap();
+    nodes::save_latest(db, None, &[Latest { node_id: node.into(), at, sent_at: at, metrics, facts: None, score }]).await.unwrap();
 }
 
 type MinuteRow = (String, i64, i64, f64, f64, Option<f64>, i64, f64);
@@ -258,8 +258,8 @@ async fn known_and_unknown_temperatures_are_saved_together(kind: DbKind) {
         facts: None,
         score: Score { load: 1.0, perf: 1.0, thermal: 1.0, total: 1.0 },
     };
-    nodes::save_latest(db, &[latest("a", 1, None), latest("b", 1, Some(55.5)), latest("a", 2, None)]).await.unwrap();
-    nodes::save_latest(db, &[latest("b", 3, Some(56.0)), latest("a", 3, None)]).await.unwrap();
+    nodes::save_latest(db, None, &[latest("a", 1, None), latest("b", 1, Some(55.5)), latest("a", 2, None)]).await.unwrap();
+    nodes::save_latest(db, None, &[latest("b", 3, Some(56.0)), latest("a", 3, None)]).await.unwrap();
     let temps: Vec<(String, i64, Option<f64>)> =
         sqlx::query_as("select node_id, at, temperature_c from node_samples order by at, node_id").fetch_all(&db.pool).await.unwrap();
     assert_eq!(

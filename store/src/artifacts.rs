@@ -77,6 +77,9 @@ pub trait ArtifactStore: Send + Sync {
     /// that was stored for one application or job, whatever its attempts uploaded). Nothing
     /// there is fine.
     async fn delete_all(&self, prefix: &str) -> io::Result<()>;
+    /// The names directly under `prefix/` (files and directories) and how long ago each last
+    /// changed, for the orphan sweep. Nothing there is an empty list.
+    async fn children(&self, prefix: &str) -> io::Result<Vec<(String, std::time::Duration)>>;
     /// A directory on the local disk for staging uploads next to the store.
     fn staging_dir(&self) -> &Path;
 }
@@ -140,6 +143,21 @@ impl ArtifactStore for LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    async fn children(&self, prefix: &str) -> io::Result<Vec<(String, std::time::Duration)>> {
+        let mut entries = match tokio::fs::read_dir(self.path(prefix)?).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            let age = entry.metadata().await?.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+            out.push((name, age));
+        }
+        Ok(out)
     }
 
     fn staging_dir(&self) -> &Path {

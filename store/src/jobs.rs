@@ -9,6 +9,7 @@ use shared::jobs::Decision;
 use sqlx::FromRow;
 
 use super::group_commit::{values, values_from, GroupCommit, GroupWrite};
+use super::leases::Fence;
 use super::{now_ms, Db};
 use aiedge_core::views::UserView;
 use aiedge_core::views::{AttemptView, JobDetail, JobEventView, JobView};
@@ -384,6 +385,7 @@ pub async fn detail(db: &Db, id: &str) -> Result<Option<JobDetail>, sqlx::Error>
             .collect::<Result<_, sqlx::Error>>()?,
         decision: decision.and_then(|d| serde_json::from_str::<Decision>(&d).ok()),
         log_tail: None,
+        kept_until_ms: None,
     }))
 }
 
@@ -438,13 +440,15 @@ pub struct Reservation<'a> {
 /// each job becomes `dispatched` if it is still queued at the attempt the dispatcher saw (one
 /// `update … from` a list of values for all of them, returning those that changed), and the
 /// attempts' rows and timeline events are one multi-row insert each. False for a job that is no
-/// longer queued (cancelled meanwhile).
-pub async fn mark_dispatched(db: &Db, reservations: &[Reservation<'_>]) -> Result<Vec<bool>, sqlx::Error> {
+/// longer queued (cancelled meanwhile). Fenced (see [`crate::leases`]): a dispatcher whose
+/// lease moved on reserves nothing.
+pub async fn mark_dispatched(db: &Db, fence: Option<&Fence>, reservations: &[Reservation<'_>]) -> Result<Vec<bool>, sqlx::Error> {
     if reservations.is_empty() {
         return Ok(Vec::new());
     }
     let now = now_ms();
     let mut tx = db.writer.begin().await?;
+    super::leases::hold(&mut tx, fence).await?;
     let sql = format!(
         "with v (id, node_id, attempt, decision, expected) as ({})
          update jobs set status = 'dispatched', node_id = v.node_id, attempt = v.attempt, decision = v.decision, dispatched_at = $1, started_at = null

@@ -12,6 +12,9 @@
 //! - [`schedules`]: schedules and their runs; a fire time becomes a job at most once.
 //! - [`group_commit`]: many small writes recorded as one transaction.
 //! - [`usage`]: usage analytics' counts and roll-ups.
+//! - [`retention`]: finished jobs pruned in small batches after the configured time.
+//! - [`leases`]: who among several server processes does the work that must happen once, the
+//!   fences that keep a former holder from writing, and the replicas seen.
 
 #![forbid(unsafe_code)]
 
@@ -21,8 +24,10 @@ pub mod artifacts;
 pub mod db;
 pub mod group_commit;
 pub mod jobs;
+pub mod leases;
 pub mod nodes;
 pub mod password;
+pub mod retention;
 pub mod schedules;
 pub mod sessions;
 pub mod usage;

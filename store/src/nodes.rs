@@ -20,6 +20,7 @@ use aiedge_core::{AdminState, NodeStatus, Sharing};
 use shared::score::ThermalPolicy;
 
 use super::db::Backend;
+use super::leases::{self, Fence};
 use super::{now_ms, Db};
 
 /// How long a registration token stays valid.
@@ -400,8 +401,18 @@ pub async fn auth_info(db: &Db, id: &str) -> Result<Option<NodeAuth>, sqlx::Erro
 }
 
 /// Records a status transition with its reason, unless the node is no longer in `from`.
-pub async fn transition(db: &Db, id: &str, from: NodeStatus, to: NodeStatus, reason: &str, at: i64) -> Result<bool, sqlx::Error> {
+/// Fenced (see [`crate::leases`]): only the lease holder decides that a node died or came back.
+pub async fn transition(
+    db: &Db,
+    fence: Option<&Fence>,
+    id: &str,
+    from: NodeStatus,
+    to: NodeStatus,
+    reason: &str,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
     let mut tx = db.writer.begin().await?;
+    leases::hold(&mut tx, fence).await?;
     let done = sqlx::query("update nodes set status = $1 where id = $2 and status = $3")
         .bind(to.as_str())
         .bind(id)
@@ -435,9 +446,10 @@ pub struct Latest {
 }
 
 /// Writes the latest metrics of many nodes and appends one history sample each, in one
-/// transaction: one commit per flush instead of one per heartbeat.
-pub async fn save_latest(db: &Db, batch: &[Latest]) -> Result<(), sqlx::Error> {
+/// transaction: one commit per flush instead of one per heartbeat. Fenced like [`transition`].
+pub async fn save_latest(db: &Db, fence: Option<&Fence>, batch: &[Latest]) -> Result<(), sqlx::Error> {
     let mut tx = db.writer.begin().await?;
+    leases::hold(&mut tx, fence).await?;
     for l in batch {
         let metrics = serde_json::to_string(&l.metrics).unwrap_or_default();
         let updated = sqlx::query("update nodes set metrics = $1, score = $2, last_heartbeat_at = $3, last_sent_at = $4 where id = $5")

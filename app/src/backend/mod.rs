@@ -38,6 +38,8 @@ pub struct Settings {
     pub thermal: shared::score::ThermalPolicy,
     /// Attempts a new job gets (`--max-attempts`).
     pub max_attempts: u32,
+    /// Finished jobs are deleted this many days after they ended (`--retention-days`; 0: never).
+    pub retention_days: u32,
 }
 
 /// Everything a handler or server function needs, cloned cheaply into each request.

@@ -199,6 +199,11 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
                 {move || job().filter(|j| j.status == JobStatus::Succeeded && j.has_result).map(|j| view! {
                     <a class="button" href=format!("/api/v1/jobs/{}/result", j.id) download data-testid="download">"Download predictions.csv"</a>
                 })}
+                {move || live.get().and_then(|d| d.kept_until_ms).map(|until| view! {
+                    <span class="muted small" data-testid="kept-until">
+                        "Kept until " <time>{crate::pages::node::date_time(until)}</time> ", then deleted with its result"
+                    </span>
+                })}
                 {move || job().filter(|j| !j.is_terminal()).map(|j| view! {
                     <ActionForm action=cancel attr:class="inline">
                         <input type="hidden" name="id" value=j.id.clone() />

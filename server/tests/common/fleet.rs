@@ -30,9 +30,14 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(server: &TestServer, token: &str, name: &str, extra: &[&str]) -> Self {
+        Self::start_at(&server.base, token, name, extra)
+    }
+
+    /// An agent of the server at `base` (for servers that are not a [`TestServer`]).
+    pub fn start_at(base: &str, token: &str, name: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("agent dir");
         let mut args: Vec<String> =
-            vec!["run".into(), "--server".into(), server.base.clone(), "--name".into(), name.into(), "--token".into(), token.into()];
+            vec!["run".into(), "--server".into(), base.to_string(), "--name".into(), name.into(), "--token".into(), token.into()];
         args.push("--work-dir".into());
         args.push(dir.path().join("work").display().to_string());
         args.extend(["--heartbeat-interval", "300ms", "--benchmark-interval", "1h"].map(String::from));

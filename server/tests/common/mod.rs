@@ -38,7 +38,7 @@ pub fn postgres_admin_url() -> String {
 }
 
 /// Creates a fresh, empty PostgreSQL database and returns its name.
-async fn create_pg_database() -> String {
+pub async fn create_pg_database() -> String {
     let name = format!("aiedge_t_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_admin_url()))
         .await
@@ -47,7 +47,7 @@ async fn create_pg_database() -> String {
     name
 }
 
-async fn drop_pg_database(name: &str) {
+pub async fn drop_pg_database(name: &str) {
     if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_admin_url())).await {
         let _ = conn.execute(format!("drop database if exists {name} with (force)").as_str()).await;
     }
@@ -249,6 +249,8 @@ impl TestServer {
             let _ = ch.exchange_delete(&topology.heartbeat_exchange(), Default::default()).await;
             let _ = ch.queue_delete(&topology.dead_letter_queue(), Default::default()).await;
             let _ = ch.exchange_delete(&topology.dead_letter_exchange(), Default::default()).await;
+            let _ = ch.exchange_delete(&topology.replica_exchange(), Default::default()).await;
+            let _ = ch.queue_delete(&topology.claim_queue(), Default::default()).await;
         }
         let _ = conn.close(200, "test done").await;
     }
