@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use aiedge_core::NodeStatus;
 use aiedge_store::leases::{self, Fence};
 use aiedge_store::nodes;
-use common::fleet::{fixture, json, Agent, User, PASSWORD};
+use common::fleet::{fixture, Agent, User, PASSWORD};
 use common::{DbKind, TestDb, TestServer};
 use serde_json::Value;
 
@@ -342,8 +342,7 @@ async fn three_replicas_lose_no_job_when_the_holder_is_killed_and_another_restar
         })
         .collect();
     let iris = std::fs::read(fixture("iris.csv")).unwrap();
-    json(users[0].upload("iris", "iris_logreg.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), Some(iris.clone())).await, 201)
-        .await;
+    users[0].upload_iris().await;
     let mut agents = Vec::new();
     let mut node_ids = Vec::new();
     for name in ["edge-1", "edge-2"] {

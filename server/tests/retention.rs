@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fleet::{fixture, json, Agent, User};
+use common::fleet::{fixture, json, User};
 use common::{DbKind, TestServer};
 use tokio_util::sync::CancellationToken;
 
@@ -22,13 +22,9 @@ async fn old_jobs_go_with_what_is_theirs_and_nothing_else(kind: DbKind) {
     // The server's own pruner keeps jobs for a century here: the test prunes by hand.
     let server = TestServer::start_with(kind, |c| c.retention_days = 36_500).await;
     let user = User::new(&server, "keeper@example.org").await;
-    let (node_id, token) = user.add_node("box-1").await;
-    let _agent = Agent::start(&server, &token, "box-1", &["--max-jobs", "2"]);
-    user.wait_node_active(&node_id).await;
+    let (_node, _agent) = user.node_with_agent(&server, "box-1").await;
     let iris = std::fs::read(fixture("iris.csv")).unwrap();
-    let app =
-        json(user.upload("iris", "iris_logreg.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), Some(iris.clone())).await, 201)
-            .await;
+    let app = user.upload_iris().await;
     let app_id = app["id"].as_str().unwrap().to_string();
 
     // Four jobs: two with inputs of their own, one on the application's default input, one kept.
@@ -105,8 +101,7 @@ async fn old_jobs_go_with_what_is_theirs_and_nothing_else(kind: DbKind) {
 async fn pruning_goes_batch_by_batch(kind: DbKind) {
     let server = TestServer::start_with(kind, |c| c.retention_days = 0).await;
     let user = User::new(&server, "many@example.org").await;
-    let iris = std::fs::read(fixture("iris.csv")).unwrap();
-    json(user.upload("iris", "iris_logreg.onnx", std::fs::read(fixture("iris_logreg.onnx")).unwrap(), Some(iris)).await, 201).await;
+    user.upload_iris().await;
     let state = server::build_state(&server.config).await.unwrap();
     let db = &state.db;
     let (owner, app): (String, String) = sqlx::query_as("select owner_id, id from applications").fetch_one(&db.pool).await.unwrap();

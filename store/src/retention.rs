@@ -89,32 +89,27 @@ fn marks(n: usize) -> String {
 /// Of `job_ids` (directories found under `jobs/` in the artifact store), those with no job
 /// row: left by a crash between a prune's commit and its file deletions.
 pub async fn orphan_jobs(db: &Db, job_ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
-    let mut orphans = Vec::new();
-    for chunk in job_ids.chunks(500) {
-        let sql = format!("select id from jobs where id in ({})", marks(chunk.len()));
-        let mut query = sqlx::query_as::<_, (String,)>(&sql);
-        for id in chunk {
-            query = query.bind(id);
-        }
-        let known: std::collections::HashSet<String> = query.fetch_all(&db.pool).await?.into_iter().map(|(id,)| id).collect();
-        orphans.extend(chunk.iter().filter(|id| !known.contains(*id)).cloned());
-    }
-    Ok(orphans)
+    unnamed(db, "select id from jobs where id in", job_ids).await
 }
 
 /// Of `keys` (files found under `inputs/` in the artifact store), those no job refers to.
 pub async fn orphan_inputs(db: &Db, keys: &[String]) -> Result<Vec<String>, sqlx::Error> {
-    let mut orphans = Vec::new();
-    for chunk in keys.chunks(500) {
-        let sql = format!("select input_key from jobs where input_key in ({})", marks(chunk.len()));
+    unnamed(db, "select input_key from jobs where input_key in", keys).await
+}
+
+/// Those of `values` that `select_in` (a query ending in `in`) does not return.
+async fn unnamed(db: &Db, select_in: &str, values: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    let mut missing = Vec::new();
+    for chunk in values.chunks(500) {
+        let sql = format!("{select_in} ({})", marks(chunk.len()));
         let mut query = sqlx::query_as::<_, (String,)>(&sql);
-        for key in chunk {
-            query = query.bind(key);
+        for value in chunk {
+            query = query.bind(value);
         }
-        let known: std::collections::HashSet<String> = query.fetch_all(&db.pool).await?.into_iter().map(|(k,)| k).collect();
-        orphans.extend(chunk.iter().filter(|k| !known.contains(*k)).cloned());
+        let found: std::collections::HashSet<String> = query.fetch_all(&db.pool).await?.into_iter().map(|(v,)| v).collect();
+        missing.extend(chunk.iter().filter(|v| !found.contains(*v)).cloned());
     }
-    Ok(orphans)
+    Ok(missing)
 }
 
 /// The finished jobs kept (for `server status` and the tests of retention).

