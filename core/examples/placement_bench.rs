@@ -1,6 +1,7 @@
 //! Placements per second: the balancer choosing a node for one job at a time among N nodes, as
-//! the dispatcher calls it (every node of the pool a candidate, the winner's in-flight count
-//! raised, finishes freeing slots elsewhere), and how large the decision each job records is.
+//! the dispatcher calls it (every node of the pool a candidate, the best few recorded, the
+//! winner's in-flight count raised, finishes freeing slots elsewhere), and how large the
+//! decision each job records is.
 //!
 //!   cargo run --release -p aiedge-core --example placement_bench -- [nodes] [placements]
 //!
@@ -9,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use aiedge_core::balancer::{pick, Need, NodeState};
+use aiedge_core::balancer::{pick_recorded, Need, NodeState, RECORDED};
 use aiedge_core::{AdminState, NodeStatus, Pool, Sharing};
 use shared::jobs::AppKind;
 
@@ -59,7 +60,7 @@ fn main() {
     let started = Instant::now();
     for k in 0..placements {
         let began = Instant::now();
-        let (winner, candidates) = pick(&need, &nodes);
+        let (winner, candidates, _) = pick_recorded(&need, &nodes, RECORDED);
         times.push(began.elapsed());
         if k == 0 {
             decision_bytes = serde_json::to_vec(&candidates).unwrap().len();

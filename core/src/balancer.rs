@@ -95,45 +95,76 @@ pub struct Need {
     pub tried: Vec<String>,
 }
 
+/// Why a node cannot take a job now; shown as text on the job's page. No text is made until
+/// it is shown: the balancer looks at every node of a large fleet for every job.
+#[derive(Clone, Copy, Debug)]
+enum Exclusion<'a> {
+    Status(NodeStatus),
+    Admin(AdminState),
+    Busy { in_flight: u32, max_jobs: u32, ahead: u32 },
+    NoScripts,
+    NoRuntime(&'a str),
+    Overheated,
+    NoHeartbeat,
+    BadScore,
+}
+
+impl std::fmt::Display for Exclusion<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Exclusion::Status(s) => write!(f, "node is {s}"),
+            Exclusion::Admin(a) => write!(f, "node is {a}"),
+            Exclusion::Busy { in_flight, max_jobs, ahead: 0 } => write!(f, "no free slot ({in_flight} of {max_jobs} busy)"),
+            Exclusion::Busy { max_jobs, ahead, .. } => write!(f, "no free slot ({max_jobs} of {max_jobs} busy, {ahead} held ahead)"),
+            Exclusion::NoScripts => f.write_str("the node does not run script jobs"),
+            Exclusion::NoRuntime(r) => write!(f, "no {r} on the node"),
+            Exclusion::Overheated => f.write_str("overheated (at or above the critical temperature)"),
+            Exclusion::NoHeartbeat => f.write_str("no heartbeat yet"),
+            Exclusion::BadScore => f.write_str("no valid score"),
+        }
+    }
+}
+
 /// Why the node cannot take a job of `kind` (needing `runtime`) now, if it cannot.
-fn excluded(node: &NodeState, kind: AppKind, runtime: Option<&str>) -> Option<String> {
+fn exclusion<'a>(node: &NodeState, kind: AppKind, runtime: Option<&'a str>) -> Option<Exclusion<'a>> {
     if node.status != NodeStatus::Active {
-        return Some(format!("node is {}", node.status));
+        return Some(Exclusion::Status(node.status));
     }
     if !node.admin_state.takes_jobs() {
-        return Some(format!("node is {}", node.admin_state));
+        return Some(Exclusion::Admin(node.admin_state));
     }
     if node.in_flight >= node.capacity() {
-        return Some(if node.ahead == 0 {
-            format!("no free slot ({} of {} busy)", node.in_flight, node.max_jobs)
-        } else {
-            format!("no free slot ({} of {} busy, {} held ahead)", node.max_jobs, node.max_jobs, node.ahead)
-        });
+        return Some(Exclusion::Busy { in_flight: node.in_flight, max_jobs: node.max_jobs, ahead: node.ahead });
     }
     if kind == AppKind::Script {
         if !node.accepts_scripts {
-            return Some("the node does not run script jobs".into());
+            return Some(Exclusion::NoScripts);
         }
         if let Some(runtime) = runtime {
             if !node.runtimes.iter().any(|r| r == runtime) {
-                return Some(format!("no {runtime} on the node"));
+                return Some(Exclusion::NoRuntime(runtime));
             }
         }
     }
     if node.overheated {
-        return Some("overheated (at or above the critical temperature)".into());
+        return Some(Exclusion::Overheated);
     }
     match node.score {
-        None => Some("no heartbeat yet".into()),
-        Some(s) if !s.is_finite() => Some("no valid score".into()),
+        None => Some(Exclusion::NoHeartbeat),
+        Some(s) if !s.is_finite() => Some(Exclusion::BadScore),
         Some(_) => None,
     }
+}
+
+/// [`exclusion`] as the text a page shows.
+fn excluded(node: &NodeState, kind: AppKind, runtime: Option<&str>) -> Option<String> {
+    exclusion(node, kind, runtime).map(|e| e.to_string())
 }
 
 /// Whether the node could take some job now (an ONNX job, the kind that needs least): the
 /// dispatcher stops reading the queue when no node can.
 pub fn has_room(node: &NodeState) -> bool {
-    excluded(node, AppKind::Onnx, None).is_none()
+    exclusion(node, AppKind::Onnx, None).is_none()
 }
 
 /// How many jobs the node could take now (as [`has_room`] sees it): its free slots and places
@@ -146,47 +177,111 @@ pub fn room(node: &NodeState) -> u32 {
     }
 }
 
+/// Candidates the dispatcher records with a decision, at most: the winner and the best of the
+/// rest. Every node of a large fleet in every job's record was 1.5 MB of JSON per job at 10 000
+/// nodes (`core/examples/placement_bench.rs`).
+pub const RECORDED: usize = 16;
+
 /// Every node of the job's pool as a candidate with its effective score (other owners' nodes
 /// unnamed), and the index in `nodes` of the winner, if any.
 pub fn pick(need: &Need, nodes: &[NodeState]) -> (Option<usize>, Vec<Candidate>) {
-    let in_pool: Vec<(usize, Candidate)> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| may_run(n.access(), &need.owner_id, need.pool).is_ok())
-        .map(|(i, n)| {
-            let score = n.score.unwrap_or(0.0);
-            let candidate = Candidate {
+    let (best, candidates, _) = pick_recorded(need, nodes, usize::MAX);
+    (best, candidates)
+}
+
+/// [`pick`], recording at most `max` candidates: the winner and the eligible nodes with the
+/// highest effective scores (then the others), in the order of `nodes`. Also returns how many
+/// of the pool were left out.
+pub fn pick_recorded(need: &Need, nodes: &[NodeState], max: usize) -> (Option<usize>, Vec<Candidate>, usize) {
+    use std::cmp::{Ordering, Reverse};
+    let effective = |n: &NodeState| n.score.unwrap_or(0.0) * n.observed / (1.0 + f64::from(n.in_flight));
+    let tried = |n: &NodeState| need.tried.contains(&n.id);
+    let runtime = need.runtime.as_deref();
+    // A node not tried before; then one with a free slot (over holding the job ahead); then the
+    // highest effective score; then (busy nodes all score 0) the higher performance shared the
+    // same way; then the lowest id.
+    let better = |a: &NodeState, b: &NodeState| -> Ordering {
+        let perf = |n: &NodeState| n.perf * n.observed / (1.0 + f64::from(n.in_flight));
+        tried(b)
+            .cmp(&tried(a))
+            .then_with(|| a.free_slot().cmp(&b.free_slot()))
+            .then_with(|| effective(a).total_cmp(&effective(b)))
+            .then_with(|| perf(a).total_cmp(&perf(b)))
+            .then_with(|| b.id.cmp(&a.id))
+    };
+    // One pass that makes nothing per node: the winner, the pool's size, and the best `max`
+    // nodes to record (eligible first, then by effective score, then by position), kept in a
+    // heap whose top is the least of them.
+    let (mut best, mut pool) = (None::<usize>, 0usize);
+    let mut kept: std::collections::BinaryHeap<Reverse<(bool, OrdF64, Reverse<usize>)>> = std::collections::BinaryHeap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if may_run(n.access(), &need.owner_id, need.pool).is_err() {
+            continue;
+        }
+        pool += 1;
+        let eligible = exclusion(n, need.kind, runtime).is_none();
+        if eligible && best.is_none_or(|b| better(n, &nodes[b]) == Ordering::Greater) {
+            best = Some(i);
+        }
+        if max > 0 {
+            kept.push(Reverse((eligible, OrdF64(effective(n)), Reverse(i))));
+            if kept.len() > max {
+                kept.pop();
+            }
+        }
+    }
+    let mut shown: Vec<usize> = kept.into_iter().map(|Reverse((_, _, Reverse(i)))| i).collect();
+    shown.sort_unstable();
+    // The winner is always recorded, in place of the least of the others if need be.
+    if let Some(b) = best.filter(|b| max > 0 && shown.binary_search(b).is_err()) {
+        let least = shown.iter().enumerate().min_by(|(_, &x), (_, &y)| {
+            let key = |k: usize| (exclusion(&nodes[k], need.kind, runtime).is_none(), OrdF64(effective(&nodes[k])), Reverse(k));
+            key(x).cmp(&key(y))
+        });
+        if let Some((at, _)) = least {
+            shown.remove(at);
+        }
+        let at = shown.binary_search(&b).unwrap_or_else(|at| at);
+        shown.insert(at, b);
+    }
+    let left_out = pool - shown.len();
+    let candidates = shown
+        .into_iter()
+        .map(|i| {
+            let n = &nodes[i];
+            Candidate {
                 node_id: n.id.clone(),
                 node_name: node_name_for(&need.owner_id, &n.owner_id, &n.name),
-                score,
+                score: n.score.unwrap_or(0.0),
                 in_flight: n.in_flight,
                 max_jobs: n.max_jobs,
                 ahead: n.ahead,
                 observed: n.observed,
-                effective: score * n.observed / (1.0 + f64::from(n.in_flight)),
-                excluded: excluded(n, need.kind, need.runtime.as_deref()),
-                tried: need.tried.contains(&n.id),
-            };
-            (i, candidate)
+                effective: effective(n),
+                excluded: excluded(n, need.kind, runtime),
+                tried: tried(n),
+            }
         })
         .collect();
-    let best = in_pool
-        .iter()
-        .filter(|(_, c)| c.excluded.is_none())
-        // A node not tried before; then one with a free slot (over holding the job ahead); then
-        // the highest effective score; then (busy nodes all score 0) the higher performance
-        // shared the same way; then the lowest id (reversed, since max_by keeps the last max).
-        .max_by(|(i, a), (j, b)| {
-            let perf = |k: usize, c: &Candidate| nodes[k].perf * c.observed / (1.0 + f64::from(c.in_flight));
-            b.tried
-                .cmp(&a.tried)
-                .then_with(|| nodes[*i].free_slot().cmp(&nodes[*j].free_slot()))
-                .then_with(|| a.effective.total_cmp(&b.effective))
-                .then_with(|| perf(*i, a).total_cmp(&perf(*j, b)))
-                .then_with(|| b.node_id.cmp(&a.node_id))
-        })
-        .map(|(i, _)| *i);
-    (best, in_pool.into_iter().map(|(_, c)| c).collect())
+    (best, candidates, left_out)
+}
+
+/// An `f64` ordered by `total_cmp`, for sort keys.
+#[derive(Clone, Copy, PartialEq)]
+struct OrdF64(f64);
+
+impl Eq for OrdF64 {}
+
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrdF64 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 /// Why no node of its pool takes a job now, for its page: the nodes counted by reason, most
@@ -348,6 +443,33 @@ mod tests {
         assert_eq!(winner(&need, &[no_python.clone(), refuses]), None);
         // ONNX jobs do not care.
         assert_eq!(winner(&onnx(), &[no_python]).as_deref(), Some("no-python"));
+    }
+
+    #[test]
+    fn a_large_pool_records_the_winner_and_the_best_of_the_rest_in_node_order() {
+        // 40 nodes; the odd ones dead; scores rise with the index, so the best eligible are the
+        // highest even indices. The winner is the same as when everything is recorded.
+        let nodes: Vec<NodeState> = (0..40)
+            .map(|i| {
+                let mut n = node(&format!("n{i:02}"), f64::from(i) / 40.0);
+                if i % 2 == 1 {
+                    n.status = NodeStatus::Dead;
+                }
+                n
+            })
+            .collect();
+        let (all_best, all) = pick(&onnx(), &nodes);
+        let (best, recorded, more) = pick_recorded(&onnx(), &nodes, 4);
+        assert_eq!(best, all_best);
+        assert_eq!((all.len(), recorded.len(), more), (40, 4, 36));
+        let ids: Vec<&str> = recorded.iter().map(|c| c.node_id.as_str()).collect();
+        assert_eq!(ids, ["n32", "n34", "n36", "n38"], "the best eligible, in node order");
+        assert_eq!(nodes[best.unwrap()].id, "n38");
+        assert!(recorded.iter().all(|c| c.excluded.is_none()));
+        // The recorded rows are the same as the full list's rows for those nodes.
+        for c in &recorded {
+            assert_eq!(Some(c), all.iter().find(|a| a.node_id == c.node_id));
+        }
     }
 
     #[test]

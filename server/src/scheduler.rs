@@ -205,10 +205,11 @@ fn place(page: Vec<jobs::QueuedJob>, nodes: &mut [NodeState], tried: &mut HashMa
             runtime: job.app_runtime.clone(),
             tried: tried.remove(&job.id).unwrap_or_default(),
         };
-        let (Some(i), candidates) = balancer::pick(&need, nodes) else { continue };
+        let (Some(i), candidates, more) = balancer::pick_recorded(&need, nodes, balancer::RECORDED) else { continue };
         nodes[i].in_flight += 1;
         let shown_name = balancer::node_name_for(&job.owner_id, &nodes[i].owner_id, &nodes[i].name);
-        let decision = Decision { at_ms: now_ms(), attempt: (job.attempt + 1) as u32, chosen: nodes[i].id.clone(), candidates };
+        let decision =
+            Decision { at_ms: now_ms(), attempt: (job.attempt + 1) as u32, chosen: nodes[i].id.clone(), candidates, more: more as u64 };
         placed.push(Placed { job, kind, node: i, shown_name, decision });
     }
     placed

@@ -203,7 +203,7 @@ async fn a_submission_is_checked_before_anything_is_stored_and_wakes_the_dispatc
 /// Reserves the job's next attempt for `node` as the dispatcher does; returns its number.
 async fn dispatch(w: &World, id: &str, node: &str) -> u32 {
     let attempt = jobs::view(&w.db, id).await.unwrap().unwrap().attempt;
-    let decision = shared::jobs::Decision { at_ms: 0, attempt: attempt + 1, chosen: node.into(), candidates: vec![] };
+    let decision = shared::jobs::Decision { at_ms: 0, attempt: attempt + 1, chosen: node.into(), candidates: vec![], more: 0 };
     let reservation = jobs::Reservation { id, expected_attempt: attempt as i32, node_id: node, node_name: "box", decision: &decision };
     assert_eq!(jobs::mark_dispatched(&w.db, None, &[reservation]).await.unwrap(), vec![true]);
     attempt + 1

@@ -177,7 +177,11 @@ pub struct Decision {
     pub at_ms: i64,
     pub attempt: u32,
     pub chosen: String,
+    /// The winner and the best of the rest (at most `aiedge_core::balancer::RECORDED`).
     pub candidates: Vec<Candidate>,
+    /// Nodes of the pool that were candidates too but are not recorded.
+    #[serde(default)]
+    pub more: u64,
 }
 
 /// The least a node's track record may multiply its score by: a node that failed every job of

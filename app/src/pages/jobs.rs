@@ -266,6 +266,9 @@ fn JobView(live: ReadSignal<Option<JobDetail>>) -> impl IntoView {
                         }).collect_view()}
                     </tbody>
                 </table>
+                {(decision.more > 0).then(|| view! {
+                    <p class="muted small" data-testid="decision-more">{format!("…and {} more nodes of the pool with lower scores, not recorded.", decision.more)}</p>
+                })}
             </section>
         })}
         // A script that printed nothing has an empty log: no empty box.
