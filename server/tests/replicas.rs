@@ -150,9 +150,8 @@ async fn events_raised_on_one_replica_reach_the_others() {
     sides[1].0.send(Event::JobEnded("job-2".into()));
     let got = tokio::time::timeout(Duration::from_secs(10), a_ends.recv()).await.expect("a heard b").unwrap();
     assert_eq!(&*got, "job-2", "a replica must not hear its own events");
-    // A lone replica (no peers) publishes nothing.
-    sides[0].0.peers.store(0, Ordering::Relaxed);
     cancel.cancel();
+    common::delete_broker_topology(&url, &namespace, &[]).await;
 }
 
 // --- three real server processes on PostgreSQL ---
@@ -437,5 +436,6 @@ async fn three_replicas_lose_no_job_when_the_holder_is_killed_and_another_restar
     drop(agents);
     drop(replicas);
     db.pool.close().await;
+    common::delete_broker_topology(&common::config_from(&[]).amqp_url, &namespace, &node_ids).await;
     common::drop_pg_database(&database).await;
 }

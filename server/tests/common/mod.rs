@@ -237,23 +237,31 @@ impl TestServer {
         let Ok(db) = aiedge_store::Db::connect(&self.config.database_url()).await else { return };
         let ids: Vec<(String,)> = sqlx::query_as("select id from nodes").fetch_all(&db.pool).await.unwrap_or_default();
         db.pool.close().await;
-        let topology = server::broker::Topology::new(&self.config.amqp_namespace);
-        let Ok(conn) = lapin::Connection::connect(&self.config.amqp_url, lapin::ConnectionProperties::default()).await else {
-            return;
-        };
-        if let Ok(ch) = conn.create_channel().await {
-            for (id,) in ids {
-                let _ = ch.queue_delete(&topology.node_queue(&id), Default::default()).await;
-            }
-            let _ = ch.exchange_delete(&topology.jobs_exchange(), Default::default()).await;
-            let _ = ch.exchange_delete(&topology.heartbeat_exchange(), Default::default()).await;
-            let _ = ch.queue_delete(&topology.dead_letter_queue(), Default::default()).await;
-            let _ = ch.exchange_delete(&topology.dead_letter_exchange(), Default::default()).await;
-            let _ = ch.exchange_delete(&topology.replica_exchange(), Default::default()).await;
-            let _ = ch.queue_delete(&topology.claim_queue(), Default::default()).await;
-        }
-        let _ = conn.close(200, "test done").await;
+        let ids: Vec<String> = ids.into_iter().map(|(id,)| id).collect();
+        delete_broker_topology(&self.config.amqp_url, &self.config.amqp_namespace, &ids).await;
     }
+}
+
+/// Removes what a deployment declared on the broker under `namespace` (durable queues and
+/// exchanges never expire by design; a test removes its own).
+pub async fn delete_broker_topology(amqp_url: &str, namespace: &str, node_ids: &[String]) {
+    let topology = server::broker::Topology::new(namespace);
+    let Ok(conn) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await else {
+        return;
+    };
+    if let Ok(ch) = conn.create_channel().await {
+        for id in node_ids {
+            let _ = ch.queue_delete(&topology.node_queue(id), Default::default()).await;
+        }
+        let _ = ch.exchange_delete(&topology.jobs_exchange(), Default::default()).await;
+        let _ = ch.exchange_delete(&topology.heartbeat_exchange(), Default::default()).await;
+        let _ = ch.queue_delete(&topology.heartbeat_queue(), Default::default()).await;
+        let _ = ch.queue_delete(&topology.dead_letter_queue(), Default::default()).await;
+        let _ = ch.exchange_delete(&topology.dead_letter_exchange(), Default::default()).await;
+        let _ = ch.exchange_delete(&topology.replica_exchange(), Default::default()).await;
+        let _ = ch.queue_delete(&topology.claim_queue(), Default::default()).await;
+    }
+    let _ = conn.close(200, "test done").await;
 }
 
 pub struct Client {
