@@ -193,7 +193,12 @@ impl Broker {
                 (Ok(Ok(conn)), Some(id)) => Some(claim(conn, &self.topology, id).await),
                 _ => None,
             };
-            self.attempts.send_modify(|n| *n += 1);
+            // IMPORTANT: a refusal is published before the attempt is counted, so whoever waits
+            // for the first attempt (`first_contact`) sees it.
+            let taken = matches!((&attempt, &claimed), (Ok(Ok(_)), Some(Err(Claim::Taken))));
+            if !taken {
+                self.attempts.send_modify(|n| *n += 1);
+            }
             match (attempt, claimed) {
                 (Ok(Ok(conn)), Some(Err(Claim::Taken))) => {
                     let why = format!(
@@ -208,6 +213,7 @@ impl Broker {
                     tracing::error!("{why}");
                     let _ = conn.close(200, "namespace belongs to another deployment").await;
                     self.refused.send_replace(Some(why));
+                    self.attempts.send_modify(|n| *n += 1);
                     return;
                 }
                 (Ok(Ok(conn)), Some(Err(Claim::Failed(err)))) => {

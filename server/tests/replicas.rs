@@ -97,6 +97,11 @@ async fn a_second_deployment_on_the_same_namespace_is_refused() {
             .unwrap_err()
             .to_string();
     assert!(refused.contains("--amqp-namespace") && refused.contains(&first.config.amqp_namespace), "{refused}");
+    // Refused before it did anything once-per-deployment: it never even looked at the lease.
+    let other_db =
+        aiedge_store::Db::connect(&common::config_from(&["--data-dir", other_dir.path().to_str().unwrap()]).database_url()).await.unwrap();
+    assert_eq!(leases::read(&other_db, LEASE).await.unwrap(), None, "the refused server took the lease");
+    other_db.pool.close().await;
     // The first deployment goes on.
     assert_eq!(reqwest::get(first.url("/healthz")).await.unwrap().status(), 200);
 
