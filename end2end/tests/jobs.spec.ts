@@ -118,6 +118,8 @@ test('a user uploads a model, runs it, watches it succeed live and downloads the
   await expect(page.getByTestId('attempts').locator('tbody tr')).toHaveCount(1);
   await expect(page.getByTestId('attempts')).toContainText('e2e-worker');
   await expect(page.getByTestId('attempts')).toContainText('succeeded');
+  // Retention (30 days by default): the page says until when the job and its result are kept.
+  await expect(page.getByTestId('kept-until')).toContainText('Kept until');
   await page.screenshot({ path: 'test-results/job-succeeded.png', fullPage: true });
 
   // Download the CSV and check it against onnxruntime's answers.
