@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use serde::Serialize;
 
 use crate::broker::Broker;
-use crate::leadership::{Leadership, Role};
+use crate::leadership::Leadership;
 use app::backend::AppState;
 
 #[derive(Serialize)]
@@ -49,7 +49,7 @@ pub async fn healthz(
         database: word(db_ok),
         broker: word(broker_ok),
         replica: leadership.as_ref().map(|Extension(l)| l.replica.id.clone()),
-        lease: role.map(|r| if matches!(r, Role::Holder { .. }) { "holder" } else { "standby" }),
+        lease: role.map(|r| if r.is_holder() { "holder" } else { "standby" }),
         term: role.and_then(|r| r.fence()).map(|f| f.term),
     };
     (status, Json(health))

@@ -47,6 +47,10 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn is_holder(self) -> bool {
+        matches!(self, Role::Holder { .. })
+    }
+
     /// The fence of a holder's term.
     pub fn fence(self) -> Option<Fence> {
         match self {
@@ -70,6 +74,11 @@ pub struct Leadership {
 impl Leadership {
     pub fn role(&self) -> Role {
         *self.role.borrow()
+    }
+
+    /// True while this replica holds the lease (for periodic work that checks before each run).
+    pub fn is_holder(&self) -> bool {
+        self.role().is_holder()
     }
 
     /// Waits (at most `within`) until the lease loop has ended after the server's cancel, so a
@@ -243,7 +252,7 @@ async fn announce_loop(db: Db, leadership: Leadership, cancel: CancellationToken
             Ok(all) => leadership.peers.store(all.iter().filter(|r| r.id != me.id).count(), Ordering::Relaxed),
             Err(e) => tracing::warn!(error = %e, "cannot read the replicas"),
         }
-        if leadership.role().fence().is_some() {
+        if leadership.is_holder() {
             let _ = leases::forget(&db, None, now - FORGET_AFTER_MS).await;
         }
     }

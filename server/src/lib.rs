@@ -425,7 +425,7 @@ fn spawn_housekeeping(state: AppState, leadership: leadership::Leadership, cance
                 Ok(n) => tracing::debug!(deleted = n, "expired sessions removed"),
                 Err(e) => tracing::warn!(error = %e, "session cleanup failed"),
             }
-            if leadership.role().fence().is_none() {
+            if !leadership.is_holder() {
                 continue;
             }
             let now = aiedge_store::now_ms();

@@ -49,7 +49,7 @@ pub fn spawn(state: AppState, leadership: crate::leadership::Leadership, cancel:
                     }
                 }
                 _ = roll.tick() => {
-                    if leadership.role().fence().is_none() {
+                    if !leadership.is_holder() {
                         continue;
                     }
                     match aiedge_services::usage::roll_up(&state.db, aiedge_store::now_ms()).await {
