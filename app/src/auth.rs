@@ -190,7 +190,7 @@ pub async fn register(
 ) -> Result<FormErrors, ServerFnError> {
     let state = backend::state()?;
     let ip = backend::client_ip();
-    if let Err(wait) = state.limits.register.check(ip) {
+    if let Some(wait) = state.limits.register(&state.db, ip).await.map_err(backend::internal)? {
         return backend::rate_limited("/register", wait, &[("email", &email)]);
     }
 
@@ -233,7 +233,7 @@ pub async fn login(
     let keep = [("email", email.as_str()), ("next", next.as_deref().unwrap_or(""))];
     let account_key = email.trim().to_lowercase();
     let ip = backend::client_ip();
-    if let Err(wait) = state.limits.login.check(ip, &account_key) {
+    if let Some(wait) = state.limits.login(&state.db, ip, &account_key).await.map_err(backend::internal)? {
         return backend::rate_limited("/login", wait, &keep);
     }
 
@@ -251,7 +251,7 @@ pub async fn login(
     if user.disabled {
         return Ok(backend::form_refused("/login", &FormErrors::form(FormError::AccountDisabled), &keep));
     }
-    state.limits.login.signed_in(ip, &account_key);
+    state.limits.signed_in(&state.db, ip, &account_key).await.map_err(backend::internal)?;
     let remember = remember.is_some_and(|r| !r.is_empty() && r != "false" && r != "off");
     backend::sessions::sign_in(&user, remember).await?;
     leptos_axum::redirect(&safe_next(next.as_deref()));
@@ -266,7 +266,7 @@ pub async fn change_password(#[server(default)] current: String, #[server(defaul
     let user = backend::require_user()?;
     let state = backend::state()?;
     let ip = backend::client_ip();
-    if let Err(wait) = state.limits.login.check(ip, &user.email) {
+    if let Some(wait) = state.limits.login(&state.db, ip, &user.email).await.map_err(backend::internal)? {
         return backend::rate_limited("/settings", wait, &[]);
     }
     if let Err(e) = check_password(&password) {
@@ -275,7 +275,7 @@ pub async fn change_password(#[server(default)] current: String, #[server(defaul
     if aiedge_store::users::authenticate(&state.db, &user.email, &current).await.map_err(backend::internal)?.is_none() {
         return Ok(backend::form_refused("/settings", &FormErrors::form(FormError::WrongPassword), &[]));
     }
-    state.limits.login.signed_in(ip, &user.email);
+    state.limits.signed_in(&state.db, ip, &user.email).await.map_err(backend::internal)?;
     aiedge_store::users::set_password(&state.db, &user.id, &password).await.map_err(backend::internal)?;
     backend::sessions::sign_in(&user, false).await?;
     leptos_axum::redirect("/settings?password=changed");

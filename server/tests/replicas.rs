@@ -118,6 +118,31 @@ async fn a_second_deployment_on_the_same_namespace_is_refused() {
     first.stop().await;
 }
 
+/// Sign-in limits are counted in the database: guesses spread over two replicas spend one
+/// budget, so the third wrong password is refused whichever replica it reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_sign_in_limits() {
+    let first = TestServer::start_with(DbKind::Postgres, |c| c.login_per_account_per_min = 2).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(server::launch(first.config.clone(), listener, stop.clone()));
+    wait_healthy(&base, Duration::from_secs(30)).await;
+    assert_eq!(first.client().register("guess@example.org", common::fleet::PASSWORD).await.status(), 200);
+
+    let second = common::Client { base: base.clone(), ..first.client() };
+    assert_eq!(first.client().login("guess@example.org", "wrong 1").await.status(), 200, "a wrong password is a form error");
+    assert_eq!(second.login("guess@example.org", "wrong 2").await.status(), 200);
+    for replica in [&second, &first.client()] {
+        let refused = replica.login("guess@example.org", "wrong 3").await;
+        assert_eq!(refused.status(), 429, "the budget spent on one replica holds on the other ({})", replica.base);
+        assert!(refused.headers().contains_key("retry-after"));
+    }
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    first.stop().await;
+}
+
 /// Events cross replicas over the real broker: what one replica's use cases raise reaches the
 /// other's dispatcher, job waiters and live feeds, and not itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

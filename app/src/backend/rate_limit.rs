@@ -3,18 +3,16 @@
 //! much higher ceiling per account across all addresses (so many addresses cannot hammer one).
 //! An attacker therefore cannot lock a victim out: their failures spend their own address's
 //! budget, and an address the account signed in from before is not held to the ceiling.
-//! Registration is limited per address, since each one costs an Argon2 hash. The limiters are
-//! in-memory GCRA buckets from `governor`; a multi-server deployment would want a shared store.
+//! Registration is limited per address, since each one costs an Argon2 hash.
+//!
+//! The buckets live in the database ([`aiedge_store::rate_limits`]), so every server replica
+//! spends the same budget: an attacker gains nothing by spreading guesses across replicas.
 
-use std::collections::HashSet;
-use std::hash::Hash;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use aiedge_store::rate_limits::{self, Quota};
+use aiedge_store::{Db, SqlError};
 
 /// Attempts allowed per minute, per key. Bursts up to the same number are allowed.
 #[derive(Clone, Copy, Debug)]
@@ -33,83 +31,67 @@ impl Default for LimitConfig {
 
 /// The ceiling per account across all addresses, as a multiple of the per-address limit.
 const ACCOUNT_CEILING_FACTOR: u32 = 10;
-/// Addresses remembered as an account's own (signed in from before), at most; then forgotten.
-const KNOWN_MAX: usize = 100_000;
+/// An address the account has not signed in from for this long is held to the ceiling again.
+const KNOWN_FOR_MS: i64 = 90 * 24 * 3600 * 1000;
+/// The longest account name a key holds: an email address is at most 320 bytes, and a longer
+/// one only shares its bucket with other over-long guesses.
+const ACCOUNT_KEY_MAX: usize = 320;
 
-fn keyed<K: Hash + Eq + Clone>(per_minute: u32) -> DefaultKeyedRateLimiter<K> {
-    let n = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::keyed(Quota::per_minute(n))
-}
-
-fn check_key<K: Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), Duration> {
-    limiter.check_key(key).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-}
-
-pub struct LoginLimiter {
-    per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    per_account_ip: DefaultKeyedRateLimiter<(String, IpAddr)>,
-    per_account: DefaultKeyedRateLimiter<String>,
-    /// (account, address) pairs that signed in successfully since the server started.
-    known: Mutex<HashSet<(String, IpAddr)>>,
-}
-
-impl LoginLimiter {
-    /// Counts one attempt; `Err` holds how long to wait.
-    pub fn check(&self, ip: IpAddr, account: &str) -> Result<(), Duration> {
-        check_key(&self.per_ip, &ip)?;
-        let pair = (account.to_string(), ip);
-        check_key(&self.per_account_ip, &pair)?;
-        if self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&pair) {
-            return Ok(());
-        }
-        check_key(&self.per_account, &pair.0)
-    }
-
-    /// The account signed in from `ip`: from now on that address is not held to the account's
-    /// ceiling, so attempts from elsewhere cannot lock its owner out.
-    pub fn signed_in(&self, ip: IpAddr, account: &str) {
-        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if known.len() >= KNOWN_MAX {
-            known.clear();
-        }
-        known.insert((account.to_string(), ip));
-    }
-}
-
-pub struct IpLimiter {
-    per_ip: DefaultKeyedRateLimiter<IpAddr>,
-}
-
-impl IpLimiter {
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        check_key(&self.per_ip, &ip)
-    }
-}
+/// `Ok(None)`: go on. `Ok(Some(wait))`: refused, retry after `wait`.
+pub type Verdict = Result<Option<Duration>, SqlError>;
 
 pub struct Limits {
-    pub login: LoginLimiter,
-    pub register: IpLimiter,
+    config: LimitConfig,
+}
+
+fn account_key(account: &str) -> &str {
+    let mut end = account.len().min(ACCOUNT_KEY_MAX);
+    while !account.is_char_boundary(end) {
+        end -= 1;
+    }
+    &account[..end]
 }
 
 impl Limits {
     pub fn new(config: LimitConfig) -> Self {
-        Self {
-            login: LoginLimiter {
-                per_ip: keyed(config.login_per_ip),
-                per_account_ip: keyed(config.login_per_account),
-                per_account: keyed(config.login_per_account.saturating_mul(ACCOUNT_CEILING_FACTOR)),
-                known: Mutex::default(),
-            },
-            register: IpLimiter { per_ip: keyed(config.register_per_ip) },
-        }
+        Self { config }
     }
 
-    /// Forgets keys whose buckets are full again, so memory stays bounded.
-    pub fn prune(&self) {
-        self.login.per_ip.retain_recent();
-        self.login.per_account_ip.retain_recent();
-        self.login.per_account.retain_recent();
-        self.register.per_ip.retain_recent();
+    /// Counts one sign-in attempt (or a password check) for `account` from `ip`.
+    pub async fn login(&self, db: &Db, ip: IpAddr, account: &str) -> Verdict {
+        let now = aiedge_store::now_ms();
+        let account = account_key(account);
+        let per_ip = Quota { per_minute: self.config.login_per_ip };
+        if let Some(wait) = rate_limits::take(db, &format!("login-ip:{ip}"), per_ip, now).await? {
+            return Ok(Some(wait));
+        }
+        let per_pair = Quota { per_minute: self.config.login_per_account };
+        if let Some(wait) = rate_limits::take(db, &format!("login-pair:{ip} {account}"), per_pair, now).await? {
+            return Ok(Some(wait));
+        }
+        if rate_limits::signed_in_before(db, account, &ip.to_string()).await? {
+            return Ok(None);
+        }
+        let ceiling = Quota { per_minute: self.config.login_per_account.saturating_mul(ACCOUNT_CEILING_FACTOR) };
+        rate_limits::take(db, &format!("login-account:{account}"), ceiling, now).await
+    }
+
+    /// The account signed in from `ip`: from now on that address is not held to the account's
+    /// ceiling, so attempts from elsewhere cannot lock its owner out.
+    pub async fn signed_in(&self, db: &Db, ip: IpAddr, account: &str) -> Result<(), SqlError> {
+        rate_limits::remember_sign_in(db, account_key(account), &ip.to_string(), aiedge_store::now_ms()).await
+    }
+
+    /// Counts one registration from `ip`.
+    pub async fn register(&self, db: &Db, ip: IpAddr) -> Verdict {
+        let quota = Quota { per_minute: self.config.register_per_ip };
+        rate_limits::take(db, &format!("register-ip:{ip}"), quota, aiedge_store::now_ms()).await
+    }
+
+    /// Forgets full buckets and long-unused sign-in addresses, so the tables stay small.
+    pub async fn prune(db: &Db) -> Result<u64, SqlError> {
+        let now = aiedge_store::now_ms();
+        rate_limits::prune(db, now, now - KNOWN_FOR_MS).await
     }
 }
 
@@ -117,42 +99,65 @@ impl Limits {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_attacker_cannot_lock_the_owner_out() {
+    async fn db() -> (Db, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/limits.db", dir.path().display())).await.unwrap();
+        (db, dir)
+    }
+
+    fn refused(verdict: Verdict) -> bool {
+        verdict.unwrap().is_some()
+    }
+
+    #[tokio::test]
+    async fn an_attacker_cannot_lock_the_owner_out() {
+        let (db, _dir) = db().await;
         let limits = Limits::new(LimitConfig { login_per_ip: 1000, login_per_account: 2, register_per_ip: 1 });
         let attacker: IpAddr = "203.0.113.66".parse().unwrap();
         let owner: IpAddr = "198.51.100.7".parse().unwrap();
-        limits.login.signed_in(owner, "x@example.org");
+        limits.signed_in(&db, owner, "x@example.org").await.unwrap();
         // The attacker's guesses spend the attacker's own budget for the account...
-        assert!(limits.login.check(attacker, "x@example.org").is_ok());
-        assert!(limits.login.check(attacker, "x@example.org").is_ok());
-        let wait = limits.login.check(attacker, "x@example.org").unwrap_err();
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
+        assert!(!refused(limits.login(&db, attacker, "x@example.org").await));
+        assert!(!refused(limits.login(&db, attacker, "x@example.org").await));
+        let wait = limits.login(&db, attacker, "x@example.org").await.unwrap().expect("third guess refused");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60), "{wait:?}");
         // ...not the owner's, nor another account's.
-        assert!(limits.login.check(owner, "x@example.org").is_ok());
-        assert!(limits.login.check(attacker, "y@example.org").is_ok());
+        assert!(!refused(limits.login(&db, owner, "x@example.org").await));
+        assert!(!refused(limits.login(&db, attacker, "y@example.org").await));
     }
 
-    #[test]
-    fn many_addresses_meet_the_accounts_ceiling_but_its_owner_does_not() {
+    #[tokio::test]
+    async fn many_addresses_meet_the_accounts_ceiling_but_its_owner_does_not() {
+        let (db, _dir) = db().await;
         let limits = Limits::new(LimitConfig { login_per_ip: 1000, login_per_account: 1, register_per_ip: 1 });
         let owner: IpAddr = "198.51.100.7".parse().unwrap();
-        limits.login.signed_in(owner, "x@example.org");
+        limits.signed_in(&db, owner, "x@example.org").await.unwrap();
         let ceiling = ACCOUNT_CEILING_FACTOR as usize;
-        let bots: Vec<IpAddr> = (1..=ceiling + 1).map(|i| format!("10.0.0.{i}").parse().unwrap()).collect();
-        let allowed = bots.iter().filter(|ip| limits.login.check(**ip, "x@example.org").is_ok()).count();
+        let mut allowed = 0;
+        for i in 1..=ceiling + 1 {
+            let bot: IpAddr = format!("10.0.0.{i}").parse().unwrap();
+            allowed += usize::from(!refused(limits.login(&db, bot, "x@example.org").await));
+        }
         assert_eq!(allowed, ceiling, "a botnet gets the ceiling, not one guess per address");
-        assert!(limits.login.check(owner, "x@example.org").is_ok(), "the owner's own address still gets in");
+        assert!(!refused(limits.login(&db, owner, "x@example.org").await), "the owner's own address still gets in");
+    }
+
+    #[tokio::test]
+    async fn address_limit_applies_across_accounts() {
+        let (db, _dir) = db().await;
+        let limits = Limits::new(LimitConfig { login_per_ip: 2, login_per_account: 100, register_per_ip: 1 });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(!refused(limits.login(&db, a, "1@example.org").await));
+        assert!(!refused(limits.login(&db, a, "2@example.org").await));
+        assert!(refused(limits.login(&db, a, "3@example.org").await));
+        assert!(!refused(limits.register(&db, a).await));
+        assert!(refused(limits.register(&db, a).await));
     }
 
     #[test]
-    fn address_limit_applies_across_accounts() {
-        let limits = Limits::new(LimitConfig { login_per_ip: 2, login_per_account: 100, register_per_ip: 1 });
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        assert!(limits.login.check(a, "1@example.org").is_ok());
-        assert!(limits.login.check(a, "2@example.org").is_ok());
-        assert!(limits.login.check(a, "3@example.org").is_err());
-        assert!(limits.register.check(a).is_ok());
-        assert!(limits.register.check(a).is_err());
+    fn over_long_accounts_are_cut_at_a_character() {
+        let long = "é".repeat(400);
+        let key = account_key(&long);
+        assert!(key.len() <= ACCOUNT_KEY_MAX && key.chars().all(|c| c == 'é'));
     }
 }
