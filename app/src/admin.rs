@@ -24,6 +24,51 @@ pub async fn admin_overview() -> Result<AdminDashboard, ServerFnError> {
     Ok(AdminDashboard { users, admins })
 }
 
+/// One account's stored bytes, as last measured.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AccountStorage {
+    /// The account's email; `None` for what belongs to no account (orphans, uploads underway).
+    pub email: Option<String>,
+    pub bytes: i64,
+    pub objects: i64,
+    pub jobs: i64,
+}
+
+/// Storage used, per account and in all.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StorageReport {
+    /// Largest first; the part no account owns among them.
+    pub accounts: Vec<AccountStorage>,
+    /// Files and database-kept artifacts, in all.
+    pub stored_bytes: i64,
+    /// The database's size on disk now (rows, indexes, artifacts kept in it).
+    pub database_bytes: i64,
+    /// When the lease holder last measured; `None` before its first measurement.
+    pub measured_at_ms: Option<i64>,
+}
+
+/// Storage used per account, as the lease holder last measured it, and the database's size now.
+#[server(endpoint = "admin/storage", input = server_fn::codec::GetUrl)]
+pub async fn admin_storage() -> Result<StorageReport, ServerFnError> {
+    backend::require_admin()?;
+    let state = backend::state()?;
+    let latest = aiedge_store::storage::latest(&state.db).await.map_err(backend::internal)?;
+    let database_bytes = aiedge_store::storage::database_bytes(&state.db).await.map_err(backend::internal)?;
+    let measured_at_ms = latest.first().map(|m| m.measured_at);
+    let accounts: Vec<AccountStorage> = latest
+        .into_iter()
+        .map(|m| AccountStorage {
+            // An account deleted since the measurement shows by id until the next one.
+            email: if m.usage.owner_id.is_empty() { None } else { Some(m.email.unwrap_or(m.usage.owner_id)) },
+            bytes: m.usage.bytes,
+            objects: m.usage.objects,
+            jobs: m.usage.jobs,
+        })
+        .collect();
+    let stored_bytes = accounts.iter().map(|a| a.bytes).sum();
+    Ok(StorageReport { accounts, stored_bytes, database_bytes, measured_at_ms })
+}
+
 /// Accounts shown at once on the admin page.
 pub const ACCOUNTS_PAGE: i64 = 200;
 

@@ -54,6 +54,7 @@ pub mod schedule_ticker;
 pub mod scheduler;
 pub mod secret;
 pub mod sqlite_lock;
+pub mod storage;
 pub mod usage;
 
 use std::net::SocketAddr;
@@ -276,7 +277,7 @@ pub async fn launch(config: Config, listener: TcpListener, shutdown: Cancellatio
     let (relay, outbox) = replica_events::Relay::new();
     let peers = relay.peers.clone();
     let state = build_state_with(&config, dispatcher.clone(), users.clone(), relay).await?;
-    let topology = broker::Topology::new(&config.amqp_namespace);
+    let topology = broker::Topology::new(&config.amqp_namespace).with_job_queues(config.amqp_job_queues);
     let deployment = aiedge_store::leases::deployment_id(&state.db, aiedge_store::now_ms()).await.context("reading the deployment id")?;
     let broker = Broker::start(config.amqp_url.clone(), topology, Some(deployment), shutdown.child_token());
     // A namespace of another deployment is refused before this replica does anything with it.
@@ -399,13 +400,14 @@ fn spawn_once_per_deployment(
             heartbeats::spawn(state.clone(), broker.clone(), fleet, settings.liveness, dispatcher.clone(), term.clone());
             scheduler::spawn(state.clone(), broker, dispatcher, settings.start_timeout, fence.clone(), term.clone());
             retention::spawn(state.clone(), fence, settings.keep_jobs, term.clone());
+            storage::spawn(state.clone(), term.clone());
             schedule_ticker::spawn(state, term);
         }
     });
 }
 
-/// Periodic chores: expired sessions out of the database, idle keys out of the rate limiters,
-/// and on the lease holder, node history older than an hour averaged into minutes (and
+/// Periodic chores: expired sessions out of the database, and on the lease holder, full
+/// buckets out of the rate limits and node history older than an hour averaged into minutes (and
 /// week-old minutes dropped). Its own task, so a big roll-up never delays the heartbeat
 /// sweeper's death notices.
 fn spawn_housekeeping(state: AppState, leadership: leadership::Leadership, cancel: CancellationToken) {
@@ -419,7 +421,6 @@ fn spawn_housekeeping(state: AppState, leadership: leadership::Leadership, cance
                 _ = tick.tick() => {}
                 _ = cancel.cancelled() => return,
             }
-            state.limits.prune();
             match store.delete_expired().await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(deleted = n, "expired sessions removed"),
@@ -427,6 +428,11 @@ fn spawn_housekeeping(state: AppState, leadership: leadership::Leadership, cance
             }
             if !leadership.is_holder() {
                 continue;
+            }
+            match Limits::prune(&state.db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "idle rate-limit buckets removed"),
+                Err(e) => tracing::warn!(error = %e, "rate-limit cleanup failed"),
             }
             let now = aiedge_store::now_ms();
             match nodes::roll_up(&state.db, now, nodes::FULL_RATE_MS, nodes::MINUTE_RETENTION_MS).await {

@@ -1,6 +1,7 @@
 //! Retention: finished jobs past `--retention-days` are deleted with everything that is theirs
 //! alone, in batches; younger jobs, running ones and what applications own stay; files left
-//! behind by a crash are found and removed; the job page says until when a job is kept.
+//! behind by a crash are found and removed; the job page says until when a job is kept; the
+//! storage each account uses is measured and shown to admins.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -128,4 +129,43 @@ async fn pruning_goes_batch_by_batch(kind: DbKind) {
     server.stop().await;
 }
 
-on_both_databases!(old_jobs_go_with_what_is_theirs_and_nothing_else, pruning_goes_batch_by_batch);
+/// Storage is measured per account, from the files and the artifacts kept in the database,
+/// with what no account owns apart, and the admin page shows it.
+async fn storage_is_measured_per_account(kind: DbKind) {
+    let server = TestServer::start(kind).await;
+    let model = std::fs::read(fixture("iris_logreg.onnx")).unwrap().len() as i64;
+    let iris = std::fs::read(fixture("iris.csv")).unwrap();
+    let ann = User::new(&server, "ann@example.org").await;
+    let bob = User::new(&server, "bob@example.org").await;
+    ann.upload_iris().await;
+    bob.upload_iris().await;
+    // No node: the job waits, its (small, database-kept) input stored all the same.
+    json(ann.submit("iris", Some(iris.clone())).await, 201).await;
+    let orphan = server.data_dir.path().join("artifacts/inputs/left-by-a-crash.csv");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, "12345").unwrap();
+
+    let (admin, state) = server.signed_in_admin("admin password 1").await;
+    let usage = aiedge_services::storage::measure(&state.db, state.artifacts.as_ref()).await.unwrap();
+    let of = |owner: &str| usage.iter().find(|u| u.owner_id == owner).cloned().unwrap_or_default();
+    let id_of = |email: &str| {
+        let db = state.db.clone();
+        let email = email.to_string();
+        async move { sqlx::query_as::<_, (String,)>("select id from users where email = $1").bind(email).fetch_one(&db.pool).await.unwrap().0 }
+    };
+    let (ann_id, bob_id) = (id_of("ann@example.org").await, id_of("bob@example.org").await);
+    let csv = iris.len() as i64;
+    assert_eq!((of(&ann_id).bytes, of(&ann_id).objects, of(&ann_id).jobs), (model + 2 * csv, 3, 1), "model, default input, job input");
+    assert_eq!((of(&bob_id).bytes, of(&bob_id).objects, of(&bob_id).jobs), (model + csv, 2, 0));
+    assert_eq!((of("").bytes, of("").objects), (5, 1), "the orphan counts toward no account");
+
+    let html = admin.get("/admin").await.text().await.unwrap();
+    let storage = &html[html.find("data-testid=\"storage\"").expect("a storage card")..];
+    for shown in ["ann@example.org", "bob@example.org", "no account", "data-testid=\"chart-storage\"", "Measured"] {
+        assert!(storage.contains(shown), "{shown} missing from the storage card: {storage}");
+    }
+    assert!(storage.find("ann@example.org") < storage.find("bob@example.org"), "largest first");
+    server.stop().await;
+}
+
+on_both_databases!(old_jobs_go_with_what_is_theirs_and_nothing_else, pruning_goes_batch_by_batch, storage_is_measured_per_account);

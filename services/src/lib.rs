@@ -10,6 +10,7 @@
 //! - [`nodes`]: the admin state of a node (enable, disable, drain, remove).
 //! - [`placement`]: the fleet as the balancer sees it, and why a queued job waits.
 //! - [`schedules`]: what a user does with a schedule, and the ticker that fires them.
+//! - [`storage`]: storage used per account, measured.
 //! - [`metrics`]: the domain's counters.
 //! - [`events`]: the side effects a use case raises, implemented by the server.
 //! - [`error`]: one error type for every use case, which knows its HTTP status.
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod placement;
 pub mod schedules;
+pub mod storage;
 pub mod usage;
 
 pub use error::{Result, ServiceError};

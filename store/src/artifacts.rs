@@ -80,6 +80,8 @@ pub trait ArtifactStore: Send + Sync {
     /// The names directly under `prefix/` (files and directories) and how long ago each last
     /// changed, for the orphan sweep. Nothing there is an empty list.
     async fn children(&self, prefix: &str) -> io::Result<Vec<(String, std::time::Duration)>>;
+    /// Every stored object's key and size in bytes, for the storage measurement.
+    async fn sizes(&self) -> io::Result<Vec<(String, u64)>>;
     /// A directory on the local disk for staging uploads next to the store.
     fn staging_dir(&self) -> &Path;
 }
@@ -160,9 +162,37 @@ impl ArtifactStore for LocalStore {
         Ok(out)
     }
 
+    async fn sizes(&self) -> io::Result<Vec<(String, u64)>> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || walk_sizes(&root)).await.map_err(io::Error::other)?
+    }
+
     fn staging_dir(&self) -> &Path {
         &self.staging
     }
+}
+
+/// The files under `root`, as keys (`/`-separated paths relative to it) with their sizes.
+fn walk_sizes(root: &Path) -> io::Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Removed since it was listed (retention, a deleted application): nothing to count.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else if let Some(key) = entry.path().strip_prefix(root).ok().and_then(|p| p.to_str()) {
+                out.push((key.replace(std::path::MAIN_SEPARATOR, "/"), meta.len()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// An upload on local disk, not yet committed; removed when dropped uncommitted.

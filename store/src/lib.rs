@@ -12,6 +12,8 @@
 //! - [`schedules`]: schedules and their runs; a fire time becomes a job at most once.
 //! - [`group_commit`]: many small writes recorded as one transaction.
 //! - [`usage`]: usage analytics' counts and roll-ups.
+//! - [`rate_limits`]: rate-limit buckets every server process on the database shares.
+//! - [`storage`]: who owns which stored object, and the latest measurement of storage used.
 //! - [`retention`]: finished jobs pruned in small batches after the configured time.
 //! - [`leases`]: who among several server processes does the work that must happen once, the
 //!   fences that keep a former holder from writing, and the replicas seen.
@@ -27,13 +29,17 @@ pub mod jobs;
 pub mod leases;
 pub mod nodes;
 pub mod password;
+pub mod rate_limits;
 pub mod retention;
 pub mod schedules;
 pub mod sessions;
+pub mod storage;
 pub mod usage;
 pub mod users;
 
 pub use db::Db;
+/// The error every query returns, for callers that do not depend on sqlx themselves.
+pub use sqlx::Error as SqlError;
 
 /// Reads a state word (a job's status, a node's admin state, ...) from its column. The schema's
 /// CHECK constraints admit only the words `aiedge_core` knows, so an unknown one means a

@@ -4,11 +4,13 @@ use leptos_meta::Title;
 use leptos::form::ActionForm;
 use leptos_router::hooks::use_query_map;
 
-use crate::admin::{admin_accounts, admin_overview, AccountDeleted, DeleteAccount, SetAccountDisabled, SetAccountRole};
+use crate::admin::{admin_accounts, admin_overview, admin_storage, AccountDeleted, DeleteAccount, SetAccountDisabled, SetAccountRole};
+use crate::charts::RowBars;
 use crate::components::{action_alert, FormAlert};
 use crate::live::{clock, live_nodes};
-use crate::node_table::NodeTable;
+use crate::node_table::{age, NodeTable};
 use crate::nodes::{all_nodes, node_history};
+use crate::upload::human_bytes;
 
 /// The admin dashboard: the live resource view of every node, and the accounts.
 #[component]
@@ -40,6 +42,7 @@ pub fn Admin() -> impl IntoView {
                                 })}
                             </Suspense>
                         </section>
+                        <Storage />
                         <Accounts />
                     }.into_any(),
                     Err(_) => view! {
@@ -51,6 +54,59 @@ pub fn Admin() -> impl IntoView {
                 }
             })}
         </Suspense>
+    }
+}
+
+/// Storage used per account (a bar each, largest first) and in all, as the lease holder last
+/// measured it (every ten minutes), and the database's size.
+#[component]
+fn Storage() -> impl IntoView {
+    let report = Resource::new(|| (), |_| admin_storage());
+    let now = clock();
+    let bytes = |n: i64| human_bytes(n as f64);
+    view! {
+        <section class="card" id="storage" data-testid="storage">
+            <h2>"Storage"</h2>
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match report.await {
+                        Ok(r) => {
+                            let measured = match r.measured_at_ms {
+                                Some(at) => view! { "Measured " {move || age(now.get(), Some(at))} "; measured again every ten minutes." }.into_any(),
+                                None => view! { "Not measured yet: the first measurement comes a few seconds after the server starts." }.into_any(),
+                            };
+                            let rows: Vec<(String, Vec<f64>)> = r.accounts.iter().take(20)
+                                .map(|a| (a.email.clone().unwrap_or_else(|| "no account (orphans, uploads)".into()), vec![a.bytes as f64]))
+                                .collect();
+                            view! {
+                                <div class="stats">
+                                    <div class="stat"><span class="value" data-testid="stored-bytes">{bytes(r.stored_bytes)}</span><span class="label">"stored (files and small artifacts)"</span></div>
+                                    <div class="stat"><span class="value" data-testid="database-bytes">{bytes(r.database_bytes)}</span><span class="label">"database on disk"</span></div>
+                                </div>
+                                <RowBars title="Stored, per account" testid="chart-storage" names=vec!["stored"] rows unit=human_bytes />
+                                <div class="table-scroll">
+                                    <table class="table compact" data-testid="storage-accounts">
+                                        <thead><tr><th>"Account"</th><th class="num">"Stored"</th><th class="num">"Objects"</th><th class="num">"Jobs"</th></tr></thead>
+                                        <tbody>
+                                            {r.accounts.into_iter().map(|a| view! {
+                                                <tr data-testid="storage-account">
+                                                    <td>{a.email.unwrap_or_else(|| "no account".into())}</td>
+                                                    <td class="num">{bytes(a.bytes)}</td>
+                                                    <td class="num">{a.objects}</td>
+                                                    <td class="num">{a.jobs}</td>
+                                                </tr>
+                                            }).collect_view()}
+                                        </tbody>
+                                    </table>
+                                </div>
+                                <p class="muted small" data-testid="storage-measured">{measured}</p>
+                            }.into_any()
+                        }
+                        Err(e) => view! { <div class="alert" role="alert">{e.to_string()}</div> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
     }
 }
 
