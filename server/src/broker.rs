@@ -22,11 +22,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct Topology {
     namespace: String,
+    job_queues: QueueType,
+}
+
+/// The kind of queue node job queues are declared as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueType {
+    /// RabbitMQ's classic queue: on one broker node (mirrored only by deprecated policies).
+    #[default]
+    Classic,
+    /// A Raft-replicated queue (RabbitMQ 3.8 and later): a job survives the loss of a minority
+    /// of a broker cluster's nodes.
+    Quorum,
 }
 
 impl Topology {
     pub fn new(namespace: &str) -> Self {
-        Self { namespace: namespace.to_string() }
+        Self { namespace: namespace.to_string(), job_queues: QueueType::default() }
+    }
+
+    /// The same names, with node job queues of `kind`.
+    pub fn with_job_queues(self, kind: QueueType) -> Self {
+        Self { job_queues: kind, ..self }
     }
 
     /// The prefix of every name.
@@ -165,11 +182,17 @@ impl Broker {
         let closed = || lapin::Error::InvalidConnectionState(lapin::ConnectionState::Closed);
         let channel = self.channel().await.ok_or_else(closed)?;
         match declare_jobs_topology(&channel, &self.topology, node_id).await {
-            // A queue an older version declared without the dead-letter exchange: use it as it
-            // is (rejected messages are then dropped, still logged by the agent).
+            // A queue declared with other arguments: by an older version without the
+            // dead-letter exchange, or as the other queue type. Use it as it is; its jobs
+            // must not be lost to a redeclaration.
             Err(lapin::Error::ProtocolError(e)) if e.get_id() == 406 => {
                 let queue = self.topology.node_queue(node_id);
-                tracing::warn!(%queue, "node queue predates dead-lettering; delete it while empty to upgrade it");
+                tracing::warn!(
+                    %queue,
+                    wanted = ?self.topology.job_queues,
+                    "node queue was declared with other arguments (an older version, or another --amqp-job-queues); \
+                     used as it is: delete it while empty to have it declared anew"
+                );
                 let channel = self.channel().await.ok_or_else(closed)?;
                 channel
                     .queue_bind(&queue, &self.topology.jobs_exchange(), node_id, QueueBindOptions::default(), FieldTable::default())
@@ -317,6 +340,9 @@ async fn declare_jobs_topology(channel: &Channel, topology: &Topology, node_id: 
     let queue = topology.node_queue(node_id);
     let mut args = FieldTable::default();
     args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(topology.dead_letter_exchange().into()));
+    if topology.job_queues == QueueType::Quorum {
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    }
     channel.queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
     channel.queue_bind(&queue, &exchange, node_id, QueueBindOptions::default(), FieldTable::default()).await?;
     Ok(())

@@ -159,6 +159,12 @@ pub struct Config {
     #[arg(long, env = "AIEDGE_RETENTION_DAYS", default_value_t = 30, global = true)]
     pub retention_days: u32,
 
+    /// What node job queues are declared as: `classic`, or `quorum` (Raft-replicated, for a
+    /// RabbitMQ cluster; RabbitMQ 3.8 or later). Applies to queues declared from then on: an
+    /// existing queue of the other type is used as it is until deleted.
+    #[arg(long, env = "AIEDGE_AMQP_JOB_QUEUES", value_enum, default_value_t = crate::broker::QueueType::Classic, global = true)]
+    pub amqp_job_queues: crate::broker::QueueType,
+
     /// Prefix of every exchange and queue name, so deployments (or tests) can share a broker.
     #[arg(long, env = "AIEDGE_AMQP_NAMESPACE", default_value = "aiedge", global = true)]
     pub amqp_namespace: String,
