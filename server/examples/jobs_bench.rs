@@ -33,6 +33,12 @@
 //! of their jobs/s. The recorder is process-wide and the server runs in this process, so this
 //! example installs it first, behind a switch (see [`MetricsSwitch`]).
 //!
+//! Replicas (`--postgres --replicas 1,2`): for each count, a fresh deployment of that many
+//! server replicas in this process on one database and broker, measured as above with the
+//! client's requests spread over them in turn (a job submitted on one is waited for on the
+//! next) and the agents spread over them too. They share this machine's cores: the numbers
+//! say what running replicas costs, not what more machines would add.
+//!
 //! Diagnostics: `--trace` (server tracing to stderr, by `RUST_LOG`, e.g. `tower_http=debug` for
 //! each request's timing), `--agent-log` (agents' warnings), `--closed-loop` (no backlog: each
 //! submitter waits for its job), `--scratch /dev/shm` (data and work dirs off the disk).
@@ -116,6 +122,14 @@ struct Args {
     /// on and as many with it off, alternating, on one server.
     #[arg(long, default_value_t = 0)]
     compare_metrics: usize,
+    /// Server replicas to measure, one fresh deployment each (comma-separated; more than one
+    /// needs `--postgres`). The replicas run in this process on one database and broker; the
+    /// client spreads its requests over them in turn, and agent i talks to replica i mod N.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    replicas: Vec<usize>,
+    /// What node job queues are declared as (the server's `--amqp-job-queues`).
+    #[arg(long, value_enum, default_value_t = server::broker::QueueType::Classic)]
+    job_queues: server::broker::QueueType,
 }
 
 /// A temp dir under `--scratch`, or the system's.
@@ -179,10 +193,13 @@ impl Drop for Agent {
 }
 
 struct Setup {
-    base: String,
+    /// Every replica's address; requests go to each in turn.
+    bases: Vec<String>,
+    next: AtomicUsize,
     config: server::config::Config,
     shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The replicas' tasks, the first launched first.
+    handles: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// The PostgreSQL database and the admin URL it was created with.
     pg_database: Option<(String, String)>,
     /// For counting unfinished jobs without loading the API.
@@ -206,6 +223,11 @@ async fn call(web: &reqwest::Client, url: String, form: &[(&str, &str)]) -> anyh
 
 impl Setup {
     async fn start(args: &Args, n_agents: usize, agent_bin: &Path, heartbeat: &str) -> anyhow::Result<Self> {
+        Self::start_replicas(args, n_agents, 1, agent_bin, heartbeat).await
+    }
+
+    async fn start_replicas(args: &Args, n_agents: usize, replicas: usize, agent_bin: &Path, heartbeat: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(replicas <= 1 || args.postgres, "several replicas need --postgres (SQLite takes one server)");
         let data_dir = scratch_dir(args)?;
         let namespace = format!("aiedge-bench-{}", uuid::Uuid::new_v4().simple());
         let mut cli = vec!["server".to_string(), "--data-dir".into(), data_dir.path().display().to_string()];
@@ -213,6 +235,7 @@ impl Setup {
         let mut config = server::config::Cli::try_parse_from(cli)?.config;
         config.login_per_ip_per_min = 1000;
         config.register_per_ip_per_min = 1000;
+        config.amqp_job_queues = args.job_queues;
         let mut pg_database = None;
         if args.postgres {
             let name = format!("aiedge_bench_{}", uuid::Uuid::new_v4().simple());
@@ -222,20 +245,26 @@ impl Setup {
             pg_database = Some((name, args.postgres_admin_url.clone()));
         }
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(server::launch(config.clone(), listener, shutdown.clone()));
-        let probe = reqwest::Client::new();
-        let mut ready = false;
-        for _ in 0..400 {
-            if probe.get(format!("{base}/healthz")).send().await.is_ok() {
-                ready = true;
-                break;
+        let (mut bases, mut handles) = (Vec::new(), Vec::new());
+        // One after the other: the first takes the lease, the others stand by.
+        for _ in 0..replicas.max(1) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let base = format!("http://{}", listener.local_addr()?);
+            handles.push(tokio::spawn(server::launch(config.clone(), listener, shutdown.clone())));
+            let probe = reqwest::Client::new();
+            let mut ready = false;
+            for _ in 0..400 {
+                if probe.get(format!("{base}/healthz")).send().await.is_ok() {
+                    ready = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            anyhow::ensure!(ready, "server replica {} did not start", bases.len() + 1);
+            bases.push(base);
         }
-        anyhow::ensure!(ready, "server did not start");
+        let base = bases[0].clone();
         let state = server::build_state(&config).await?;
 
         let web = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build()?;
@@ -247,10 +276,11 @@ impl Setup {
         let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
 
         let mut setup = Self {
-            base,
+            bases,
+            next: AtomicUsize::new(0),
             config,
             shutdown,
-            handle,
+            handles,
             pg_database,
             state,
             web,
@@ -269,7 +299,7 @@ impl Setup {
             let mut command = Command::new(agent_bin);
             command
                 .arg("run")
-                .args(["--server", &setup.base, "--name", &name, "--token", &node_token])
+                .args(["--server", &setup.bases[i % setup.bases.len()], "--name", &name, "--token", &node_token])
                 .arg("--work-dir")
                 .arg(dir.path().join("work"))
                 .args(["--max-jobs", &args.max_jobs.to_string()])
@@ -286,8 +316,10 @@ impl Setup {
         Ok(setup)
     }
 
+    /// `path` on the next replica in turn.
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len();
+        format!("{}{path}", self.bases[i])
     }
 
     async fn wait_nodes_active(&self) -> anyhow::Result<()> {
@@ -383,7 +415,9 @@ impl Setup {
     async fn stop(mut self) {
         self.agents.clear();
         self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.handle).await;
+        for handle in &mut self.handles {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
         // Node queues are durable and never expire by design: remove this run's.
         let topology = server::broker::Topology::new(&self.config.amqp_namespace);
         if let Ok(conn) = lapin::Connection::connect(&self.config.amqp_url, lapin::ConnectionProperties::default()).await {
@@ -436,6 +470,7 @@ impl Stamps {
 #[derive(Default)]
 struct Result1 {
     agents: usize,
+    replicas: usize,
     /// Sequential: client wall time submit → succeeded seen, ms.
     e2e: Vec<f64>,
     /// Sequential: the submit call alone (until its 201), ms.
@@ -465,9 +500,9 @@ struct Result1 {
     per_node: BTreeMap<String, usize>,
 }
 
-async fn measure(args: &Args, n_agents: usize, agent_bin: &Path) -> anyhow::Result<Result1> {
-    let setup = Setup::start(args, n_agents, agent_bin, "500ms").await?;
-    let result = measure_on(args, &setup, n_agents).await;
+async fn measure(args: &Args, n_agents: usize, replicas: usize, agent_bin: &Path) -> anyhow::Result<Result1> {
+    let setup = Setup::start_replicas(args, n_agents, replicas, agent_bin, "500ms").await?;
+    let result = measure_on(args, &setup, n_agents).await.map(|r| Result1 { replicas, ..r });
     setup.stop().await;
     result
 }
@@ -985,6 +1020,15 @@ async fn compare_metrics(
     Ok(())
 }
 
+/// The table's first cell: the agents, and the replicas when there are several.
+fn who(r: &Result1) -> String {
+    if r.replicas > 1 {
+        format!("{} ({} replicas)", r.agents, r.replicas)
+    } else {
+        r.agents.to_string()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::main]
@@ -1003,8 +1047,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
-        "jobs_bench: {cores} cores, database {}, agents --max-jobs {} --queue-ahead {}, {} sequential jobs ({}), {} jobs from {} submitters{}",
+        "jobs_bench: {cores} cores, database {}, {:?} job queues, agents --max-jobs {} --queue-ahead {}, {} sequential jobs ({}), {} jobs from {} submitters{}",
         if args.postgres { "PostgreSQL" } else { "SQLite" },
+        args.job_queues,
         args.max_jobs,
         args.queue_ahead,
         args.sequential,
@@ -1018,7 +1063,9 @@ async fn main() -> anyhow::Result<()> {
     if !args.no_server {
         let bin = agent_bin()?;
         for &n in &args.agents {
-            results.push(measure(&args, n, &bin).await?);
+            for &k in &args.replicas {
+                results.push(measure(&args, n, k, &bin).await?);
+            }
         }
     }
     let runner = if args.no_runner { Vec::new() } else { tokio::task::spawn_blocking(runner_phase).await?? };
@@ -1041,7 +1088,7 @@ async fn main() -> anyhow::Result<()> {
             let sv = sorted(r.server.clone());
             println!(
                 "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} |",
-                r.agents,
+                who(r),
                 e.len(),
                 pct(&e, 50.0),
                 pct(&e, 95.0),
@@ -1066,14 +1113,14 @@ async fn main() -> anyhow::Result<()> {
                     format!("{:.1} / {:.1}", pct(&v, 50.0), pct(&v, 95.0))
                 })
                 .collect();
-            println!("| {} | {} |", r.agents, cells.join(" | "));
+            println!("| {} | {} |", who(r), cells.join(" | "));
         }
         println!();
         for r in &results {
             let (a, b) = (sorted(r.probe_status.clone()), sorted(r.probe_result.clone()));
             println!(
                 "Diagnostics, {} agent(s), p50 ms: GET /api/v1/jobs/{{id}} {:.1}, GET …/result (1-row CSV) {:.1}",
-                r.agents,
+                who(r),
                 pct(&a, 50.0),
                 pct(&b, 50.0)
             );
@@ -1090,7 +1137,7 @@ async fn main() -> anyhow::Result<()> {
             let done = r.jobs - r.submit_errors.len();
             println!(
                 "| {} | {:.0} | {:.2} | {:.2} | {} | {:.0} / {:.0} | {:.0} | {:.0} | {} |",
-                r.agents,
+                who(r),
                 done as f64 / r.tput_elapsed_s,
                 r.tput_elapsed_s,
                 r.submit_s,
@@ -1107,7 +1154,7 @@ async fn main() -> anyhow::Result<()> {
             let done = (r.jobs - r.submit_errors.len()).max(1) as f64;
             println!(
                 "CPU in the throughput phase, {} agent(s): server+client {:.1} s, agents {:.1} s, broker {:.1} s over {:.1} s wall = {:.2} cores busy; per job {:.2} ms server+client, {:.2} ms agents, {:.2} ms broker",
-                r.agents,
+                who(r),
                 r.cpu_self_s,
                 r.cpu_agents_s,
                 r.cpu_broker_s,
@@ -1120,7 +1167,7 @@ async fn main() -> anyhow::Result<()> {
         }
         for r in &results {
             for f in r.seq_failed.iter().chain(&r.submit_errors).chain(&r.failed).take(20) {
-                println!("  {} agent(s) failure: {f}", r.agents);
+                println!("  {} agent(s) failure: {f}", who(r));
             }
         }
     }
