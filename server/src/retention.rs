@@ -1,6 +1,6 @@
 //! Retention on the lease holder: finished jobs older than `--retention-days` are deleted in
-//! batches of [`BATCH`] with a pause between them (see [`aiedge_store::retention`]), then
-//! their files; once an hour, files under `jobs/` and `inputs/` that no job names any more
+//! small batches with a pause between them (see [`aiedge_store::retention`] and [`Pacer`]),
+//! then their files; once an hour, files under `jobs/` and `inputs/` that no job names any more
 //! (left by a crash between a batch's commit and its file deletions) are removed too.
 
 use std::time::Duration;
@@ -10,10 +10,15 @@ use aiedge_store::retention;
 use app::backend::AppState;
 use tokio_util::sync::CancellationToken;
 
-/// Jobs per transaction: small enough that the job path never waits long behind one.
-pub const BATCH: i64 = 500;
-/// The pause between batches, for the job path's writes.
-const PAUSE: Duration = Duration::from_millis(50);
+/// The most jobs one transaction deletes.
+pub const MAX_BATCH: i64 = 500;
+const MIN_BATCH: i64 = 10;
+/// What one batch may take: a write of the job path waits at most about this long behind it.
+const BATCH_TIME: Duration = Duration::from_millis(5);
+/// The least pause between batches; the pause is longer after a long batch (see [`Pacer`]).
+pub const PAUSE: Duration = Duration::from_millis(20);
+/// The share of time batches may hold the database, at most, while pruning runs.
+const DUTY_PERCENT: u32 = 10;
 /// How often the holder looks for expired jobs.
 const EVERY: Duration = Duration::from_secs(60);
 /// How often it looks for orphan files, and how old one must be (younger ones may belong to
@@ -28,12 +33,45 @@ pub struct Totals {
     pub files: u64,
 }
 
+/// Sizes batches by how long the last one took, so each holds the database about
+/// [`BATCH_TIME`] whatever the engine, the disk and the rows per job, and spaces them so that
+/// pruning holds it [`DUTY_PERCENT`] of the time at most: the job path's writes rarely wait
+/// behind a batch, and never long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacer {
+    pub size: i64,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Self { size: 50 }
+    }
+}
+
+impl Pacer {
+    /// The next batch's size after one of the current size took `took`, and the pause before it.
+    pub fn after(&mut self, took: Duration) -> Duration {
+        if took > BATCH_TIME * 2 {
+            self.size = (self.size / 2).max(MIN_BATCH);
+        } else if took < BATCH_TIME / 2 {
+            self.size = (self.size * 3 / 2).min(MAX_BATCH);
+        }
+        PAUSE.max(took * (100 - DUTY_PERCENT) / DUTY_PERCENT)
+    }
+}
+
 /// Prunes every job that ended before `before`, batch by batch, until none is left or
 /// `cancel`. Stops at a fenced batch (the lease moved on).
 pub async fn prune(state: &AppState, fence: Option<&Fence>, before: i64, cancel: &CancellationToken) -> Result<Totals, sqlx::Error> {
     let mut totals = Totals::default();
+    let mut pacer = Pacer::default();
     loop {
-        let batch = retention::prune_jobs(&state.db, fence, before, BATCH).await?;
+        let size = pacer.size;
+        let started = std::time::Instant::now();
+        let batch = retention::prune_jobs(&state.db, fence, before, size).await?;
+        let took = started.elapsed();
+        let pause = pacer.after(took);
+        tracing::debug!(jobs = batch.jobs, size, took_ms = took.as_secs_f64() * 1000.0, next = pacer.size, "pruned a batch");
         totals.jobs += batch.jobs;
         for prefix in &batch.prefixes {
             match state.artifacts.delete_all(prefix).await {
@@ -47,11 +85,11 @@ pub async fn prune(state: &AppState, fence: Option<&Fence>, before: i64, cancel:
                 Err(e) => tracing::warn!(%key, error = %e, "cannot delete a pruned job's input; the orphan sweep retries"),
             }
         }
-        if batch.jobs < BATCH as u64 {
+        if batch.jobs < size as u64 {
             return Ok(totals);
         }
         tokio::select! {
-            _ = tokio::time::sleep(PAUSE) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = cancel.cancelled() => return Ok(totals),
         }
     }
@@ -106,4 +144,28 @@ pub fn spawn(state: AppState, fence: Fence, keep_for: Duration, cancel: Cancella
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_shrink_when_slow_grow_when_quick_and_pauses_keep_the_duty() {
+        let mut pacer = Pacer::default();
+        let pause = pacer.after(Duration::from_millis(40));
+        assert_eq!(pacer.size, 25);
+        assert_eq!(pause, Duration::from_millis(360), "a 40 ms batch is followed by 9 times as long a pause");
+        for _ in 0..10 {
+            pacer.after(Duration::from_millis(40));
+        }
+        assert_eq!(pacer.size, MIN_BATCH);
+        for _ in 0..30 {
+            assert_eq!(pacer.after(Duration::from_millis(1)), PAUSE);
+        }
+        assert_eq!(pacer.size, MAX_BATCH);
+        let steady = pacer.size;
+        pacer.after(Duration::from_millis(5));
+        assert_eq!(pacer.size, steady, "a batch near its time keeps the size");
+    }
 }

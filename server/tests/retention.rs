@@ -106,7 +106,7 @@ async fn pruning_goes_batch_by_batch(kind: DbKind) {
     let state = server::build_state(&server.config).await.unwrap();
     let db = &state.db;
     let (owner, app): (String, String) = sqlx::query_as("select owner_id, id from applications").fetch_one(&db.pool).await.unwrap();
-    let total = server::retention::BATCH * 2 + 17;
+    let total = server::retention::MAX_BATCH * 2 + 17;
     let old = aiedge_store::now_ms() - 400 * DAY_MS;
     let mut tx = db.writer.begin().await.unwrap();
     for i in 0..total {
