@@ -33,6 +33,13 @@
 //! of their jobs/s. The recorder is process-wide and the server runs in this process, so this
 //! example installs it first, behind a switch (see [`MetricsSwitch`]).
 //!
+//! Retention (`--retention 100000`, instead of the phases above): real jobs are copied (with
+//! their events, attempts, and database-kept input and result) into that many jobs that ended
+//! two days ago, with the server keeping jobs a day; the job round trip is measured before and
+//! while the server's retention task prunes them; the database's and artifact store's
+//! footprint is printed after each step, over
+//! `--retention-cycles` cycles (does the space pruned get used again?).
+//!
 //! Replicas (`--postgres --replicas 1,2`): for each count, a fresh deployment of that many
 //! server replicas in this process on one database and broker, measured as above with the
 //! client's requests spread over them in turn (a job submitted on one is waited for on the
@@ -127,6 +134,12 @@ struct Args {
     /// client spreads its requests over them in turn, and agent i talks to replica i mod N.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     replicas: Vec<usize>,
+    /// Measure retention at scale instead: this many finished jobs (copies of real ones) are
+    /// pruned while the job path is measured, `--retention-cycles` times over.
+    #[arg(long, default_value_t = 0)]
+    retention: usize,
+    #[arg(long, default_value_t = 2)]
+    retention_cycles: usize,
     /// What node job queues are declared as (the server's `--amqp-job-queues`).
     #[arg(long, value_enum, default_value_t = server::broker::QueueType::Classic)]
     job_queues: server::broker::QueueType,
@@ -236,6 +249,9 @@ impl Setup {
         config.login_per_ip_per_min = 1000;
         config.register_per_ip_per_min = 1000;
         config.amqp_job_queues = args.job_queues;
+        // Nothing the benchmark makes is old enough for the server's own pruner but what
+        // `--retention` makes: jobs that ended two days ago, pruned after one.
+        config.retention_days = u32::from(args.retention > 0);
         let mut pg_database = None;
         if args.postgres {
             let name = format!("aiedge_bench_{}", uuid::Uuid::new_v4().simple());
@@ -1020,6 +1036,212 @@ async fn compare_metrics(
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Retention at scale
+// ---------------------------------------------------------------------------------------------
+
+/// What the deployment stores, by where.
+struct Footprint {
+    /// The database's size on disk, and the part of it in use (SQLite: minus its free pages;
+    /// PostgreSQL: the same, as its files keep what autovacuum frees for reuse).
+    database: (i64, i64),
+    /// The artifact store's files.
+    artifacts: u64,
+    jobs: i64,
+    rows: i64,
+}
+
+impl std::fmt::Display for Footprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mb = |b: f64| b / 1e6;
+        write!(
+            f,
+            "{} jobs, {} rows of theirs; database {:.1} MB on disk ({:.1} MB in use), artifact files {:.2} MB",
+            self.jobs,
+            self.rows,
+            mb(self.database.0 as f64),
+            mb(self.database.1 as f64),
+            mb(self.artifacts as f64)
+        )
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.flatten().map(|e| if e.path().is_dir() { dir_bytes(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) }).sum()
+}
+
+async fn footprint(setup: &Setup) -> anyhow::Result<Footprint> {
+    let db = &setup.state.db;
+    let on_disk = aiedge_store::storage::database_bytes(db).await?;
+    let in_use = match db.backend {
+        aiedge_store::db::Backend::Sqlite => {
+            let (free,): (i64,) = sqlx::query_as("select freelist_count * page_size from pragma_freelist_count(), pragma_page_size()")
+                .fetch_one(&db.pool)
+                .await?;
+            on_disk - free
+        }
+        aiedge_store::db::Backend::Postgres => on_disk,
+    };
+    let count = |sql: &'static str| async move { sqlx::query_as::<_, (i64,)>(sql).fetch_one(&db.pool).await.map(|(n,)| n) };
+    let jobs = count("select count(*) from jobs").await?;
+    let rows = count("select count(*) from job_events").await?
+        + count("select count(*) from job_attempts").await?
+        + count("select count(*) from inline_artifacts").await?;
+    Ok(Footprint { database: (on_disk, in_use), artifacts: dir_bytes(&setup.config.data_dir.join("artifacts")), jobs, rows })
+}
+
+/// Adds `n` finished jobs, each a copy of one of `seeds` (real jobs: their events, attempts and
+/// database-kept input and result come along) that ended two days ago.
+async fn fill(setup: &Setup, seeds: &[String], n: usize) -> anyhow::Result<()> {
+    let db = &setup.state.db;
+    let ended = aiedge_store::now_ms() - 2 * 24 * 3600 * 1000;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut tx = db.writer.begin().await?;
+        for &i in chunk {
+            let seed = &seeds[i % seeds.len()];
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let suffix = format!("-{id}");
+            let at = ended + i as i64 % 1000;
+            sqlx::query(
+                "insert into inline_artifacts (key, content, created_at)
+                 select key || $1, content, $2 from inline_artifacts
+                 where key in (select input_key from jobs where id = $3 union select result_key from jobs where id = $3)",
+            )
+            .bind(&suffix)
+            .bind(at)
+            .bind(seed)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, node_id, attempt, decision, error,
+                                   result_key, result_rows, log_key, progress_rows, created_at, dispatched_at, started_at, finished_at, max_attempts, pool)
+                 select $1, owner_id, app_id, status, input_key || $2, input_name, input_rows, node_id, attempt, decision, error,
+                        result_key || $2, result_rows, log_key || $2, progress_rows, $3, $3, $3, $3, max_attempts, pool
+                 from jobs where id = $4",
+            )
+            .bind(&id)
+            .bind(&suffix)
+            .bind(at)
+            .bind(seed)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "insert into job_events (id, job_id, at, status, attempt, node_id, message)
+                 select id || $2, $1, $3, status, attempt, node_id, message from job_events where job_id = $4",
+            )
+            .bind(&id)
+            .bind(&suffix)
+            .bind(at)
+            .bind(seed)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "insert into job_attempts (job_id, attempt, node_id, node_name, agent_instance, dispatched_at, started_at, finished_at, outcome, reason)
+                 select $1, attempt, node_id, node_name, agent_instance, $2, $2, $2, outcome, reason from job_attempts where job_id = $3",
+            )
+            .bind(&id)
+            .bind(at)
+            .bind(seed)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// One job, submitted and waited for: its round trip in ms.
+async fn round_trip(setup: &Setup, app: &str, input: &[u8]) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let id = setup.submit(app, input).await?;
+    let (job, seen, _) = setup.wait_job(&id, Duration::ZERO).await?;
+    anyhow::ensure!(job["status"] == "succeeded", "job failed: {job}");
+    Ok(seen.duration_since(t0).as_secs_f64() * 1000.0)
+}
+
+/// Jobs that ended over a day ago: the ones `fill` made, until the server prunes them.
+async fn expired(setup: &Setup) -> anyhow::Result<i64> {
+    let cut = aiedge_store::now_ms() - 24 * 3600 * 1000;
+    let (n,): (i64,) = sqlx::query_as("select count(*) from jobs where finished_at < $1").bind(cut).fetch_one(&setup.state.db.pool).await?;
+    Ok(n)
+}
+
+/// `--retention N`: a database that holds `N` more finished jobs than it keeps (the server runs
+/// with `--retention-days 1`, and they ended two days ago), `--retention-cycles` times. The
+/// server's own retention task prunes them (on its minute tick, once the usage roll-up has
+/// counted them) while this runs jobs one at a time: the round trips before and during the
+/// prune say what it costs the job path, the footprint after it what stays.
+async fn retention(args: &Args, bin: &Path) -> anyhow::Result<()> {
+    let setup = Setup::start(args, 2, bin, "500ms").await?;
+    let (app, input) = warm_up(args, &setup, 2).await?;
+    println!(
+        "retention: {} finished jobs pruned per cycle, {} cycles, {}, 2 agents",
+        args.retention,
+        args.retention_cycles,
+        if args.postgres { "PostgreSQL" } else { "SQLite" }
+    );
+    let mut seeds = Vec::new();
+    for _ in 0..100 {
+        let id = setup.submit(&app, &input).await?;
+        setup.wait_job(&id, Duration::ZERO).await?;
+        seeds.push(id);
+    }
+    println!("start: {}", footprint(&setup).await?);
+    for cycle in 1..=args.retention_cycles {
+        let t = Instant::now();
+        fill(&setup, &seeds, args.retention).await?;
+        let fill_s = t.elapsed().as_secs_f64();
+        println!("cycle {cycle}: {} finished jobs added in {fill_s:.1} s: {}", args.retention, footprint(&setup).await?);
+        let total = expired(&setup).await?;
+        let (mut before, mut during) = (Vec::new(), Vec::new());
+        let (mut started, waiting) = (None, Instant::now());
+        loop {
+            // Enough round trips before the prune: wait for it without adding jobs.
+            if started.is_none() && before.len() >= args.sequential {
+                while expired(&setup).await? == total {
+                    anyhow::ensure!(waiting.elapsed() < Duration::from_secs(600), "not pruned within 10 minutes");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            let ms = round_trip(&setup, &app, &input).await?;
+            let left = expired(&setup).await?;
+            if left == 0 {
+                break;
+            }
+            if left < total {
+                started.get_or_insert_with(Instant::now);
+                during.push(ms);
+            } else {
+                before.push(ms);
+            }
+            anyhow::ensure!(waiting.elapsed() < Duration::from_secs(600), "not pruned within 10 minutes ({left} of {total} left)");
+        }
+        let prune_s = started.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
+        let (before, during) = (sorted(before), sorted(during));
+        println!(
+            "  the server pruned them in about {prune_s:.1} s ({:.0} jobs/s, batches sized to take about 5 ms, at most {} jobs)",
+            total as f64 / prune_s,
+            server::retention::MAX_BATCH,
+        );
+        println!(
+            "  job round trip, p50 / p95 / max ms: before {:.1} / {:.1} / {:.1} ({} jobs); while pruning {:.1} / {:.1} / {:.1} ({} jobs); p95 ratio {:.2}",
+            pct(&before, 50.0),
+            pct(&before, 95.0),
+            before.last().copied().unwrap_or(f64::NAN),
+            before.len(),
+            pct(&during, 50.0),
+            pct(&during, 95.0),
+            during.last().copied().unwrap_or(f64::NAN),
+            during.len(),
+            pct(&during, 95.0) / pct(&before, 95.0)
+        );
+        println!("  after: {}", footprint(&setup).await?);
+    }
+    setup.stop().await;
+    Ok(())
+}
+
 /// The table's first cell: the agents, and the replicas when there are several.
 fn who(r: &Result1) -> String {
     if r.replicas > 1 {
@@ -1039,6 +1261,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.failover > 0 {
         return failover(&args, &agent_bin()?).await;
+    }
+    if args.retention > 0 {
+        return retention(&args, &agent_bin()?).await;
     }
     if args.compare_metrics > 0 {
         // Before anything records: the server's recorder must be this switch.
