@@ -1103,21 +1103,25 @@ async fn fill(setup: &Setup, seeds: &[String], n: usize) -> anyhow::Result<()> {
             let id = uuid::Uuid::new_v4().simple().to_string();
             let suffix = format!("-{id}");
             let at = ended + i as i64 % 1000;
+            // Keys as the server makes them: the input's own, the results' under the job's id
+            // (the retention task derives those from the id).
             sqlx::query(
                 "insert into inline_artifacts (key, content, created_at)
-                 select key || $1, content, $2 from inline_artifacts
-                 where key in (select input_key from jobs where id = $3 union select result_key from jobs where id = $3)",
+                 select case when key like 'inline:jobs/%' then replace(key, $3, $4) else key || $1 end, content, $2
+                 from inline_artifacts
+                 where key = (select input_key from jobs where id = $3) or key like 'inline:jobs/' || $3 || '/%'",
             )
             .bind(&suffix)
             .bind(at)
             .bind(seed)
+            .bind(&id)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, node_id, attempt, decision, error,
                                    result_key, result_rows, log_key, progress_rows, created_at, dispatched_at, started_at, finished_at, max_attempts, pool)
                  select $1, owner_id, app_id, status, input_key || $2, input_name, input_rows, node_id, attempt, decision, error,
-                        result_key || $2, result_rows, log_key || $2, progress_rows, $3, $3, $3, $3, max_attempts, pool
+                        replace(result_key, $4, $1), result_rows, replace(log_key, $4, $1), progress_rows, $3, $3, $3, $3, max_attempts, pool
                  from jobs where id = $4",
             )
             .bind(&id)
