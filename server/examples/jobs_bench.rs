@@ -1109,7 +1109,8 @@ async fn fill(setup: &Setup, seeds: &[String], n: usize) -> anyhow::Result<()> {
                 "insert into inline_artifacts (key, content, created_at)
                  select case when key like 'inline:jobs/%' then replace(key, $3, $4) else key || $1 end, content, $2
                  from inline_artifacts
-                 where key = (select input_key from jobs where id = $3) or key like 'inline:jobs/' || $3 || '/%'",
+                 where key in (select input_key from jobs where id = $3 union select result_key from jobs where id = $3
+                               union select log_key from jobs where id = $3)",
             )
             .bind(&suffix)
             .bind(at)
