@@ -101,6 +101,9 @@ test('an admin disables an account: its session and token are refused until it i
   await logIn(admin, ADMIN.email, ADMIN.password);
   await admin.goto(`/admin?q=${encodeURIComponent(email)}`);
   await hydrated(admin);
+  // Storage as the lease holder last measured it (a few seconds after the server started).
+  await expect(admin.getByTestId('storage-measured')).toContainText(/Measured \d+ (s|min|h) ago|Not measured yet/);
+  await expect(admin.getByTestId('database-bytes')).toHaveText(/\d+(\.\d)? (B|KB|MB|GB)/);
   const row = admin.getByTestId('account').filter({ hasText: email });
   await expect(row).toHaveCount(1);
   await row.getByRole('button', { name: 'Disable' }).click();

@@ -316,6 +316,7 @@ fn matrix() -> Vec<Row> {
         row("GET", "/api/auth/me", Need::Nothing, PUBLIC, |_, _, _| Req::get("/api/auth/me")),
         row("GET", "/api/admin/overview", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/admin/overview")),
         row("GET", "/api/admin/accounts", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/admin/accounts?q=example")),
+        row("GET", "/api/admin/storage", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/admin/storage")),
         row("GET", "/api/admin/usage", Need::Nothing, ADMINS, |_, _, _| Req::get("/api/admin/usage?window=30d")),
         // With a wrong current password: answered (a form error), nothing changes.
         row("POST", "/api/auth/password", Need::Nothing, USERS, |_, _, _| {
