@@ -1218,6 +1218,8 @@ async fn retention(args: &Args, bin: &Path) -> anyhow::Result<()> {
             }
             started.get_or_insert_with(Instant::now);
             during.push(round_trip(&setup, &app, &input).await?);
+            // A steady load, not a flood: the jobs run meanwhile stay, and count in the footprint.
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let prune_s = started.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
         for _ in 0..args.sequential {

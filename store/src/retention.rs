@@ -20,12 +20,16 @@ pub struct PrunedJobs {
     pub prefixes: Vec<String>,
     /// Single files of the artifact store (the inputs uploaded with the jobs).
     pub keys: Vec<String>,
+    /// How long the batch held the writer: from when it had the connection to its commit,
+    /// without its wait for the job path's writes before it.
+    pub held: std::time::Duration,
 }
 
 /// Deletes up to `limit` finished jobs that ended before `before` (oldest first), and what
 /// belongs to them alone. Fenced: only the lease holder prunes.
 pub async fn prune_jobs(db: &Db, fence: Option<&Fence>, before: i64, limit: i64) -> Result<PrunedJobs, sqlx::Error> {
     let mut tx = db.writer.begin().await?;
+    let acquired = std::time::Instant::now();
     leases::hold(&mut tx, fence).await?;
     // Ended before the cutoff and already counted by the usage roll-up, oldest first.
     // IMPORTANT: `status || ''` keeps SQLite off the status index, which it otherwise picks,
@@ -44,6 +48,7 @@ pub async fn prune_jobs(db: &Db, fence: Option<&Fence>, before: i64, limit: i64)
     let mut pruned = PrunedJobs::default();
     if jobs.is_empty() {
         tx.commit().await?;
+        pruned.held = acquired.elapsed();
         return Ok(pruned);
     }
     let mut inline = Vec::new();
@@ -82,6 +87,7 @@ pub async fn prune_jobs(db: &Db, fence: Option<&Fence>, before: i64, limit: i64)
         pruned.jobs += query.execute(&mut *tx).await?.rows_affected();
     }
     tx.commit().await?;
+    pruned.held = acquired.elapsed();
     Ok(pruned)
 }
 
