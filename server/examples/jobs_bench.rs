@@ -1118,29 +1118,18 @@ async fn fill(setup: &Setup, seeds: &[String], n: usize) -> anyhow::Result<()> {
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
+            // Both take the copy's id, the suffix of its keys, when it ended, and the seed's id.
+            for sql in [
                 "insert into jobs (id, owner_id, app_id, status, input_key, input_name, input_rows, node_id, attempt, decision, error,
                                    result_key, result_rows, log_key, progress_rows, created_at, dispatched_at, started_at, finished_at, max_attempts, pool)
                  select $1, owner_id, app_id, status, input_key || $2, input_name, input_rows, node_id, attempt, decision, error,
                         replace(result_key, $4, $1), result_rows, replace(log_key, $4, $1), progress_rows, $3, $3, $3, $3, max_attempts, pool
                  from jobs where id = $4",
-            )
-            .bind(&id)
-            .bind(&suffix)
-            .bind(at)
-            .bind(seed)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
                 "insert into job_events (id, job_id, at, status, attempt, node_id, message)
                  select id || $2, $1, $3, status, attempt, node_id, message from job_events where job_id = $4",
-            )
-            .bind(&id)
-            .bind(&suffix)
-            .bind(at)
-            .bind(seed)
-            .execute(&mut *tx)
-            .await?;
+            ] {
+                sqlx::query(sql).bind(&id).bind(&suffix).bind(at).bind(seed).execute(&mut *tx).await?;
+            }
             sqlx::query(
                 "insert into job_attempts (job_id, attempt, node_id, node_name, agent_instance, dispatched_at, started_at, finished_at, outcome, reason)
                  select $1, attempt, node_id, node_name, agent_instance, $2, $2, $2, outcome, reason from job_attempts where job_id = $3",
