@@ -33,15 +33,15 @@ impl Quota {
 /// changes nothing.
 pub async fn take(db: &Db, key: &str, quota: Quota, now: i64) -> Result<Option<Duration>, sqlx::Error> {
     let (interval, tolerance) = (quota.interval_ms(), quota.tolerance_ms());
-    // `start` is when this attempt would begin spending: the bucket's arrival time, or now
-    // when the bucket has been idle. Both SET expressions see the row as it was.
+    // An attempt passes while the bucket's arrival time is at most `tolerance` ahead of now; it
+    // then moves on by one interval, from now when the bucket has been idle (arrival time
+    // passed). Both SET expressions see the row as it was.
     let (tat, allowed): (i64, i64) = sqlx::query_as(
         "insert into rate_buckets (key, tat, allowed) values ($1, $2 + $3, 1)
          on conflict (key) do update set
-           allowed = case when (case when rate_buckets.tat > $2 then rate_buckets.tat else $2 end) - $2 <= $4
-                          then 1 else 0 end,
-           tat = case when (case when rate_buckets.tat > $2 then rate_buckets.tat else $2 end) - $2 <= $4
-                      then (case when rate_buckets.tat > $2 then rate_buckets.tat else $2 end) + $3
+           allowed = case when rate_buckets.tat <= $2 + $4 then 1 else 0 end,
+           tat = case when rate_buckets.tat <= $2 then $2 + $3
+                      when rate_buckets.tat <= $2 + $4 then rate_buckets.tat + $3
                       else rate_buckets.tat end
          returning tat, allowed",
     )
