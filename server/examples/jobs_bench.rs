@@ -35,9 +35,9 @@
 //!
 //! Retention (`--retention 100000`, instead of the phases above): real jobs are copied (with
 //! their events, attempts, and database-kept input and result) into that many jobs that ended
-//! two days ago, with the server keeping jobs a day; the job round trip is measured before and
-//! while the server's retention task prunes them; the database's and artifact store's
-//! footprint is printed after each step, over
+//! two days ago, with the server keeping jobs a day; the job round trip is measured at rest
+//! (before the fill and after the prune) and while the server's retention task prunes them;
+//! the database's and artifact store's footprint is printed after each step, over
 //! `--retention-cycles` cycles (does the space pruned get used again?).
 //!
 //! Replicas (`--postgres --replicas 1,2`): for each count, a fresh deployment of that many
@@ -1066,11 +1066,6 @@ impl std::fmt::Display for Footprint {
     }
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries.flatten().map(|e| if e.path().is_dir() { dir_bytes(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) }).sum()
-}
-
 async fn footprint(setup: &Setup) -> anyhow::Result<Footprint> {
     let db = &setup.state.db;
     let on_disk = aiedge_store::storage::database_bytes(db).await?;
@@ -1088,7 +1083,8 @@ async fn footprint(setup: &Setup) -> anyhow::Result<Footprint> {
     let rows = count("select count(*) from job_events").await?
         + count("select count(*) from job_attempts").await?
         + count("select count(*) from inline_artifacts").await?;
-    Ok(Footprint { database: (on_disk, in_use), artifacts: dir_bytes(&setup.config.data_dir.join("artifacts")), jobs, rows })
+    let artifacts = setup.state.artifacts.sizes().await?.iter().map(|(_, bytes)| bytes).sum();
+    Ok(Footprint { database: (on_disk, in_use), artifacts, jobs, rows })
 }
 
 /// Adds `n` finished jobs, each a copy of one of `seeds` (real jobs: their events, attempts and
